@@ -1,0 +1,43 @@
+/**
+ * Environment access: the one place that knows how each runtime exposes it.
+ *
+ * @module
+ */
+import process from "node:process";
+import os from "node:os";
+
+/**
+ * Reads an environment variable.
+ *
+ * @param name The variable's name.
+ * @returns Its value, or `undefined` when unset or empty.
+ */
+export function env(name: string): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === "" ? undefined : v;
+}
+
+/**
+ * The user's home directory.
+ *
+ * @returns An absolute path.
+ */
+export function homeDir(): string {
+  return os.homedir();
+}
+
+/** Which runtime runs this code. */
+export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
+  ? "deno"
+  : "Bun" in globalThis
+  ? "bun"
+  : "node";
+
+/**
+ * Writes a line to stderr (logs never go to stdout, which may carry a protocol).
+ *
+ * @param line The text to write.
+ */
+export function logLine(line: string): void {
+  process.stderr.write(line.endsWith("\n") ? line : line + "\n");
+}

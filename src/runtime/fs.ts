@@ -1,0 +1,107 @@
+/**
+ * File access for stores and relays: atomic, owner-only writes.
+ *
+ * @module
+ */
+import fsp from "node:fs/promises";
+import path from "node:path";
+
+/**
+ * Creates a directory (and its parents) readable by the owner only.
+ *
+ * @param dir The directory.
+ */
+export async function ensureDir(dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * Writes a file atomically: a temp file in the same directory is written,
+ * flushed to disk, made owner-only and renamed over the target, so a crash
+ * leaves either the old or the new content, never a torn file.
+ *
+ * @param file The target path.
+ * @param data The bytes to write.
+ */
+export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(file)}.${crypto.getRandomValues(new Uint8Array(6)).toHex()}.tmp`,
+  );
+  const fh = await fsp.open(tmp, "w", 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+  await syncDir(dir);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, "r");
+    await fh.sync();
+  } catch {
+    // Some platforms cannot fsync a directory; the rename is still atomic.
+  } finally {
+    await fh?.close();
+  }
+}
+
+/**
+ * Reads a file.
+ *
+ * @param file The path.
+ * @returns Its bytes, or `undefined` if it does not exist.
+ */
+export async function readFileIfExists(file: string): Promise<Uint8Array | undefined> {
+  try {
+    return new Uint8Array(await fsp.readFile(file));
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return undefined;
+    throw e;
+  }
+}
+
+/**
+ * Lists the names in a directory.
+ *
+ * @param dir The directory.
+ * @returns Its entries' names, or `[]` if it does not exist.
+ */
+export async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await fsp.readdir(dir);
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return [];
+    throw e;
+  }
+}
+
+/**
+ * Removes a file if it exists.
+ *
+ * @param file The path.
+ */
+export async function removeFile(file: string): Promise<void> {
+  await fsp.rm(file, { force: true });
+}
+
+/**
+ * Joins path segments.
+ *
+ * @param parts The segments.
+ * @returns The joined path.
+ */
+export function joinPath(...parts: string[]): string {
+  return path.join(...parts);
+}
