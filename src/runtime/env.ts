@@ -41,3 +41,37 @@ export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
 export function logLine(line: string): void {
   process.stderr.write(line.endsWith("\n") ? line : line + "\n");
 }
+
+/**
+ * The command-line arguments after the script.
+ *
+ * @returns The arguments.
+ */
+export function cliArgs(): string[] {
+  return process.argv.slice(2);
+}
+
+/**
+ * Sets the exit code and exits once pending output is flushed.
+ *
+ * @param code The exit code.
+ */
+export function exit(code: number): never {
+  process.exit(code);
+}
+
+/**
+ * Registers a handler for SIGINT and SIGTERM.
+ *
+ * @param handler Called once with the signal's name.
+ */
+export function onShutdownSignal(handler: (signal: string) => void): void {
+  let fired = false;
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      if (fired) return;
+      fired = true;
+      handler(sig);
+    });
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * End-to-end encrypted channels for AI agents, built on MLS (RFC 9420).
+ *
+ * Run directly, this module is the `skytale` command line (`deno run -A
+ * jsr:@skytale/mcp` starts the stdio MCP server; `… relay` starts a relay).
+ *
+ * @example
+ * ```ts ignore
+ * import { SkytaleChannelManager } from "@skytale/mcp";
+ * const alice = new SkytaleChannelManager({ identity: "alice" });
+ * await alice.create("acme/research/results");
+ * const bob = new SkytaleChannelManager({ identity: "bob" });
+ * const welcome = await alice.addMember("acme/research/results", await bob.keyPackage());
+ * await bob.join("acme/research/results", welcome);
+ * await alice.send("acme/research/results", "analysis complete");
+ * const msgs = await bob.receive("acme/research/results", { timeout: 5 });
+ * ```
+ *
+ * @module
+ */
+export {
+  AuthError,
+  CryptoError,
+  type ErrorCode,
+  ErrorCodes,
+  ProtocolError,
+  RelayError,
+  SkytaleError,
+  StateError,
+  UsageError,
+  ValidationError,
+} from "./src/errors.ts";
+
+if (import.meta.main) {
+  const { runCli } = await import("./src/cli/main.ts");
+  const { cliArgs, exit } = await import("./src/runtime/env.ts");
+  const code = await runCli(cliArgs());
+  if (code !== 0) exit(code);
+}

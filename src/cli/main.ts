@@ -1,0 +1,70 @@
+/**
+ * The `skytale` command line: subcommand dispatch.
+ *
+ * @module
+ */
+import { SkytaleError, UsageError } from "../errors.ts";
+import { logLine } from "../runtime/env.ts";
+
+const USAGE = `Usage: skytale [command] [options]
+
+Commands:
+  mcp [--http HOST:PORT]     run the MCP server (default command; stdio unless --http)
+  relay [--host H] [--port N] [--data-dir DIR] [--store sqlite|memory]
+                             run a relay
+  help                       show this help`;
+
+/**
+ * Runs the CLI with the given arguments.
+ *
+ * @param argv The arguments after the program name.
+ * @returns The process exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case "mcp": {
+      const { mcpCommand } = await import("./mcp.ts");
+      return await mcpCommand(cmd === undefined ? argv : rest);
+    }
+    case "relay": {
+      const { relayCommand } = await import("./relay.ts");
+      return await relayCommand(rest);
+    }
+    case "help":
+    case "--help":
+    case "-h":
+      logLine(USAGE);
+      return 0;
+    default:
+      if (cmd.startsWith("-")) {
+        const { mcpCommand } = await import("./mcp.ts");
+        return await mcpCommand(argv);
+      }
+      throw new UsageError(`Unknown command "${cmd}"\n${USAGE}`);
+  }
+}
+
+/**
+ * Runs the CLI and maps errors to exit codes: usage errors print usage and exit 2.
+ *
+ * @param argv The arguments after the program name.
+ * @returns The process exit code.
+ */
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      logLine(`skytale: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof SkytaleError) {
+      logLine(`skytale: ${e.message} (${e.code})`);
+      return 1;
+    }
+    logLine(`skytale: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    return 1;
+  }
+}

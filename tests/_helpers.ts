@@ -1,0 +1,129 @@
+// Shared test helpers: spawning our own entry points as real processes under the
+// runtime that runs the test, temp dirs, and bounded waits.
+import { type ChildProcess, spawn } from "node:child_process";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import process from "node:process";
+
+/** The project root. */
+export const ROOT = path.resolve(import.meta.dirname ?? ".", "..");
+
+/** The command (and leading args) that runs a `.ts` file under the current runtime. */
+export function runtimeCommand(): [string, string[]] {
+  if ("Deno" in globalThis) return [process.execPath, ["run", "-A", "--quiet"]];
+  return [process.execPath, []];
+}
+
+/** A fresh temp directory, removed by the returned cleanup. */
+export async function tempDir(prefix = "skytale-test-"): Promise<string> {
+  return await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** A spawned process with its stderr collected. */
+export interface Proc {
+  child: ChildProcess;
+  stderr: () => string;
+  stdout: () => string;
+  /** Resolves with the first stderr match of `re`, or rejects after `ms`. */
+  waitFor: (re: RegExp, ms?: number) => Promise<RegExpMatchArray>;
+  /** Sends a signal and waits for exit (bounded). */
+  kill: (signal?: NodeJS.Signals) => Promise<void>;
+  exited: Promise<number | null>;
+}
+
+/** Spawns `script` (relative to ROOT) under the current runtime. */
+export function spawnScript(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Proc {
+  const [cmd, pre] = runtimeCommand();
+  const child = spawn(cmd, [...pre, path.join(ROOT, script), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let err = "";
+  let out = "";
+  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  child.stderr!.setEncoding("utf8");
+  child.stdout!.setEncoding("utf8");
+  child.stdout!.on("data", (d: string) => (out += d));
+  child.stderr!.on("data", (d: string) => {
+    err += d;
+    if (process.env.SKYTALE_TEST_VERBOSE) process.stderr.write(d);
+    for (const w of [...waiters]) {
+      const m = err.match(w.re);
+      if (m) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    stderr: () => err,
+    stdout: () => out,
+    exited,
+    waitFor(re, ms = 30_000) {
+      const m = err.match(re);
+      if (m) return Promise.resolve(m);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`Timed out after ${ms} ms waiting for ${re} in stderr:\n${err}`));
+        }, ms);
+        waiters.push({
+          re,
+          resolve: (m) => {
+            clearTimeout(timer);
+            resolve(m);
+          },
+        });
+        exited.then(() => {
+          clearTimeout(timer);
+          reject(new Error(`Process exited while waiting for ${re}; stderr:\n${err}`));
+        });
+      });
+    },
+    async kill(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Starts `mod.ts relay` on an ephemeral loopback port; resolves with its URL. */
+export async function startRelayProcess(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ proc: Proc; url: string; port: number }> {
+  const hasPort = args.includes("--port");
+  const proc = spawnScript("mod.ts", [
+    "relay",
+    "--host",
+    "127.0.0.1",
+    ...(hasPort ? [] : ["--port", "0"]),
+    ...args,
+  ], env);
+  const m = await proc.waitFor(/listening on (ws:\/\/127\.0\.0\.1:(\d+))/);
+  return { proc, url: m[1]!, port: Number(m[2]) };
+}
+
+/** Polls `check` every 20 ms until it returns true, failing after `ms`. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  ms = 20_000,
+  what = "condition",
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+}
