@@ -18,12 +18,18 @@ export async function ensureDir(dir: string): Promise<void> {
 /**
  * Writes a file atomically: a temp file in the same directory is written,
  * flushed to disk, made owner-only and renamed over the target, so a crash
- * leaves either the old or the new content, never a torn file.
+ * leaves either the old or the new content, never a torn file. With
+ * `backup`, the previous content is kept beside it as `<file>.bak`.
  *
  * @param file The target path.
  * @param data The bytes to write.
+ * @param options `backup: true` keeps the previous version as `<file>.bak`.
  */
-export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+export async function writeFileAtomic(
+  file: string,
+  data: Uint8Array,
+  options: { backup?: boolean } = {},
+): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(
     dir,
@@ -37,6 +43,13 @@ export async function writeFileAtomic(file: string, data: Uint8Array): Promise<v
     await fh.close();
   }
   try {
+    if (options.backup) {
+      try {
+        await fsp.rename(file, file + ".bak");
+      } catch (e) {
+        if ((e as { code?: string }).code !== "ENOENT") throw e;
+      }
+    }
     await fsp.rename(tmp, file);
   } catch (e) {
     await fsp.rm(tmp, { force: true });

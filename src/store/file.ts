@@ -1,0 +1,167 @@
+/**
+ * A {@linkcode Store} on disk: one file per record under the identity's
+ * directory, written atomically (temp file, fsync, rename) with owner-only
+ * permissions, the previous good version kept as `.bak`.
+ *
+ * @module
+ */
+import { StateError } from "../errors.ts";
+import { logLine } from "../runtime/env.ts";
+import {
+  ensureDir,
+  joinPath,
+  listDir,
+  readFileIfExists,
+  removeFile,
+  writeFileAtomic,
+} from "../runtime/fs.ts";
+import { decodeRecord, encodeRecord } from "./codec.ts";
+import type { ChannelRecord, KeyPackageRecord, Store } from "./types.ts";
+
+const enc = new TextEncoder();
+
+/** Stores one identity's state under `dir`. */
+export class FileStore implements Store {
+  #dir: string;
+  #ready: Promise<void> | undefined;
+
+  /** @param dir The identity's directory (created 0700 on first write). */
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  /** The directory this store writes to. */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  #ensure(): Promise<void> {
+    this.#ready ??= (async () => {
+      for (const sub of ["channels", "keypackages", "blobs"]) {
+        await ensureDir(joinPath(this.#dir, sub));
+      }
+    })();
+    return this.#ready;
+  }
+
+  async #write(sub: string, name: string, value: unknown): Promise<void> {
+    await this.#ensure();
+    await writeFileAtomic(joinPath(this.#dir, sub, name), await encodeRecord(value), {
+      backup: true,
+    });
+  }
+
+  async #read<T>(sub: string, name: string): Promise<T | undefined> {
+    const file = joinPath(this.#dir, sub, name);
+    const main = await readFileIfExists(file);
+    let firstError: unknown;
+    if (main !== undefined) {
+      try {
+        return await decodeRecord<T>(main, file);
+      } catch (e) {
+        firstError = e;
+      }
+    }
+    const bak = await readFileIfExists(file + ".bak");
+    if (bak === undefined) {
+      if (firstError) throw firstError;
+      return undefined;
+    }
+    try {
+      const value = await decodeRecord<T>(bak, file + ".bak");
+      logLine(
+        `skytale: ${
+          firstError instanceof Error ? firstError.message : `"${file}" is missing`
+        }; recovered the previous good copy from "${file}.bak"`,
+      );
+      return value;
+    } catch (e) {
+      throw firstError ??
+        new StateError("state_corrupt", `Stored state "${file}" and its backup are corrupt`, {
+          cause: e,
+        });
+    }
+  }
+
+  async #names(sub: string): Promise<string[]> {
+    const names = new Set<string>();
+    for (const n of await listDir(joinPath(this.#dir, sub))) {
+      if (n.startsWith(".")) continue;
+      if (n.endsWith(".json")) names.add(n);
+      else if (n.endsWith(".json.bak")) names.add(n.slice(0, -4));
+    }
+    return [...names].sort();
+  }
+
+  async #remove(sub: string, name: string): Promise<void> {
+    const file = joinPath(this.#dir, sub, name);
+    await removeFile(file);
+    await removeFile(file + ".bak");
+  }
+
+  /** @returns Every stored channel. */
+  async loadChannels(): Promise<ChannelRecord[]> {
+    const out: ChannelRecord[] = [];
+    for (const n of await this.#names("channels")) {
+      const r = await this.#read<ChannelRecord>("channels", n);
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  /** @param record The record to write. */
+  async saveChannel(record: ChannelRecord): Promise<void> {
+    await this.#write("channels", channelFile(record.channel), record);
+  }
+
+  /** @param channel The channel whose record is removed. */
+  async deleteChannel(channel: string): Promise<void> {
+    await this.#remove("channels", channelFile(channel));
+  }
+
+  /** @returns Every pending key package. */
+  async loadKeyPackages(): Promise<KeyPackageRecord[]> {
+    const out: KeyPackageRecord[] = [];
+    for (const n of await this.#names("keypackages")) {
+      const r = await this.#read<KeyPackageRecord>("keypackages", n);
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  /** @param record The key package to keep. */
+  async saveKeyPackage(record: KeyPackageRecord): Promise<void> {
+    await this.#write("keypackages", `${record.ref}.json`, record);
+  }
+
+  /** @param ref The key package to delete. */
+  async deleteKeyPackage(ref: string): Promise<void> {
+    await this.#remove("keypackages", `${ref}.json`);
+  }
+
+  /**
+   * @param name The blob's name.
+   * @returns Its bytes, if stored.
+   */
+  async loadBlob(name: string): Promise<Uint8Array | undefined> {
+    const r = await this.#read<{ data: Uint8Array }>("blobs", `${blobFile(name)}.json`);
+    return r?.data;
+  }
+
+  /**
+   * @param name The blob's name.
+   * @param data Its bytes.
+   */
+  async saveBlob(name: string, data: Uint8Array): Promise<void> {
+    await this.#write("blobs", `${blobFile(name)}.json`, { data });
+  }
+}
+
+function channelFile(channel: string): string {
+  return `${enc.encode(channel).toHex()}.json`;
+}
+
+function blobFile(name: string): string {
+  return enc.encode(name).toHex();
+}
+

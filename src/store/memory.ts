@@ -1,0 +1,58 @@
+/**
+ * A {@linkcode Store} in memory, for tests and ephemeral agents.
+ *
+ * @module
+ */
+import type { ChannelRecord, KeyPackageRecord, Store } from "./types.ts";
+
+/** Keeps every record in memory (deep-copied on the way in and out). */
+export class MemoryStore implements Store {
+  #channels = new Map<string, ChannelRecord>();
+  #keyPackages = new Map<string, KeyPackageRecord>();
+  #blobs = new Map<string, Uint8Array>();
+
+  /** @returns Every stored channel. */
+  loadChannels(): Promise<ChannelRecord[]> {
+    return Promise.resolve([...this.#channels.values()].map((r) => structuredClone(r)));
+  }
+  /** @param record The record to keep. */
+  saveChannel(record: ChannelRecord): Promise<void> {
+    this.#channels.set(record.channel, structuredClone(record));
+    return Promise.resolve();
+  }
+  /** @param channel The channel to forget. */
+  deleteChannel(channel: string): Promise<void> {
+    this.#channels.delete(channel);
+    return Promise.resolve();
+  }
+  /** @returns Every pending key package. */
+  loadKeyPackages(): Promise<KeyPackageRecord[]> {
+    return Promise.resolve([...this.#keyPackages.values()].map((r) => structuredClone(r)));
+  }
+  /** @param record The key package to keep. */
+  saveKeyPackage(record: KeyPackageRecord): Promise<void> {
+    this.#keyPackages.set(record.ref, structuredClone(record));
+    return Promise.resolve();
+  }
+  /** @param ref The key package to forget. */
+  deleteKeyPackage(ref: string): Promise<void> {
+    this.#keyPackages.delete(ref);
+    return Promise.resolve();
+  }
+  /**
+   * @param name The blob's name.
+   * @returns Its bytes, if stored.
+   */
+  loadBlob(name: string): Promise<Uint8Array | undefined> {
+    const b = this.#blobs.get(name);
+    return Promise.resolve(b && b.slice());
+  }
+  /**
+   * @param name The blob's name.
+   * @param data Its bytes.
+   */
+  saveBlob(name: string, data: Uint8Array): Promise<void> {
+    this.#blobs.set(name, data.slice());
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The client-side persistence contract: what a {@linkcode Store} keeps so a
+ * restarted process loses nothing it had acknowledged.
+ *
+ * @module
+ */
+
+/** A decrypted message waiting for `receive()`. */
+export interface StoredMessage {
+  /** The sender's identity, from its MLS credential. */
+  sender: string;
+  /** The relay's sequence number of the message. */
+  seq: number;
+  /** When the relay stored it, as an ISO-8601 string. */
+  time: string;
+  /** The text. */
+  text: string;
+}
+
+/** A commit published but not yet known to be applied (survives a crash). */
+export interface PendingCommit {
+  /** The publish id, hex. */
+  id: string;
+  /** The epoch the commit was built on. */
+  epoch: number;
+  /** The commit message bytes. */
+  commit: Uint8Array;
+  /** The encoded group state to adopt once the relay has sequenced the commit. */
+  group: Uint8Array;
+}
+
+/** Everything kept for one channel. */
+export interface ChannelRecord {
+  /** The channel name. */
+  channel: string;
+  /** The encoded MLS group state. */
+  group: Uint8Array;
+  /** The last relay seq processed (0 = none yet). */
+  cursor: number;
+  /** Messages decrypted but not yet handed out by `receive()`. */
+  buffer: StoredMessage[];
+  /** A commit in flight, if any. */
+  pending?: PendingCommit | undefined;
+  /** False once this member was removed or left. */
+  active: boolean;
+}
+
+/** A key package whose private part waits for a Welcome. */
+export interface KeyPackageRecord {
+  /** The KeyPackageRef, hex. */
+  ref: string;
+  /** The public key package message. */
+  keyPackage: Uint8Array;
+  /** The private part (engine encoding). */
+  privateKey: Uint8Array;
+  /** Creation time, ms since the epoch. */
+  created: number;
+}
+
+/** Durable storage for one identity. */
+export interface Store {
+  /** Every stored channel. */
+  loadChannels(): Promise<ChannelRecord[]>;
+  /** Writes one channel's record atomically. */
+  saveChannel(record: ChannelRecord): Promise<void>;
+  /** Removes a channel's record. */
+  deleteChannel(channel: string): Promise<void>;
+  /** Every pending key package. */
+  loadKeyPackages(): Promise<KeyPackageRecord[]>;
+  /** Stores a key package's private part until it is used. */
+  saveKeyPackage(record: KeyPackageRecord): Promise<void>;
+  /** Deletes a used key package (a key package is never used twice). */
+  deleteKeyPackage(ref: string): Promise<void>;
+  /** Reads a small named blob (settings, invites). */
+  loadBlob(name: string): Promise<Uint8Array | undefined>;
+  /** Writes a small named blob atomically. */
+  saveBlob(name: string, data: Uint8Array): Promise<void>;
+}
