@@ -1,0 +1,767 @@
+/**
+ * The MLS engine (RFC 9420) over ts-mls: key packages, groups, commits,
+ * Welcome, application messages and the group state codec. State is
+ * immutable: every operation takes a {@linkcode Group} and returns a new one.
+ *
+ * @module
+ */
+import {
+  type CiphersuiteImpl,
+  type CiphersuiteName,
+  ciphersuites,
+  type ClientConfig,
+  type ClientState,
+  createApplicationMessage,
+  createCommit,
+  createGroup,
+  createProposal,
+  type CryptoProvider,
+  decodeMlsMessage,
+  defaultAuthenticationService,
+  defaultCapabilities,
+  defaultKeyPackageEqualityConfig,
+  defaultKeyRetentionConfig,
+  defaultLifetime,
+  defaultLifetimeConfig,
+  defaultPaddingConfig,
+  emptyPskIndex,
+  encodeMlsMessage,
+  generateKeyPackage,
+  getCiphersuiteFromName,
+  getCiphersuiteImpl,
+  joinGroup,
+  type KeyPackage,
+  mlsExporter,
+  type MLSMessage,
+  type PrivateMessage,
+  processPrivateMessage,
+  type Proposal,
+  type RatchetTree,
+  zeroOutUint8Array,
+} from "ts-mls";
+import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { decryptSenderData } from "ts-mls/privateMessage.js";
+import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
+import {
+  decodeGroupEnvelope,
+  decodePrivateKeyPackage,
+  encodeGroupEnvelope,
+  encodePrivateKeyPackage,
+} from "./_codec.ts";
+
+/** The ciphersuite used when none is named. */
+export const DEFAULT_SUITE = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
+
+/**
+ * Where ciphersuite implementations come from: structurally a ts-mls
+ * `CryptoProvider` (e.g. ts-mls' `nobleCryptoProvider`), typed loosely here so
+ * ts-mls types stay out of the public API.
+ */
+export interface MlsCryptoProvider {
+  /**
+   * Builds one ciphersuite's implementation.
+   *
+   * @param suite A ts-mls `Ciphersuite` description (its `name` is the suite name).
+   * @returns A ts-mls `CiphersuiteImpl`.
+   */
+  getCiphersuiteImpl(suite: { readonly name: string }): Promise<object>;
+}
+
+/** Options for {@linkcode MlsEngine.create}. */
+export interface MlsEngineOptions {
+  /** The crypto provider; ts-mls' default (WebCrypto + @hpke) when left out. */
+  provider?: MlsCryptoProvider;
+}
+
+/** A key package as produced by {@linkcode MlsEngine.newKeyPackage}. */
+export interface KeyPackageBundle {
+  /** The MLSMessage-encoded public key package (what is shared, as hex). */
+  keyPackage: Uint8Array;
+  /** Opaque private half; with `keyPackage` it lets {@linkcode MlsEngine.join} use it later. */
+  privateKey: Uint8Array;
+  /** The hex KeyPackageRef. */
+  ref: string;
+}
+
+/** What {@linkcode MlsEngine.process} found in a message. */
+export type ProcessResult =
+  | {
+    /** An application message. */
+    kind: "application";
+    /** The identity in the credential of the sending leaf. */
+    sender: string;
+    /** The plaintext. */
+    data: Uint8Array;
+    /** The group after the message. */
+    newGroup: Group;
+  }
+  | {
+    /** A commit, applied. */
+    kind: "commit";
+    /** The group at the next epoch. */
+    newGroup: Group;
+    /** Whether this member was removed by the commit (it is no longer in the group). */
+    removed: boolean;
+  }
+  | {
+    /** A proposal, stored until a commit covers it. */
+    kind: "proposal";
+    /** The group with the proposal pending. */
+    newGroup: Group;
+    /** The identity in the credential of the proposing leaf. */
+    sender: string;
+  };
+
+let wrapGroup: (state: ClientState) => Group;
+let groupState: (group: Group) => ClientState;
+
+/**
+ * One member's view of one MLS group at one epoch. It is immutable and opaque:
+ * every {@linkcode MlsEngine} operation takes a `Group` and returns a new one,
+ * and {@linkcode MlsEngine.encodeGroup} turns it into bytes for persistence.
+ * It holds secrets; `JSON.stringify` shows none of them.
+ */
+export class Group {
+  #state: ClientState;
+
+  private constructor(state: ClientState) {
+    this.#state = state;
+    Object.freeze(this);
+  }
+
+  static {
+    wrapGroup = (state) => new Group(state);
+    groupState = (group) => {
+      if (typeof group !== "object" || group === null || !(#state in group)) {
+        throw new ValidationError("invalid_argument", "Expected a Group from MlsEngine");
+      }
+      return group.#state;
+    };
+  }
+}
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+function toHex(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+function reason(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Decodes a whole MLSMessage; `undefined` on malformed or trailing bytes. */
+function decodeWhole(bytes: unknown): MLSMessage | undefined {
+  if (!(bytes instanceof Uint8Array)) return undefined;
+  try {
+    const r = decodeMlsMessage(bytes, 0);
+    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefined {
+  const node = tree[leafIndex * 2];
+  if (node?.nodeType !== "leaf") return undefined;
+  const cred = node.leaf.credential;
+  if (cred.credentialType !== "basic") return undefined;
+  try {
+    return utf8Strict.decode(cred.identity);
+  } catch {
+    return undefined;
+  }
+}
+
+function leafOf(state: ClientState, identity: string): number | undefined {
+  const tree = state.ratchetTree;
+  for (let i = 0; i * 2 < tree.length; i++) {
+    if (identityOfLeaf(tree, i) === identity) return i;
+  }
+  return undefined;
+}
+
+function checkIdentity(identity: unknown): string {
+  if (typeof identity !== "string" || identity.length === 0 || identity.length > 255) {
+    throw new ValidationError(
+      "invalid_argument",
+      `Identity must be a non-empty string of at most 255 characters, got ${
+        typeof identity === "string" ? `"${identity.slice(0, 80)}"` : typeof identity
+      }`,
+    );
+  }
+  return identity;
+}
+
+/**
+ * Creates, joins and drives MLS groups for one ciphersuite.
+ *
+ * @example
+ * ```ts
+ * import { MlsEngine } from "./engine.ts";
+ * const mls = await MlsEngine.create();
+ * const bob = await mls.newKeyPackage("bob");
+ * const g = await mls.createGroup(new TextEncoder().encode("acme/a/b"), "alice");
+ * const { welcome, newGroup } = await mls.commitAdd(g, bob.keyPackage);
+ * const { group } = await mls.join(welcome, [bob]);
+ * const { message } = await mls.encrypt(newGroup, new TextEncoder().encode("hi"));
+ * const r = await mls.process(group, message); // { kind: "application", sender: "alice", … }
+ * ```
+ */
+export class MlsEngine {
+  /** The ciphersuite name, e.g. `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`. */
+  readonly suite: string;
+  #cs: CiphersuiteImpl;
+  #config: ClientConfig;
+
+  private constructor(suite: string, cs: CiphersuiteImpl) {
+    this.suite = suite;
+    this.#cs = cs;
+    this.#config = {
+      keyRetentionConfig: defaultKeyRetentionConfig,
+      lifetimeConfig: defaultLifetimeConfig,
+      keyPackageEqualityConfig: defaultKeyPackageEqualityConfig,
+      paddingConfig: defaultPaddingConfig,
+      authService: defaultAuthenticationService,
+    };
+  }
+
+  /**
+   * Makes an engine for a ciphersuite.
+   *
+   * @param suite The ciphersuite name; {@linkcode DEFAULT_SUITE} when left out.
+   * @param options The crypto provider to use.
+   * @returns The engine.
+   * @throws {ValidationError} `invalid_argument` if the suite is unknown or unavailable.
+   */
+  static async create(suite?: string, options: MlsEngineOptions = {}): Promise<MlsEngine> {
+    const name = suite ?? DEFAULT_SUITE;
+    if (typeof name !== "string" || !Object.hasOwn(ciphersuites, name)) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Unknown MLS ciphersuite "${String(name).slice(0, 80)}"`,
+      );
+    }
+    let cs: CiphersuiteImpl;
+    try {
+      const desc = getCiphersuiteFromName(name as CiphersuiteName);
+      cs = options.provider === undefined
+        ? await getCiphersuiteImpl(desc)
+        : await getCiphersuiteImpl(desc, options.provider as unknown as CryptoProvider);
+    } catch (e) {
+      throw new ValidationError(
+        "invalid_argument",
+        `MLS ciphersuite "${name}" is not available: ${reason(e)}`,
+        { cause: e },
+      );
+    }
+    return new MlsEngine(name, cs);
+  }
+
+  /**
+   * Generates a fresh key package for an identity.
+   *
+   * @param identity The identity to put in the basic credential.
+   * @returns The public key package (MLSMessage bytes), its private half and its ref.
+   */
+  async newKeyPackage(identity: string): Promise<KeyPackageBundle> {
+    checkIdentity(identity);
+    const { publicPackage, privatePackage } = await generateKeyPackage(
+      { credentialType: "basic", identity: utf8.encode(identity) },
+      defaultCapabilities(),
+      defaultLifetime,
+      [],
+      this.#cs,
+    );
+    const keyPackage = encodeMlsMessage({
+      version: "mls10",
+      wireformat: "mls_key_package",
+      keyPackage: publicPackage,
+    });
+    const ref = toHex(await makeKeyPackageRef(publicPackage, this.#cs.hash));
+    return { keyPackage, privateKey: encodePrivateKeyPackage(privatePackage), ref };
+  }
+
+  /**
+   * Creates a group with one member.
+   *
+   * @param groupId The MLS group id.
+   * @param identity The creator's identity.
+   * @returns The group at epoch 0.
+   */
+  async createGroup(groupId: Uint8Array, identity: string): Promise<Group> {
+    if (!(groupId instanceof Uint8Array) || groupId.length === 0) {
+      throw new ValidationError("invalid_argument", "Group id must be non-empty bytes");
+    }
+    checkIdentity(identity);
+    const kp = await generateKeyPackage(
+      { credentialType: "basic", identity: utf8.encode(identity) },
+      defaultCapabilities(),
+      defaultLifetime,
+      [],
+      this.#cs,
+    );
+    const state = await createGroup(
+      groupId.slice(),
+      kp.publicPackage,
+      kp.privatePackage,
+      [],
+      this.#cs,
+      this.#config,
+    );
+    return wrapGroup(state);
+  }
+
+  /**
+   * Commits the addition of a member. The Welcome carries the ratchet tree, so
+   * it is all the new member needs. `g` stays valid: adopt `newGroup` only once
+   * the commit is accepted.
+   *
+   * @param g The group.
+   * @param keyPackage The new member's MLSMessage-encoded key package.
+   * @returns The commit and Welcome (MLSMessage bytes), the next group and the added identity.
+   * @throws {CryptoError} `invalid_message` if the bytes are not a valid key package.
+   * @throws {ValidationError} `invalid_argument` if the identity is already a member.
+   */
+  async commitAdd(
+    g: Group,
+    keyPackage: Uint8Array,
+  ): Promise<{ commit: Uint8Array; welcome: Uint8Array; newGroup: Group; identity: string }> {
+    const state = this.#state(g);
+    const msg = decodeWhole(keyPackage);
+    if (msg === undefined || msg.wireformat !== "mls_key_package") {
+      throw new CryptoError("invalid_message", "Expected an MLS KeyPackage message");
+    }
+    const kp: KeyPackage = msg.keyPackage;
+    if (kp.cipherSuite !== state.groupContext.cipherSuite) {
+      throw new CryptoError(
+        "invalid_message",
+        `Key package uses ciphersuite "${kp.cipherSuite}", the group "${state.groupContext.cipherSuite}"`,
+      );
+    }
+    const cred = kp.leafNode.credential;
+    let identity: string;
+    try {
+      if (cred.credentialType !== "basic") throw new Error("not a basic credential");
+      identity = checkIdentity(utf8Strict.decode(cred.identity));
+    } catch (e) {
+      throw new CryptoError(
+        "invalid_message",
+        "Key package credential is not a basic credential with a UTF-8 identity",
+        { cause: e },
+      );
+    }
+    if (leafOf(state, identity) !== undefined) {
+      throw new ValidationError("invalid_argument", `"${identity}" is already a member`);
+    }
+    const r = await this.#commit(state, [{ proposalType: "add", add: { keyPackage: kp } }], "add");
+    if (r.welcome === undefined) throw new Error("ts-mls returned no Welcome for an Add");
+    const welcome = encodeMlsMessage({
+      version: "mls10",
+      wireformat: "mls_welcome",
+      welcome: r.welcome,
+    });
+    return {
+      commit: encodeMlsMessage(r.commit),
+      welcome,
+      newGroup: wrapGroup(r.newState),
+      identity,
+    };
+  }
+
+  /**
+   * Commits the removal of a member. `g` stays valid until the commit is accepted.
+   *
+   * @param g The group.
+   * @param identity The member to remove (not oneself: use {@linkcode proposeLeave}).
+   * @returns The commit (MLSMessage bytes) and the next group.
+   * @throws {ValidationError} `unknown_member` if the identity is not a member.
+   */
+  async commitRemove(g: Group, identity: string): Promise<{ commit: Uint8Array; newGroup: Group }> {
+    const state = this.#state(g);
+    const leaf = leafOf(state, identity);
+    if (leaf === undefined) {
+      throw new ValidationError(
+        "unknown_member",
+        `"${String(identity).slice(0, 80)}" is not a member`,
+      );
+    }
+    if (leaf === state.privatePath.leafIndex) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Cannot remove oneself ("${identity}") by commit: propose leaving instead`,
+      );
+    }
+    const r = await this.#commit(
+      state,
+      [{ proposalType: "remove", remove: { removed: leaf } }],
+      "remove",
+    );
+    return { commit: encodeMlsMessage(r.commit), newGroup: wrapGroup(r.newState) };
+  }
+
+  /**
+   * Commits a fresh path for this member (key rotation), moving to the next epoch.
+   * Proposals received and not yet committed are included.
+   *
+   * @param g The group.
+   * @returns The commit (MLSMessage bytes) and the next group.
+   */
+  async commitUpdate(g: Group): Promise<{ commit: Uint8Array; newGroup: Group }> {
+    const r = await this.#commit(this.#state(g), [], "update");
+    return { commit: encodeMlsMessage(r.commit), newGroup: wrapGroup(r.newState) };
+  }
+
+  /**
+   * Commits every proposal received and not yet committed (e.g. a member's
+   * leave). With none pending it is the same as {@linkcode commitUpdate}.
+   *
+   * @param g The group.
+   * @returns The commit (MLSMessage bytes) and the next group.
+   */
+  async commitPending(g: Group): Promise<{ commit: Uint8Array; newGroup: Group }> {
+    return await this.commitUpdate(g);
+  }
+
+  /**
+   * Proposes removing oneself; another member commits it with {@linkcode commitPending}.
+   * The secrets it used are erased from `g`: continue with `newGroup` only.
+   *
+   * @param g The group.
+   * @returns The proposal (MLSMessage bytes, a private message) and the group with it pending.
+   * @throws {ValidationError} `invalid_argument` if this member cannot send (e.g. removed).
+   */
+  async proposeLeave(g: Group): Promise<{ proposal: Uint8Array; newGroup: Group }> {
+    const state = this.#state(g);
+    let r: Awaited<ReturnType<typeof createProposal>>;
+    try {
+      r = await createProposal(
+        state,
+        false,
+        { proposalType: "remove", remove: { removed: state.privatePath.leafIndex } },
+        this.#cs,
+      );
+    } catch (e) {
+      throw new ValidationError("invalid_argument", `Cannot propose leaving: ${reason(e)}`, {
+        cause: e,
+      });
+    }
+    const proposal = encodeMlsMessage(r.message);
+    r.consumed.forEach(zeroOutUint8Array);
+    return { proposal, newGroup: wrapGroup(r.newState) };
+  }
+
+  /**
+   * Joins a group from a Welcome (which carries the ratchet tree).
+   *
+   * @param welcome The MLSMessage-encoded Welcome.
+   * @param candidates This identity's unused key packages, as from {@linkcode newKeyPackage}.
+   * @returns The group and the ref of the key package that was used.
+   * @throws {CryptoError} `invalid_message` if the bytes are not a usable Welcome,
+   *   `welcome_mismatch` if it is for none of the candidates.
+   * @throws {StateError} `state_corrupt` if a candidate is unreadable.
+   */
+  async join(
+    welcome: Uint8Array,
+    candidates: { keyPackage: Uint8Array; privateKey: Uint8Array; ref: string }[],
+  ): Promise<{ group: Group; ref: string }> {
+    const msg = decodeWhole(welcome);
+    if (msg === undefined || msg.wireformat !== "mls_welcome") {
+      throw new CryptoError("invalid_message", "Expected an MLS Welcome message");
+    }
+    const w = msg.welcome;
+    if (w.cipherSuite !== this.suite) {
+      throw new CryptoError(
+        "invalid_message",
+        `Welcome uses ciphersuite "${w.cipherSuite}", this engine "${this.suite}"`,
+      );
+    }
+    for (const c of candidates) {
+      const kpMsg = decodeWhole(c.keyPackage);
+      const priv = c.privateKey instanceof Uint8Array
+        ? decodePrivateKeyPackage(c.privateKey)
+        : undefined;
+      if (kpMsg === undefined || kpMsg.wireformat !== "mls_key_package" || priv === undefined) {
+        throw new StateError(
+          "state_corrupt",
+          `Stored key package "${String(c.ref).slice(0, 80)}" is unreadable`,
+        );
+      }
+      if (kpMsg.keyPackage.cipherSuite !== this.suite) continue;
+      const ref = await makeKeyPackageRef(kpMsg.keyPackage, this.#cs.hash);
+      if (!w.secrets.some((s) => bytesEqual(s.newMember, ref))) continue;
+      let state: ClientState;
+      try {
+        state = await joinGroup(
+          w,
+          kpMsg.keyPackage,
+          priv,
+          emptyPskIndex,
+          this.#cs,
+          undefined,
+          undefined,
+          this.#config,
+        );
+      } catch (e) {
+        throw new CryptoError("invalid_message", `Cannot join from Welcome: ${reason(e)}`, {
+          cause: e,
+        });
+      }
+      return { group: wrapGroup(state), ref: toHex(ref) };
+    }
+    throw new CryptoError(
+      "welcome_mismatch",
+      "Welcome is not addressed to any key package of this identity",
+    );
+  }
+
+  /**
+   * Encrypts an application message. The secrets it used are erased from
+   * `g`: continue with `newGroup` only.
+   *
+   * @param g The group.
+   * @param plaintext The data to send.
+   * @returns The private message (MLSMessage bytes) and the next group.
+   * @throws {ValidationError} `invalid_argument` if this member cannot send (e.g. removed).
+   */
+  async encrypt(
+    g: Group,
+    plaintext: Uint8Array,
+  ): Promise<{ message: Uint8Array; newGroup: Group }> {
+    const state = this.#state(g);
+    if (!(plaintext instanceof Uint8Array)) {
+      throw new ValidationError("invalid_argument", "Plaintext must be bytes");
+    }
+    let r: Awaited<ReturnType<typeof createApplicationMessage>>;
+    try {
+      r = await createApplicationMessage(state, plaintext, this.#cs);
+    } catch (e) {
+      throw new ValidationError("invalid_argument", `Cannot encrypt: ${reason(e)}`, { cause: e });
+    }
+    const message = encodeMlsMessage({
+      version: "mls10",
+      wireformat: "mls_private_message",
+      privateMessage: r.privateMessage,
+    });
+    r.consumed.forEach(zeroOutUint8Array);
+    return { message, newGroup: wrapGroup(r.newState) };
+  }
+
+  /**
+   * Processes a private message of the group: decrypts an application message,
+   * applies a commit or stores a proposal. On success the secrets it used are
+   * erased from `g`: continue with `newGroup` only. On failure `g` is untouched.
+   *
+   * @param g The group.
+   * @param message The MLSMessage-encoded private message.
+   * @returns What the message was, with the group after it.
+   * @throws {CryptoError} `invalid_message` if it cannot be decoded, decrypted or verified.
+   */
+  async process(g: Group, message: Uint8Array): Promise<ProcessResult> {
+    const state = this.#state(g);
+    const msg = decodeWhole(message);
+    if (msg === undefined || msg.wireformat !== "mls_private_message") {
+      throw new CryptoError("invalid_message", "Expected an MLS private message");
+    }
+    const pm = msg.privateMessage;
+    if (!bytesEqual(pm.groupId, state.groupContext.groupId)) {
+      throw new CryptoError("invalid_message", "Message is for another group");
+    }
+    let proposalSender: number | undefined;
+    let r: Awaited<ReturnType<typeof processPrivateMessage>>;
+    try {
+      r = await processPrivateMessage(state, pm, emptyPskIndex, this.#cs, (incoming) => {
+        if (incoming.kind === "proposal") proposalSender = incoming.proposal.senderLeafIndex;
+        return "accept";
+      });
+    } catch (e) {
+      throw new CryptoError(
+        "invalid_message",
+        `Cannot process message at epoch ${pm.epoch} (group is at ${state.groupContext.epoch}): ${
+          reason(e)
+        }`,
+        { cause: e },
+      );
+    }
+    if (r.kind === "applicationMessage") {
+      // processPrivateMessage verified the signature with the key of the leaf
+      // named in the sender data; decrypt that sender data again to learn which.
+      const sender = await this.#applicationSender(state, pm);
+      r.consumed.forEach(zeroOutUint8Array);
+      return { kind: "application", sender, data: r.message, newGroup: wrapGroup(r.newState) };
+    }
+    r.consumed.forEach(zeroOutUint8Array);
+    const newGroup = wrapGroup(r.newState);
+    if (pm.contentType === "proposal") {
+      const sender = proposalSender === undefined
+        ? undefined
+        : identityOfLeaf(state.ratchetTree, proposalSender);
+      if (sender === undefined) {
+        throw new CryptoError("invalid_message", "Proposal sender is not a member");
+      }
+      return { kind: "proposal", newGroup, sender };
+    }
+    return {
+      kind: "commit",
+      newGroup,
+      removed: r.newState.groupActiveState.kind === "removedFromGroup",
+    };
+  }
+
+  /**
+   * Serialises a group for persistence (it contains secrets).
+   *
+   * @param g The group.
+   * @returns Versioned bytes for {@linkcode decodeGroup}.
+   */
+  encodeGroup(g: Group): Uint8Array {
+    return encodeGroupEnvelope(this.#state(g));
+  }
+
+  /**
+   * Restores a group from {@linkcode encodeGroup} bytes.
+   *
+   * @param b The bytes.
+   * @returns The group.
+   * @throws {StateError} `state_corrupt` if the bytes are not a group of this engine's suite.
+   */
+  decodeGroup(b: Uint8Array): Group {
+    const state = b instanceof Uint8Array ? decodeGroupEnvelope(b, this.#config) : undefined;
+    if (state === undefined) {
+      throw new StateError("state_corrupt", "Stored MLS group state is unreadable");
+    }
+    if (state.groupContext.cipherSuite !== this.suite) {
+      throw new StateError(
+        "state_corrupt",
+        `Stored MLS group uses ciphersuite "${state.groupContext.cipherSuite}", not "${this.suite}"`,
+      );
+    }
+    if (state.ratchetTree[state.privatePath.leafIndex * 2]?.nodeType !== "leaf") {
+      if (state.groupActiveState.kind !== "removedFromGroup") {
+        throw new StateError("state_corrupt", "Stored MLS group state has no own leaf");
+      }
+    }
+    return wrapGroup(state);
+  }
+
+  /**
+   * The group's epoch.
+   *
+   * @param g The group.
+   * @returns The epoch number (0 at creation).
+   */
+  epoch(g: Group): number {
+    return Number(this.#state(g).groupContext.epoch);
+  }
+
+  /**
+   * The group's members, in leaf order.
+   *
+   * @param g The group.
+   * @returns Their identities.
+   */
+  members(g: Group): string[] {
+    const tree = this.#state(g).ratchetTree;
+    const out: string[] = [];
+    for (let i = 0; i * 2 < tree.length; i++) {
+      const id = identityOfLeaf(tree, i);
+      if (id !== undefined) out.push(id);
+    }
+    return out;
+  }
+
+  /**
+   * The MLS group id.
+   *
+   * @param g The group.
+   * @returns A copy of the id bytes.
+   */
+  groupId(g: Group): Uint8Array {
+    return this.#state(g).groupContext.groupId.slice();
+  }
+
+  /**
+   * Derives a secret from the epoch's exporter secret (MLS-Exporter with an empty context).
+   *
+   * @param g The group.
+   * @param label The exporter label.
+   * @param length The number of bytes wanted.
+   * @returns The same bytes for every member at the same epoch.
+   * @throws {ValidationError} `invalid_argument` if the length is out of range.
+   */
+  async exporter(g: Group, label: string, length: number): Promise<Uint8Array> {
+    const state = this.#state(g);
+    if (!Number.isInteger(length) || length < 1 || length > 255 * this.#cs.kdf.size) {
+      throw new ValidationError("invalid_argument", `Invalid exporter length "${length}"`);
+    }
+    return await mlsExporter(
+      state.keySchedule.exporterSecret,
+      label,
+      new Uint8Array(),
+      length,
+      this.#cs,
+    );
+  }
+
+  #state(g: Group): ClientState {
+    const state = groupState(g);
+    if (state.groupContext.cipherSuite !== this.suite) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Group uses ciphersuite "${state.groupContext.cipherSuite}", this engine "${this.suite}"`,
+      );
+    }
+    return state;
+  }
+
+  async #commit(
+    state: ClientState,
+    proposals: Proposal[],
+    what: "add" | "remove" | "update",
+  ): Promise<Awaited<ReturnType<typeof createCommit>>> {
+    try {
+      // `consumed` is not erased here: until the relay accepts the commit the
+      // caller keeps `state`, which still references those secrets.
+      return await createCommit(
+        { state, cipherSuite: this.#cs },
+        { extraProposals: proposals, ratchetTreeExtension: true },
+      );
+    } catch (e) {
+      if (e instanceof SkytaleError) throw e;
+      if (what === "add") {
+        throw new CryptoError("invalid_message", `Cannot add key package: ${reason(e)}`, {
+          cause: e,
+        });
+      }
+      throw new ValidationError("invalid_argument", `Cannot commit (${what}): ${reason(e)}`, {
+        cause: e,
+      });
+    }
+  }
+
+  async #applicationSender(state: ClientState, pm: PrivateMessage): Promise<string> {
+    const epochData = pm.epoch === state.groupContext.epoch
+      ? { senderDataSecret: state.keySchedule.senderDataSecret, ratchetTree: state.ratchetTree }
+      : state.historicalReceiverData.get(pm.epoch);
+    const senderData = epochData === undefined
+      ? undefined
+      : await decryptSenderData(pm, epochData.senderDataSecret, this.#cs);
+    const sender = senderData === undefined || epochData === undefined
+      ? undefined
+      : identityOfLeaf(epochData.ratchetTree, senderData.leafIndex);
+    if (sender === undefined) {
+      throw new CryptoError("invalid_message", "Application message sender is not a member");
+    }
+    return sender;
+  }
+}
