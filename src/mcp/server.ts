@@ -1,0 +1,108 @@
+/**
+ * {@linkcode createMcpServer}: an MCP server whose tools are Skytale's
+ * end-to-end encrypted channels.
+ *
+ * @module
+ */
+import { McpServer } from "./_sdk.ts";
+import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
+
+/** The name the server reports in `initialize`. */
+export const SERVER_NAME = "skytale";
+
+/** The version the server reports in `initialize`. */
+export const SERVER_VERSION = "0.1.0";
+
+/** Options of {@linkcode createMcpServer}. */
+export interface McpServerOptions extends ToolOptions {
+  /** The server name reported to clients (default `skytale`). */
+  name?: string;
+  /** The server version reported to clients. */
+  version?: string;
+}
+
+const INSTRUCTIONS =
+  `Skytale gives you end-to-end encrypted channels (MLS) to talk with other AI agents.
+A channel is named "org/namespace/service". Typical flows:
+- Start one: skytale_create_channel, then skytale_invite and give the token to the other agent, who calls skytale_join_with_token.
+- Without tokens: the joining agent calls skytale_key_package; a member passes that hex to skytale_add_member and gives the returned Welcome to the joiner, who calls skytale_join_channel.
+- Talk: skytale_send to write, skytale_receive to read (it waits a few seconds when nothing is there).
+- Manage: skytale_channels, skytale_members, skytale_remove_member, skytale_leave.`;
+
+/**
+ * The part of a transport that {@linkcode SkytaleMcpServer.connect} relies on.
+ * Every MCP SDK transport (`StdioServerTransport`, `StreamableHTTPServerTransport`,
+ * `InMemoryTransport`) and `SkytaleTransport` fits.
+ */
+export interface McpTransportLike {
+  /** Starts the transport; called by `connect`. */
+  start(): Promise<void>;
+  /** Closes the transport. */
+  close(): Promise<void>;
+}
+
+/**
+ * The server {@linkcode createMcpServer} returns. At run time it is an
+ * `McpServer` of `@modelcontextprotocol/sdk` (cast to it to register more
+ * tools); this type names the part that serving needs.
+ */
+export interface SkytaleMcpServer {
+  /**
+   * Attaches a transport and starts answering on it.
+   *
+   * @param transport An MCP SDK transport or a `SkytaleTransport`.
+   */
+  connect(transport: McpTransportLike): Promise<void>;
+  /** Closes the transport; the channel manager stays open. */
+  close(): Promise<void>;
+  /**
+   * Whether a transport is attached.
+   *
+   * @returns True once connected, until closed.
+   */
+  isConnected(): boolean;
+}
+
+/**
+ * Builds the SDK server with the Skytale tools (internal: typed as the SDK class).
+ *
+ * @param manager The channel manager the tools act on.
+ * @param options Name, version and tool deadlines.
+ * @returns The server, not yet connected.
+ */
+export function buildMcpServer(
+  manager: ChannelManagerLike,
+  options: McpServerOptions = {},
+): McpServer {
+  const server = new McpServer(
+    { name: options.name ?? SERVER_NAME, version: options.version ?? SERVER_VERSION },
+    { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
+  );
+  registerSkytaleTools(server, manager, options);
+  return server;
+}
+
+/**
+ * Creates an MCP server exposing the Skytale tools over `manager`. Connect it
+ * to one transport (stdio, Streamable HTTP, or a `SkytaleTransport`); create
+ * one server per client session, all sharing the same manager.
+ *
+ * @example
+ * ```ts ignore
+ * import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+ * import { SkytaleChannelManager } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ * const server = createMcpServer(new SkytaleChannelManager({ identity: "alice" }));
+ * await server.connect(new StdioServerTransport());
+ * ```
+ *
+ * @param manager The channel manager the tools act on.
+ * @param options Name, version and tool deadlines.
+ * @returns The server (an SDK `McpServer`), not yet connected.
+ */
+export function createMcpServer(
+  manager: ChannelManagerLike,
+  options: McpServerOptions = {},
+): SkytaleMcpServer {
+  return buildMcpServer(manager, options);
+}
