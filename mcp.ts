@@ -1,0 +1,54 @@
+/**
+ * The Skytale MCP server: twelve tools that give a model end-to-end encrypted
+ * (MLS) channels to other agents: create a channel, invite or add members,
+ * join, send, receive, list, remove, leave.
+ *
+ * Run directly, this module is the stdio MCP server, configured by
+ * `SKYTALE_IDENTITY`, `SKYTALE_RELAY` (unset: an embedded relay on
+ * `127.0.0.1:5000`), `SKYTALE_API_KEY`, `SKYTALE_API_URL` and
+ * `SKYTALE_DATA_DIR`; `--http HOST:PORT` serves Streamable HTTP instead.
+ *
+ * @example
+ * ```ts ignore
+ * import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+ * import { SkytaleChannelManager } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ *
+ * const manager = new SkytaleChannelManager({ identity: "claude-agent" });
+ * const server = createMcpServer(manager);
+ * await server.connect(new StdioServerTransport());
+ * ```
+ *
+ * @module
+ */
+export {
+  createMcpServer,
+  type McpServerOptions,
+  type McpTransportLike,
+  SERVER_NAME,
+  SERVER_VERSION,
+  type SkytaleMcpServer,
+} from "./src/mcp/server.ts";
+export {
+  type ChannelListing,
+  type ChannelManagerLike,
+  MAX_RECEIVE_TIMEOUT,
+  type ReceivedMessage,
+  type ToolName,
+  ToolNames,
+  type ToolOptions,
+} from "./src/mcp/tools.ts";
+export { serveStdio, type StdioServing } from "./src/mcp/stdio.ts";
+export {
+  checkHostAndOrigin,
+  type HttpServeOptions,
+  type HttpServing,
+  serveHttp,
+} from "./src/mcp/http.ts";
+
+if (import.meta.main) {
+  const { runCli } = await import("./src/cli/main.ts");
+  const { cliArgs, exit } = await import("./src/runtime/env.ts");
+  const code = await runCli(["mcp", ...cliArgs()]);
+  if (code !== 0) exit(code);
+}
