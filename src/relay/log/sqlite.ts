@@ -1,0 +1,326 @@
+/**
+ * A durable {@linkcode RelayLog} in one SQLite file (WAL mode, one
+ * transaction per append), the embedded relay's default.
+ *
+ * Durability: `synchronous=NORMAL` under WAL, so a committed append survives a
+ * crash of the process (what the embedded relay must survive); an OS crash or
+ * power loss may lose the last few appends. Pass `synchronous: "full"` for an
+ * fsync per append.
+ *
+ * @module
+ */
+import { RelayError } from "../../errors.ts";
+import { ensureDir } from "../../runtime/fs.ts";
+import {
+  openSqlite,
+  type SqlDatabase,
+  type SqlStatement,
+  type SqlValue,
+} from "../../runtime/sqlite.ts";
+import type { EntryKind } from "../protocol.ts";
+import type { AppendInput, AppendResult, LogEntry, MailboxEntry, RelayLog } from "./types.ts";
+
+const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
+const KIND_NUM: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2 };
+const SCHEMA_VERSION = "1";
+const PURGE_EVERY_MS = 60_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+  cid INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  epoch INTEGER NOT NULL,
+  head INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+  cid INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  id BLOB NOT NULL,
+  time INTEGER NOT NULL,
+  payload BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_seq ON entries (cid, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_id ON entries (cid, id);
+CREATE TABLE IF NOT EXISTS epochs (
+  cid INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,
+  PRIMARY KEY (cid, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mailbox (
+  n INTEGER PRIMARY KEY AUTOINCREMENT,
+  address TEXT NOT NULL,
+  id BLOB NOT NULL,
+  payload BLOB NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS mailbox_id ON mailbox (address, id);
+CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at);
+`;
+
+function _bytes(v: SqlValue | undefined): Uint8Array {
+  if (!(v instanceof Uint8Array)) {
+    throw new RelayError("state_corrupt", "Relay log row has no blob");
+  }
+  return v.constructor === Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+function _num(v: SqlValue | undefined): number {
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint") return Number(v);
+  throw new RelayError("state_corrupt", `Relay log row has ${typeof v} where a number belongs`);
+}
+
+/** Options of {@linkcode SqliteLog.open}. */
+export interface SqliteLogOptions {
+  /** `normal` (default): durable across process crashes; `full`: fsync every append. */
+  synchronous?: "normal" | "full";
+}
+
+/** A relay log in a SQLite file. */
+export class SqliteLog implements RelayLog {
+  #db: SqlDatabase;
+  #st: Record<
+    | "channel"
+    | "createChannel"
+    | "entryById"
+    | "insertEntry"
+    | "updateChannel"
+    | "insertEpoch"
+    | "read"
+    | "epochStart"
+    | "mailboxPut"
+    | "mailboxSelect"
+    | "mailboxDelete"
+    | "mailboxPurge"
+    | "begin"
+    | "commit"
+    | "rollback",
+    SqlStatement
+  >;
+  #closed = false;
+  #lastPurge = 0;
+
+  private constructor(db: SqlDatabase) {
+    this.#db = db;
+    const p = (sql: string) => db.prepare(sql);
+    this.#st = {
+      channel: p("SELECT cid, epoch, head FROM channels WHERE name = ?"),
+      createChannel: p("INSERT OR IGNORE INTO channels (name, epoch, head) VALUES (?, 0, 0)"),
+      entryById: p("SELECT seq, epoch, kind FROM entries WHERE cid = ? AND id = ?"),
+      insertEntry: p(
+        "INSERT INTO entries (cid, seq, epoch, kind, id, time, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      updateChannel: p("UPDATE channels SET head = ?, epoch = ? WHERE cid = ?"),
+      insertEpoch: p("INSERT OR REPLACE INTO epochs (cid, epoch, first_seq) VALUES (?, ?, ?)"),
+      read: p(
+        "SELECT seq, epoch, kind, id, time, payload FROM entries WHERE cid = ? AND seq >= ? ORDER BY seq LIMIT ?",
+      ),
+      epochStart: p("SELECT first_seq FROM epochs WHERE cid = ? AND epoch = ?"),
+      mailboxPut: p(
+        "INSERT OR IGNORE INTO mailbox (address, id, payload, expires_at) VALUES (?, ?, ?, ?)",
+      ),
+      mailboxSelect: p(
+        "SELECT id, payload, expires_at FROM mailbox WHERE address = ? ORDER BY n",
+      ),
+      mailboxDelete: p("DELETE FROM mailbox WHERE address = ?"),
+      mailboxPurge: p("DELETE FROM mailbox WHERE expires_at <= ?"),
+      begin: p("BEGIN IMMEDIATE"),
+      commit: p("COMMIT"),
+      rollback: p("ROLLBACK"),
+    };
+  }
+
+  /**
+   * Opens (creating if needed) the log file and its directory.
+   *
+   * @param path The database file, or `:memory:`.
+   * @param opts Durability options.
+   * @returns The open log.
+   * @throws {RelayError} `state_corrupt` if the file is not a relay log of a known version.
+   */
+  static async open(path: string, opts: SqliteLogOptions = {}): Promise<SqliteLog> {
+    if (path !== ":memory:") {
+      const dir = path.replace(/[\\/][^\\/]*$/, "");
+      if (dir !== path && dir !== "") await ensureDir(dir);
+    }
+    const db = openSqlite(path);
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec(`PRAGMA synchronous = ${opts.synchronous === "full" ? "FULL" : "NORMAL"}`);
+      db.exec(`BEGIN IMMEDIATE; ${SCHEMA} COMMIT;`);
+      const v = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get();
+      if (v === undefined) {
+        db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
+      } else if (v.value !== SCHEMA_VERSION) {
+        throw new RelayError(
+          "state_corrupt",
+          `Relay log "${path}" has schema version "${
+            String(v.value)
+          }", expected "${SCHEMA_VERSION}"`,
+        );
+      }
+    } catch (e) {
+      db.close();
+      if (e instanceof RelayError) throw e;
+      throw new RelayError("state_corrupt", `Cannot open relay log "${path}"`, { cause: e });
+    }
+    return new SqliteLog(db);
+  }
+
+  #check(): void {
+    if (this.#closed) throw new RelayError("closed", "The relay log is closed");
+  }
+
+  #tx<T>(fn: () => T): T {
+    this.#st.begin.run();
+    let result: T;
+    try {
+      result = fn();
+    } catch (e) {
+      this.#st.rollback.run();
+      throw e;
+    }
+    this.#st.commit.run();
+    return result;
+  }
+
+  #channel(name: string): { cid: number; epoch: number; head: number } | undefined {
+    const r = this.#st.channel.get(name);
+    return r && { cid: _num(r.cid), epoch: _num(r.epoch), head: _num(r.head) };
+  }
+
+  /**
+   * @param channel The channel name.
+   * @returns `false` if it already existed.
+   */
+  create(channel: string): Promise<boolean> {
+    this.#check();
+    return Promise.resolve(this.#st.createChannel.run(channel).changes === 1);
+  }
+
+  /**
+   * @param channel The channel name.
+   * @returns Its epoch and head, or `undefined`.
+   */
+  info(channel: string): Promise<{ epoch: number; head: number } | undefined> {
+    this.#check();
+    const c = this.#channel(channel);
+    return Promise.resolve(c && { epoch: c.epoch, head: c.head });
+  }
+
+  /**
+   * @param channel The channel name.
+   * @param e The entry.
+   * @returns The result.
+   */
+  append(channel: string, e: AppendInput): Promise<AppendResult> {
+    this.#check();
+    return Promise.resolve(this.#tx((): AppendResult => {
+      const c = this.#channel(channel);
+      if (!c) return { ok: false, code: "unknown_channel", epoch: 0 };
+      const prior = this.#st.entryById.get(c.cid, e.id);
+      if (prior) {
+        const pe = _num(prior.epoch);
+        return { ok: true, seq: _num(prior.seq), epoch: prior.kind === 1 ? pe + 1 : pe };
+      }
+      const isCommit = e.kind === "commit";
+      if (isCommit && e.epoch !== c.epoch) {
+        return { ok: false, code: "stale_epoch", epoch: c.epoch };
+      }
+      const seq = c.head + 1;
+      this.#st.insertEntry.run(c.cid, seq, e.epoch, KIND_NUM[e.kind], e.id, e.time, e.payload);
+      const epoch = isCommit ? e.epoch + 1 : c.epoch;
+      this.#st.updateChannel.run(seq, epoch, c.cid);
+      if (isCommit) this.#st.insertEpoch.run(c.cid, epoch, seq + 1);
+      return { ok: true, seq, epoch: isCommit ? epoch : e.epoch };
+    }));
+  }
+
+  /**
+   * @param channel The channel name.
+   * @param fromSeq The first seq wanted.
+   * @param limit The most entries returned.
+   * @returns The entries.
+   */
+  read(channel: string, fromSeq: number, limit: number): Promise<LogEntry[]> {
+    this.#check();
+    const c = this.#channel(channel);
+    if (!c) return Promise.resolve([]);
+    const rows = this.#st.read.all(c.cid, Math.max(1, fromSeq), Math.max(0, limit));
+    return Promise.resolve(rows.map((r) => ({
+      seq: _num(r.seq),
+      epoch: _num(r.epoch),
+      kind: KINDS[_num(r.kind)] ?? "application",
+      id: _bytes(r.id),
+      time: _num(r.time),
+      payload: _bytes(r.payload),
+    })));
+  }
+
+  /**
+   * @param channel The channel name.
+   * @param epoch The epoch.
+   * @returns Its first seq.
+   */
+  firstSeqOfEpoch(channel: string, epoch: number): Promise<number> {
+    this.#check();
+    const c = this.#channel(channel);
+    if (!c) return Promise.resolve(1);
+    if (epoch === 0) return Promise.resolve(1);
+    const r = this.#st.epochStart.get(c.cid, epoch);
+    return Promise.resolve(r ? _num(r.first_seq) : c.head + 1);
+  }
+
+  /**
+   * @param address The mailbox address.
+   * @param id The item id.
+   * @param payload The blob.
+   * @param expiresAt Expiry, ms since the Unix epoch.
+   */
+  mailboxPut(
+    address: string,
+    id: Uint8Array,
+    payload: Uint8Array,
+    expiresAt: number,
+  ): Promise<void> {
+    this.#check();
+    const now = Date.now();
+    if (now - this.#lastPurge > PURGE_EVERY_MS) {
+      this.#lastPurge = now;
+      this.#st.mailboxPurge.run(now);
+    }
+    this.#st.mailboxPut.run(address, id, payload, expiresAt);
+    return Promise.resolve();
+  }
+
+  /**
+   * @param address The mailbox address.
+   * @param now Now, ms since the Unix epoch.
+   * @returns The unexpired items.
+   */
+  mailboxTake(address: string, now: number): Promise<MailboxEntry[]> {
+    this.#check();
+    return Promise.resolve(this.#tx(() => {
+      const rows = this.#st.mailboxSelect.all(address);
+      if (rows.length > 0) this.#st.mailboxDelete.run(address);
+      return rows.filter((r) => _num(r.expires_at) > now).map((r) => ({
+        id: _bytes(r.id),
+        payload: _bytes(r.payload),
+      }));
+    }));
+  }
+
+  /** Closes the database file (idempotent). */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#db.close();
+    }
+    return Promise.resolve();
+  }
+}

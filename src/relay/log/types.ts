@@ -1,0 +1,122 @@
+/**
+ * The storage contract of a relay: per-channel ordered logs with epochs, and
+ * mailboxes of opaque blobs. Backends: memory (tests) and SQLite (durable).
+ *
+ * @module
+ */
+import type { EntryKind } from "../protocol.ts";
+
+export type { EntryKind } from "../protocol.ts";
+
+/** One stored entry of a channel log. */
+export interface LogEntry {
+  /** Per-channel sequence number, 1-based and gapless. */
+  seq: number;
+  /** The epoch the entry was published at. */
+  epoch: number;
+  /** What the opaque payload is. */
+  kind: EntryKind;
+  /** The 16-byte publish id chosen by the sender. */
+  id: Uint8Array;
+  /** When the relay appended it, in milliseconds since the Unix epoch. */
+  time: number;
+  /** The opaque (MLS ciphertext) payload. */
+  payload: Uint8Array;
+}
+
+/** What `append` is given. */
+export interface AppendInput {
+  /** The 16-byte publish id; a second append with the same id returns the first result. */
+  id: Uint8Array;
+  /** The entry kind. */
+  kind: EntryKind;
+  /** The epoch the entry was built on. */
+  epoch: number;
+  /** The opaque payload. */
+  payload: Uint8Array;
+  /** The append time in milliseconds since the Unix epoch. */
+  time: number;
+}
+
+/**
+ * The result of `append`. On success `epoch` is the epoch after the entry:
+ * for a commit the new epoch (its epoch + 1), otherwise the entry's own epoch.
+ * On failure `epoch` is the channel's current epoch (0 for an unknown channel).
+ */
+export type AppendResult =
+  | { ok: true; seq: number; epoch: number }
+  | { ok: false; code: "stale_epoch" | "unknown_channel"; epoch: number };
+
+/** One mailbox item. */
+export interface MailboxEntry {
+  /** The 16-byte id chosen by the sender. */
+  id: Uint8Array;
+  /** The opaque blob. */
+  payload: Uint8Array;
+}
+
+/** A relay's storage. Implementations serialise their own writes. */
+export interface RelayLog {
+  /**
+   * Creates a channel at epoch 0 with no entries.
+   *
+   * @param channel The channel name.
+   * @returns `false` if it already existed.
+   */
+  create(channel: string): Promise<boolean>;
+  /**
+   * @param channel The channel name.
+   * @returns The channel's epoch and head seq (0 when empty), or `undefined` if unknown.
+   */
+  info(channel: string): Promise<{ epoch: number; head: number } | undefined>;
+  /**
+   * Appends an entry. A commit is accepted only at the channel's epoch and then
+   * advances it; other kinds are stored with their epoch whatever it is.
+   * Idempotent by `id`: a repeated id returns the original result and stores nothing.
+   *
+   * @param channel The channel name.
+   * @param e The entry.
+   * @returns The assigned seq and epoch, or why it was refused.
+   */
+  append(channel: string, e: AppendInput): Promise<AppendResult>;
+  /**
+   * @param channel The channel name.
+   * @param fromSeq The first seq wanted.
+   * @param limit The most entries returned.
+   * @returns Entries with seq >= `fromSeq`, in seq order (empty for an unknown channel).
+   */
+  read(channel: string, fromSeq: number, limit: number): Promise<LogEntry[]>;
+  /**
+   * The seq where an epoch starts: 1 for epoch 0, otherwise the seq after the
+   * commit that created it. For an epoch not reached yet, the seq after the head.
+   *
+   * @param channel The channel name.
+   * @param epoch The epoch.
+   * @returns A seq (1 for an unknown channel).
+   */
+  firstSeqOfEpoch(channel: string, epoch: number): Promise<number>;
+  /**
+   * Queues a blob for an address; a repeated id for the same address is ignored.
+   *
+   * @param address The mailbox address.
+   * @param id The 16-byte item id.
+   * @param payload The opaque blob.
+   * @param expiresAt When it expires, in milliseconds since the Unix epoch.
+   */
+  mailboxPut(
+    address: string,
+    id: Uint8Array,
+    payload: Uint8Array,
+    expiresAt: number,
+  ): Promise<void>;
+  /**
+   * Removes and returns the unexpired items of an address, oldest first.
+   *
+   * @param address The mailbox address.
+   * @param now The current time in milliseconds since the Unix epoch.
+   * @returns The items.
+   */
+  mailboxTake(address: string, now: number): Promise<MailboxEntry[]>;
+  /** Releases the storage; further calls fail. */
+  close(): Promise<void>;
+}

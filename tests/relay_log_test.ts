@@ -1,0 +1,242 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { MemoryLog } from "../src/relay/log/memory.ts";
+import { SqliteLog } from "../src/relay/log/sqlite.ts";
+import type { RelayLog } from "../src/relay/log/types.ts";
+import { tempDir } from "./_helpers.ts";
+
+const id = (n: number) => {
+  const b = new Uint8Array(16);
+  new DataView(b.buffer).setUint32(12, n);
+  return b;
+};
+const p = (s: string) => new TextEncoder().encode(s);
+const CH = "acme/tools/log";
+
+interface Backend {
+  name: string;
+  open: () => Promise<
+    { log: RelayLog; reopen?: () => Promise<RelayLog>; cleanup: () => Promise<void> }
+  >;
+}
+
+const backends: Backend[] = [
+  {
+    name: "memory",
+    open: () => Promise.resolve({ log: new MemoryLog(), cleanup: () => Promise.resolve() }),
+  },
+  {
+    name: "sqlite",
+    async open() {
+      const dir = await tempDir();
+      const file = path.join(dir, "sub", "relay.db");
+      return {
+        log: await SqliteLog.open(file),
+        reopen: () => SqliteLog.open(file),
+        cleanup: () => fsp.rm(dir, { recursive: true, force: true }),
+      };
+    },
+  },
+];
+
+for (const b of backends) {
+  const t = (name: string, fn: (log: RelayLog) => Promise<void>) =>
+    test(`${b.name} log: ${name}`, async () => {
+      const { log, cleanup } = await b.open();
+      try {
+        await fn(log);
+      } finally {
+        await log.close();
+        await cleanup();
+      }
+    });
+
+  t("create() is true once, then false; info() reports epoch 0 and head 0", async (log) => {
+    assert.equal(await log.info(CH), undefined);
+    assert.equal(await log.create(CH), true);
+    assert.equal(await log.create(CH), false);
+    assert.deepEqual(await log.info(CH), { epoch: 0, head: 0 });
+  });
+
+  t("append() numbers entries 1, 2, 3 and read() returns them in order", async (log) => {
+    await log.create(CH);
+    for (let i = 1; i <= 3; i++) {
+      const r = await log.append(CH, {
+        id: id(i),
+        kind: "application",
+        epoch: 0,
+        payload: p(`m${i}`),
+        time: 1000 + i,
+      });
+      assert.deepEqual(r, { ok: true, seq: i, epoch: 0 });
+    }
+    const all = await log.read(CH, 1, 100);
+    assert.deepEqual(all.map((e) => e.seq), [1, 2, 3]);
+    assert.deepEqual(all[1], {
+      seq: 2,
+      epoch: 0,
+      kind: "application",
+      id: id(2),
+      time: 1002,
+      payload: p("m2"),
+    });
+    assert.deepEqual((await log.read(CH, 2, 1)).map((e) => e.seq), [2]);
+    assert.deepEqual(await log.read(CH, 4, 10), []);
+    assert.deepEqual(await log.read("no/such/channel", 1, 10), []);
+  });
+
+  t("append() to an unknown channel is refused with unknown_channel", async (log) => {
+    const r = await log.append(CH, {
+      id: id(1),
+      kind: "application",
+      epoch: 0,
+      payload: p("x"),
+      time: 1,
+    });
+    assert.deepEqual(r, { ok: false, code: "unknown_channel", epoch: 0 });
+  });
+
+  t("a commit is accepted only at the channel epoch and advances it", async (log) => {
+    await log.create(CH);
+    assert.deepEqual(
+      await log.append(CH, { id: id(1), kind: "commit", epoch: 0, payload: p("c0"), time: 1 }),
+      { ok: true, seq: 1, epoch: 1 },
+    );
+    assert.deepEqual(
+      await log.append(CH, { id: id(2), kind: "commit", epoch: 0, payload: p("c0'"), time: 2 }),
+      { ok: false, code: "stale_epoch", epoch: 1 },
+    );
+    assert.deepEqual(
+      await log.append(CH, { id: id(3), kind: "commit", epoch: 5, payload: p("c5"), time: 3 }),
+      { ok: false, code: "stale_epoch", epoch: 1 },
+    );
+    assert.deepEqual(await log.info(CH), { epoch: 1, head: 1 });
+    // Application entries keep whatever epoch they were sent at.
+    assert.deepEqual(
+      await log.append(CH, {
+        id: id(4),
+        kind: "application",
+        epoch: 0,
+        payload: p("late"),
+        time: 4,
+      }),
+      { ok: true, seq: 2, epoch: 0 },
+    );
+    assert.equal((await log.read(CH, 2, 1))[0]!.epoch, 0);
+    assert.deepEqual(await log.info(CH), { epoch: 1, head: 2 });
+  });
+
+  t("republishing an id returns the original seq and epoch and stores nothing", async (log) => {
+    await log.create(CH);
+    const first = await log.append(CH, {
+      id: id(9),
+      kind: "commit",
+      epoch: 0,
+      payload: p("c"),
+      time: 1,
+    });
+    await log.append(CH, { id: id(10), kind: "application", epoch: 1, payload: p("a"), time: 2 });
+    const again = await log.append(CH, {
+      id: id(9),
+      kind: "commit",
+      epoch: 0,
+      payload: p("c"),
+      time: 3,
+    });
+    assert.deepEqual(again, first);
+    assert.deepEqual(await log.info(CH), { epoch: 1, head: 2 });
+    const appAgain = await log.append(CH, {
+      id: id(10),
+      kind: "application",
+      epoch: 1,
+      payload: p("a"),
+      time: 4,
+    });
+    assert.deepEqual(appAgain, { ok: true, seq: 2, epoch: 1 });
+  });
+
+  t("firstSeqOfEpoch() points after the commit that opened the epoch", async (log) => {
+    await log.create(CH);
+    assert.equal(await log.firstSeqOfEpoch(CH, 0), 1);
+    await log.append(CH, { id: id(1), kind: "application", epoch: 0, payload: p("a"), time: 1 });
+    await log.append(CH, { id: id(2), kind: "commit", epoch: 0, payload: p("c"), time: 2 });
+    await log.append(CH, { id: id(3), kind: "application", epoch: 1, payload: p("b"), time: 3 });
+    await log.append(CH, { id: id(4), kind: "commit", epoch: 1, payload: p("c"), time: 4 });
+    assert.equal(await log.firstSeqOfEpoch(CH, 0), 1);
+    assert.equal(await log.firstSeqOfEpoch(CH, 1), 3);
+    assert.equal(await log.firstSeqOfEpoch(CH, 2), 5);
+    assert.equal(await log.firstSeqOfEpoch(CH, 7), 5);
+  });
+
+  t(
+    "mailboxTake() returns unexpired items once, oldest first, ignoring repeated ids",
+    async (log) => {
+      await log.mailboxPut("kp:1", id(1), p("one"), 10_000);
+      await log.mailboxPut("kp:1", id(2), p("two"), 10_000);
+      await log.mailboxPut("kp:1", id(1), p("dup"), 10_000);
+      await log.mailboxPut("kp:1", id(3), p("old"), 500);
+      await log.mailboxPut("kp:2", id(4), p("other"), 10_000);
+      assert.deepEqual(await log.mailboxTake("kp:1", 1000), [
+        { id: id(1), payload: p("one") },
+        { id: id(2), payload: p("two") },
+      ]);
+      assert.deepEqual(await log.mailboxTake("kp:1", 1000), []);
+      assert.equal((await log.mailboxTake("kp:2", 1000)).length, 1);
+    },
+  );
+
+  t("channels are independent", async (log) => {
+    await log.create("a/b/one");
+    await log.create("a/b/two");
+    await log.append("a/b/one", { id: id(1), kind: "commit", epoch: 0, payload: p("x"), time: 1 });
+    assert.deepEqual(
+      await log.append("a/b/two", {
+        id: id(1),
+        kind: "commit",
+        epoch: 0,
+        payload: p("y"),
+        time: 1,
+      }),
+      { ok: true, seq: 1, epoch: 1 },
+    );
+  });
+}
+
+test("sqlite log: entries, epochs and mailboxes survive closing and reopening the file", async () => {
+  const { log, reopen, cleanup } = await backends[1]!.open();
+  try {
+    await log.create(CH);
+    await log.append(CH, { id: id(1), kind: "commit", epoch: 0, payload: p("c"), time: 1 });
+    await log.append(CH, { id: id(2), kind: "application", epoch: 1, payload: p("a"), time: 2 });
+    await log.mailboxPut("kp:x", id(3), p("w"), Date.now() + 60_000);
+    await log.close();
+    const again = await reopen!();
+    try {
+      assert.deepEqual(await again.info(CH), { epoch: 1, head: 2 });
+      assert.equal(await again.firstSeqOfEpoch(CH, 1), 2);
+      assert.deepEqual(
+        await again.append(CH, { id: id(1), kind: "commit", epoch: 0, payload: p("c"), time: 9 }),
+        { ok: true, seq: 1, epoch: 1 },
+      );
+      assert.deepEqual((await again.read(CH, 1, 10)).map((e) => e.payload), [p("c"), p("a")]);
+      assert.deepEqual(await again.mailboxTake("kp:x", Date.now()), [{
+        id: id(3),
+        payload: p("w"),
+      }]);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
+test("sqlite log: calls after close() fail with closed", async () => {
+  const { log, cleanup } = await backends[1]!.open();
+  await log.close();
+  await log.close();
+  await assert.rejects(async () => await log.info(CH), { code: "closed" });
+  await cleanup();
+});

@@ -1,0 +1,221 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  decodeFrame,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  PROTOCOL_VERSION,
+} from "../src/relay/protocol.ts";
+import { ProtocolError } from "../src/errors.ts";
+
+const id = (n: number) => new Uint8Array(16).fill(n);
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+const samples: Frame[] = [
+  { type: "hello", reqId: 1 },
+  { type: "hello", reqId: 2, token: "eyJ.tok.en" },
+  { type: "helloOk", reqId: 2, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES },
+  { type: "create", reqId: 3, channel: "acme/research/results" },
+  { type: "created", reqId: 3, created: true },
+  { type: "created", reqId: 3, created: false },
+  { type: "subscribe", reqId: 4, channel: "a/b/c", from: { seq: 17 } },
+  { type: "subscribe", reqId: 4, channel: "a/b/c", from: { epoch: 3 } },
+  { type: "subscribed", reqId: 4, fromSeq: 5, head: 2 ** 40, epoch: 9 },
+  { type: "unsubscribe", reqId: 5, channel: "a/b/c" },
+  { type: "ok", reqId: 5 },
+  {
+    type: "publish",
+    reqId: 0xffff_ffff,
+    channel: "a/b/c",
+    id: id(7),
+    kind: "commit",
+    epoch: Number.MAX_SAFE_INTEGER,
+    payload: bytes(1, 2, 3),
+  },
+  { type: "ack", reqId: 6, seq: 1, epoch: 0 },
+  { type: "nack", reqId: 6, code: "stale_epoch", epoch: 4 },
+  {
+    type: "deliver",
+    channel: "ünï/cödé/✓",
+    seq: 42,
+    epoch: 2,
+    kind: "proposal",
+    time: 1_750_000_000_000,
+    id: id(1),
+    payload: new Uint8Array(0),
+  },
+  { type: "mailboxPut", reqId: 8, address: "kp:abcd", id: id(2), ttl: 3600, payload: bytes(9) },
+  { type: "mailboxTake", reqId: 9, address: "kp:abcd" },
+  { type: "mailboxItems", reqId: 9, items: [] },
+  {
+    type: "mailboxItems",
+    reqId: 9,
+    items: [{ id: id(3), payload: bytes(1) }, { id: id(4), payload: bytes(2, 3) }],
+  },
+  { type: "ping", reqId: 10 },
+  { type: "pong", reqId: 10 },
+  { type: "error", reqId: 0, code: "protocol", message: "Unknown frame type 99" },
+];
+
+test("every frame type survives an encode/decode round trip", () => {
+  const seen = new Set<string>();
+  for (const f of samples) {
+    const b = encodeFrame(f);
+    assert.equal(b[0], PROTOCOL_VERSION);
+    assert.equal(b[1], FrameType[f.type]);
+    assert.deepEqual(decodeFrame(b), f);
+    seen.add(f.type);
+  }
+  assert.deepEqual([...seen].sort(), Object.keys(FrameType).sort());
+});
+
+test("a publish frame has the documented byte layout", () => {
+  const b = encodeFrame({
+    type: "publish",
+    reqId: 0x01020304,
+    channel: "a/b/c",
+    id: id(0xaa),
+    kind: "commit",
+    epoch: 5,
+    payload: bytes(0xde, 0xad),
+  });
+  assert.deepEqual(
+    [...b],
+    [
+      1,
+      0x09,
+      1,
+      2,
+      3,
+      4,
+      0,
+      5,
+      ...new TextEncoder().encode("a/b/c"),
+      ...id(0xaa),
+      1,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      5,
+      0,
+      0,
+      0,
+      2,
+      0xde,
+      0xad,
+    ],
+  );
+});
+
+function isProtocolError(e: unknown): boolean {
+  return e instanceof ProtocolError && e.code === "protocol" && e.message.length > 0;
+}
+
+test("decodeFrame() refuses truncated frames with a protocol error", () => {
+  for (const f of samples) {
+    const b = encodeFrame(f);
+    for (let n = 0; n < b.length; n++) {
+      assert.throws(() => decodeFrame(b.subarray(0, n)), isProtocolError, `${f.type} cut at ${n}`);
+    }
+  }
+});
+
+test("decodeFrame() refuses trailing bytes, bad versions, unknown types and oversize", () => {
+  const ping = encodeFrame({ type: "ping", reqId: 1 });
+  assert.throws(() => decodeFrame(new Uint8Array([...ping, 0])), /trailing/);
+  assert.throws(() => decodeFrame(new Uint8Array([2, ...ping.subarray(1)])), /version 2/);
+  assert.throws(() => decodeFrame(bytes(1, 0xee, 0, 0, 0, 1)), /Unknown frame type 238/);
+  assert.throws(() => decodeFrame(new Uint8Array(101), 100), isProtocolError);
+  assert.throws(() => decodeFrame(new Uint8Array(0)), /too short/);
+  // A lying item count must fail fast, not allocate or loop.
+  assert.throws(
+    () => decodeFrame(bytes(1, FrameType.mailboxItems, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff)),
+    /Truncated/,
+  );
+  // Invalid UTF-8 in a string field.
+  assert.throws(
+    () => decodeFrame(bytes(1, FrameType.create, 0, 0, 0, 1, 0, 2, 0xc3, 0x28)),
+    /not UTF-8/,
+  );
+  // A u64 beyond Number.MAX_SAFE_INTEGER.
+  assert.throws(
+    () =>
+      decodeFrame(
+        bytes(1, FrameType.ack, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+      ),
+    /safe integer/,
+  );
+});
+
+test("encodeFrame() refuses ids that are not 16 bytes and out-of-range numbers", () => {
+  assert.throws(
+    () =>
+      encodeFrame({
+        type: "publish",
+        reqId: 1,
+        channel: "a/b/c",
+        id: new Uint8Array(3),
+        kind: "application",
+        epoch: 0,
+        payload: new Uint8Array(0),
+      }),
+    isProtocolError,
+  );
+  assert.throws(() => encodeFrame({ type: "ack", reqId: -1, seq: 1, epoch: 0 }), isProtocolError);
+  assert.throws(
+    () => encodeFrame({ type: "ack", reqId: 1, seq: 2 ** 60, epoch: 0 }),
+    isProtocolError,
+  );
+});
+
+test("decodeFrame() never throws anything but ProtocolError on random bytes", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+      try {
+        decodeFrame(b);
+      } catch (e) {
+        if (!isProtocolError(e)) throw e;
+      }
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test("decodeFrame() survives random frames with a valid header, mutated or cut", () => {
+  const types = Object.values(FrameType);
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...types),
+      fc.uint8Array({ maxLength: 120 }),
+      (type, body) => {
+        try {
+          const f = decodeFrame(new Uint8Array([PROTOCOL_VERSION, type, ...body]));
+          // Whatever decodes must re-encode to the same bytes.
+          assert.deepEqual(encodeFrame(f), new Uint8Array([PROTOCOL_VERSION, type, ...body]));
+        } catch (e) {
+          if (!isProtocolError(e)) throw e;
+        }
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  fc.assert(
+    fc.property(fc.constantFrom(...samples), fc.nat(), fc.nat(255), (f, pos, val) => {
+      const b = encodeFrame(f).slice();
+      b[pos % b.length] = val;
+      try {
+        decodeFrame(b);
+      } catch (e) {
+        if (!isProtocolError(e)) throw e;
+      }
+    }),
+    { numRuns: 3000 },
+  );
+});
