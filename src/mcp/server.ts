@@ -76,7 +76,7 @@ export function buildMcpServer(
 ): McpServer {
   const server = new McpServer(
     { name: options.name ?? SERVER_NAME, version: options.version ?? SERVER_VERSION },
-    { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
+    { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
   );
   registerSkytaleTools(server, manager, options);
   return server;
