@@ -34,9 +34,12 @@ export async function serveStdio(
   const transport = new StdioServerTransport(stdin, stdout);
   let resolveDone!: () => void;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
-  let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
+  let started = false;
+  const close = async (): Promise<void> => {
+    // closing the server closes the transport, whose onclose calls back in here
+    if (started) return await done;
+    started = true;
+    await (async () => {
       try {
         await server.close();
       } catch (e) {
@@ -45,7 +48,6 @@ export async function serveStdio(
       releaseStdin();
       resolveDone();
     })();
-    return closing;
   };
   transport.onerror = (e) => logLine(`skytale mcp: stdio transport error: ${e.message}`);
   onStdinEnd(() => void close());
