@@ -48,6 +48,7 @@ import {
   encodeGroupEnvelope,
   encodePrivateKeyPackage,
 } from "./_codec.ts";
+import { fastCryptoProvider } from "./provider.ts";
 
 /** The ciphersuite used when none is named. */
 export const DEFAULT_SUITE = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
@@ -69,7 +70,10 @@ export interface MlsCryptoProvider {
 
 /** Options for {@linkcode MlsEngine.create}. */
 export interface MlsEngineOptions {
-  /** The crypto provider; ts-mls' default (WebCrypto + @hpke) when left out. */
+  /**
+   * The crypto provider; `fastCryptoProvider` from `./provider.ts` when left
+   * out (`tsMlsDefaultProvider` there is ts-mls' own, for comparison).
+   */
   provider?: MlsCryptoProvider;
 }
 
@@ -255,9 +259,10 @@ export class MlsEngine {
     let cs: CiphersuiteImpl;
     try {
       const desc = getCiphersuiteFromName(name as CiphersuiteName);
-      cs = options.provider === undefined
-        ? await getCiphersuiteImpl(desc)
-        : await getCiphersuiteImpl(desc, options.provider as unknown as CryptoProvider);
+      cs = await getCiphersuiteImpl(
+        desc,
+        (options.provider ?? fastCryptoProvider) as unknown as CryptoProvider,
+      );
     } catch (e) {
       throw new ValidationError(
         "invalid_argument",

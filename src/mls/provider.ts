@@ -1,0 +1,315 @@
+/**
+ * A fast ts-mls crypto provider. It produces the same bytes as ts-mls'
+ * default provider (the interop vectors and mixed-provider groups in the tests
+ * prove it) but avoids its per-call costs:
+ *
+ * - Ed25519 signing and verification keys are imported into WebCrypto once and
+ *   cached (bounded, least recently used first out), instead of on every call;
+ * - HKDF, HMAC and hashes of small inputs run synchronously with `@noble/hashes`
+ *   instead of through async WebCrypto (a fresh `importKey` per HMAC);
+ * - AES-GCM uses `@noble/ciphers` below a size threshold and WebCrypto above
+ *   it, whichever measured faster on the runtime (see {@linkcode AEAD_NOBLE_MAX}).
+ *   MLS message keys are single-use, so there is no AES key worth caching.
+ *
+ * HPKE (commits, Welcome) and everything of other signature schemes stay with
+ * ts-mls' default implementation.
+ *
+ * @module
+ */
+import { type Ciphersuite, type CiphersuiteImpl, defaultCryptoProvider } from "ts-mls";
+import type { MlsCryptoProvider } from "./engine.ts";
+import { CryptoError as MlsCryptoError } from "ts-mls/mlsError.js";
+import { gcm } from "@noble/ciphers/aes.js";
+import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { expand, extract } from "@noble/hashes/hkdf.js";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
+import type { CHash } from "@noble/hashes/utils.js";
+import { KeyCache } from "./_keyCache.ts";
+
+/**
+ * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with
+ * `@noble/ciphers`; larger ones go to WebCrypto. Measured per runtime on a
+ * 2-core x86-64 machine (encrypt, fresh key, 40-byte AAD):
+ * Deno 2.9 / Node 26: noble 15 µs (16 B), 30 µs (1 KiB), 75 µs (4 KiB) against
+ * WebCrypto import + encrypt ≈ 50–55 µs flat up to 4 KiB; Bun 1.4 (JavaScriptCore):
+ * noble 20 µs (16 B), 80 µs (1 KiB) against WebCrypto 30–45 µs.
+ */
+export const AEAD_NOBLE_MAX = { v8: 2048, jsc: 96 } as const;
+/** The type of {@linkcode AEAD_NOBLE_MAX}. */
+export type AEAD_NOBLE_MAX = typeof AEAD_NOBLE_MAX;
+
+/**
+ * Largest input (bytes) hashed or MACed with `@noble/hashes`; larger ones go
+ * to WebCrypto (noble SHA-256 ≈ 4.3 µs/KiB, WebCrypto ≈ 30 µs + 0.7 µs/KiB).
+ */
+export const HASH_NOBLE_MAX = 8192;
+
+/** How many signing and how many verification keys stay imported. */
+export const SIGNATURE_KEY_CACHE_SIZE = 1024;
+
+const subtle = globalThis.crypto.subtle;
+
+/** JavaScriptCore (Bun) has a slower noble AES than V8 (Deno, Node). */
+function aeadNobleMax(): number {
+  const ua = typeof navigator === "object" ? String(navigator.userAgent ?? "") : "";
+  return ua.startsWith("Bun/") ? AEAD_NOBLE_MAX.jsc : AEAD_NOBLE_MAX.v8;
+}
+
+type NobleHash = CHash;
+
+function nobleHash(h: Ciphersuite["hash"]): NobleHash {
+  switch (h) {
+    case "SHA-256":
+      return sha256;
+    case "SHA-384":
+      return sha384;
+    case "SHA-512":
+      return sha512;
+  }
+}
+
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+/** A view WebCrypto accepts under every runtime's typings (no SharedArrayBuffer). */
+function bs(b: Uint8Array): Uint8Array<ArrayBuffer> {
+  return b as Uint8Array<ArrayBuffer>;
+}
+
+function makeHash(alg: Ciphersuite["hash"]): CiphersuiteImpl["hash"] {
+  const h = nobleHash(alg);
+  const mac = async (key: Uint8Array, data: Uint8Array): Promise<Uint8Array> => {
+    if (data.length <= HASH_NOBLE_MAX) return hmac(h, key, data);
+    const k = await subtle.importKey("raw", bs(key), { name: "HMAC", hash: alg }, false, [
+      "sign",
+    ]);
+    return new Uint8Array(await subtle.sign("HMAC", k, bs(data)));
+  };
+  return {
+    async digest(data) {
+      if (data.length <= HASH_NOBLE_MAX) return h(data);
+      return new Uint8Array(await subtle.digest(alg, bs(data)));
+    },
+    mac,
+    async verifyMac(key, tag, data) {
+      return constantTimeEqual(tag, await mac(key, data));
+    },
+  };
+}
+
+function makeKdf(alg: Ciphersuite["hash"]): CiphersuiteImpl["kdf"] {
+  const h = nobleHash(alg);
+  return {
+    // deno-lint-ignore require-await
+    async extract(salt, ikm) {
+      return extract(h, ikm, salt);
+    },
+    // deno-lint-ignore require-await
+    async expand(prk, info, len) {
+      return len <= h.outputLen && len > 0
+        ? expandOneBlock(h, prk, info, len)
+        : expand(h, prk, info, len);
+    },
+    size: h.outputLen,
+  };
+}
+
+const ONE = new Uint8Array([1]);
+
+/**
+ * HKDF-Expand for outputs of at most one hash block: T(1) = HMAC(prk, info || 0x01),
+ * computed without the generic multi-block machinery (about twice as fast
+ * for MLS' many 12 to 64-byte derivations).
+ */
+function expandOneBlock(h: NobleHash, prk: Uint8Array, info: Uint8Array, len: number): Uint8Array {
+  const bl = h.blockLen;
+  const pad = new Uint8Array(bl);
+  pad.set(prk.length > bl ? h(prk) : prk);
+  for (let i = 0; i < bl; i++) pad[i]! ^= 0x36;
+  const inner = h.create().update(pad).update(info).update(ONE).digest();
+  for (let i = 0; i < bl; i++) pad[i]! ^= 0x36 ^ 0x5c;
+  const out = h.create().update(pad).update(inner).digest();
+  pad.fill(0);
+  inner.fill(0);
+  if (len === out.length) return out;
+  const r = out.slice(0, len);
+  out.fill(0);
+  return r;
+}
+
+type Aead = Pick<CiphersuiteImpl["hpke"], "encryptAead" | "decryptAead">;
+
+function makeAesGcm(): Aead {
+  const nobleMax = aeadNobleMax();
+  const params = (nonce: Uint8Array, aad: Uint8Array | undefined): AesGcmParams =>
+    aad === undefined || aad.length === 0
+      ? { name: "AES-GCM", iv: bs(nonce) }
+      : { name: "AES-GCM", iv: bs(nonce), additionalData: bs(aad) };
+  return {
+    async encryptAead(key, nonce, aad, plaintext) {
+      if (plaintext.length <= nobleMax) return gcm(key, nonce, aad).encrypt(plaintext);
+      const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["encrypt"]);
+      return new Uint8Array(await subtle.encrypt(params(nonce, aad), k, bs(plaintext)));
+    },
+    async decryptAead(key, nonce, aad, ciphertext) {
+      try {
+        if (ciphertext.length <= nobleMax) return gcm(key, nonce, aad).decrypt(ciphertext);
+        const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["decrypt"]);
+        return new Uint8Array(await subtle.decrypt(params(nonce, aad), k, bs(ciphertext)));
+      } catch (e) {
+        // The error ts-mls' default provider throws for a failed decryption.
+        throw new MlsCryptoError(`${e}`);
+      }
+    },
+  };
+}
+
+function makeChaCha(): Aead {
+  return {
+    // deno-lint-ignore require-await
+    async encryptAead(key, nonce, aad, plaintext) {
+      return chacha20poly1305(key, nonce, aad).encrypt(plaintext);
+    },
+    // deno-lint-ignore require-await
+    async decryptAead(key, nonce, aad, ciphertext) {
+      try {
+        return chacha20poly1305(key, nonce, aad).decrypt(ciphertext);
+      } catch (e) {
+        throw new MlsCryptoError(`${e}`);
+      }
+    },
+  };
+}
+
+const PKCS8_ED25519_PREFIX = new Uint8Array([
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+]);
+
+function toPkcs8(signKey: Uint8Array): Uint8Array {
+  if (signKey.length !== 32) return signKey;
+  const out = new Uint8Array(48);
+  out.set(PKCS8_ED25519_PREFIX);
+  out.set(signKey, 16);
+  return out;
+}
+
+function makeEd25519(): CiphersuiteImpl["signature"] {
+  // Private keys are cached under a digest of their bytes, so no copy of the
+  // secret lives on as a string; public keys under their hex.
+  const signKeys = new KeyCache(SIGNATURE_KEY_CACHE_SIZE, (k) => sha256(k));
+  const verifyKeys = new KeyCache(SIGNATURE_KEY_CACHE_SIZE, (k) => k);
+  return {
+    async sign(signKey, message) {
+      const key = await signKeys.get(
+        signKey,
+        () => subtle.importKey("pkcs8", bs(toPkcs8(signKey)), "Ed25519", false, ["sign"]),
+      );
+      return new Uint8Array(await subtle.sign("Ed25519", key, bs(message)));
+    },
+    async verify(publicKey, message, signature) {
+      let key: CryptoKey;
+      try {
+        key = await verifyKeys.get(
+          publicKey,
+          () => subtle.importKey("raw", bs(publicKey), "Ed25519", false, ["verify"]),
+        );
+      } catch {
+        return false;
+      }
+      return await subtle.verify("Ed25519", key, bs(signature), bs(message));
+    },
+    async keygen() {
+      const pair = await subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
+      const publicKey = new Uint8Array(await subtle.exportKey("raw", pair.publicKey));
+      // PKCS#8, as ts-mls' default provider makes them: stored state stays
+      // readable by either provider.
+      const signKey = new Uint8Array(await subtle.exportKey("pkcs8", pair.privateKey));
+      return { publicKey, signKey };
+    },
+  };
+}
+
+async function makeImpl(cs: Ciphersuite): Promise<CiphersuiteImpl> {
+  const base = await defaultCryptoProvider.getCiphersuiteImpl(cs);
+  const aead = cs.hpke.aead === "CHACHA20POLY1305" ? makeChaCha() : makeAesGcm();
+  const ed25519 = cs.signature === "Ed25519" && typeof subtle?.importKey === "function";
+  return {
+    name: cs.name,
+    hash: makeHash(cs.hash),
+    kdf: makeKdf(kdfHash(cs)),
+    signature: ed25519 ? makeEd25519() : base.signature,
+    hpke: { ...base.hpke, ...aead },
+    rng: base.rng,
+  };
+}
+
+function kdfHash(cs: Ciphersuite): Ciphersuite["hash"] {
+  switch (cs.hpke.kdf) {
+    case "HKDF-SHA256":
+      return "SHA-256";
+    case "HKDF-SHA384":
+      return "SHA-384";
+    case "HKDF-SHA512":
+      return "SHA-512";
+  }
+}
+
+const impls = new Map<string, Promise<CiphersuiteImpl>>();
+
+function getImpl(cs: Ciphersuite): Promise<CiphersuiteImpl> {
+  let p = impls.get(cs.name);
+  if (p === undefined) {
+    p = makeImpl(cs);
+    impls.set(cs.name, p);
+    p.catch(() => impls.delete(cs.name));
+  }
+  return p;
+}
+
+/**
+ * The fast provider (the `MlsEngine` default), a ts-mls `CryptoProvider`. Implementations are
+ * built once per ciphersuite and shared, so their key caches are too.
+ *
+ * @example
+ * ```ts
+ * import { MlsEngine } from "./engine.ts";
+ * import { fastCryptoProvider } from "./provider.ts";
+ * const mls = await MlsEngine.create(undefined, { provider: fastCryptoProvider });
+ * ```
+ */
+export const fastCryptoProvider: MlsCryptoProvider = {
+  getCiphersuiteImpl: getImpl as unknown as MlsCryptoProvider["getCiphersuiteImpl"],
+};
+
+/**
+ * ts-mls' own default provider (its `defaultCryptoProvider`) (WebCrypto and `@hpke/core`, keys imported per
+ * call), for comparison in benchmarks and interop tests.
+ *
+ * @example
+ * ```ts
+ * import { MlsEngine } from "./engine.ts";
+ * import { tsMlsDefaultProvider } from "./provider.ts";
+ * const slow = await MlsEngine.create(undefined, { provider: tsMlsDefaultProvider });
+ * ```
+ */
+export const tsMlsDefaultProvider: MlsCryptoProvider = defaultCryptoProvider as MlsCryptoProvider;
