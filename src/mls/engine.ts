@@ -634,6 +634,16 @@ export class MlsEngine {
   }
 
   /**
+   * How many received proposals wait to be committed.
+   *
+   * @param g The group.
+   * @returns The number of pending proposals.
+   */
+  pendingProposals(g: Group): number {
+    return Object.keys(this.#state(g).unappliedProposals).length;
+  }
+
+  /**
    * Restores a group from {@linkcode encodeGroup} bytes.
    *
    * @param b The bytes.

@@ -1,0 +1,916 @@
+/**
+ * {@linkcode SkytaleChannelManager}: end-to-end encrypted channels for one
+ * identity. It keeps MLS group state per channel, orders commits through the
+ * relay, decrypts in sequence order in the background and buffers messages
+ * for `receive()`. Everything it has acknowledged survives a restart.
+ *
+ * @module
+ */
+import { RelayError, SkytaleError, ValidationError } from "../errors.ts";
+import { MlsEngine } from "../mls/engine.ts";
+import type { Group } from "../mls/engine.ts";
+import { connectWebSocket, RelayClient } from "../relay/client.ts";
+import type { EntryKind, LogEntry } from "../relay/log/types.ts";
+import { localConnector } from "../relay/local.ts";
+import { env, homeDir, logLine } from "../runtime/env.ts";
+import { joinPath } from "../runtime/fs.ts";
+import { FileStore } from "../store/file.ts";
+import type { ChannelRecord, Store, StoredMessage } from "../store/types.ts";
+import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
+import { Mutex } from "./_mutex.ts";
+import {
+  decodeInviteToken,
+  encodeInviteToken,
+  type InviteRecord,
+  inviteAddress,
+  open,
+  seal,
+} from "./invite.ts";
+import { decodeEnvelope, encodeEnvelope, fromUtf8, Tags, utf8 } from "./envelope.ts";
+
+/** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
+export interface SkytaleOptions {
+  /** This agent's identity (`SKYTALE_IDENTITY`, default `mcp-agent`). */
+  identity?: string;
+  /** Relay URL, `ws(s)://` or `http(s)://` (`SKYTALE_RELAY`; unset = the embedded local relay). */
+  endpoint?: string;
+  /** API key `sk_live_…` for an authenticated relay (`SKYTALE_API_KEY`). */
+  apiKey?: string;
+  /** Token API URL (`SKYTALE_API_URL`, default: the relay's own origin). */
+  apiUrl?: string;
+  /** Where state lives (`SKYTALE_DATA_DIR`, default `~/.skytale`). */
+  dataDir?: string;
+  /** MLS ciphersuite name (default `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`). */
+  suite?: string;
+  /** A store to use instead of files under `dataDir` (e.g. a `MemoryStore`). */
+  store?: Store;
+}
+
+/** A received message. */
+export interface Message {
+  /** The sender's identity, taken from its MLS credential. */
+  sender: string;
+  /** The relay's per-channel sequence number. */
+  seq: number;
+  /** When the relay stored the message, ISO-8601. */
+  time: string;
+  /** The text. */
+  text: string;
+}
+
+/** A channel this identity belongs to. */
+export interface ChannelSummary {
+  /** The channel name. */
+  channel: string;
+  /** The MLS epoch. */
+  epoch: number;
+  /** Member identities. */
+  members: string[];
+  /** False once this identity was removed. */
+  active: boolean;
+}
+
+/** Data carried on a channel under a tag other than `chat` (used by the MCP transport). */
+export interface TaggedData {
+  /** The sender's identity, from its MLS credential. */
+  sender: string;
+  /** The relay's per-channel sequence number. */
+  seq: number;
+  /** The body. */
+  data: Uint8Array;
+}
+
+const INVITES_BLOB = "invites";
+const INVITE_POLL_MS = 250;
+const IDENTITY = /^[A-Za-z0-9._@+-]{1,128}$/;
+const COMMIT_RETRIES = 20;
+const WAIT_MS = 30_000;
+
+interface Live {
+  record: ChannelRecord;
+  group: Group;
+  mutex: Mutex;
+  commitMutex: Mutex;
+  ownIds: Set<string>;
+  waiters: Set<() => void>;
+  taps: Map<string, Set<(d: TaggedData) => void>>;
+  proposalTimer?: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface Ctx {
+  engine: MlsEngine;
+  store: Store;
+  relay: RelayClient;
+}
+
+/**
+ * End-to-end encrypted channels for one identity.
+ *
+ * @example
+ * ```ts ignore
+ * import { SkytaleChannelManager } from "@skytale/mcp";
+ * const alice = new SkytaleChannelManager({ identity: "alice" });
+ * await alice.create("acme/research/results");
+ * const bob = new SkytaleChannelManager({ identity: "bob" });
+ * const welcome = await alice.addMember("acme/research/results", await bob.keyPackage());
+ * await bob.join("acme/research/results", welcome);
+ * await alice.send("acme/research/results", "analysis complete");
+ * const msgs = await bob.receive("acme/research/results", { timeout: 5 });
+ * ```
+ */
+export class SkytaleChannelManager {
+  /** This agent's identity. */
+  readonly identity: string;
+  #opts: SkytaleOptions;
+  #dataDir: string;
+  #ctx: Promise<Ctx> | undefined;
+  #channels = new Map<string, Live>();
+  #closed = false;
+  #invites: InviteRecord[] = [];
+  #inviteTimer: ReturnType<typeof setTimeout> | undefined;
+  #inviteMutex = new Mutex();
+
+  /**
+   * @param options Identity, relay, credentials and data directory; each left out
+   *   falls back to its environment variable.
+   */
+  constructor(options: SkytaleOptions = {}) {
+    const identity = options.identity ?? env("SKYTALE_IDENTITY") ?? "mcp-agent";
+    if (!IDENTITY.test(identity)) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Invalid identity "${identity}": use 1-128 letters, digits or . _ @ + -`,
+      );
+    }
+    this.identity = identity;
+    this.#opts = options;
+    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale");
+  }
+
+  /** The relay URL this manager uses, or `undefined` for the embedded local relay. */
+  get endpoint(): string | undefined {
+    return this.#opts.endpoint ?? env("SKYTALE_RELAY");
+  }
+
+  /** The port of the embedded local relay (`SKYTALE_LOCAL_PORT`, default 5000). */
+  get localPort(): number {
+    return Number(env("SKYTALE_LOCAL_PORT") ?? 5000);
+  }
+
+  #context(): Promise<Ctx> {
+    if (this.#closed) {
+      return Promise.reject(new SkytaleError("closed", "This channel manager is closed"));
+    }
+    this.#ctx ??= this.#init();
+    return this.#ctx;
+  }
+
+  async #init(): Promise<Ctx> {
+    const engine = await MlsEngine.create(this.#opts.suite);
+    const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
+    const endpoint = this.endpoint;
+    const relay = new RelayClient({
+      connect: endpoint === undefined
+        ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
+        : () => connectWebSocket(relayUrl(endpoint)),
+    });
+    const ctx = { engine, store, relay };
+    for (const record of await store.loadChannels()) {
+      const live = this.#live(ctx, record);
+      if (record.active) await this.#subscribe(ctx, live);
+    }
+    for (const live of this.#channels.values()) {
+      const pending = live.record.pending;
+      if (live.record.active && pending) {
+        // A commit was in flight when the process stopped: settle it now.
+        void this.#publishPending(ctx, live, pending.id, pending.epoch, pending.commit)
+          .catch((e) => logLine(`skytale: could not settle a pending commit: ${message(e)}`));
+      }
+    }
+    const invites = await store.loadBlob(INVITES_BLOB);
+    if (invites) {
+      this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+      this.#pollInvites(ctx);
+    }
+    return ctx;
+  }
+
+  #live(ctx: Ctx, record: ChannelRecord): Live {
+    const live: Live = {
+      record,
+      group: ctx.engine.decodeGroup(record.group),
+      mutex: new Mutex(),
+      commitMutex: new Mutex(),
+      ownIds: new Set(),
+      waiters: new Set(),
+      taps: new Map(),
+    };
+    this.#channels.set(record.channel, live);
+    return live;
+  }
+
+  async #subscribe(ctx: Ctx, live: Live): Promise<void> {
+    const from = live.record.cursor > 0
+      ? { seq: live.record.cursor + 1 }
+      : { epoch: ctx.engine.epoch(live.group) };
+    await ctx.relay.subscribe(live.record.channel, from, (e) => this.#onEntry(ctx, live, e));
+  }
+
+  async #save(ctx: Ctx, live: Live): Promise<void> {
+    live.record.group = ctx.engine.encodeGroup(live.group);
+    await ctx.store.saveChannel(live.record);
+  }
+
+  #notify(live: Live): void {
+    for (const w of [...live.waiters]) w();
+  }
+
+  /** Waits (bounded) until `ready()` holds for the channel. */
+  #waitFor(live: Live, ready: () => boolean, ms: number, what: string): Promise<boolean> {
+    if (ready()) return Promise.resolve(true);
+    return new Promise((resolve, reject) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        live.waiters.delete(check);
+        resolve(ok);
+      };
+      const check = () => {
+        if (this.#closed) {
+          clearTimeout(timer);
+          live.waiters.delete(check);
+          reject(new SkytaleError("closed", "This channel manager is closed"));
+        } else if (ready()) done(true);
+      };
+      const timer = setTimeout(() => done(false), ms);
+      live.waiters.add(check);
+      void what;
+    });
+  }
+
+  async #onEntry(ctx: Ctx, live: Live, e: LogEntry): Promise<void> {
+    await live.mutex.run(async () => {
+      if (e.seq <= live.record.cursor || !live.record.active) return;
+      const id = e.id.toHex();
+      try {
+        await this.#apply(ctx, live, e, id);
+      } catch (err) {
+        logLine(
+          `skytale: ${live.record.channel} seq ${e.seq}: skipped ${e.kind} (${message(err)})`,
+        );
+      }
+      live.record.cursor = e.seq;
+      await this.#save(ctx, live);
+      if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
+    });
+    this.#notify(live);
+  }
+
+  async #apply(ctx: Ctx, live: Live, e: LogEntry, id: string): Promise<void> {
+    const pending = live.record.pending;
+    if (pending && pending.id === id) {
+      live.group = ctx.engine.decodeGroup(pending.group);
+      live.record.pending = undefined;
+      return;
+    }
+    if (live.ownIds.delete(id)) return;
+    const epoch = ctx.engine.epoch(live.group);
+    if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
+    if (e.kind !== "commit" && e.epoch > epoch) {
+      throw new SkytaleError("invalid_message", `message from future epoch ${e.epoch}`);
+    }
+    const r = await ctx.engine.process(live.group, e.payload);
+    live.group = r.newGroup;
+    if (r.kind === "commit") {
+      if (r.removed) {
+        live.record.active = false;
+        logLine(`skytale: ${this.identity} was removed from "${live.record.channel}"`);
+      }
+      if (live.record.pending && live.record.pending.epoch < ctx.engine.epoch(live.group)) {
+        live.record.pending = undefined;
+      }
+    } else if (r.kind === "proposal") {
+      this.#scheduleCommitPending(ctx, live);
+    } else {
+      const { tag, body } = decodeEnvelope(r.data);
+      const time = new Date(e.time).toISOString();
+      if (tag === Tags.chat) {
+        live.record.buffer.push({ sender: r.sender, seq: e.seq, time, text: fromUtf8(body) });
+      } else {
+        for (const tap of live.taps.get(tag) ?? []) {
+          try {
+            tap({ sender: r.sender, seq: e.seq, data: body });
+          } catch (err) {
+            logLine(`skytale: a "${tag}" handler failed: ${message(err)}`);
+          }
+        }
+      }
+    }
+  }
+
+  #scheduleCommitPending(ctx: Ctx, live: Live): void {
+    if (live.proposalTimer) return;
+    // Spread members out a little so usually only one of them commits.
+    const index = ctx.engine.members(live.group).indexOf(this.identity);
+    live.proposalTimer = setTimeout(() => {
+      live.proposalTimer = undefined;
+      if (this.#closed || !live.record.active) return;
+      void this.#commit(ctx, live, async (g) => {
+        const r = await ctx.engine.commitPending(g);
+        return { commit: r.commit, newGroup: r.newGroup, result: undefined };
+      }, true).catch((e) => logLine(`skytale: committing proposals failed: ${message(e)}`));
+    }, 20 + 50 * Math.max(0, index));
+  }
+
+  /**
+   * Builds a commit on the current epoch, publishes it and waits until it is
+   * applied; on a nack, catches up and rebuilds.
+   */
+  #commit<T>(
+    ctx: Ctx,
+    live: Live,
+    build: (g: Group) => Promise<{ commit: Uint8Array; newGroup: Group; result: T }>,
+    onlyIfPending = false,
+  ): Promise<T | undefined> {
+    return live.commitMutex.run(async () => {
+      for (let attempt = 0; attempt < COMMIT_RETRIES; attempt++) {
+        const built = await live.mutex.run(async () => {
+          this.#assertActive(live);
+          if (onlyIfPending && ctx.engine.pendingProposals(live.group) === 0) return undefined;
+          const b = await build(live.group);
+          const id = crypto.getRandomValues(new Uint8Array(16)).toHex();
+          const epoch = ctx.engine.epoch(live.group);
+          live.record.pending = {
+            id,
+            epoch,
+            commit: b.commit,
+            group: ctx.engine.encodeGroup(b.newGroup),
+          };
+          await this.#save(ctx, live);
+          return { ...b, id, epoch };
+        });
+        if (built === undefined) return undefined;
+        const acked = await this.#publishPending(ctx, live, built.id, built.epoch, built.commit);
+        if (acked) return built.result;
+      }
+      throw new RelayError(
+        "stale_epoch",
+        `Could not commit to "${live.record.channel}": the epoch kept moving after ${COMMIT_RETRIES} attempts`,
+      );
+    });
+  }
+
+  /** Publishes a persisted pending commit; true once applied, false after a nack (caught up). */
+  async #publishPending(
+    ctx: Ctx,
+    live: Live,
+    id: string,
+    epoch: number,
+    commit: Uint8Array,
+  ): Promise<boolean> {
+    const res = await ctx.relay.publish(live.record.channel, {
+      id: Uint8Array.fromHex(id),
+      kind: "commit",
+      epoch,
+      payload: commit,
+    });
+    if (res.ok) {
+      const seq = res.seq;
+      if (!await this.#waitFor(live, () => live.record.cursor >= seq, WAIT_MS, "commit")) {
+        throw new RelayError(
+          "timeout",
+          `Commit to "${live.record.channel}" was accepted but not delivered back in time`,
+        );
+      }
+      return true;
+    }
+    await live.mutex.run(async () => {
+      if (live.record.pending?.id === id) {
+        live.record.pending = undefined;
+        await this.#save(ctx, live);
+      }
+    });
+    if (res.code !== "stale_epoch") {
+      throw new RelayError("relay_error", `Relay refused a commit to "${live.record.channel}": ${res.code}`);
+    }
+    const target = res.epoch;
+    await this.#waitFor(live, () => ctx.engine.epoch(live.group) >= target, WAIT_MS, "catch-up");
+    return false;
+  }
+
+  #assertActive(live: Live): void {
+    if (!live.record.active) {
+      throw new SkytaleError(
+        "unknown_channel",
+        `"${this.identity}" is no longer a member of "${live.record.channel}"`,
+      );
+    }
+  }
+
+  async #get(channel: unknown): Promise<{ ctx: Ctx; live: Live }> {
+    parseChannelName(channel);
+    const ctx = await this.#context();
+    const live = this.#channels.get(channel as string);
+    if (!live) {
+      throw new SkytaleError(
+        "unknown_channel",
+        `Unknown channel "${channel}": create it or join it first`,
+      );
+    }
+    return { ctx, live };
+  }
+
+  /**
+   * Creates a channel with this identity as its first member.
+   *
+   * @param channel A name `org/namespace/service`.
+   * @throws {SkytaleError} `invalid_channel`, or `channel_exists` if it exists here or on the relay.
+   */
+  async create(channel: string): Promise<void> {
+    parseChannelName(channel);
+    const ctx = await this.#context();
+    if (this.#channels.has(channel)) {
+      throw new SkytaleError("channel_exists", `Channel "${channel}" already exists here`);
+    }
+    if (!await ctx.relay.create(channel)) {
+      throw new SkytaleError(
+        "channel_exists",
+        `Channel "${channel}" already exists on the relay: join it with a Welcome or an invite`,
+      );
+    }
+    const group = await ctx.engine.createGroup(utf8(channel), this.identity);
+    const record: ChannelRecord = {
+      channel,
+      group: ctx.engine.encodeGroup(group),
+      cursor: 0,
+      buffer: [],
+      active: true,
+    };
+    await ctx.store.saveChannel(record);
+    await this.#subscribe(ctx, this.#live(ctx, record));
+  }
+
+  /**
+   * Makes a new MLS KeyPackage; its private part stays on disk until a Welcome uses it.
+   *
+   * @returns The KeyPackage message, hex, to hand to a member who will add this identity.
+   */
+  async keyPackage(): Promise<string> {
+    const ctx = await this.#context();
+    const kp = await ctx.engine.newKeyPackage(this.identity);
+    await ctx.store.saveKeyPackage({ ...kp, created: Date.now() });
+    return kp.keyPackage.toHex();
+  }
+
+  /**
+   * Adds a member: commits an Add through the relay and returns the Welcome.
+   *
+   * @param channel The channel.
+   * @param keyPackageHex The new member's KeyPackage, hex (from its `keyPackage()`).
+   * @returns The Welcome, hex, for the new member's `join()`.
+   */
+  async addMember(channel: string, keyPackageHex: string): Promise<string> {
+    const kp = fromHex(keyPackageHex, "Key package");
+    const { ctx, live } = await this.#get(channel);
+    const welcome = await this.#commit(ctx, live, async (g) => {
+      const r = await ctx.engine.commitAdd(g, kp);
+      return { commit: r.commit, newGroup: r.newGroup, result: r.welcome };
+    });
+    return welcome!.toHex();
+  }
+
+  /**
+   * Joins a channel from a Welcome made for one of this identity's key packages.
+   *
+   * @param channel The channel the Welcome is for.
+   * @param welcomeHex The Welcome, hex.
+   */
+  async join(channel: string, welcomeHex: string): Promise<void> {
+    parseChannelName(channel);
+    const welcome = fromHex(welcomeHex, "Welcome");
+    const ctx = await this.#context();
+    const existing = this.#channels.get(channel);
+    if (existing?.record.active) {
+      throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
+    }
+    const candidates = await ctx.store.loadKeyPackages();
+    const { group, ref } = await ctx.engine.join(welcome, candidates);
+    const groupChannel = fromUtf8(ctx.engine.groupId(group));
+    if (groupChannel !== channel) {
+      throw new ValidationError(
+        "welcome_mismatch",
+        `Cannot join channel "${channel}": the Welcome is for "${groupChannel}"`,
+      );
+    }
+    const record: ChannelRecord = {
+      channel,
+      group: ctx.engine.encodeGroup(group),
+      cursor: 0,
+      buffer: [],
+      active: true,
+    };
+    await ctx.store.saveChannel(record);
+    await ctx.store.deleteKeyPackage(ref);
+    await this.#subscribe(ctx, this.#live(ctx, record));
+  }
+
+  /**
+   * Encrypts and sends a text message.
+   *
+   * @param channel The channel.
+   * @param text The message.
+   * @returns The relay's sequence number for it.
+   */
+  async send(channel: string, text: string): Promise<{ seq: number }> {
+    if (typeof text !== "string") {
+      throw new ValidationError("invalid_argument", "Message must be a string");
+    }
+    return await this.sendTagged(channel, Tags.chat, utf8(text));
+  }
+
+  /**
+   * Sends bytes under a tag other layers listen for (see {@linkcode onTagged}).
+   *
+   * @param channel The channel.
+   * @param tag The layer, e.g. `mcp`.
+   * @param data The body.
+   * @returns The relay's sequence number.
+   */
+  async sendTagged(channel: string, tag: string, data: Uint8Array): Promise<{ seq: number }> {
+    if (data.length > MAX_MESSAGE_BYTES) {
+      throw new ValidationError(
+        "too_large",
+        `Message is ${data.length} bytes; the limit is ${MAX_MESSAGE_BYTES}`,
+      );
+    }
+    const { ctx, live } = await this.#get(channel);
+    const out = await live.mutex.run(async () => {
+      this.#assertActive(live);
+      const r = await ctx.engine.encrypt(live.group, encodeEnvelope(tag, data));
+      live.group = r.newGroup;
+      // Persist the advanced ratchet before anything leaves: a crash must never reuse a key.
+      await this.#save(ctx, live);
+      const id = crypto.getRandomValues(new Uint8Array(16));
+      live.ownIds.add(id.toHex());
+      return { id, epoch: ctx.engine.epoch(live.group), payload: r.message };
+    });
+    const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
+    if (!res.ok) {
+      throw new RelayError("relay_error", `Relay refused a message to "${channel}": ${res.code}`);
+    }
+    return { seq: res.seq };
+  }
+
+  /**
+   * Registers a handler for data under `tag` (not `chat`) arriving on a channel.
+   *
+   * @param channel The channel.
+   * @param tag The layer, e.g. `mcp`.
+   * @param handler Called once per message, in sequence order.
+   * @returns A function that removes the handler.
+   */
+  async onTagged(
+    channel: string,
+    tag: string,
+    handler: (d: TaggedData) => void,
+  ): Promise<() => void> {
+    const { live } = await this.#get(channel);
+    let set = live.taps.get(tag);
+    if (!set) live.taps.set(tag, set = new Set());
+    set.add(handler);
+    return () => set.delete(handler);
+  }
+
+  /**
+   * Returns every message received since the last call, waiting up to
+   * `timeout` seconds when there is none yet.
+   *
+   * @param channel The channel.
+   * @param options `timeout` in seconds (default 5, at most 300).
+   * @returns The messages, oldest first.
+   */
+  async receive(channel: string, options: { timeout?: number } = {}): Promise<Message[]> {
+    const timeout = options.timeout ?? 5;
+    if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0 || timeout > 300) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Timeout must be a number of seconds from 0 to 300, got ${String(timeout)}`,
+      );
+    }
+    const { ctx, live } = await this.#get(channel);
+    await this.#waitFor(live, () => live.record.buffer.length > 0, timeout * 1000, "messages");
+    return await live.mutex.run(async () => {
+      const out: StoredMessage[] = live.record.buffer;
+      if (out.length === 0) return [];
+      live.record.buffer = [];
+      await this.#save(ctx, live);
+      return out.map((m) => ({ ...m }));
+    });
+  }
+
+  /**
+   * Lists this identity's channels.
+   *
+   * @returns Each channel with its epoch and members.
+   */
+  async channels(): Promise<ChannelSummary[]> {
+    const ctx = await this.#context();
+    return [...this.#channels.values()].map((l) => ({
+      channel: l.record.channel,
+      epoch: ctx.engine.epoch(l.group),
+      members: ctx.engine.members(l.group),
+      active: l.record.active,
+    })).sort((a, b) => a.channel.localeCompare(b.channel));
+  }
+
+  /**
+   * Lists a channel's members.
+   *
+   * @param channel The channel.
+   * @returns Member identities.
+   */
+  async members(channel: string): Promise<string[]> {
+    const { ctx, live } = await this.#get(channel);
+    return ctx.engine.members(live.group);
+  }
+
+  /**
+   * Removes a member; it cannot decrypt anything sent afterwards.
+   *
+   * @param channel The channel.
+   * @param identity The member to remove.
+   */
+  async removeMember(channel: string, identity: string): Promise<void> {
+    const { ctx, live } = await this.#get(channel);
+    if (identity === this.identity) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Cannot remove yourself from "${channel}": use leave()`,
+      );
+    }
+    await this.#commit(ctx, live, async (g) => {
+      const r = await ctx.engine.commitRemove(g, identity);
+      return { commit: r.commit, newGroup: r.newGroup, result: undefined };
+    });
+  }
+
+  /**
+   * Rotates this member's keys (an MLS self-update commit).
+   *
+   * @param channel The channel.
+   */
+  async rotateKeys(channel: string): Promise<void> {
+    const { ctx, live } = await this.#get(channel);
+    await this.#commit(ctx, live, async (g) => {
+      const r = await ctx.engine.commitUpdate(g);
+      return { commit: r.commit, newGroup: r.newGroup, result: undefined };
+    });
+  }
+
+  /**
+   * Leaves a channel: proposes this member's removal (another member commits
+   * it) and forgets the channel's state here.
+   *
+   * @param channel The channel.
+   */
+  async leave(channel: string): Promise<void> {
+    const { ctx, live } = await this.#get(channel);
+    if (live.record.active) {
+      const out = await live.mutex.run(async () => {
+        const r = await ctx.engine.proposeLeave(live.group);
+        live.group = r.newGroup;
+        const id = crypto.getRandomValues(new Uint8Array(16));
+        live.ownIds.add(id.toHex());
+        return { id, epoch: ctx.engine.epoch(live.group), payload: r.proposal };
+      });
+      const res = await ctx.relay.publish(channel, { ...out, kind: "proposal" as EntryKind });
+      if (!res.ok) {
+        throw new RelayError("relay_error", `Relay refused to leave "${channel}": ${res.code}`);
+      }
+      await ctx.relay.unsubscribe(channel).catch(() => {});
+    }
+    await live.mutex.run(async () => {
+      live.record.active = false;
+      this.#channels.delete(channel);
+      await ctx.store.deleteChannel(channel);
+    });
+  }
+
+  /**
+   * An MLS exporter secret of a channel's current epoch (equal across members).
+   *
+   * @param channel The channel.
+   * @param label The exporter label.
+   * @param length The secret's length in bytes.
+   * @returns The secret.
+   */
+  async exportSecret(channel: string, label: string, length = 32): Promise<Uint8Array> {
+    const { ctx, live } = await this.#get(channel);
+    return await ctx.engine.exporter(live.group, label, length);
+  }
+
+  /**
+   * Makes an invite token: whoever holds it can join `channel` while this
+   * manager runs, with no key package or Welcome copied by hand.
+   *
+   * @param channel The channel.
+   * @param options `ttl` in seconds (default 3600) and `uses` (default 1).
+   * @returns The token, `skt_inv_…`.
+   */
+  async invite(channel: string, options: { ttl?: number; uses?: number } = {}): Promise<string> {
+    const { ctx, live } = await this.#get(channel);
+    this.#assertActive(live);
+    const ttl = options.ttl ?? 3600;
+    const uses = options.uses ?? 1;
+    if (!Number.isInteger(uses) || uses < 1 || uses > 1000) {
+      throw new ValidationError("invalid_argument", `Invite uses must be 1-1000, got ${uses}`);
+    }
+    if (!Number.isFinite(ttl) || ttl <= 0 || ttl > 30 * 86400) {
+      throw new ValidationError("invalid_argument", `Invite ttl must be 1s-30d, got ${ttl}`);
+    }
+    const record: InviteRecord = {
+      relay: this.endpoint ?? `ws://127.0.0.1:${this.localPort}`,
+      channel,
+      id: crypto.getRandomValues(new Uint8Array(16)).toHex(),
+      secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
+      expires: Date.now() + ttl * 1000,
+      uses,
+    };
+    await this.#inviteMutex.run(async () => {
+      this.#invites.push(record);
+      await this.#saveInvites(ctx);
+    });
+    this.#pollInvites(ctx);
+    return encodeInviteToken(record);
+  }
+
+  async #saveInvites(ctx: Ctx): Promise<void> {
+    const now = Date.now();
+    this.#invites = this.#invites.filter((i) => i.uses > 0 && i.expires > now);
+    await ctx.store.saveBlob(INVITES_BLOB, utf8(JSON.stringify(this.#invites)));
+  }
+
+  #pollInvites(ctx: Ctx): void {
+    if (this.#inviteTimer || this.#closed) return;
+    this.#inviteTimer = setTimeout(async () => {
+      try {
+        await this.#inviteMutex.run(() => this.#serveInvites(ctx));
+      } catch (e) {
+        logLine(`skytale: serving invites failed: ${message(e)}`);
+      }
+      this.#inviteTimer = undefined;
+      if (this.#invites.length > 0) this.#pollInvites(ctx);
+    }, INVITE_POLL_MS);
+  }
+
+  async #serveInvites(ctx: Ctx): Promise<void> {
+    let changed = false;
+    for (const inv of [...this.#invites]) {
+      if (this.#closed) return;
+      if (inv.expires < Date.now()) {
+        changed = true;
+        inv.uses = 0;
+        continue;
+      }
+      for (const item of await ctx.relay.mailboxTake(inviteAddress(inv.id))) {
+        const req = await open<{ keyPackage: string; reply: string; identity: string }>(
+          inv.secret,
+          `request:${inv.id}`,
+          item,
+        );
+        if (!req || typeof req.reply !== "string" || typeof req.keyPackage !== "string") {
+          logLine(`skytale: ignored a join request for invite ${inv.id} that fails its MAC`);
+          continue;
+        }
+        let reply: { ok: boolean; welcome?: string; error?: string };
+        if (inv.uses <= 0) {
+          reply = { ok: false, error: "the invite has no uses left" };
+        } else {
+          try {
+            reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
+            inv.uses -= 1;
+            changed = true;
+            logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
+          } catch (e) {
+            reply = { ok: false, error: message(e) };
+          }
+        }
+        await ctx.relay.mailboxPut(
+          req.reply,
+          await seal(inv.secret, `reply:${inv.id}`, reply),
+          600,
+        );
+      }
+    }
+    if (changed) await this.#saveInvites(ctx);
+  }
+
+  /**
+   * Joins a channel with an invite token from `invite()`: posts an
+   * authenticated join request and waits for the inviter to admit this identity.
+   *
+   * @param channel The channel named in the invite.
+   * @param token The token, `skt_inv_…`.
+   * @param options `timeout` in seconds to wait for the inviter (default 30).
+   */
+  async joinWithToken(
+    channel: string,
+    token: string,
+    options: { timeout?: number } = {},
+  ): Promise<void> {
+    parseChannelName(channel);
+    const inv = decodeInviteToken(token);
+    if (inv.channel !== channel) {
+      throw new ValidationError(
+        "invalid_argument",
+        `The invite is for channel "${inv.channel}", not "${channel}"`,
+      );
+    }
+    const ctx = await this.#context();
+    if (this.#channels.get(channel)?.record.active) {
+      throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
+    }
+    const keyPackage = await this.keyPackage();
+    const reply = `wel:${crypto.getRandomValues(new Uint8Array(16)).toHex()}`;
+    await ctx.relay.mailboxPut(
+      inviteAddress(inv.id),
+      await seal(inv.secret, `request:${inv.id}`, {
+        keyPackage,
+        reply,
+        identity: this.identity,
+      }),
+      Math.max(1, Math.ceil((inv.expires - Date.now()) / 1000)),
+    );
+    const end = Date.now() + (options.timeout ?? 30) * 1000;
+    while (Date.now() < end && !this.#closed) {
+      for (const item of await ctx.relay.mailboxTake(reply)) {
+        const r = await open<{ ok: boolean; welcome?: string; error?: string }>(
+          inv.secret,
+          `reply:${inv.id}`,
+          item,
+        );
+        if (!r) continue;
+        if (!r.ok || !r.welcome) {
+          throw new SkytaleError(
+            "invalid_argument",
+            `The inviter refused to admit "${this.identity}" to "${channel}": ${r.error}`,
+          );
+        }
+        await this.join(channel, r.welcome);
+        return;
+      }
+      await new Promise((res) => setTimeout(res, INVITE_POLL_MS));
+    }
+    throw new SkytaleError(
+      "timeout",
+      `No answer from the inviter of "${channel}" in time: is its MCP server or agent running?`,
+    );
+  }
+
+  /** Closes the relay connection; stored state is already durable. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#inviteTimer) clearTimeout(this.#inviteTimer);
+    await this.#inviteMutex.run(() => Promise.resolve());
+    const ctx = this.#ctx;
+    for (const live of this.#channels.values()) {
+      if (live.proposalTimer) clearTimeout(live.proposalTimer);
+      this.#notify(live);
+    }
+    if (ctx) {
+      const c = await ctx.catch(() => undefined);
+      if (c) {
+        for (const live of this.#channels.values()) await live.mutex.run(() => Promise.resolve());
+        await c.relay.close();
+      }
+    }
+  }
+}
+
+/**
+ * Normalises a relay URL: `https://` becomes `wss://`, `http://` becomes `ws://`.
+ *
+ * @param url The URL as configured.
+ * @returns A WebSocket URL.
+ */
+export function relayUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ValidationError("invalid_argument", `Relay URL "${url}" is not a URL`);
+  }
+  if (u.protocol === "https:") u.protocol = "wss:";
+  else if (u.protocol === "http:") u.protocol = "ws:";
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    throw new ValidationError(
+      "invalid_argument",
+      `Relay URL "${url}" must start with ws://, wss://, http:// or https://`,
+    );
+  }
+  return u.href;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
