@@ -73,7 +73,7 @@ export interface ChannelManagerLike {
 export interface ToolOptions {
   /** The longest any tool other than `skytale_receive` may take, in seconds (default 60). */
   toolTimeoutSeconds?: number;
-  /** How much longer than its `timeout` argument `skytale_receive` may take, in seconds (default 10). */
+  /** How much longer than its `timeout` argument `skytale_receive` may take, in seconds (default 5). */
   receiveGraceSeconds?: number;
 }
 
@@ -280,7 +280,7 @@ export function registerSkytaleTools(
   options: ToolOptions = {},
 ): void {
   const limit = options.toolTimeoutSeconds ?? 60;
-  const grace = options.receiveGraceSeconds ?? 10;
+  const grace = options.receiveGraceSeconds ?? 5;
 
   /** Runs a handler under the default deadline, mapping errors to results. */
   async function run(
