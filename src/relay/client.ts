@@ -1,0 +1,717 @@
+/**
+ * The relay client: requests matched to answers by request id, subscriptions
+ * delivered strictly in seq order, and reconnection that loses nothing. After
+ * a reconnect it says hello again, re-subscribes every channel from the last
+ * delivered seq + 1 and re-sends every unanswered request (publishes keep their
+ * id, so the relay does not append them twice).
+ *
+ * @module
+ */
+import { AuthError, type ErrorCode, ErrorCodes, RelayError, ValidationError } from "../errors.ts";
+import { logLine } from "../runtime/env.ts";
+import type { EntryKind, LogEntry } from "./log/types.ts";
+import {
+  ABSOLUTE_MAX_FRAME_BYTES,
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  type FrameOf,
+  ID_BYTES,
+  type SubscribeFrom,
+} from "./protocol.ts";
+
+/** Options of {@linkcode RelayClient}. */
+export interface RelayClientOptions {
+  /** Opens a WebSocket to the relay (open, or about to open); called again on every reconnect. */
+  connect: () => Promise<WebSocket>;
+  /** Supplies the hello token, asked on every (re)connect. */
+  token?: () => Promise<string | undefined>;
+  /** How long a request may wait for its answer, reconnects included, in ms (default 15000). */
+  requestTimeoutMs?: number;
+  /** How often to ping an idle relay; a missed pong forces a reconnect (default 15000 ms). */
+  pingIntervalMs?: number;
+  /** The first reconnect delay in ms (default 100); it doubles per failure. */
+  backoffInitialMs?: number;
+  /** The longest reconnect delay in ms (default 5000). */
+  backoffMaxMs?: number;
+  /** Told about errors thrown by `onEntry` handlers and unsolicited relay errors (default: logged). */
+  onError?: (e: unknown) => void;
+}
+
+/** The result of a publish. */
+export type PublishResult =
+  | { ok: true; seq: number; epoch: number }
+  | { ok: false; code: "stale_epoch" | "unknown_channel"; epoch: number };
+
+/** What to publish. */
+export interface PublishInput {
+  /** 16 random bytes; re-publishing the same id returns the first result. */
+  id: Uint8Array;
+  /** The entry kind. */
+  kind: EntryKind;
+  /** The epoch the payload was built on. */
+  epoch: number;
+  /** The opaque payload. */
+  payload: Uint8Array;
+}
+
+interface _Pending {
+  reqId: number;
+  encode: () => Uint8Array<ArrayBuffer>;
+  resend: boolean;
+  resolve: (f: Frame) => void;
+  reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+class _Queue<T> {
+  #items: T[] = [];
+  #head = 0;
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+  push(v: T): void {
+    this.#items.push(v);
+  }
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const v = this.#items[this.#head++];
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return v;
+  }
+  clear(): void {
+    this.#items = [];
+    this.#head = 0;
+  }
+}
+
+interface _Sub {
+  channel: string;
+  from: SubscribeFrom;
+  onEntry: (e: LogEntry) => void | Promise<void>;
+  /** The next seq expected from the relay; undefined until the first `subscribed`. */
+  next: number | undefined;
+  queue: _Queue<LogEntry>;
+  running: boolean;
+  active: boolean;
+  /** The request id of an unanswered subscribe for this channel. */
+  pendingReq: number | undefined;
+}
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+
+function _relayError(code: string, message: string): RelayError | AuthError {
+  if (code === "auth") return new AuthError(message);
+  return new RelayError(KNOWN_CODES.has(code) ? code as ErrorCode : "relay_error", message);
+}
+
+function _describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Opens a WebSocket and waits until it is open.
+ *
+ * @param url The relay URL, e.g. `ws://127.0.0.1:5000`.
+ * @param timeoutMs How long to wait, in ms.
+ * @returns The open socket (binary type `arraybuffer`).
+ * @throws {RelayError} `relay_unavailable` if it cannot connect in time.
+ */
+export function connectWebSocket(url: string, timeoutMs = 5000): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      reject(new RelayError("relay_unavailable", `Cannot connect to relay "${url}"`, { cause: e }));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    const done = (err?: RelayError) => {
+      clearTimeout(timer);
+      ws.onopen = ws.onerror = ws.onclose = null;
+      if (err) {
+        try {
+          ws.close();
+        } catch { /* never opened */ }
+        reject(err);
+      } else resolve(ws);
+    };
+    const timer = setTimeout(
+      () =>
+        done(
+          new RelayError(
+            "relay_unavailable",
+            `Timed out after ${timeoutMs} ms connecting to relay "${url}"`,
+          ),
+        ),
+      timeoutMs,
+    );
+    ws.onopen = () => done();
+    ws.onerror = () =>
+      done(new RelayError("relay_unavailable", `Cannot connect to relay "${url}"`));
+    ws.onclose = () =>
+      done(new RelayError("relay_unavailable", `Relay "${url}" closed the connection`));
+  });
+}
+
+/**
+ * A connection to a relay that survives reconnects.
+ *
+ * @example
+ * ```ts ignore
+ * const client = new RelayClient({ connect: () => connectWebSocket("ws://127.0.0.1:5000") });
+ * await client.create("acme/research/results");
+ * await client.subscribe("acme/research/results", { seq: 1 }, (e) => console.log(e.seq));
+ * await client.close();
+ * ```
+ */
+export class RelayClient {
+  readonly #connect: () => Promise<WebSocket>;
+  readonly #token: (() => Promise<string | undefined>) | undefined;
+  readonly #requestTimeoutMs: number;
+  readonly #pingIntervalMs: number;
+  readonly #backoffInitialMs: number;
+  readonly #backoffMaxMs: number;
+  readonly #onError: (e: unknown) => void;
+
+  #ws: WebSocket | undefined;
+  #ready = false;
+  #connecting: Promise<void> | undefined;
+  #lastError: unknown;
+  #attempt = 0;
+  #nextReqId = 1;
+  #pending = new Map<number, _Pending>();
+  #subs = new Map<string, _Sub>();
+  #subReqs = new Map<number, _Sub>();
+  #pingTimer: ReturnType<typeof setInterval> | undefined;
+  #wake: (() => void) | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  /**
+   * @param opts How to connect, the token source and timing.
+   */
+  constructor(opts: RelayClientOptions) {
+    this.#connect = opts.connect;
+    this.#token = opts.token;
+    this.#requestTimeoutMs = opts.requestTimeoutMs ?? 15_000;
+    this.#pingIntervalMs = opts.pingIntervalMs ?? 15_000;
+    this.#backoffInitialMs = opts.backoffInitialMs ?? 100;
+    this.#backoffMaxMs = opts.backoffMaxMs ?? 5_000;
+    this.#onError = opts.onError ?? ((e) => logLine(`skytale relay client: ${_describe(e)}`));
+  }
+
+  /** Whether a connection is open and greeted. */
+  get connected(): boolean {
+    return this.#ready;
+  }
+
+  /**
+   * Creates a channel on the relay.
+   *
+   * @param channel The channel name.
+   * @returns `false` if it already existed.
+   */
+  async create(channel: string): Promise<boolean> {
+    const f = await this.#request<"created">((reqId) => ({ type: "create", reqId, channel }));
+    return f.created;
+  }
+
+  /**
+   * Subscribes to a channel. `onEntry` is awaited for each entry in turn, in
+   * seq order, each entry once, across reconnects.
+   *
+   * @param channel The channel name.
+   * @param from Where to start: a seq, or the first entry of an epoch.
+   * @param onEntry Called for each entry.
+   * @returns When the relay has confirmed the subscription.
+   * @throws {ValidationError} `invalid_argument` if already subscribed to the channel.
+   */
+  async subscribe(
+    channel: string,
+    from: SubscribeFrom,
+    onEntry: (e: LogEntry) => void | Promise<void>,
+  ): Promise<void> {
+    this.#checkOpen();
+    if (this.#subs.has(channel)) {
+      throw new ValidationError("invalid_argument", `Already subscribed to channel "${channel}"`);
+    }
+    const sub: _Sub = {
+      channel,
+      from,
+      onEntry,
+      next: undefined,
+      queue: new _Queue(),
+      running: false,
+      active: true,
+      pendingReq: undefined,
+    };
+    this.#subs.set(channel, sub);
+    try {
+      await this.#subscribeRequest(sub);
+    } catch (e) {
+      if (this.#subs.get(channel) === sub) {
+        this.#subs.delete(channel);
+        sub.active = false;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Stops a subscription; entries not yet handed to `onEntry` are dropped.
+   *
+   * @param channel The channel name.
+   */
+  async unsubscribe(channel: string): Promise<void> {
+    const sub = this.#subs.get(channel);
+    if (!sub) return;
+    this.#subs.delete(channel);
+    sub.active = false;
+    sub.queue.clear();
+    if (this.#ready && !this.#closed) {
+      await this.#request<"ok">((reqId) => ({ type: "unsubscribe", reqId, channel }), false);
+    }
+  }
+
+  /**
+   * Publishes an entry. Survives reconnects: an unanswered publish is re-sent
+   * with the same id.
+   *
+   * @param channel The channel name.
+   * @param p The entry.
+   * @returns The ack (seq, epoch after it) or nack (why, current epoch).
+   */
+  async publish(channel: string, p: PublishInput): Promise<PublishResult> {
+    if (p.id.length !== ID_BYTES) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Publish id must be ${ID_BYTES} bytes, got ${p.id.length}`,
+      );
+    }
+    const f = await this.#request<"ack" | "nack">((reqId) => ({
+      type: "publish",
+      reqId,
+      channel,
+      id: p.id,
+      kind: p.kind,
+      epoch: p.epoch,
+      payload: p.payload,
+    }));
+    if (f.type === "ack") return { ok: true, seq: f.seq, epoch: f.epoch };
+    const code = f.code === "stale_epoch" || f.code === "unknown_channel" ? f.code : undefined;
+    if (!code) {
+      throw _relayError(f.code, `The relay refused the publish to "${channel}": ${f.code}`);
+    }
+    return { ok: false, code, epoch: f.epoch };
+  }
+
+  /**
+   * Queues a blob in a mailbox.
+   *
+   * @param address The mailbox address.
+   * @param payload The opaque blob.
+   * @param ttlSeconds How long the relay keeps it.
+   */
+  async mailboxPut(address: string, payload: Uint8Array, ttlSeconds: number): Promise<void> {
+    const id = crypto.getRandomValues(new Uint8Array(ID_BYTES));
+    await this.#request<"ok">((reqId) => ({
+      type: "mailboxPut",
+      reqId,
+      address,
+      id,
+      ttl: Math.max(1, Math.ceil(ttlSeconds)),
+      payload,
+    }));
+  }
+
+  /**
+   * Takes every queued blob of a mailbox.
+   *
+   * @param address The mailbox address.
+   * @returns The blobs, oldest first.
+   */
+  async mailboxTake(address: string): Promise<Uint8Array[]> {
+    const f = await this.#request<"mailboxItems">((reqId) => ({
+      type: "mailboxTake",
+      reqId,
+      address,
+    }));
+    return f.items.map((i) => i.payload);
+  }
+
+  /**
+   * Round-trips a ping.
+   *
+   * @returns The round-trip time in ms.
+   */
+  async ping(): Promise<number> {
+    const t = Date.now();
+    await this.#request<"pong">((reqId) => ({ type: "ping", reqId }), false);
+    return Date.now() - t;
+  }
+
+  /** Closes the connection and stops reconnecting; pending requests fail with `closed` (idempotent). */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      this.#wake?.();
+      this.#stopPing();
+      for (const p of [...this.#pending.values()]) {
+        this.#settle(p.reqId)?.reject(new RelayError("closed", "The relay client is closed"));
+      }
+      for (const s of this.#subs.values()) {
+        s.active = false;
+        s.queue.clear();
+      }
+      this.#subs.clear();
+      const ws = this.#ws;
+      this.#ws = undefined;
+      this.#ready = false;
+      if (ws) await _closeSocket(ws);
+      await this.#connecting?.catch(() => {});
+    })();
+    return this.#closing;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new RelayError("closed", "The relay client is closed");
+  }
+
+  #settle(reqId: number): _Pending | undefined {
+    const p = this.#pending.get(reqId);
+    if (!p) return undefined;
+    this.#pending.delete(reqId);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  #request<T extends Frame["type"]>(
+    build: (reqId: number) => Frame,
+    resend = true,
+    timeoutMs = this.#requestTimeoutMs,
+  ): Promise<FrameOf<T>> {
+    this.#checkOpen();
+    const reqId = this.#nextReqId;
+    this.#nextReqId = this.#nextReqId >= 0xffff_fffe ? 1 : this.#nextReqId + 1;
+    return new Promise<FrameOf<T>>((resolve, reject) => {
+      const p: _Pending = {
+        reqId,
+        encode: () => encodeFrame(build(reqId)),
+        resend,
+        resolve: resolve as (f: Frame) => void,
+        reject,
+        timer: undefined,
+      };
+      p.timer = setTimeout(() => {
+        if (!this.#settle(reqId)) return;
+        if (!this.#ready) {
+          const why = this.#lastError ? `: ${_describe(this.#lastError)}` : "";
+          reject(
+            new RelayError(
+              "relay_unavailable",
+              `Cannot reach the relay within ${timeoutMs} ms${why}`,
+            ),
+          );
+        } else {
+          reject(new RelayError("timeout", `The relay did not answer within ${timeoutMs} ms`));
+        }
+      }, timeoutMs);
+      let bytes: Uint8Array<ArrayBuffer>;
+      try {
+        bytes = p.encode();
+      } catch (e) {
+        clearTimeout(p.timer);
+        reject(e);
+        return;
+      }
+      this.#pending.set(reqId, p);
+      if (this.#ready && this.#ws) this.#ws.send(bytes);
+      else void this.#ensureConnection();
+    });
+  }
+
+  #subscribeRequest(sub: _Sub): Promise<void> {
+    let reqId = 0;
+    const promise = this.#request<"subscribed">((id) => {
+      reqId = id;
+      return {
+        type: "subscribe",
+        reqId: id,
+        channel: sub.channel,
+        from: sub.next !== undefined ? { seq: sub.next } : sub.from,
+      };
+    });
+    sub.pendingReq = reqId;
+    this.#subReqs.set(reqId, sub);
+    // The cursor is set synchronously when `subscribed` arrives (see #onMessage): deliveries
+    // may be dispatched in the same task, before any promise callback runs.
+    return promise.then(() => {}, (e) => {
+      this.#subReqs.delete(reqId);
+      if (sub.pendingReq === reqId) sub.pendingReq = undefined;
+      throw e;
+    });
+  }
+
+  #ensureConnection(): Promise<void> {
+    if (this.#ready || this.#closed) return Promise.resolve();
+    this.#connecting ??= this.#connectLoop().finally(() => (this.#connecting = undefined));
+    return this.#connecting;
+  }
+
+  #wanted(): boolean {
+    return this.#subs.size > 0 || this.#pending.size > 0;
+  }
+
+  async #connectLoop(): Promise<void> {
+    while (!this.#closed && this.#wanted()) {
+      let ws: WebSocket | undefined;
+      try {
+        ws = await this.#openSocket();
+        if (this.#closed) {
+          await _closeSocket(ws);
+          return;
+        }
+        await this.#greet(ws);
+        if (this.#closed) return;
+        this.#attempt = 0;
+        this.#afterConnect();
+        return;
+      } catch (e) {
+        this.#lastError = e;
+        if (ws && this.#ws === ws) this.#dropSocket(ws);
+        else if (ws) void _closeSocket(ws);
+        if (e instanceof AuthError) {
+          for (const p of [...this.#pending.values()]) this.#settle(p.reqId)?.reject(e);
+          return;
+        }
+      }
+      this.#attempt++;
+      const base = Math.min(this.#backoffMaxMs, this.#backoffInitialMs * 2 ** (this.#attempt - 1));
+      await this.#sleep(base / 2 + Math.random() * base / 2);
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  async #openSocket(): Promise<WebSocket> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new RelayError("relay_unavailable", "Timed out connecting to the relay")),
+        Math.min(10_000, this.#requestTimeoutMs),
+      );
+    });
+    const opening = this.#connect();
+    let ws: WebSocket;
+    try {
+      ws = await Promise.race([opening, timeout]);
+    } catch (e) {
+      // A connect that finishes after the timeout must not leak its socket.
+      opening.then((late) => _closeSocket(late), () => {});
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    ws.binaryType = "arraybuffer";
+    if (ws.readyState === WebSocket.CONNECTING) {
+      await new Promise<void>((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onerror = () =>
+          reject(new RelayError("relay_unavailable", "Cannot connect to the relay"));
+        ws.onclose = () =>
+          reject(new RelayError("relay_unavailable", "The relay closed the connection"));
+      });
+    }
+    if (ws.readyState !== WebSocket.OPEN) {
+      throw new RelayError("relay_unavailable", "The relay connection is not open");
+    }
+    this.#ws = ws;
+    ws.onopen = null;
+    ws.onerror = () => {};
+    ws.onclose = () => this.#dropSocket(ws);
+    ws.onmessage = (ev) => this.#onMessage(ev.data);
+    return ws;
+  }
+
+  async #greet(ws: WebSocket): Promise<void> {
+    const token = this.#token ? await this.#token() : undefined;
+    if (this.#ws !== ws) {
+      throw new RelayError("relay_unavailable", "The relay closed the connection");
+    }
+    const reqId = this.#nextReqId++;
+    const answer = new Promise<Frame>((resolve, reject) => {
+      const p: _Pending = {
+        reqId,
+        encode: () => new Uint8Array(0),
+        resend: false,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          if (this.#settle(reqId)) {
+            reject(new RelayError("timeout", "The relay did not answer hello in time"));
+          }
+        }, Math.min(10_000, this.#requestTimeoutMs)),
+      };
+      this.#pending.set(reqId, p);
+    });
+    ws.send(
+      encodeFrame(token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token }),
+    );
+    await answer;
+  }
+
+  #afterConnect(): void {
+    this.#ready = true;
+    const ws = this.#ws!;
+    // Re-subscribe confirmed subscriptions from where delivery stopped.
+    for (const sub of this.#subs.values()) {
+      if (sub.pendingReq === undefined && sub.next !== undefined) {
+        this.#subscribeRequest(sub).catch((e) => this.#onError(e));
+      }
+    }
+    // Re-send everything unanswered, in request order (publishes keep their ids).
+    const pend = [...this.#pending.values()].sort((a, b) => a.reqId - b.reqId);
+    for (const p of pend) {
+      if (this.#ws !== ws) break;
+      ws.send(p.encode());
+    }
+    this.#startPing();
+  }
+
+  #dropSocket(ws: WebSocket): void {
+    if (this.#ws !== ws) return;
+    this.#ws = undefined;
+    this.#ready = false;
+    this.#stopPing();
+    ws.onmessage = null;
+    ws.onclose = null;
+    void _closeSocket(ws);
+    for (const p of [...this.#pending.values()]) {
+      if (!p.resend) {
+        this.#settle(p.reqId)?.reject(
+          new RelayError("relay_unavailable", "The connection to the relay was lost"),
+        );
+      }
+    }
+    if (!this.#closed && this.#wanted()) void this.#ensureConnection();
+  }
+
+  #startPing(): void {
+    this.#stopPing();
+    this.#pingTimer = setInterval(() => {
+      const ws = this.#ws;
+      if (!ws || !this.#ready) return;
+      this.#request<"pong">((reqId) => ({ type: "ping", reqId }), false, this.#pingIntervalMs)
+        .catch(() => {
+          if (this.#ws === ws && !this.#closed) this.#dropSocket(ws);
+        });
+    }, this.#pingIntervalMs);
+  }
+
+  #stopPing(): void {
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = undefined;
+  }
+
+  #onMessage(data: unknown): void {
+    if (!(data instanceof ArrayBuffer)) {
+      this.#onError(new RelayError("protocol", "The relay sent a text message"));
+      return;
+    }
+    let f: Frame;
+    try {
+      f = decodeFrame(new Uint8Array(data), ABSOLUTE_MAX_FRAME_BYTES);
+    } catch (e) {
+      this.#onError(e);
+      return;
+    }
+    if (f.type === "deliver") return this.#onDeliver(f);
+    if (f.type === "error" && f.reqId === 0) {
+      this.#onError(_relayError(f.code, `The relay reported: ${f.message}`));
+      return;
+    }
+    const p = this.#settle(f.reqId);
+    if (!p) return;
+    if (f.type === "subscribed") {
+      const sub = this.#subReqs.get(f.reqId);
+      this.#subReqs.delete(f.reqId);
+      if (sub) {
+        if (sub.pendingReq === f.reqId) sub.pendingReq = undefined;
+        sub.next ??= f.fromSeq;
+      }
+    }
+    if (f.type === "error") p.reject(_relayError(f.code, f.message));
+    else p.resolve(f);
+  }
+
+  #onDeliver(f: FrameOf<"deliver">): void {
+    const sub = this.#subs.get(f.channel);
+    if (!sub || !sub.active || sub.next === undefined || f.seq < sub.next) return;
+    if (f.seq > sub.next) {
+      // A gap should not happen; ask again from where we are rather than skip.
+      if (sub.pendingReq === undefined) this.#subscribeRequest(sub).catch((e) => this.#onError(e));
+      return;
+    }
+    sub.next = f.seq + 1;
+    sub.queue.push({
+      seq: f.seq,
+      epoch: f.epoch,
+      kind: f.kind,
+      id: f.id,
+      time: f.time,
+      payload: f.payload,
+    });
+    if (!sub.running) void this.#drain(sub);
+  }
+
+  async #drain(sub: _Sub): Promise<void> {
+    sub.running = true;
+    try {
+      while (sub.active) {
+        const e = sub.queue.shift();
+        if (!e) break;
+        try {
+          await sub.onEntry(e);
+        } catch (err) {
+          this.#onError(err);
+        }
+      }
+    } finally {
+      sub.running = false;
+    }
+  }
+}
+
+function _closeSocket(ws: WebSocket): Promise<void> {
+  if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    ws.addEventListener("close", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    try {
+      ws.close(1000);
+    } catch {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+}

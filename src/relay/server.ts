@@ -1,0 +1,661 @@
+/**
+ * The relay: a runtime-agnostic handler that orders, stores and forwards opaque
+ * MLS ciphertext, plus {@linkcode startRelay} to serve it over WebSocket.
+ *
+ * Per connection it keeps the hello state, subscriptions and a publish token
+ * bucket; frames of one connection are handled one at a time, in order. Each
+ * subscription has a cursor (`next` seq): while it is behind it is fed from
+ * the log in batches ("pumping"); once caught up it is "live" and new entries
+ * are pushed as they are appended. A live subscriber that falls behind (a gap,
+ * or a full send buffer) drops back to pumping, so nothing is missed, nothing
+ * is sent twice, and a slow reader costs log reads rather than relay memory.
+ *
+ * The relay never sees plaintext: payloads are opaque bytes, and nothing here
+ * logs them.
+ *
+ * @module
+ */
+import { type ErrorCode, ErrorCodes, ProtocolError, SkytaleError } from "../errors.ts";
+import { logLine } from "../runtime/env.ts";
+import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
+import { parseChannelName } from "../validate.ts";
+import type { LogEntry, RelayLog } from "./log/types.ts";
+import {
+  decodeFrame,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  type Frame,
+  type FrameOf,
+  MAX_NAME_BYTES,
+  peekRequestId,
+} from "./protocol.ts";
+
+/** Limits a relay enforces; breaking one is answered with an error frame. */
+export interface RelayLimits {
+  /** The largest frame accepted, in bytes (`too_large` above it). */
+  maxFrameBytes: number;
+  /** How many channels one connection may subscribe to at once (`limit`). */
+  maxChannelsPerConnection: number;
+  /** Sustained publishes (and mailbox puts) per second per connection (`limit`). */
+  publishPerSecond: number;
+  /** How many publishes a connection may burst above the sustained rate. */
+  publishBurst: number;
+  /** The longest mailbox TTL, in seconds; longer ones are shortened to it. */
+  maxMailboxTtlSeconds: number;
+  /** Malformed frames tolerated per connection before it is closed. */
+  maxProtocolErrors: number;
+  /** A connection that sends nothing (not even a ping) for this long is closed, in ms. */
+  idleTimeoutMs: number;
+}
+
+/** The default limits. */
+export const DEFAULT_LIMITS: RelayLimits = {
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  maxChannelsPerConnection: 1000,
+  publishPerSecond: 5000,
+  publishBurst: 10000,
+  maxMailboxTtlSeconds: 7 * 24 * 3600,
+  maxProtocolErrors: 20,
+  idleTimeoutMs: 120_000,
+};
+
+/** Who a connection authenticated as. */
+export interface RelaySession {
+  /** When set, the connection may only use channels `org/…` (and mailboxes of any name). */
+  org?: string;
+}
+
+/** Options of {@linkcode RelayServer}. */
+export interface RelayServerOptions {
+  /** The storage; the server does not close it. */
+  log: RelayLog;
+  /** Limits; unset ones take {@linkcode DEFAULT_LIMITS}. */
+  limits?: Partial<RelayLimits>;
+  /**
+   * Checks the hello token. Throw (ideally an `AuthError`) to refuse the
+   * connection. Unset: every connection is accepted.
+   */
+  authenticate?: (token: string | undefined) => Promise<RelaySession>;
+  /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
+  onRequest?: (req: Request) => Response | Promise<Response> | undefined;
+  /** The clock, in ms since the Unix epoch (tests). */
+  now?: () => number;
+}
+
+const HIGH_WATER_BYTES = 4 * 1024 * 1024;
+const PUMP_BATCH = 64;
+const CLOSED: Promise<void> = Promise.resolve();
+
+interface _Sub {
+  conn: _Conn;
+  channel: string;
+  next: number;
+  live: boolean;
+  pumping: boolean;
+  closed: boolean;
+}
+
+interface _Conn {
+  ws: WsConnection;
+  session: RelaySession | undefined;
+  subs: Map<string, _Sub>;
+  tokens: number;
+  refilled: number;
+  errors: number;
+  lastSeen: number;
+  chain: Promise<void>;
+  closed: boolean;
+}
+
+function _sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function _code(e: unknown): ErrorCode {
+  return e instanceof SkytaleError ? e.code : ErrorCodes.relayError;
+}
+
+function _utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    n += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c < 0xdc00 ? (i++, 4) : 3;
+  }
+  return n;
+}
+
+/** The relay's request handling, independent of how it is served. */
+export class RelayServer {
+  readonly #log: RelayLog;
+  readonly #limits: RelayLimits;
+  readonly #authenticate: RelayServerOptions["authenticate"];
+  readonly #onRequest: RelayServerOptions["onRequest"];
+  readonly #now: () => number;
+  readonly #conns = new Set<_Conn>();
+  readonly #subs = new Map<string, Set<_Sub>>();
+  readonly #heads = new Map<string, number>();
+  readonly #metrics = {
+    published: 0,
+    delivered: 0,
+    nacked: 0,
+    frameErrors: 0,
+    mailboxPuts: 0,
+    mailboxTakes: 0,
+  };
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  /**
+   * @param opts The log, limits and hooks.
+   */
+  constructor(opts: RelayServerOptions) {
+    this.#log = opts.log;
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#authenticate = opts.authenticate;
+    this.#onRequest = opts.onRequest;
+    this.#now = opts.now ?? Date.now;
+    const tick = Math.max(1000, Math.min(15_000, this.#limits.idleTimeoutMs / 4));
+    this.#idleTimer = setInterval(() => this.#closeIdle(), tick);
+  }
+
+  /** The limits in force. */
+  get limits(): Readonly<RelayLimits> {
+    return this.#limits;
+  }
+
+  /**
+   * Answers a plain HTTP request: `GET /healthz` → `ok`, `GET /metrics` →
+   * Prometheus text, the rest to the `onRequest` hook or 404.
+   *
+   * @param req The request.
+   * @returns The response.
+   */
+  async handleRequest(req: Request): Promise<Response> {
+    const path = new URL(req.url).pathname;
+    if (req.method === "GET" && path === "/healthz") {
+      return new Response("ok", { headers: { "content-type": "text/plain" } });
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      return new Response(this.metricsText(), {
+        headers: { "content-type": "text/plain; version=0.0.4" },
+      });
+    }
+    const r = await this.#onRequest?.(req);
+    return r ?? new Response("not found", { status: 404 });
+  }
+
+  /**
+   * The relay's counters in Prometheus text format.
+   *
+   * @returns The exposition text.
+   */
+  metricsText(): string {
+    let subs = 0;
+    for (const s of this.#subs.values()) subs += s.size;
+    const m = this.#metrics;
+    const lines = [
+      ["skytale_relay_connections", "gauge", this.#conns.size],
+      ["skytale_relay_subscriptions", "gauge", subs],
+      ["skytale_relay_published_total", "counter", m.published],
+      ["skytale_relay_delivered_total", "counter", m.delivered],
+      ["skytale_relay_nacked_total", "counter", m.nacked],
+      ["skytale_relay_frame_errors_total", "counter", m.frameErrors],
+      ["skytale_relay_mailbox_puts_total", "counter", m.mailboxPuts],
+      ["skytale_relay_mailbox_takes_total", "counter", m.mailboxTakes],
+    ] as const;
+    return lines.map(([n, t, v]) => `# TYPE ${n} ${t}\n${n} ${v}\n`).join("");
+  }
+
+  /**
+   * Adopts a new WebSocket connection.
+   *
+   * @param ws The connection.
+   * @returns Its message and close handlers.
+   */
+  openConnection(ws: WsConnection): WsHandlers {
+    const now = this.#now();
+    const c: _Conn = {
+      ws,
+      session: undefined,
+      subs: new Map(),
+      tokens: this.#limits.publishBurst,
+      refilled: now,
+      errors: 0,
+      lastSeen: now,
+      chain: CLOSED,
+      closed: false,
+    };
+    if (this.#closed) {
+      ws.close(1001, "relay closing");
+      return { message() {}, close() {} };
+    }
+    this.#conns.add(c);
+    return {
+      message: (data) => this.#onMessage(c, data),
+      close: () => this.#onClose(c),
+    };
+  }
+
+  /** Closes every connection and stops the idle timer (the log stays open). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#idleTimer);
+    this.#idleTimer = undefined;
+    const chains = [...this.#conns].map((c) => c.chain);
+    for (const c of [...this.#conns]) {
+      c.ws.close(1001, "relay closing");
+      this.#onClose(c);
+    }
+    await Promise.allSettled(chains);
+  }
+
+  #closeIdle(): void {
+    const cutoff = this.#now() - this.#limits.idleTimeoutMs;
+    for (const c of this.#conns) {
+      if (c.lastSeen < cutoff) {
+        c.ws.close(1001, "idle");
+        this.#onClose(c);
+      }
+    }
+  }
+
+  #onClose(c: _Conn): void {
+    if (c.closed) return;
+    c.closed = true;
+    this.#conns.delete(c);
+    for (const s of c.subs.values()) this.#dropSub(s);
+    c.subs.clear();
+  }
+
+  #dropSub(s: _Sub): void {
+    s.closed = true;
+    const set = this.#subs.get(s.channel);
+    if (set) {
+      set.delete(s);
+      if (set.size === 0) this.#subs.delete(s.channel);
+    }
+  }
+
+  #send(c: _Conn, f: Frame): void {
+    if (!c.closed) c.ws.send(encodeFrame(f));
+  }
+
+  #error(c: _Conn, reqId: number, code: ErrorCode, message: string): void {
+    this.#send(c, { type: "error", reqId, code, message });
+  }
+
+  #onMessage(c: _Conn, data: Uint8Array): void {
+    if (c.closed) return;
+    c.lastSeen = this.#now();
+    let frame: Frame;
+    try {
+      if (data.length > this.#limits.maxFrameBytes) {
+        throw new ProtocolError(
+          "too_large",
+          `Frame of ${data.length} bytes is over the limit of ${this.#limits.maxFrameBytes} bytes`,
+        );
+      }
+      frame = decodeFrame(data, this.#limits.maxFrameBytes);
+    } catch (e) {
+      this.#metrics.frameErrors++;
+      c.errors++;
+      const reqId = peekRequestId(data);
+      const tooMany = c.errors >= this.#limits.maxProtocolErrors;
+      // Answered in turn with the frames before it, so answers keep request order.
+      c.chain = c.chain.then(() => {
+        this.#error(c, reqId, _code(e), (e as Error).message);
+        if (tooMany) {
+          c.ws.close(1002, "too many malformed frames");
+          this.#onClose(c);
+        }
+      });
+      return;
+    }
+    c.chain = c.chain.then(() => this.#handle(c, frame)).catch((e) => {
+      const reqId = "reqId" in frame ? frame.reqId : 0;
+      if (e instanceof SkytaleError) {
+        this.#error(c, reqId, e.code, e.message);
+      } else {
+        logLine(`skytale relay: internal error handling "${frame.type}": ${String(e)}`);
+        this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
+      }
+    });
+  }
+
+  async #handle(c: _Conn, f: Frame): Promise<void> {
+    if (c.closed || this.#closed) return;
+    if (f.type === "hello") return await this.#hello(c, f);
+    if (f.type === "ping") return this.#send(c, { type: "pong", reqId: f.reqId });
+    if (f.type === "pong") return;
+    if (c.session === undefined) {
+      c.errors++;
+      return this.#error(
+        c,
+        "reqId" in f ? f.reqId : 0,
+        "protocol",
+        `Expected "hello" before "${f.type}"`,
+      );
+    }
+    switch (f.type) {
+      case "create":
+        return await this.#create(c, f);
+      case "subscribe":
+        return await this.#subscribe(c, f);
+      case "unsubscribe": {
+        const s = c.subs.get(f.channel);
+        if (s) {
+          c.subs.delete(f.channel);
+          this.#dropSub(s);
+        }
+        return this.#send(c, { type: "ok", reqId: f.reqId });
+      }
+      case "publish":
+        return await this.#publish(c, f);
+      case "mailboxPut":
+        return await this.#mailboxPut(c, f);
+      case "mailboxTake":
+        return await this.#mailboxTake(c, f);
+      default:
+        c.errors++;
+        return this.#error(
+          c,
+          "reqId" in f ? f.reqId : 0,
+          "protocol",
+          `Unexpected "${f.type}" frame from a client`,
+        );
+    }
+  }
+
+  async #hello(c: _Conn, f: FrameOf<"hello">): Promise<void> {
+    try {
+      c.session = this.#authenticate ? await this.#authenticate(f.token) : {};
+    } catch (e) {
+      this.#error(
+        c,
+        f.reqId,
+        "auth",
+        e instanceof SkytaleError ? e.message : "Authentication failed",
+      );
+      c.ws.close(1008, "authentication failed");
+      this.#onClose(c);
+      return;
+    }
+    this.#send(c, { type: "helloOk", reqId: f.reqId, maxFrameBytes: this.#limits.maxFrameBytes });
+  }
+
+  #checkChannel(c: _Conn, channel: string): void {
+    const { org } = parseChannelName(channel);
+    const want = c.session?.org;
+    if (want !== undefined && org !== want) {
+      throw new SkytaleError("auth", `Channel "${channel}" is not in organisation "${want}"`);
+    }
+  }
+
+  async #create(c: _Conn, f: FrameOf<"create">): Promise<void> {
+    this.#checkChannel(c, f.channel);
+    const created = await this.#log.create(f.channel);
+    this.#send(c, { type: "created", reqId: f.reqId, created });
+  }
+
+  async #subscribe(c: _Conn, f: FrameOf<"subscribe">): Promise<void> {
+    this.#checkChannel(c, f.channel);
+    if (!c.subs.has(f.channel) && c.subs.size >= this.#limits.maxChannelsPerConnection) {
+      return this.#error(
+        c,
+        f.reqId,
+        "limit",
+        `Cannot subscribe to "${f.channel}": this connection already has ${c.subs.size} subscriptions, the limit`,
+      );
+    }
+    const info = await this.#log.info(f.channel);
+    if (!info) return this.#error(c, f.reqId, "unknown_channel", `Unknown channel "${f.channel}"`);
+    const fromSeq = "seq" in f.from
+      ? Math.max(1, f.from.seq)
+      : await this.#log.firstSeqOfEpoch(f.channel, f.from.epoch);
+    if (c.closed) return;
+    const old = c.subs.get(f.channel);
+    if (old) this.#dropSub(old);
+    this.#heads.set(f.channel, Math.max(this.#heads.get(f.channel) ?? 0, info.head));
+    const s: _Sub = {
+      conn: c,
+      channel: f.channel,
+      next: fromSeq,
+      live: false,
+      pumping: false,
+      closed: false,
+    };
+    c.subs.set(f.channel, s);
+    let set = this.#subs.get(f.channel);
+    if (!set) this.#subs.set(f.channel, set = new Set());
+    set.add(s);
+    this.#send(c, {
+      type: "subscribed",
+      reqId: f.reqId,
+      fromSeq,
+      head: info.head,
+      epoch: info.epoch,
+    });
+    void this.#pump(s);
+  }
+
+  async #pump(s: _Sub): Promise<void> {
+    if (s.pumping) return;
+    s.pumping = true;
+    s.live = false;
+    try {
+      while (!s.closed) {
+        if (s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) {
+          await _sleep(10);
+          continue;
+        }
+        if (s.next > (this.#heads.get(s.channel) ?? 0)) {
+          s.live = true;
+          return;
+        }
+        const batch = await this.#log.read(s.channel, s.next, PUMP_BATCH);
+        if (s.closed) return;
+        if (batch.length === 0 || batch[0]!.seq > s.next) {
+          // The log has nothing where the head says it should: go live and let appends drive.
+          s.live = true;
+          return;
+        }
+        for (const e of batch) {
+          if (e.seq !== s.next) break;
+          this.#deliver(s, e);
+          if (s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) break;
+        }
+      }
+    } catch (e) {
+      if (!s.closed) {
+        logLine(`skytale relay: reading "${s.channel}" failed: ${String(e)}`);
+        this.#error(s.conn, 0, _code(e), `Cannot read channel "${s.channel}"`);
+        this.#dropSub(s);
+        s.conn.subs.delete(s.channel);
+      }
+    } finally {
+      s.pumping = false;
+    }
+  }
+
+  #deliver(s: _Sub, e: LogEntry, bytes?: Uint8Array): Uint8Array {
+    const b = bytes ?? encodeFrame({ type: "deliver", channel: s.channel, ...e });
+    s.conn.ws.send(b);
+    s.next = e.seq + 1;
+    this.#metrics.delivered++;
+    return b;
+  }
+
+  #fanOut(channel: string, e: LogEntry): void {
+    this.#heads.set(channel, Math.max(this.#heads.get(channel) ?? 0, e.seq));
+    const set = this.#subs.get(channel);
+    if (!set) return;
+    let bytes: Uint8Array | undefined;
+    for (const s of set) {
+      if (!s.live || e.seq < s.next) continue;
+      if (e.seq > s.next || s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) {
+        void this.#pump(s);
+        continue;
+      }
+      bytes = this.#deliver(s, e, bytes);
+    }
+  }
+
+  #takeToken(c: _Conn): boolean {
+    const now = this.#now();
+    const l = this.#limits;
+    c.tokens = Math.min(
+      l.publishBurst,
+      c.tokens + ((now - c.refilled) / 1000) * l.publishPerSecond,
+    );
+    c.refilled = now;
+    if (c.tokens < 1) return false;
+    c.tokens -= 1;
+    return true;
+  }
+
+  async #publish(c: _Conn, f: FrameOf<"publish">): Promise<void> {
+    this.#checkChannel(c, f.channel);
+    if (!this.#takeToken(c)) {
+      return this.#error(
+        c,
+        f.reqId,
+        "limit",
+        `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
+      );
+    }
+    const time = this.#now();
+    const r = await this.#log.append(f.channel, {
+      id: f.id,
+      kind: f.kind,
+      epoch: f.epoch,
+      payload: f.payload,
+      time,
+    });
+    if (!r.ok) {
+      this.#metrics.nacked++;
+      return this.#send(c, { type: "nack", reqId: f.reqId, code: r.code, epoch: r.epoch });
+    }
+    this.#send(c, { type: "ack", reqId: f.reqId, seq: r.seq, epoch: r.epoch });
+    if (r.seq > (this.#heads.get(f.channel) ?? 0)) {
+      this.#metrics.published++;
+      this.#fanOut(f.channel, {
+        seq: r.seq,
+        epoch: f.epoch,
+        kind: f.kind,
+        id: f.id,
+        time,
+        payload: f.payload,
+      });
+    }
+  }
+
+  #checkAddress(address: string): void {
+    if (address.length === 0 || _utf8Length(address) > MAX_NAME_BYTES) {
+      throw new SkytaleError(
+        "invalid_argument",
+        `Mailbox address must be 1 to ${MAX_NAME_BYTES} bytes, got ${_utf8Length(address)}`,
+      );
+    }
+  }
+
+  async #mailboxPut(c: _Conn, f: FrameOf<"mailboxPut">): Promise<void> {
+    this.#checkAddress(f.address);
+    if (f.ttl < 1) {
+      return this.#error(
+        c,
+        f.reqId,
+        "invalid_argument",
+        `Mailbox TTL must be at least 1 second, got ${f.ttl}`,
+      );
+    }
+    if (!this.#takeToken(c)) {
+      return this.#error(
+        c,
+        f.reqId,
+        "limit",
+        `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
+      );
+    }
+    const ttl = Math.min(f.ttl, this.#limits.maxMailboxTtlSeconds);
+    await this.#log.mailboxPut(f.address, f.id, f.payload, this.#now() + ttl * 1000);
+    this.#metrics.mailboxPuts++;
+    this.#send(c, { type: "ok", reqId: f.reqId });
+  }
+
+  async #mailboxTake(c: _Conn, f: FrameOf<"mailboxTake">): Promise<void> {
+    this.#checkAddress(f.address);
+    const items = await this.#log.mailboxTake(f.address, this.#now());
+    this.#metrics.mailboxTakes++;
+    this.#send(c, { type: "mailboxItems", reqId: f.reqId, items });
+  }
+}
+
+/** Options of {@linkcode startRelay}. */
+export interface StartRelayOptions extends RelayServerOptions {
+  /** The interface to listen on, e.g. `127.0.0.1`. */
+  hostname: string;
+  /** The port; 0 picks a free one. */
+  port: number;
+}
+
+/** A running relay. */
+export interface Relay {
+  /** The port it listens on. */
+  readonly port: number;
+  /** Its WebSocket URL, e.g. `ws://127.0.0.1:5000`. */
+  readonly url: string;
+  /** The handler (for metrics and limits). */
+  readonly server: RelayServer;
+  /** Stops serving, closes connections and the log (idempotent). */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a relay listening on HTTP + WebSocket. The relay owns `log`: it is
+ * closed when the relay closes, and when starting fails.
+ *
+ * @example
+ * ```ts ignore
+ * import { startRelay } from "./server.ts";
+ * import { MemoryLog } from "./log/memory.ts";
+ * const relay = await startRelay({ hostname: "127.0.0.1", port: 0, log: new MemoryLog() });
+ * await relay.close();
+ * ```
+ *
+ * @param opts Where to listen, the log, limits and hooks.
+ * @returns The running relay.
+ * @throws {import("../runtime/serve.ts").AddressInUseError} if the port is taken (`code` `EADDRINUSE`).
+ */
+export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
+  const server = new RelayServer(opts);
+  let http;
+  try {
+    http = await serve({
+      hostname: opts.hostname,
+      port: opts.port,
+      maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
+      onRequest: (req) => server.handleRequest(req),
+      onSocket: (conn) => server.openConnection(conn),
+    });
+  } catch (e) {
+    await server.close();
+    await opts.log.close();
+    throw e;
+  }
+  const host = opts.hostname.includes(":") ? `[${opts.hostname}]` : opts.hostname;
+  let closing: Promise<void> | undefined;
+  return {
+    port: http.port,
+    url: `ws://${host}:${http.port}`,
+    server,
+    close() {
+      closing ??= (async () => {
+        await server.close();
+        await http.close();
+        await opts.log.close();
+      })();
+      return closing;
+    },
+  };
+}

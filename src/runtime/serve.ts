@@ -1,0 +1,404 @@
+/**
+ * HTTP + WebSocket serving on Deno (`Deno.serve`), Bun (`Bun.serve`) and Node
+ * (`node:http` + the `ws` package), behind one small shape: plain requests go
+ * to `onRequest` (Web `Request`/`Response`), WebSocket upgrades (any path) to
+ * `onSocket`, which returns the connection's handlers.
+ *
+ * @module
+ */
+import { runtime } from "./env.ts";
+
+/** The server side of one WebSocket connection. */
+export interface WsConnection {
+  /**
+   * Sends one binary message; a no-op once the connection is closed.
+   *
+   * @param data The bytes.
+   */
+  send(data: Uint8Array): void;
+  /**
+   * Closes the connection.
+   *
+   * @param code The close code.
+   * @param reason A short reason.
+   */
+  close(code?: number, reason?: string): void;
+  /** Bytes queued for sending but not yet handed to the OS. */
+  readonly bufferedAmount: number;
+  /** The peer address, when known. */
+  readonly remote: string;
+}
+
+/** What a connection does with its messages. */
+export interface WsHandlers {
+  /**
+   * Called for each message; text messages arrive as their UTF-8 bytes.
+   *
+   * @param data The message.
+   */
+  message(data: Uint8Array): void;
+  /** Called once when the connection is gone. */
+  close(): void;
+}
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /** The interface to listen on, e.g. `127.0.0.1`. */
+  hostname: string;
+  /** The port; 0 picks a free one. */
+  port: number;
+  /** Answers plain HTTP requests. */
+  onRequest(req: Request): Response | Promise<Response>;
+  /** Called when a WebSocket connection opens; returns its handlers. */
+  onSocket(conn: WsConnection): WsHandlers;
+  /** The largest WebSocket message the runtime accepts before closing the connection (1009). */
+  maxMessageBytes?: number;
+}
+
+/** A listening server. */
+export interface Server {
+  /** The actual port. */
+  readonly port: number;
+  /** Closes every connection and stops listening (idempotent). */
+  close(): Promise<void>;
+}
+
+/** The error `serve` throws when the port is taken; `code` is `EADDRINUSE`. */
+export class AddressInUseError extends Error {
+  /** Always `EADDRINUSE`. */
+  readonly code = "EADDRINUSE";
+  /**
+   * @param message What was taken.
+   * @param options The underlying cause.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AddressInUseError";
+  }
+}
+
+function _isAddrInUse(e: unknown): boolean {
+  const err = e as { code?: string; name?: string; message?: string } | undefined;
+  return err?.code === "EADDRINUSE" || err?.name === "AddrInUse" ||
+    /address.*in use|EADDRINUSE|port .* in use/i.test(err?.message ?? "");
+}
+
+const textEncoder = new TextEncoder();
+
+function _toBytes(data: unknown): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (typeof data === "string") return textEncoder.encode(data);
+  if (Array.isArray(data)) {
+    // ws may deliver a fragmented message as an array of Buffers.
+    const parts = data as Uint8Array[];
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  }
+  if (ArrayBuffer.isView(data)) {
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+  return new Uint8Array(0);
+}
+
+function _isUpgrade(headers: { get(name: string): string | null }): boolean {
+  return (headers.get("upgrade") ?? "").toLowerCase() === "websocket";
+}
+
+/**
+ * Serves HTTP and WebSocket on one port.
+ *
+ * @param opts Where to listen and what to do.
+ * @returns The listening server.
+ * @throws {AddressInUseError} if the port is taken.
+ */
+export async function serve(opts: ServeOptions): Promise<Server> {
+  try {
+    if (runtime === "deno") return await _serveDeno(opts);
+    if (runtime === "bun") return await _serveBun(opts);
+    return await _serveNode(opts);
+  } catch (e) {
+    if (_isAddrInUse(e)) {
+      throw new AddressInUseError(`Address "${opts.hostname}:${opts.port}" is already in use`, {
+        cause: e,
+      });
+    }
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- Deno
+
+interface _DenoServer {
+  addr: { port: number };
+  shutdown(): Promise<void>;
+  finished: Promise<void>;
+}
+interface _DenoNs {
+  serve(
+    o: {
+      hostname: string;
+      port: number;
+      onListen?: (a: unknown) => void;
+      handler: (
+        req: Request,
+        info: { remoteAddr?: { hostname?: string } },
+      ) => Response | Promise<Response>;
+    },
+  ): _DenoServer;
+  upgradeWebSocket(req: Request): { socket: WebSocket; response: Response };
+}
+
+function _serveDeno(opts: ServeOptions): Promise<Server> {
+  const D = (globalThis as unknown as { Deno: _DenoNs }).Deno;
+  const sockets = new Set<WebSocket>();
+  const server = D.serve({
+    hostname: opts.hostname,
+    port: opts.port,
+    onListen: () => {},
+    handler(req, info) {
+      if (!_isUpgrade(req.headers)) return opts.onRequest(req);
+      // Read before upgrading: Deno refuses request info once the request is taken over.
+      const remote = info.remoteAddr?.hostname ?? "";
+      const { socket, response } = D.upgradeWebSocket(req);
+      socket.binaryType = "arraybuffer";
+      let h: WsHandlers | undefined;
+      const conn: WsConnection = {
+        send(data) {
+          if (socket.readyState === WebSocket.OPEN) socket.send(data as Uint8Array<ArrayBuffer>);
+        },
+        close(code, reason) {
+          try {
+            socket.close(code, reason);
+          } catch { /* already closing */ }
+        },
+        get bufferedAmount() {
+          return socket.bufferedAmount;
+        },
+        remote,
+      };
+      socket.onopen = () => {
+        sockets.add(socket);
+        h = opts.onSocket(conn);
+      };
+      socket.onmessage = (ev) => h?.message(_toBytes(ev.data));
+      socket.onclose = () => {
+        sockets.delete(socket);
+        const hh = h;
+        h = undefined;
+        hh?.close();
+      };
+      socket.onerror = () => {};
+      return response;
+    },
+  });
+  let closing: Promise<void> | undefined;
+  return Promise.resolve({
+    port: server.addr.port,
+    close() {
+      closing ??= (async () => {
+        const waits = [...sockets].map((s) =>
+          new Promise<void>((resolve) => {
+            if (s.readyState === WebSocket.CLOSED) return resolve();
+            s.addEventListener("close", () => resolve());
+            try {
+              s.close(1001, "server closing");
+            } catch {
+              resolve();
+            }
+          })
+        );
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          Promise.all(waits),
+          new Promise((r) => (timer = setTimeout(r, 2000))),
+        ]);
+        clearTimeout(timer);
+        await server.shutdown();
+      })();
+      return closing;
+    },
+  });
+}
+
+// ---------------------------------------------------------------- Bun
+
+interface _BunWs {
+  data: { h?: WsHandlers | undefined; conn?: WsConnection };
+  send(d: Uint8Array): number;
+  close(code?: number, reason?: string): void;
+  getBufferedAmount(): number;
+  remoteAddress: string;
+  readyState: number;
+}
+interface _BunServer {
+  port: number;
+  upgrade(req: Request, o: { data: unknown }): boolean;
+  stop(force?: boolean): Promise<void> | void;
+}
+interface _BunNs {
+  serve(o: {
+    hostname: string;
+    port: number;
+    fetch(req: Request, server: _BunServer): Response | Promise<Response> | undefined;
+    websocket: {
+      maxPayloadLength?: number;
+      open(ws: _BunWs): void;
+      message(ws: _BunWs, msg: string | Uint8Array): void;
+      close(ws: _BunWs): void;
+    };
+  }): _BunServer;
+}
+
+function _serveBun(opts: ServeOptions): Promise<Server> {
+  const B = (globalThis as unknown as { Bun: _BunNs }).Bun;
+  const sockets = new Set<_BunWs>();
+  const server = B.serve({
+    hostname: opts.hostname,
+    port: opts.port,
+    fetch(req, srv) {
+      if (_isUpgrade(req.headers)) {
+        if (srv.upgrade(req, { data: {} })) return undefined;
+        return new Response("WebSocket upgrade failed", { status: 400 });
+      }
+      return opts.onRequest(req);
+    },
+    websocket: {
+      ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
+      open(ws) {
+        sockets.add(ws);
+        const conn: WsConnection = {
+          send(data) {
+            if (ws.readyState === 1) ws.send(data);
+          },
+          close(code, reason) {
+            try {
+              ws.close(code, reason);
+            } catch { /* already closed */ }
+          },
+          get bufferedAmount() {
+            return ws.getBufferedAmount();
+          },
+          remote: ws.remoteAddress,
+        };
+        ws.data.conn = conn;
+        ws.data.h = opts.onSocket(conn);
+      },
+      message(ws, msg) {
+        ws.data.h?.message(_toBytes(msg));
+      },
+      close(ws) {
+        sockets.delete(ws);
+        const h = ws.data.h;
+        ws.data.h = undefined;
+        h?.close();
+      },
+    },
+  });
+  let closing: Promise<void> | undefined;
+  return Promise.resolve({
+    port: server.port,
+    close() {
+      closing ??= (async () => {
+        for (const ws of sockets) {
+          try {
+            ws.close(1001, "server closing");
+          } catch { /* gone */ }
+        }
+        await server.stop(true);
+      })();
+      return closing;
+    },
+  });
+}
+
+// ---------------------------------------------------------------- Node
+
+async function _serveNode(opts: ServeOptions): Promise<Server> {
+  const http = await import("node:http");
+  const { WebSocketServer } = await import("ws");
+  const wss = new WebSocketServer({
+    noServer: true,
+    ...(opts.maxMessageBytes ? { maxPayload: opts.maxMessageBytes } : {}),
+  });
+  const server = http.createServer(async (req, res) => {
+    try {
+      const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
+      const chunks: Uint8Array[] = [];
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        for await (const c of req) chunks.push(c as Uint8Array);
+      }
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers)) {
+        if (v === undefined) continue;
+        for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
+      }
+      const body = chunks.length ? _toBytes(chunks) : undefined;
+      const request = new Request(`http://${host}${req.url ?? "/"}`, {
+        method: req.method ?? "GET",
+        headers,
+        ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
+      });
+      const response = await opts.onRequest(request);
+      const out = new Uint8Array(await response.arrayBuffer());
+      const outHeaders: Record<string, string> = {};
+      response.headers.forEach((v, k) => (outHeaders[k] = v));
+      res.writeHead(response.status, outHeaders);
+      res.end(out);
+    } catch {
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    }
+  });
+  server.on("upgrade", (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn: WsConnection = {
+        send(data) {
+          if (ws.readyState === ws.OPEN) ws.send(data);
+        },
+        close(code, reason) {
+          ws.close(code, reason);
+        },
+        get bufferedAmount() {
+          return ws.bufferedAmount;
+        },
+        remote: req.socket.remoteAddress ?? "",
+      };
+      let h: WsHandlers | undefined = opts.onSocket(conn);
+      ws.on("message", (data) => h?.message(_toBytes(data)));
+      ws.on("error", () => {});
+      ws.on("close", () => {
+        const hh = h;
+        h = undefined;
+        hh?.close();
+      });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const port = typeof addr === "object" && addr ? addr.port : opts.port;
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        for (const ws of wss.clients) ws.terminate();
+        wss.close();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
