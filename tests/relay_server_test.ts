@@ -97,8 +97,10 @@ test("relay process answers /healthz and serves publish/subscribe in seq order",
       got.push(e);
     });
     const acks = await Promise.all(
-      Array.from({ length: 200 }, (_, i) =>
-        a.publish(CH, { id: rid(), kind: "application", epoch: 0, payload: opaque(i) })),
+      Array.from(
+        { length: 200 },
+        (_, i) => a.publish(CH, { id: rid(), kind: "application", epoch: 0, payload: opaque(i) }),
+      ),
     );
     for (const r of acks) assert.equal(r.ok, true);
     // Acks are per publish and in send order.
@@ -132,7 +134,12 @@ test("two clients committing at the same epoch at once: exactly one is acked", a
       assert.deepEqual(oks[0], { ok: true, seq: round + 1, epoch: round + 1 });
       assert.deepEqual(nacks[0], { ok: false, code: "stale_epoch", epoch: round + 1 });
     }
-    const unknown = await a.publish("acme/relay/none", { id: rid(), kind: "commit", epoch: 0, payload: opaque(0) });
+    const unknown = await a.publish("acme/relay/none", {
+      id: rid(),
+      kind: "commit",
+      epoch: 0,
+      payload: opaque(0),
+    });
     assert.deepEqual(unknown, { ok: false, code: "unknown_channel", epoch: 0 });
   } finally {
     await a.close();
@@ -159,9 +166,11 @@ test("subscribe from a seq or from an epoch starts at the right entry; republish
     await b.subscribe(CH, { epoch: 1 }, (e) => void fromEpoch.push(e.seq));
     const fromSeq: number[] = [];
     await a.subscribe(CH, { seq: 2 }, (e) => void fromSeq.push(e.seq));
-    await eventually(() => fromEpoch.length === 2 && fromSeq.length === 3, 3_000, "catch-up").catch((e) => {
-      throw new Error(`${e.message}: ${JSON.stringify({ fromEpoch, fromSeq })}`);
-    });
+    await eventually(() => fromEpoch.length === 2 && fromSeq.length === 3, 3_000, "catch-up").catch(
+      (e) => {
+        throw new Error(`${e.message}: ${JSON.stringify({ fromEpoch, fromSeq })}`);
+      },
+    );
     assert.deepEqual(fromEpoch, [3, 4]);
     assert.deepEqual(fromSeq, [2, 3, 4]);
     // Live entries follow the catch-up with no gap and no repeat.
@@ -259,13 +268,21 @@ test("garbage frames get an error frame and the relay keeps serving others", asy
     await eventually(() => raw.frames.length >= 4, 10_000, "four error frames");
     const errs = raw.frames.map((f) => f.type === "error" ? [f.reqId, f.code] : [f.type]);
     // The oversized frame starts 0x01 0x01 (a "hello"), so its request id is read as 0x01010101.
-    assert.deepEqual(errs, [[0, "protocol"], [7, "protocol"], [8, "protocol"], [0x01010101, "too_large"]]);
+    assert.deepEqual(errs, [[0, "protocol"], [7, "protocol"], [8, "protocol"], [
+      0x01010101,
+      "too_large",
+    ]]);
     // The same socket still works once it says hello.
     raw.send(encodeFrame({ type: "hello", reqId: 9 }));
     raw.send(encodeFrame({ type: "ping", reqId: 10 }));
     await eventually(() => raw.frames.length >= 6, 10_000, "hello-ok and pong");
     assert.deepEqual(raw.frames.slice(4).map((f) => f.type), ["helloOk", "pong"]);
-    const r = await good.publish(CH, { id: rid(), kind: "application", epoch: 0, payload: opaque(1) });
+    const r = await good.publish(CH, {
+      id: rid(),
+      kind: "application",
+      epoch: 0,
+      payload: opaque(1),
+    });
     assert.deepEqual(r, { ok: true, seq: 1, epoch: 0 });
     await assert.rejects(
       good.publish(CH, { id: rid(), kind: "application", epoch: 0, payload: new Uint8Array(5000) }),
@@ -321,8 +338,11 @@ test("relay limits answer with error frames: channels per connection and publish
     await a.subscribe("a/b/two", { seq: 1 }, () => {});
     await assert.rejects(a.subscribe("a/b/three", { seq: 1 }, () => {}), { code: "limit" });
     const results = await Promise.allSettled(
-      Array.from({ length: 5 }, () =>
-        a.publish("a/b/one", { id: rid(), kind: "application", epoch: 0, payload: opaque(0) })),
+      Array.from(
+        { length: 5 },
+        () =>
+          a.publish("a/b/one", { id: rid(), kind: "application", epoch: 0, payload: opaque(0) }),
+      ),
     );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 3);
     const rejected = results.filter((r) => r.status === "rejected");
@@ -359,7 +379,12 @@ test("localConnector() hosts the relay when none runs and a survivor takes over 
   const dir = await tempDir();
   const port = await freePort();
   // Another process hosts first, on the same data dir.
-  const other = await startRelayProcess(["--port", String(port), "--data-dir", path.join(dir, "relay")]);
+  const other = await startRelayProcess([
+    "--port",
+    String(port),
+    "--data-dir",
+    path.join(dir, "relay"),
+  ]);
   const c = new RelayClient({
     connect: localConnector({ port, dataDir: dir }),
     requestTimeoutMs: 20_000,
@@ -389,5 +414,28 @@ test("localConnector() hosts the relay when none runs and a survivor takes over 
     await closeLocalRelays();
     await other.proc.kill();
     await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the hello token is checked and an org-scoped connection may only use its org's channels", async () => {
+  const relay = await startRelay({
+    hostname: "127.0.0.1",
+    port: 0,
+    log: new MemoryLog(),
+    authenticate: (token) => {
+      if (token !== "good") return Promise.reject(new Error("bad token"));
+      return Promise.resolve({ org: "acme" });
+    },
+  });
+  const bad = client(relay.url, { token: () => Promise.resolve("nope") });
+  const good = client(relay.url, { token: () => Promise.resolve("good") });
+  try {
+    await assert.rejects(bad.create("acme/x/y"), { code: "auth" });
+    assert.equal(await good.create("acme/x/y"), true);
+    await assert.rejects(good.create("other/x/y"), { code: "auth" });
+  } finally {
+    await bad.close();
+    await good.close();
+    await relay.close();
   }
 });

@@ -193,6 +193,8 @@ export class RelayClient {
   #closing: Promise<void> | undefined;
 
   /**
+   * Creates it.
+   *
    * @param opts How to connect, the token source and timing.
    */
   constructor(opts: RelayClientOptions) {

@@ -14,10 +14,10 @@ import { ProtocolError } from "../errors.ts";
 export const PROTOCOL_VERSION = 1;
 
 /** The default largest frame a relay accepts: a 1 MiB message plus MLS and framing overhead. */
-export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 64 * 1024;
+export const DEFAULT_MAX_FRAME_BYTES: number = 1024 * 1024 + 64 * 1024;
 
 /** The largest frame the codec will ever decode, whatever the configured limit. */
-export const ABSOLUTE_MAX_FRAME_BYTES = 64 * 1024 * 1024;
+export const ABSOLUTE_MAX_FRAME_BYTES: number = 64 * 1024 * 1024;
 
 /** The length of a publish or mailbox id, in bytes. */
 export const ID_BYTES = 16;

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { type ErrorCode, ErrorCodes, ProtocolError, SkytaleError } from "../errors.ts";
+import { AuthError, type ErrorCode, ErrorCodes, ProtocolError, SkytaleError } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
@@ -52,8 +52,8 @@ export interface RelayLimits {
 export const DEFAULT_LIMITS: RelayLimits = {
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxChannelsPerConnection: 1000,
-  publishPerSecond: 5000,
-  publishBurst: 10000,
+  publishPerSecond: 10_000,
+  publishBurst: 20_000,
   maxMailboxTtlSeconds: 7 * 24 * 3600,
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
@@ -146,6 +146,8 @@ export class RelayServer {
   #closed = false;
 
   /**
+   * Creates it.
+   *
    * @param opts The log, limits and hooks.
    */
   constructor(opts: RelayServerOptions) {
@@ -388,7 +390,7 @@ export class RelayServer {
     const { org } = parseChannelName(channel);
     const want = c.session?.org;
     if (want !== undefined && org !== want) {
-      throw new SkytaleError("auth", `Channel "${channel}" is not in organisation "${want}"`);
+      throw new AuthError(`Channel "${channel}" is not in organisation "${want}"`);
     }
   }
 

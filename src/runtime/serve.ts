@@ -68,6 +68,8 @@ export class AddressInUseError extends Error {
   /** Always `EADDRINUSE`. */
   readonly code = "EADDRINUSE";
   /**
+   * Creates it.
+   *
    * @param message What was taken.
    * @param options The underlying cause.
    */

@@ -19,11 +19,15 @@ export interface SqlStatement {
    */
   run(...params: SqlValue[]): { changes: number };
   /**
+   * Runs the statement and returns its first row.
+   *
    * @param params Positional parameters.
    * @returns The first row, or `undefined`.
    */
   get(...params: SqlValue[]): Record<string, SqlValue> | undefined;
   /**
+   * Runs the statement and returns every row.
+   *
    * @param params Positional parameters.
    * @returns Every row.
    */

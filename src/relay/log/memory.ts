@@ -36,6 +36,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Creates a channel at epoch 0.
+   *
    * @param channel The channel name.
    * @returns `false` if it already existed.
    */
@@ -52,6 +54,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Reads a channel's epoch and head.
+   *
    * @param channel The channel name.
    * @returns Its epoch and head, or `undefined`.
    */
@@ -62,6 +66,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Appends an entry (epoch-checked for commits, idempotent by id).
+   *
    * @param channel The channel name.
    * @param e The entry.
    * @returns The result.
@@ -95,6 +101,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Reads entries from a seq on.
+   *
    * @param channel The channel name.
    * @param fromSeq The first seq wanted.
    * @param limit The most entries returned.
@@ -109,6 +117,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Finds where an epoch starts.
+   *
    * @param channel The channel name.
    * @param epoch The epoch.
    * @returns Its first seq.
@@ -121,6 +131,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Queues a blob for an address.
+   *
    * @param address The mailbox address.
    * @param id The item id.
    * @param payload The blob.
@@ -143,6 +155,8 @@ export class MemoryLog implements RelayLog {
   }
 
   /**
+   * Removes and returns the unexpired blobs of an address.
+   *
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
    * @returns The unexpired items.

@@ -195,6 +195,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Creates a channel at epoch 0.
+   *
    * @param channel The channel name.
    * @returns `false` if it already existed.
    */
@@ -204,6 +206,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Reads a channel's epoch and head.
+   *
    * @param channel The channel name.
    * @returns Its epoch and head, or `undefined`.
    */
@@ -214,6 +218,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Appends an entry (epoch-checked for commits, idempotent by id).
+   *
    * @param channel The channel name.
    * @param e The entry.
    * @returns The result.
@@ -242,6 +248,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Reads entries from a seq on.
+   *
    * @param channel The channel name.
    * @param fromSeq The first seq wanted.
    * @param limit The most entries returned.
@@ -263,6 +271,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Finds where an epoch starts.
+   *
    * @param channel The channel name.
    * @param epoch The epoch.
    * @returns Its first seq.
@@ -277,6 +287,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Queues a blob for an address.
+   *
    * @param address The mailbox address.
    * @param id The item id.
    * @param payload The blob.
@@ -299,6 +311,8 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
+   * Removes and returns the unexpired blobs of an address.
+   *
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
    * @returns The unexpired items.

@@ -65,6 +65,8 @@ export interface RelayLog {
    */
   create(channel: string): Promise<boolean>;
   /**
+   * Reads a channel's epoch and head.
+   *
    * @param channel The channel name.
    * @returns The channel's epoch and head seq (0 when empty), or `undefined` if unknown.
    */
@@ -80,6 +82,8 @@ export interface RelayLog {
    */
   append(channel: string, e: AppendInput): Promise<AppendResult>;
   /**
+   * Reads entries from a seq on.
+   *
    * @param channel The channel name.
    * @param fromSeq The first seq wanted.
    * @param limit The most entries returned.
