@@ -393,6 +393,9 @@ export class SkytaleChannelManager {
       throw new RelayError("relay_error", `Relay refused a commit to "${live.record.channel}": ${res.code}`);
     }
     const target = res.epoch;
+    logLine(
+      `skytale: commit to "${live.record.channel}" at epoch ${epoch} was nacked (relay at ${target}); catching up to retry`,
+    );
     await this.#waitFor(live, () => ctx.engine.epoch(live.group) >= target, WAIT_MS, "catch-up");
     return false;
   }

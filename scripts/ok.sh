@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every gate CI runs, in order: format, lint, type check, doc lint, publish dry run,
+# then the test suite under Deno, Bun and Node (node --test last: CI reads its summary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "versions"
+printf 'deno %s | node %s | bun %s\n' "$(deno --version | head -1 | cut -d' ' -f2)" \
+  "$(node --version)" "$(bun --version)" >&2
+
+step "deno fmt --check"
+deno fmt --check
+step "deno lint"
+deno lint
+step "deno check"
+deno check mod.ts mcp.ts transport.ts src/ tests/ $( [ -d examples ] && ls examples/*.ts 2>/dev/null ) $( [ -d bench ] && ls bench/*.ts 2>/dev/null )
+step "deno doc --lint"
+deno doc --lint mod.ts mcp.ts transport.ts
+step "deno publish --dry-run"
+deno publish --dry-run --allow-dirty
+
+step "tests: deno"
+deno test -A --parallel tests/
+step "tests: bun"
+bun test --timeout 180000 tests/
+step "tests: node"
+node --test --test-concurrency=2 --test-timeout=300000 tests/
