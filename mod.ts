@@ -19,6 +19,24 @@
  * @module
  */
 export {
+  type ChannelSummary,
+  type Message,
+  relayUrl,
+  SkytaleChannelManager,
+  type SkytaleOptions,
+  type TaggedData,
+} from "./src/channel/manager.ts";
+export { MemoryStore } from "./src/store/memory.ts";
+export { FileStore } from "./src/store/file.ts";
+export type {
+  ChannelRecord,
+  KeyPackageRecord,
+  PendingCommit,
+  Store,
+  StoredMessage,
+} from "./src/store/types.ts";
+export { type ChannelName, parseChannelName } from "./src/validate.ts";
+export {
   AuthError,
   CryptoError,
   type ErrorCode,

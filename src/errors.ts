@@ -68,6 +68,8 @@ export class SkytaleError extends Error {
   /** A stable machine-readable code. */
   readonly code: ErrorCode;
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message A sentence-case message naming the bad value.
    * @param options The underlying cause, if any.
@@ -82,6 +84,8 @@ export class SkytaleError extends Error {
 /** Bad input from a caller: arguments, names, hex, sizes. */
 export class ValidationError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
@@ -95,6 +99,8 @@ export class ValidationError extends SkytaleError {
 /** A failure of MLS processing: undecodable or unverifiable objects. */
 export class CryptoError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
@@ -108,6 +114,8 @@ export class CryptoError extends SkytaleError {
 /** A malformed or unexpected wire frame. */
 export class ProtocolError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
@@ -121,6 +129,8 @@ export class ProtocolError extends SkytaleError {
 /** The relay could not be reached or refused a request. */
 export class RelayError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
@@ -134,6 +144,8 @@ export class RelayError extends SkytaleError {
 /** Credentials were missing, wrong, expired or revoked. */
 export class AuthError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
@@ -146,6 +158,8 @@ export class AuthError extends SkytaleError {
 /** Stored state could not be read or written. */
 export class StateError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
@@ -159,6 +173,8 @@ export class StateError extends SkytaleError {
 /** The command line was wrong. */
 export class UsageError extends SkytaleError {
   /**
+   * Creates the error.
+   *
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */

@@ -55,7 +55,9 @@ export class Agent {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new Error(`agent ${this.identity}: ${op} timed out; stderr:\n${this.proc.stderr()}`));
+        reject(
+          new Error(`agent ${this.identity}: ${op} timed out; stderr:\n${this.proc.stderr()}`),
+        );
       }, 60_000);
       this.#pending.set(id, {
         resolve: (v) => {

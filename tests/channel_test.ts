@@ -3,7 +3,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { Agent, AgentError } from "./_agent.ts";
+import { Agent, type AgentError } from "./_agent.ts";
 import { type Proc, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const procs: Proc[] = [];
@@ -210,8 +210,16 @@ test("bad input gets a clear SkytaleError code and changes no stored state", asy
   await expectCode(alice.call("addMember", ch, "zz-not-hex"), "invalid_hex", /Key package/);
   await expectCode(alice.call("addMember", ch, "00ff00ff"), "invalid_message");
   await expectCode(alice.call("join", "acme/other/x", "abc"), "invalid_hex", /Welcome/);
-  await expectCode(alice.call("send", "acme/none/here", "hi"), "unknown_channel", /acme\/none\/here/);
-  await expectCode(alice.call("create", "not-a-channel"), "invalid_channel", /org\/namespace\/service/);
+  await expectCode(
+    alice.call("send", "acme/none/here", "hi"),
+    "unknown_channel",
+    /acme\/none\/here/,
+  );
+  await expectCode(
+    alice.call("create", "not-a-channel"),
+    "invalid_channel",
+    /org\/namespace\/service/,
+  );
   await expectCode(alice.call("send", ch, "x".repeat(2 * 1024 * 1024)), "too_large");
   await expectCode(alice.call("receive", ch, -1), "invalid_argument", /[Tt]imeout/);
   await expectCode(alice.call("removeMember", ch, "mallory"), "unknown_member", /mallory/);

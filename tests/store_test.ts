@@ -18,10 +18,12 @@ function record(cursor: number): ChannelRecord {
   };
 }
 
-for (const [name, make] of [
-  ["FileStore", async () => new FileStore(await tempDir())],
-  ["MemoryStore", () => Promise.resolve(new MemoryStore())],
-] as [string, () => Promise<Store>][]) {
+for (
+  const [name, make] of [
+    ["FileStore", async () => new FileStore(await tempDir())],
+    ["MemoryStore", () => Promise.resolve(new MemoryStore())],
+  ] as [string, () => Promise<Store>][]
+) {
   test(`${name} round-trips channels, key packages and blobs`, async () => {
     const store = await make();
     await store.saveChannel(record(1));
@@ -81,7 +83,7 @@ test("FileStore refuses to load when the state and its backup are both corrupt",
   await store.saveChannel(record(1));
   await store.saveChannel(record(2));
   for (const f of await fsp.readdir(path.join(dir, "channels"))) {
-    await fsp.writeFile(path.join(dir, "channels", f), "{\"v\":1,");
+    await fsp.writeFile(path.join(dir, "channels", f), '{"v":1,');
   }
   await assert.rejects(
     () => new FileStore(dir).loadChannels(),

@@ -21,8 +21,8 @@ import { Mutex } from "./_mutex.ts";
 import {
   decodeInviteToken,
   encodeInviteToken,
-  type InviteRecord,
   inviteAddress,
+  type InviteRecord,
   open,
   seal,
 } from "./invite.ts";
@@ -131,6 +131,8 @@ export class SkytaleChannelManager {
   #inviteMutex = new Mutex();
 
   /**
+   * Creates a manager; nothing connects until the first call.
+   *
    * @param options Identity, relay, credentials and data directory; each left out
    *   falls back to its environment variable.
    */
@@ -390,7 +392,10 @@ export class SkytaleChannelManager {
       }
     });
     if (res.code !== "stale_epoch") {
-      throw new RelayError("relay_error", `Relay refused a commit to "${live.record.channel}": ${res.code}`);
+      throw new RelayError(
+        "relay_error",
+        `Relay refused a commit to "${live.record.channel}": ${res.code}`,
+      );
     }
     const target = res.epoch;
     logLine(

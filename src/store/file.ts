@@ -25,7 +25,11 @@ export class FileStore implements Store {
   #dir: string;
   #ready: Promise<void> | undefined;
 
-  /** @param dir The identity's directory (created 0700 on first write). */
+  /**
+   * Creates a store over a directory.
+   *
+   * @param dir The identity's directory (created 0700 on first write).
+   */
   constructor(dir: string) {
     this.#dir = dir;
   }
@@ -99,7 +103,11 @@ export class FileStore implements Store {
     await removeFile(file + ".bak");
   }
 
-  /** @returns Every stored channel. */
+  /**
+   * Loads every stored channel.
+   *
+   * @returns Every stored channel.
+   */
   async loadChannels(): Promise<ChannelRecord[]> {
     const out: ChannelRecord[] = [];
     for (const n of await this.#names("channels")) {
@@ -109,17 +117,29 @@ export class FileStore implements Store {
     return out;
   }
 
-  /** @param record The record to write. */
+  /**
+   * Writes one channel record.
+   *
+   * @param record The record to write.
+   */
   async saveChannel(record: ChannelRecord): Promise<void> {
     await this.#write("channels", channelFile(record.channel), record);
   }
 
-  /** @param channel The channel whose record is removed. */
+  /**
+   * Removes a channel record.
+   *
+   * @param channel The channel whose record is removed.
+   */
   async deleteChannel(channel: string): Promise<void> {
     await this.#remove("channels", channelFile(channel));
   }
 
-  /** @returns Every pending key package. */
+  /**
+   * Loads every pending key package.
+   *
+   * @returns Every pending key package.
+   */
   async loadKeyPackages(): Promise<KeyPackageRecord[]> {
     const out: KeyPackageRecord[] = [];
     for (const n of await this.#names("keypackages")) {
@@ -129,17 +149,27 @@ export class FileStore implements Store {
     return out;
   }
 
-  /** @param record The key package to keep. */
+  /**
+   * Keeps a key package until a Welcome uses it.
+   *
+   * @param record The key package to keep.
+   */
   async saveKeyPackage(record: KeyPackageRecord): Promise<void> {
     await this.#write("keypackages", `${record.ref}.json`, record);
   }
 
-  /** @param ref The key package to delete. */
+  /**
+   * Deletes a used key package.
+   *
+   * @param ref The key package to delete.
+   */
   async deleteKeyPackage(ref: string): Promise<void> {
     await this.#remove("keypackages", `${ref}.json`);
   }
 
   /**
+   * Reads a named blob.
+   *
    * @param name The blob's name.
    * @returns Its bytes, if stored.
    */
@@ -149,6 +179,8 @@ export class FileStore implements Store {
   }
 
   /**
+   * Writes a named blob.
+   *
    * @param name The blob's name.
    * @param data Its bytes.
    */
@@ -164,4 +196,3 @@ function channelFile(channel: string): string {
 function blobFile(name: string): string {
   return enc.encode(name).toHex();
 }
-

@@ -11,35 +11,61 @@ export class MemoryStore implements Store {
   #keyPackages = new Map<string, KeyPackageRecord>();
   #blobs = new Map<string, Uint8Array>();
 
-  /** @returns Every stored channel. */
+  /**
+   * Loads every stored channel.
+   *
+   * @returns Every stored channel.
+   */
   loadChannels(): Promise<ChannelRecord[]> {
     return Promise.resolve([...this.#channels.values()].map((r) => structuredClone(r)));
   }
-  /** @param record The record to keep. */
+  /**
+   * Writes one channel record.
+   *
+   * @param record The record to keep.
+   */
   saveChannel(record: ChannelRecord): Promise<void> {
     this.#channels.set(record.channel, structuredClone(record));
     return Promise.resolve();
   }
-  /** @param channel The channel to forget. */
+  /**
+   * Removes a channel record.
+   *
+   * @param channel The channel to forget.
+   */
   deleteChannel(channel: string): Promise<void> {
     this.#channels.delete(channel);
     return Promise.resolve();
   }
-  /** @returns Every pending key package. */
+  /**
+   * Loads every pending key package.
+   *
+   * @returns Every pending key package.
+   */
   loadKeyPackages(): Promise<KeyPackageRecord[]> {
     return Promise.resolve([...this.#keyPackages.values()].map((r) => structuredClone(r)));
   }
-  /** @param record The key package to keep. */
+  /**
+   * Keeps a key package until a Welcome uses it.
+   *
+   * @param record The key package to keep.
+   */
   saveKeyPackage(record: KeyPackageRecord): Promise<void> {
     this.#keyPackages.set(record.ref, structuredClone(record));
     return Promise.resolve();
   }
-  /** @param ref The key package to forget. */
+  /**
+   * Deletes a used key package.
+   *
+   * @param ref The key package to forget.
+   */
   deleteKeyPackage(ref: string): Promise<void> {
     this.#keyPackages.delete(ref);
     return Promise.resolve();
   }
   /**
+   * Reads a named blob.
+   *
    * @param name The blob's name.
    * @returns Its bytes, if stored.
    */
@@ -48,6 +74,8 @@ export class MemoryStore implements Store {
     return Promise.resolve(b && b.slice());
   }
   /**
+   * Writes a named blob.
+   *
    * @param name The blob's name.
    * @param data Its bytes.
    */
