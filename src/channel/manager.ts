@@ -9,7 +9,8 @@
 import { RelayError, SkytaleError, ValidationError } from "../errors.ts";
 import { MlsEngine } from "../mls/engine.ts";
 import type { Group } from "../mls/engine.ts";
-import { connectWebSocket, RelayClient } from "../relay/client.ts";
+import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
+import { failoverConnector, RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { localConnector } from "../relay/local.ts";
 import { env, homeDir, logLine } from "../runtime/env.ts";
@@ -171,10 +172,22 @@ export class SkytaleChannelManager {
     const engine = await MlsEngine.create(this.#opts.suite);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     const endpoint = this.endpoint;
+    // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
+    const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
+    const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
+    const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
+    // The embedded local relay is loopback-only and needs no credentials.
+    const tokens = apiKey !== undefined && urls !== undefined
+      ? new ApiKeyTokens({
+        apiKey,
+        apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
+      })
+      : undefined;
     const relay = new RelayClient({
-      connect: endpoint === undefined
+      connect: urls === undefined
         ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
-        : () => connectWebSocket(relayUrl(endpoint)),
+        : failoverConnector(urls),
+      ...(tokens ? { token: () => tokens.token() } : {}),
     });
     const ctx = { engine, store, relay };
     for (const record of await store.loadChannels()) {

@@ -12,6 +12,8 @@ Commands:
   mcp [--http HOST:PORT]     run the MCP server (default command; stdio unless --http)
   relay [--host H] [--port N] [--data-dir DIR] [--store sqlite|memory]
                              run a relay
+  keys create --org ORG | list | revoke KEY_ID
+                             manage a relay's API keys
   help                       show this help`;
 
 /**
@@ -31,6 +33,10 @@ export async function main(argv: string[]): Promise<number> {
     case "relay": {
       const { relayCommand } = await import("./relay.ts");
       return await relayCommand(rest);
+    }
+    case "keys": {
+      const { keysCommand } = await import("./keys.ts");
+      return await keysCommand(rest);
     }
     case "help":
     case "--help":

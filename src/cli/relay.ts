@@ -10,6 +10,7 @@ import { joinPath } from "../runtime/fs.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
+import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
 import { DEFAULT_LIMITS, startRelay } from "../relay/server.ts";
 
 const USAGE = `Usage: skytale relay [options]
@@ -19,7 +20,10 @@ Options:
   --port N                port (default 5000; 0 picks a free one)
   --data-dir DIR          where the log lives (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
   --store sqlite|memory   log backend (default sqlite)
-  --max-frame-bytes N     largest accepted frame (default ${DEFAULT_LIMITS.maxFrameBytes})`;
+  --max-frame-bytes N     largest accepted frame (default ${DEFAULT_LIMITS.maxFrameBytes})
+  --auth                  require a token in hello and serve POST /v1/tokens
+                          (API keys: skytale keys create --org ORG, same --data-dir)
+  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
 
 function _int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
@@ -50,6 +54,8 @@ export async function relayCommand(args: string[]): Promise<number> {
         "data-dir": { type: "string" },
         store: { type: "string" },
         "max-frame-bytes": { type: "string" },
+        auth: { type: "boolean" },
+        "token-lifetime": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -74,21 +80,47 @@ export async function relayCommand(args: string[]): Promise<number> {
   const log: RelayLog = store === "sqlite"
     ? await SqliteLog.open(joinPath(dataDir, "relay.db"))
     : new MemoryLog();
-  const relay = await startRelay({
-    hostname,
-    port,
-    log,
-    ...(maxFrameBytes !== undefined ? { limits: { maxFrameBytes } } : {}),
-  });
+  const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
+  let auth: RelayAuth | undefined;
+  try {
+    auth = values.auth
+      ? await RelayAuth.open({
+        dataDir,
+        ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
+      })
+      : undefined;
+  } catch (e) {
+    await log.close();
+    throw e;
+  }
+  let relay;
+  try {
+    relay = await startRelay({
+      hostname,
+      port,
+      log,
+      ...(maxFrameBytes !== undefined ? { limits: { maxFrameBytes } } : {}),
+      ...(auth
+        ? {
+          authenticate: (token: string | undefined) => auth.authenticate(token),
+          onRequest: (req: Request) => auth.handleRequest(req),
+        }
+        : {}),
+    });
+  } catch (e) {
+    auth?.close();
+    throw e;
+  }
   const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
   logLine(
     `skytale relay listening on ${relay.url} (${
       store === "sqlite" ? `log ${joinPath(dataDir, "relay.db")}` : "memory log"
-    })`,
+    })${auth ? `, auth on (tokens for ${auth.tokenLifetimeSeconds} s)` : ""}`,
   );
   const signal = await stopped;
   logLine(`skytale relay: ${signal}, shutting down`);
   await relay.close();
+  auth?.close();
   logLine("skytale relay: stopped");
   return 0;
 }

@@ -159,6 +159,50 @@ export function connectWebSocket(url: string, timeoutMs = 5000): Promise<WebSock
 }
 
 /**
+ * A `connect` function for {@linkcode RelayClient} over several relays that
+ * share one channel space (a cluster): it connects to the last relay that
+ * worked, and when that one cannot be reached, to the next in the list.
+ *
+ * @param urls WebSocket URLs of the relays.
+ * @param timeoutMs How long one connection attempt may take, in ms.
+ * @returns The connect function.
+ * @throws {ValidationError} `invalid_argument` if `urls` is empty.
+ */
+export function failoverConnector(urls: string[], timeoutMs = 5000): () => Promise<WebSocket> {
+  if (urls.length === 0) throw new ValidationError("invalid_argument", "No relay URL given");
+  let current = 0;
+  return async () => {
+    let last: unknown;
+    for (let n = 0; n < urls.length; n++) {
+      const i = (current + n) % urls.length;
+      try {
+        const ws = await connectWebSocket(urls[i]!, timeoutMs);
+        current = i;
+        return ws;
+      } catch (e) {
+        last = e;
+      }
+    }
+    throw last;
+  };
+}
+
+/** The lifetime and expiry of a JWT, read without verifying it; `undefined` if it is not one. */
+function _jwtTimes(token: string): { lifetimeMs: number; expiresAt: number } | undefined {
+  const part = token.split(".")[1];
+  if (part === undefined) return undefined;
+  try {
+    const json = atob(part.replaceAll("-", "+").replaceAll("_", "/"));
+    const c = JSON.parse(json) as { exp?: unknown; iat?: unknown };
+    if (typeof c.exp !== "number") return undefined;
+    const iat = typeof c.iat === "number" ? c.iat : c.exp - 3600;
+    return { lifetimeMs: (c.exp - iat) * 1000, expiresAt: c.exp * 1000 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A connection to a relay that survives reconnects.
  *
  * @example
@@ -188,6 +232,7 @@ export class RelayClient {
   #subs = new Map<string, _Sub>();
   #subReqs = new Map<number, _Sub>();
   #pingTimer: ReturnType<typeof setInterval> | undefined;
+  #renewTimer: ReturnType<typeof setTimeout> | undefined;
   #wake: (() => void) | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -363,6 +408,7 @@ export class RelayClient {
       this.#closed = true;
       this.#wake?.();
       this.#stopPing();
+      clearTimeout(this.#renewTimer);
       for (const p of [...this.#pending.values()]) {
         this.#settle(p.reqId)?.reject(new RelayError("closed", "The relay client is closed"));
       }
@@ -577,6 +623,42 @@ export class RelayClient {
       encodeFrame(token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token }),
     );
     await answer;
+    if (token !== undefined) this.#scheduleRenewal(ws, token);
+  }
+
+  /**
+   * A token that is a JWT is renewed on the open connection before it expires:
+   * with a third of its lifetime left, a fresh token is asked for and sent in
+   * a new `hello`, which extends the relay's session without a reconnect.
+   */
+  #scheduleRenewal(ws: WebSocket, token: string): void {
+    clearTimeout(this.#renewTimer);
+    const t = _jwtTimes(token);
+    if (!t) return;
+    const delay = Math.max(500, t.expiresAt - Date.now() - t.lifetimeMs / 3);
+    this.#renewTimer = setTimeout(() => void this.#renew(ws, token), Math.min(delay, 0x7fff_ffff));
+  }
+
+  async #renew(ws: WebSocket, old: string): Promise<void> {
+    if (this.#ws !== ws || this.#closed || !this.#token) return;
+    let token: string | undefined;
+    try {
+      token = await this.#token();
+    } catch (e) {
+      this.#onError(e);
+      // A refused key stays refused; the relay ends the session at expiry. Otherwise retry soon.
+      if (!(e instanceof AuthError) && this.#ws === ws) {
+        this.#renewTimer = setTimeout(() => void this.#renew(ws, old), 1000);
+      }
+      return;
+    }
+    if (token === undefined || this.#ws !== ws || this.#closed) return;
+    try {
+      await this.#request<"helloOk">((reqId) => ({ type: "hello", reqId, token }), false);
+      if (this.#ws === ws) this.#scheduleRenewal(ws, token);
+    } catch (e) {
+      this.#onError(e);
+    }
   }
 
   #afterConnect(): void {
@@ -602,6 +684,7 @@ export class RelayClient {
     this.#ws = undefined;
     this.#ready = false;
     this.#stopPing();
+    clearTimeout(this.#renewTimer);
     ws.onmessage = null;
     ws.onclose = null;
     void _closeSocket(ws);

@@ -63,6 +63,12 @@ export const DEFAULT_LIMITS: RelayLimits = {
 export interface RelaySession {
   /** When set, the connection may only use channels `org/…` (and mailboxes of any name). */
   org?: string;
+  /**
+   * When the credentials expire, in ms since the Unix epoch. The relay then
+   * sends `error auth` and closes the connection, unless the client sent a new
+   * `hello` with a fresh token first.
+   */
+  expiresAt?: number;
 }
 
 /** Options of {@linkcode RelayServer}. */
@@ -77,7 +83,7 @@ export interface RelayServerOptions {
    */
   authenticate?: (token: string | undefined) => Promise<RelaySession>;
   /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
-  onRequest?: (req: Request) => Response | Promise<Response> | undefined;
+  onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
   /** The clock, in ms since the Unix epoch (tests). */
   now?: () => number;
 }
@@ -105,6 +111,7 @@ interface _Conn {
   lastSeen: number;
   chain: Promise<void>;
   closed: boolean;
+  expiry: ReturnType<typeof setTimeout> | undefined;
 }
 
 function _sleep(ms: number): Promise<void> {
@@ -141,6 +148,7 @@ export class RelayServer {
     frameErrors: 0,
     mailboxPuts: 0,
     mailboxTakes: 0,
+    authFailures: 0,
   };
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
@@ -226,6 +234,7 @@ export class RelayServer {
       lastSeen: now,
       chain: CLOSED,
       closed: false,
+      expiry: undefined,
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
@@ -265,6 +274,7 @@ export class RelayServer {
   #onClose(c: _Conn): void {
     if (c.closed) return;
     c.closed = true;
+    clearTimeout(c.expiry);
     this.#conns.delete(c);
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
@@ -339,6 +349,10 @@ export class RelayServer {
         `Expected "hello" before "${f.type}"`,
       );
     }
+    const exp = c.session.expiresAt;
+    if (exp !== undefined && exp <= this.#now()) {
+      return this.#authFailed(c, "reqId" in f ? f.reqId : 0, "Token expired");
+    }
     switch (f.type) {
       case "create":
         return await this.#create(c, f);
@@ -370,20 +384,43 @@ export class RelayServer {
   }
 
   async #hello(c: _Conn, f: FrameOf<"hello">): Promise<void> {
+    let session: RelaySession;
     try {
-      c.session = this.#authenticate ? await this.#authenticate(f.token) : {};
+      session = this.#authenticate ? await this.#authenticate(f.token) : {};
+      if (c.session !== undefined && session.org !== c.session.org) {
+        // A renewal may extend the session, never move it to another org.
+        throw new AuthError(
+          `A new hello may not change the organisation from "${c.session.org ?? ""}" to "${
+            session.org ?? ""
+          }"`,
+        );
+      }
     } catch (e) {
-      this.#error(
-        c,
-        f.reqId,
-        "auth",
-        e instanceof SkytaleError ? e.message : "Authentication failed",
-      );
-      c.ws.close(1008, "authentication failed");
-      this.#onClose(c);
+      this.#authFailed(c, f.reqId, e instanceof SkytaleError ? e.message : "Authentication failed");
       return;
     }
+    if (c.closed) return;
+    c.session = session;
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    if (session.expiresAt !== undefined) {
+      const ms = session.expiresAt - this.#now();
+      if (ms <= 0) return this.#authFailed(c, f.reqId, "Token expired");
+      // setTimeout holds at most 2^31-1 ms; longer sessions are re-checked then.
+      c.expiry = setTimeout(() => {
+        if (c.session === session) {
+          this.#authFailed(c, 0, "Token expired: send hello with a fresh token before expiry");
+        }
+      }, Math.min(ms, 0x7fff_ffff));
+    }
     this.#send(c, { type: "helloOk", reqId: f.reqId, maxFrameBytes: this.#limits.maxFrameBytes });
+  }
+
+  #authFailed(c: _Conn, reqId: number, message: string): void {
+    this.#metrics.authFailures++;
+    this.#error(c, reqId, "auth", message);
+    c.ws.close(1008, "authentication failed");
+    this.#onClose(c);
   }
 
   #checkChannel(c: _Conn, channel: string): void {

@@ -1,0 +1,108 @@
+/**
+ * `skytale keys`: manage the API keys of an authenticated relay. Works on the
+ * relay's data dir (`auth.db`), the same `--data-dir` as `skytale relay`;
+ * a running relay sees changes at once.
+ *
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { parseArgs } from "../runtime/args.ts";
+import { env, homeDir, logLine } from "../runtime/env.ts";
+import { joinPath } from "../runtime/fs.ts";
+import { processStdio } from "../runtime/stdio.ts";
+import { KeyStore } from "../relay/auth.ts";
+
+const USAGE = `Usage: skytale keys <create|list|revoke> [options]
+
+  keys create --org ORG      create an API key; prints it once (only its hash is stored)
+  keys list                  list keys: id, org, created, revoked
+  keys revoke KEY_ID         revoke a key: no new tokens; existing tokens fail at their next hello
+
+Options:
+  --data-dir DIR             the relay's data dir (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
+  --json                     print JSON`;
+
+function _out(text: string): Promise<void> {
+  const { stdout } = processStdio();
+  return new Promise((resolve) =>
+    stdout.write(text.endsWith("\n") ? text : text + "\n", () => resolve())
+  );
+}
+
+/**
+ * Runs `skytale keys`.
+ *
+ * @param args The arguments after `keys`.
+ * @returns The exit code: 0 on success, 1 when the key to revoke does not exist.
+ * @throws {UsageError} on unknown or missing arguments.
+ */
+export async function keysCommand(args: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args,
+      options: {
+        org: { type: "string" },
+        "data-dir": { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: true,
+    }));
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n${USAGE}`, { cause: e });
+  }
+  const [sub, ...rest] = positionals;
+  if (values.help || sub === undefined) {
+    logLine(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const dataDir = values["data-dir"] ??
+    joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
+  if (sub === "create") {
+    if (values.org === undefined || rest.length > 0) {
+      throw new UsageError(`keys create needs --org ORG and nothing else\n${USAGE}`);
+    }
+  } else if (sub === "list") {
+    if (rest.length > 0) throw new UsageError(`keys list takes no arguments\n${USAGE}`);
+  } else if (sub === "revoke") {
+    if (rest.length !== 1) throw new UsageError(`keys revoke needs one KEY_ID\n${USAGE}`);
+  } else {
+    throw new UsageError(`Unknown keys command "${sub}"\n${USAGE}`);
+  }
+  const store = await KeyStore.open(dataDir);
+  try {
+    if (sub === "create") {
+      const { key, info } = await store.create(values.org!);
+      await _out(
+        values.json
+          ? JSON.stringify({ ...info, key })
+          : `id:      ${info.id}\norg:     ${info.org}\ncreated: ${info.created}\nkey:     ${key}`,
+      );
+      logLine("skytale keys: store the key now; it is not shown again");
+      return 0;
+    }
+    if (sub === "list") {
+      const keys = store.list();
+      if (values.json) await _out(JSON.stringify(keys));
+      else if (keys.length > 0) {
+        await _out(
+          keys.map((k) =>
+            `${k.id}  ${k.org}  ${k.created}  ${k.revoked ? `revoked ${k.revoked}` : "active"}`
+          ).join("\n"),
+        );
+      }
+      return 0;
+    }
+    const id = rest[0]!;
+    if (!store.revoke(id)) {
+      logLine(`skytale keys: no key "${id}" in "${dataDir}"`);
+      return 1;
+    }
+    await _out(values.json ? JSON.stringify(store.get(id)) : `revoked ${id}`);
+    return 0;
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,525 @@
+/**
+ * Relay authentication: API keys, short-lived JWTs and the token API.
+ *
+ * - **API keys** `sk_live_…` (32 random bytes, base64url) belong to one
+ *   organisation. The relay keeps only their SHA-256 hashes, with the org,
+ *   the creation time and the revocation time, in `auth.db` under the relay's
+ *   data dir ({@linkcode KeyStore}); `skytale keys` edits the same file.
+ * - **Tokens** are JWTs signed with EdDSA (Ed25519) by a key the relay creates
+ *   once and keeps in `signing-key.jwk` (mode 0600) in the data dir. Claims:
+ *   `iss` `skytale-relay`, `sub` the API key id, `org`, `iat`, `exp`, `jti`.
+ *   Lifetime: 1 hour unless configured.
+ * - **Token API** `POST /v1/tokens` with `Authorization: Bearer sk_live_…`
+ *   answers `{ token, expires_at, expires_in }`; a missing, unknown or revoked
+ *   key gets `401 { error: { code: "auth", reason, message } }`.
+ * - **Hello**: {@linkcode RelayAuth.authenticate} checks the signature, the
+ *   expiry and that the key was not revoked since; the connection is then
+ *   scoped to the token's org until the token expires (a client re-sends
+ *   `hello` with a fresh token on the same connection to extend it).
+ *
+ * {@linkcode ApiKeyTokens} is the client side: it exchanges an API key for
+ * tokens and renews them before they expire.
+ *
+ * @module
+ */
+import {
+  decodeJwt,
+  errors as joseErrors,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+  SignJWT,
+} from "jose";
+import { AuthError, RelayError, ValidationError } from "../errors.ts";
+import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
+import { openSqlite, type SqlDatabase, type SqlValue } from "../runtime/sqlite.ts";
+import type { RelaySession } from "./server.ts";
+
+/** The prefix of every API key. */
+export const API_KEY_PREFIX = "sk_live_";
+/** The default token lifetime, in seconds. */
+export const DEFAULT_TOKEN_LIFETIME_SECONDS = 3600;
+/** The path of the token API. */
+export const TOKEN_PATH = "/v1/tokens";
+
+type _Key = Awaited<ReturnType<typeof importJWK>>;
+
+const ISSUER = "skytale-relay";
+const ALG = "EdDSA";
+const ORG = /^[A-Za-z0-9._-]{1,64}$/;
+const KEY_SHAPE = /^sk_live_[A-Za-z0-9_-]{43}$/;
+
+/** What is stored about an API key (never the key itself). */
+export interface ApiKeyInfo {
+  /** The key id, `key_` + 16 hex digits; shown by `skytale keys list`, used to revoke. */
+  id: string;
+  /** The organisation whose channels the key's tokens may use. */
+  org: string;
+  /** When the key was created, ISO-8601. */
+  created: string;
+  /** When the key was revoked, ISO-8601; absent while it is valid. */
+  revoked?: string;
+}
+
+function _b64url(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += String.fromCharCode(x);
+  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+async function _hash(key: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return new Uint8Array(d).toHex();
+}
+
+function _info(r: Record<string, SqlValue>): ApiKeyInfo {
+  const info: ApiKeyInfo = { id: String(r.id), org: String(r.org), created: String(r.created) };
+  if (typeof r.revoked === "string") info.revoked = r.revoked;
+  return info;
+}
+
+/**
+ * Validates an organisation name (one channel-name component).
+ *
+ * @param org The name.
+ * @returns The name.
+ * @throws {ValidationError} `invalid_argument` if it is not 1-64 of `[A-Za-z0-9._-]`.
+ */
+export function checkOrg(org: string): string {
+  if (!ORG.test(org)) {
+    throw new ValidationError(
+      "invalid_argument",
+      `Organisation "${org}" must be 1-64 letters, digits or . _ -`,
+    );
+  }
+  return org;
+}
+
+/** API key records (hashes only) in `auth.db`, shared by the relay and `skytale keys`. */
+export class KeyStore {
+  #db: SqlDatabase;
+
+  private constructor(db: SqlDatabase) {
+    this.#db = db;
+  }
+
+  /**
+   * Opens (creating if needed) the key store of a relay data dir.
+   *
+   * @param dataDir The relay's data dir.
+   * @returns The store.
+   */
+  static async open(dataDir: string): Promise<KeyStore> {
+    await ensureDir(dataDir);
+    const db = openSqlite(joinPath(dataDir, "auth.db"));
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.exec(`CREATE TABLE IF NOT EXISTS api_keys (
+      id TEXT PRIMARY KEY,
+      org TEXT NOT NULL,
+      hash TEXT NOT NULL UNIQUE,
+      created TEXT NOT NULL,
+      revoked TEXT
+    )`);
+    return new KeyStore(db);
+  }
+
+  /**
+   * Creates an API key for an organisation.
+   *
+   * @param org The organisation.
+   * @returns The key (shown once, never stored) and its record.
+   * @throws {ValidationError} `invalid_argument` for a bad org name.
+   */
+  async create(org: string): Promise<{ key: string; info: ApiKeyInfo }> {
+    checkOrg(org);
+    const key = API_KEY_PREFIX + _b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const info: ApiKeyInfo = {
+      id: "key_" + crypto.getRandomValues(new Uint8Array(8)).toHex(),
+      org,
+      created: new Date().toISOString(),
+    };
+    this.#db.prepare("INSERT INTO api_keys (id, org, hash, created) VALUES (?, ?, ?, ?)")
+      .run(info.id, org, await _hash(key), info.created);
+    return { key, info };
+  }
+
+  /**
+   * Lists every key, oldest first.
+   *
+   * @returns The records.
+   */
+  list(): ApiKeyInfo[] {
+    return this.#db.prepare("SELECT id, org, created, revoked FROM api_keys ORDER BY created, id")
+      .all().map(_info);
+  }
+
+  /**
+   * Revokes a key: new tokens are refused, and so are its existing tokens at
+   * their next hello.
+   *
+   * @param id The key id.
+   * @returns `false` if no such key exists (revoking twice is fine).
+   */
+  revoke(id: string): boolean {
+    const r = this.#db.prepare(
+      "UPDATE api_keys SET revoked = COALESCE(revoked, ?) WHERE id = ?",
+    ).run(new Date().toISOString(), id);
+    return r.changes === 1;
+  }
+
+  /**
+   * Reads a key's record by id.
+   *
+   * @param id The key id.
+   * @returns The record, or `undefined`.
+   */
+  get(id: string): ApiKeyInfo | undefined {
+    const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE id = ?")
+      .get(id);
+    return r && _info(r);
+  }
+
+  /**
+   * Finds the record of a presented key.
+   *
+   * @param key The API key.
+   * @returns The record, or `undefined` if the key is unknown.
+   */
+  async lookup(key: string): Promise<ApiKeyInfo | undefined> {
+    if (!KEY_SHAPE.test(key)) return undefined;
+    const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE hash = ?")
+      .get(await _hash(key));
+    return r && _info(r);
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.#db.close();
+  }
+}
+
+async function _signingKey(
+  dataDir: string,
+): Promise<{ priv: _Key; pub: _Key; kid: string }> {
+  const file = joinPath(dataDir, "signing-key.jwk");
+  let raw = await readFileIfExists(file);
+  if (!raw) {
+    const { privateKey } = await generateKeyPair(ALG, { crv: "Ed25519", extractable: true });
+    const jwk = {
+      ...await exportJWK(privateKey),
+      alg: ALG,
+      kid: crypto.getRandomValues(new Uint8Array(8)).toHex(),
+    };
+    await writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(jwk) + "\n"));
+    // Read back: if another process wrote one at the same moment, both use the survivor.
+    raw = await readFileIfExists(file);
+  }
+  let jwk: { kty?: string; crv?: string; x?: string; d?: string; kid?: string };
+  try {
+    jwk = JSON.parse(new TextDecoder().decode(raw));
+  } catch (e) {
+    throw new RelayError("state_corrupt", `Signing key "${file}" is not JSON`, { cause: e });
+  }
+  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || !jwk.d || !jwk.x) {
+    throw new RelayError("state_corrupt", `Signing key "${file}" is not an Ed25519 private JWK`);
+  }
+  const priv = await importJWK(jwk, ALG);
+  const pub = await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x }, ALG);
+  return { priv, pub, kid: jwk.kid ?? "" };
+}
+
+/** Options of {@linkcode RelayAuth.open}. */
+export interface RelayAuthOptions {
+  /** The relay's data dir (holds `auth.db` and `signing-key.jwk`). */
+  dataDir: string;
+  /** Token lifetime in seconds (default 3600). */
+  tokenLifetimeSeconds?: number;
+}
+
+/** A token as the token API returns it. */
+export interface IssuedToken {
+  /** The JWT. */
+  token: string;
+  /** When it expires, in ms since the Unix epoch. */
+  expiresAt: number;
+}
+
+function _json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store" },
+  });
+}
+
+/** The relay side of authentication: issues tokens for API keys and checks them at hello. */
+export class RelayAuth {
+  /** The key store. */
+  readonly keys: KeyStore;
+  /** Token lifetime in seconds. */
+  readonly tokenLifetimeSeconds: number;
+  #priv: _Key;
+  #pub: _Key;
+  #kid: string;
+
+  private constructor(
+    keys: KeyStore,
+    k: { priv: _Key; pub: _Key; kid: string },
+    lifetime: number,
+  ) {
+    this.keys = keys;
+    this.#priv = k.priv;
+    this.#pub = k.pub;
+    this.#kid = k.kid;
+    this.tokenLifetimeSeconds = lifetime;
+  }
+
+  /**
+   * Opens the key store and loads (or creates) the signing key.
+   *
+   * @param opts The data dir and token lifetime.
+   * @returns The authenticator.
+   * @throws {RelayError} `state_corrupt` if the signing key file is unreadable.
+   */
+  static async open(opts: RelayAuthOptions): Promise<RelayAuth> {
+    const lifetime = opts.tokenLifetimeSeconds ?? DEFAULT_TOKEN_LIFETIME_SECONDS;
+    if (!Number.isInteger(lifetime) || lifetime < 1) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Token lifetime must be a whole number of seconds, got "${lifetime}"`,
+      );
+    }
+    const keys = await KeyStore.open(opts.dataDir);
+    try {
+      return new RelayAuth(keys, await _signingKey(opts.dataDir), lifetime);
+    } catch (e) {
+      keys.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Exchanges an API key for a token.
+   *
+   * @param apiKey The presented key.
+   * @returns The token and its expiry.
+   * @throws {AuthError} if the key is unknown or revoked.
+   */
+  async issueToken(apiKey: string): Promise<IssuedToken> {
+    const info = await this.keys.lookup(apiKey);
+    if (!info) throw new AuthError("API key is not valid");
+    if (info.revoked) throw new AuthError(`API key "${info.id}" was revoked`);
+    const now = Math.floor(Date.now() / 1000);
+    const exp = now + this.tokenLifetimeSeconds;
+    const token = await new SignJWT({ org: info.org })
+      .setProtectedHeader({ alg: ALG, kid: this.#kid, typ: "JWT" })
+      .setIssuer(ISSUER)
+      .setSubject(info.id)
+      .setIssuedAt(now)
+      .setExpirationTime(exp)
+      .setJti(crypto.getRandomValues(new Uint8Array(12)).toHex())
+      .sign(this.#priv);
+    return { token, expiresAt: exp * 1000 };
+  }
+
+  /**
+   * Checks a hello token: signature, issuer, expiry, and that its key is not
+   * revoked.
+   *
+   * @param token The token from hello, if any.
+   * @returns The session: the token's org and expiry.
+   * @throws {AuthError} if the token is missing, invalid, expired or its key revoked.
+   */
+  async authenticate(token: string | undefined): Promise<RelaySession> {
+    if (token === undefined || token === "") {
+      throw new AuthError(`This relay requires a token: exchange an API key at POST ${TOKEN_PATH}`);
+    }
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, this.#pub, { issuer: ISSUER, algorithms: [ALG] }));
+    } catch (e) {
+      if (e instanceof joseErrors.JWTExpired) {
+        throw new AuthError("Token expired: exchange the API key for a new one", { cause: e });
+      }
+      throw new AuthError("Token is not valid for this relay", { cause: e });
+    }
+    const org = payload.org;
+    if (typeof org !== "string" || typeof payload.sub !== "string" || !payload.exp) {
+      throw new AuthError("Token is not valid for this relay: missing claims");
+    }
+    const key = this.keys.get(payload.sub);
+    if (!key) throw new AuthError(`Token's API key "${payload.sub}" does not exist`);
+    if (key.revoked) throw new AuthError(`API key "${key.id}" was revoked`);
+    return { org, expiresAt: payload.exp * 1000 };
+  }
+
+  /**
+   * Answers the token API (`POST /v1/tokens`); other paths are not its business.
+   *
+   * @param req The request.
+   * @returns The response, or `undefined` for other paths.
+   */
+  async handleRequest(req: Request): Promise<Response | undefined> {
+    if (new URL(req.url).pathname !== TOKEN_PATH) return undefined;
+    if (req.method !== "POST") {
+      return _json(405, {
+        error: { code: "invalid_argument", message: `Use POST ${TOKEN_PATH}` },
+      });
+    }
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
+    if (!m) {
+      return _json(401, {
+        error: {
+          code: "auth",
+          reason: "missing_key",
+          message: "Send the API key as 'Authorization: Bearer sk_live_…'",
+        },
+      });
+    }
+    try {
+      const t = await this.issueToken(m[1]!);
+      return _json(200, {
+        token: t.token,
+        expires_at: new Date(t.expiresAt).toISOString(),
+        expires_in: this.tokenLifetimeSeconds,
+      });
+    } catch (e) {
+      if (!(e instanceof AuthError)) throw e;
+      const reason = /revoked/.test(e.message) ? "revoked_key" : "invalid_key";
+      return _json(401, { error: { code: "auth", reason, message: e.message } });
+    }
+  }
+
+  /** Closes the key store. */
+  close(): void {
+    this.keys.close();
+  }
+}
+
+/**
+ * The token API origin for a relay URL: `ws://h:p/…` → `http://h:p`,
+ * `wss://` → `https://` (http(s) URLs keep their scheme).
+ *
+ * @param relayUrl The relay URL.
+ * @returns The origin, without a trailing slash.
+ */
+export function tokenApiUrl(relayUrl: string): string {
+  const u = new URL(relayUrl);
+  const scheme = u.protocol === "wss:" || u.protocol === "https:" ? "https:" : "http:";
+  return `${scheme}//${u.host}`;
+}
+
+/** Options of {@linkcode ApiKeyTokens}. */
+export interface ApiKeyTokensOptions {
+  /** The API key `sk_live_…`. */
+  apiKey: string;
+  /** Token API base URLs, tried in order (a relay cluster can list several). */
+  apiUrls: string[];
+  /** The fetch to use (tests). */
+  fetch?: typeof fetch;
+  /** Per-request timeout in ms (default 10000). */
+  timeoutMs?: number;
+}
+
+/**
+ * The client side of the token API: exchanges an API key for a JWT, caches
+ * it and fetches a new one once half its lifetime has passed, so a client
+ * that asks before every (re)connect and every hello renewal never presents
+ * an expired token.
+ */
+export class ApiKeyTokens {
+  readonly #apiKey: string;
+  readonly #urls: string[];
+  readonly #fetch: typeof fetch;
+  readonly #timeoutMs: number;
+  #cached: { token: string; renewAt: number; expiresAt: number } | undefined;
+  #inflight: Promise<string> | undefined;
+
+  /**
+   * Creates it; nothing is fetched until {@linkcode ApiKeyTokens.token}.
+   *
+   * @param opts The key and where to exchange it.
+   */
+  constructor(opts: ApiKeyTokensOptions) {
+    if (!opts.apiKey.startsWith(API_KEY_PREFIX)) {
+      throw new ValidationError(
+        "invalid_argument",
+        `API key must start with "${API_KEY_PREFIX}", got "${opts.apiKey.slice(0, 8)}…"`,
+      );
+    }
+    if (opts.apiUrls.length === 0) {
+      throw new ValidationError("invalid_argument", "At least one token API URL is needed");
+    }
+    this.#apiKey = opts.apiKey;
+    this.#urls = opts.apiUrls.map((u) => u.replace(/\/+$/, ""));
+    this.#fetch = opts.fetch ?? fetch;
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  /**
+   * A token valid for at least half its lifetime (fetching one if needed).
+   * When the token API cannot be reached, a cached token that has not expired
+   * yet is returned instead.
+   *
+   * @returns The JWT.
+   * @throws {AuthError} if the key is refused (unknown or revoked).
+   * @throws {RelayError} `relay_unavailable` if no token API answers and no valid token is cached.
+   */
+  token(): Promise<string> {
+    const now = Date.now();
+    if (this.#cached && now < this.#cached.renewAt) return Promise.resolve(this.#cached.token);
+    this.#inflight ??= this.#fetchToken().finally(() => (this.#inflight = undefined));
+    return this.#inflight;
+  }
+
+  async #fetchToken(): Promise<string> {
+    let lastError: unknown;
+    for (const base of this.#urls) {
+      const started = Date.now();
+      let res: Response;
+      try {
+        res = await this.#fetch(`${base}${TOKEN_PATH}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${this.#apiKey}` },
+          signal: AbortSignal.timeout(this.#timeoutMs),
+        });
+      } catch (e) {
+        lastError = e;
+        continue;
+      }
+      const body = await res.json().catch(() => undefined) as
+        | { token?: string; expires_in?: number; error?: { message?: string } }
+        | undefined;
+      if (res.status === 401 || res.status === 403) {
+        this.#cached = undefined;
+        throw new AuthError(
+          `The relay refused the API key: ${body?.error?.message ?? `HTTP ${res.status}`}`,
+        );
+      }
+      if (!res.ok || typeof body?.token !== "string") {
+        lastError = new Error(`HTTP ${res.status} from "${base}${TOKEN_PATH}"`);
+        continue;
+      }
+      let lifetimeMs = (body.expires_in ?? 0) * 1000;
+      if (!(lifetimeMs > 0)) {
+        const c = decodeJwt(body.token);
+        lifetimeMs = ((c.exp ?? 0) - (c.iat ?? 0)) * 1000;
+      }
+      // Measured on the local clock from when the request was sent: immune to clock skew.
+      this.#cached = {
+        token: body.token,
+        renewAt: started + lifetimeMs / 2,
+        expiresAt: started + lifetimeMs,
+      };
+      return body.token;
+    }
+    if (this.#cached && Date.now() < this.#cached.expiresAt - 1000) return this.#cached.token;
+    throw new RelayError(
+      "relay_unavailable",
+      `Cannot reach the token API at "${this.#urls.join(", ")}": ${
+        lastError instanceof Error ? lastError.message : String(lastError)
+      }`,
+      { cause: lastError },
+    );
+  }
+}
