@@ -6,12 +6,13 @@
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
 import { env, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts";
-import { joinPath } from "../runtime/fs.ts";
+import { joinPath, readFileIfExists } from "../runtime/fs.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
 import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
-import { DEFAULT_LIMITS, startRelay } from "../relay/server.ts";
+import { DEFAULT_LIMITS, jsonLog, type RelayLimits, startRelay } from "../relay/server.ts";
+import type { Retention } from "../relay/log/types.ts";
 
 const USAGE = `Usage: skytale relay [options]
 
@@ -21,9 +22,33 @@ Options:
   --data-dir DIR          where the log lives (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
   --store sqlite|memory   log backend (default sqlite)
   --max-frame-bytes N     largest accepted frame (default ${DEFAULT_LIMITS.maxFrameBytes})
+  --max-channels-per-connection N
+                          subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
+  --publish-rate N        publishes and mailbox puts per second per connection
+                          (default ${DEFAULT_LIMITS.publishPerSecond}; bursts up to twice that)
+  --retention-count N     keep the newest N seqs per channel (default: all)
+  --retention-age DUR     delete entries older than DUR, e.g. 3600, 90m, 7d (default: never)
+                          (retention never deletes commits; see docs/PROTOCOL.md)
+  --mailbox-ttl DUR       longest time a mailbox item is kept (default 7d)
+  --tls-cert FILE         serve wss:// and https:// with this PEM certificate chain
+  --tls-key FILE          ... and this PEM private key
   --auth                  require a token in hello and serve POST /v1/tokens
                           (API keys: skytale keys create --org ORG, same --data-dir)
   --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
+
+const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+function _duration(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d+)([smhd]?)$/.exec(v);
+  const n = m ? Number(m[1]) * UNITS[m[2]!]! : 0;
+  if (!m || n < 1 || n > 10 * 365 * 86400) {
+    throw new UsageError(
+      `Option --${name} must be a duration like 30, 90s, 15m, 12h or 7d, got "${v}"\n${USAGE}`,
+    );
+  }
+  return n;
+}
 
 function _int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
@@ -34,6 +59,12 @@ function _int(name: string, v: string | undefined, min: number, max: number): nu
     );
   }
   return n;
+}
+
+async function _readText(file: string): Promise<string> {
+  const b = await readFileIfExists(file);
+  if (!b) throw new UsageError(`Cannot read "${file}"\n${USAGE}`);
+  return new TextDecoder().decode(b);
 }
 
 /**
@@ -54,6 +85,13 @@ export async function relayCommand(args: string[]): Promise<number> {
         "data-dir": { type: "string" },
         store: { type: "string" },
         "max-frame-bytes": { type: "string" },
+        "max-channels-per-connection": { type: "string" },
+        "publish-rate": { type: "string" },
+        "retention-count": { type: "string" },
+        "retention-age": { type: "string" },
+        "mailbox-ttl": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         auth: { type: "boolean" },
         "token-lifetime": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -71,6 +109,32 @@ export async function relayCommand(args: string[]): Promise<number> {
   const hostname = values.host ?? "127.0.0.1";
   const port = _int("port", values.port, 0, 65535) ?? 5000;
   const maxFrameBytes = _int("max-frame-bytes", values["max-frame-bytes"], 1024, 64 * 1024 * 1024);
+  const maxChannels = _int(
+    "max-channels-per-connection",
+    values["max-channels-per-connection"],
+    1,
+    1_000_000,
+  );
+  const rate = _int("publish-rate", values["publish-rate"], 1, 10_000_000);
+  const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
+  const retentionAge = _duration("retention-age", values["retention-age"]);
+  const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
+  const limits: Partial<RelayLimits> = {
+    ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
+    ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
+    ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
+    ...(mailboxTtl !== undefined ? { maxMailboxTtlSeconds: mailboxTtl } : {}),
+  };
+  const retention: Retention = {
+    ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
+    ...(retentionAge !== undefined ? { maxAgeMs: retentionAge * 1000 } : {}),
+  };
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) {
+    throw new UsageError(`Options --tls-cert and --tls-key go together\n${USAGE}`);
+  }
+  const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined
+    ? { cert: await _readText(values["tls-cert"]), key: await _readText(values["tls-key"]) }
+    : undefined;
   const store = values.store ?? "sqlite";
   if (store !== "sqlite" && store !== "memory") {
     throw new UsageError(`Option --store must be "sqlite" or "memory", got "${store}"\n${USAGE}`);
@@ -78,8 +142,8 @@ export async function relayCommand(args: string[]): Promise<number> {
   const dataDir = values["data-dir"] ??
     joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
   const log: RelayLog = store === "sqlite"
-    ? await SqliteLog.open(joinPath(dataDir, "relay.db"))
-    : new MemoryLog();
+    ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
+    : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
   let auth: RelayAuth | undefined;
   try {
@@ -99,7 +163,8 @@ export async function relayCommand(args: string[]): Promise<number> {
       hostname,
       port,
       log,
-      ...(maxFrameBytes !== undefined ? { limits: { maxFrameBytes } } : {}),
+      limits,
+      ...(tls ? { tls } : {}),
       ...(auth
         ? {
           authenticate: (token: string | undefined) => auth.authenticate(token),
@@ -112,15 +177,20 @@ export async function relayCommand(args: string[]): Promise<number> {
     throw e;
   }
   const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
-  logLine(
-    `skytale relay listening on ${relay.url} (${
-      store === "sqlite" ? `log ${joinPath(dataDir, "relay.db")}` : "memory log"
-    })${auth ? `, auth on (tokens for ${auth.tokenLifetimeSeconds} s)` : ""}`,
-  );
+  jsonLog("info", `skytale relay listening on ${relay.url}`, {
+    url: relay.url,
+    store,
+    ...(store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
+    auth: auth !== undefined,
+    ...(auth ? { tokenLifetimeSeconds: auth.tokenLifetimeSeconds } : {}),
+    tls: tls !== undefined,
+    limits: relay.server.limits,
+    retention,
+  });
   const signal = await stopped;
-  logLine(`skytale relay: ${signal}, shutting down`);
+  jsonLog("info", `skytale relay: ${signal}, shutting down`, { signal });
   await relay.close();
   auth?.close();
-  logLine("skytale relay: stopped");
+  jsonLog("info", "skytale relay: stopped");
   return 0;
 }

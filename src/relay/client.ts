@@ -750,9 +750,14 @@ export class RelayClient {
     const sub = this.#subs.get(f.channel);
     if (!sub || !sub.active || sub.next === undefined || f.seq < sub.next) return;
     if (f.seq > sub.next) {
-      // A gap should not happen; ask again from where we are rather than skip.
-      if (sub.pendingReq === undefined) this.#subscribeRequest(sub).catch((e) => this.#onError(e));
-      return;
+      // The relay sends each channel in seq order; it skips only seqs its retention deleted.
+      const range = `${sub.next}-${f.seq - 1}`;
+      this.#onError(
+        new RelayError(
+          "limit",
+          `Entries ${range} of channel "${f.channel}" were deleted by the relay's retention`,
+        ),
+      );
     }
     sub.next = f.seq + 1;
     sub.queue.push({

@@ -16,7 +16,7 @@
  * @module
  */
 import { AuthError, type ErrorCode, ErrorCodes, ProtocolError, SkytaleError } from "../errors.ts";
-import { logLine } from "../runtime/env.ts";
+import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
 import type { LogEntry, RelayLog } from "./log/types.ts";
@@ -29,6 +29,26 @@ import {
   MAX_NAME_BYTES,
   peekRequestId,
 } from "./protocol.ts";
+
+/** Severity of a relay log line. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** Where a relay's log lines go. */
+export type RelayLogger = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * The default relay logger: one JSON object per line on stderr
+ * (`{"time","level","msg",...fields}`); `debug` lines only when
+ * `SKYTALE_LOG_LEVEL=debug`.
+ *
+ * @param level The severity.
+ * @param msg The message.
+ * @param fields Extra fields (never payloads).
+ */
+export function jsonLog(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
+  if (level === "debug" && env("SKYTALE_LOG_LEVEL") !== "debug") return;
+  logLine(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
+}
 
 /** Limits a relay enforces; breaking one is answered with an error frame. */
 export interface RelayLimits {
@@ -86,8 +106,13 @@ export interface RelayServerOptions {
   onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
   /** The clock, in ms since the Unix epoch (tests). */
   now?: () => number;
+  /** Where log lines go (default {@linkcode jsonLog}). */
+  logger?: RelayLogger;
+  /** How often age retention runs (`log.trim`), in ms (default 1000). */
+  trimIntervalMs?: number;
 }
 
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const PUMP_BATCH = 64;
 const CLOSED: Promise<void> = Promise.resolve();
@@ -138,6 +163,7 @@ export class RelayServer {
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
   readonly #now: () => number;
+  readonly #logger: RelayLogger;
   readonly #conns = new Set<_Conn>();
   readonly #subs = new Map<string, Set<_Sub>>();
   readonly #heads = new Map<string, number>();
@@ -149,8 +175,17 @@ export class RelayServer {
     mailboxPuts: 0,
     mailboxTakes: 0,
     authFailures: 0,
+    limitBreaches: 0,
+    framesIn: 0,
+    framesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    trimmed: 0,
   };
+  readonly #latency = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #trimTimer: ReturnType<typeof setInterval> | undefined;
+  #trimming = false;
   #closed = false;
 
   /**
@@ -164,8 +199,24 @@ export class RelayServer {
     this.#authenticate = opts.authenticate;
     this.#onRequest = opts.onRequest;
     this.#now = opts.now ?? Date.now;
+    this.#logger = opts.logger ?? jsonLog;
+    if (this.#log.trim) {
+      this.#trimTimer = setInterval(() => void this.#trim(), opts.trimIntervalMs ?? 1000);
+    }
     const tick = Math.max(1000, Math.min(15_000, this.#limits.idleTimeoutMs / 4));
     this.#idleTimer = setInterval(() => this.#closeIdle(), tick);
+  }
+
+  async #trim(): Promise<void> {
+    if (this.#trimming || this.#closed) return;
+    this.#trimming = true;
+    try {
+      this.#metrics.trimmed += await this.#log.trim?.(this.#now()) ?? 0;
+    } catch (e) {
+      this.#logger("error", "retention trim failed", { error: String(e) });
+    } finally {
+      this.#trimming = false;
+    }
   }
 
   /** The limits in force. */
@@ -203,17 +254,49 @@ export class RelayServer {
     let subs = 0;
     for (const s of this.#subs.values()) subs += s.size;
     const m = this.#metrics;
-    const lines = [
-      ["skytale_relay_connections", "gauge", this.#conns.size],
-      ["skytale_relay_subscriptions", "gauge", subs],
-      ["skytale_relay_published_total", "counter", m.published],
-      ["skytale_relay_delivered_total", "counter", m.delivered],
-      ["skytale_relay_nacked_total", "counter", m.nacked],
-      ["skytale_relay_frame_errors_total", "counter", m.frameErrors],
-      ["skytale_relay_mailbox_puts_total", "counter", m.mailboxPuts],
-      ["skytale_relay_mailbox_takes_total", "counter", m.mailboxTakes],
-    ] as const;
-    return lines.map(([n, t, v]) => `# TYPE ${n} ${t}\n${n} ${v}\n`).join("");
+    const lines: [string, string, string, number][] = [
+      ["skytale_relay_connections", "gauge", "Open WebSocket connections", this.#conns.size],
+      ["skytale_relay_channels", "gauge", "Channels with a subscriber here", this.#subs.size],
+      ["skytale_relay_subscriptions", "gauge", "Subscriptions", subs],
+      ["skytale_relay_frames_in_total", "counter", "Frames received", m.framesIn],
+      ["skytale_relay_frames_out_total", "counter", "Frames sent", m.framesOut],
+      ["skytale_relay_bytes_in_total", "counter", "Bytes received", m.bytesIn],
+      ["skytale_relay_bytes_out_total", "counter", "Bytes sent", m.bytesOut],
+      ["skytale_relay_published_total", "counter", "Entries appended", m.published],
+      ["skytale_relay_acks_total", "counter", "Publishes acked", m.published],
+      ["skytale_relay_nacks_total", "counter", "Publishes nacked", m.nacked],
+      ["skytale_relay_nacked_total", "counter", "Publishes nacked (old name)", m.nacked],
+      ["skytale_relay_delivered_total", "counter", "Entries delivered", m.delivered],
+      ["skytale_relay_frame_errors_total", "counter", "Malformed frames", m.frameErrors],
+      ["skytale_relay_auth_failures_total", "counter", "Refused credentials", m.authFailures],
+      [
+        "skytale_relay_limit_breaches_total",
+        "counter",
+        "Requests refused by a limit",
+        m.limitBreaches,
+      ],
+      ["skytale_relay_mailbox_puts_total", "counter", "Mailbox puts", m.mailboxPuts],
+      ["skytale_relay_mailbox_takes_total", "counter", "Mailbox takes", m.mailboxTakes],
+      [
+        "skytale_relay_retention_trimmed_total",
+        "counter",
+        "Entries deleted by age retention",
+        m.trimmed,
+      ],
+    ];
+    let out = lines.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}\n`).join(
+      "",
+    );
+    const h = "skytale_relay_log_append_seconds";
+    out += `# HELP ${h} Log append latency\n# TYPE ${h} histogram\n`;
+    let cum = 0;
+    LATENCY_BUCKETS.forEach((le, i) => {
+      cum += this.#latency.buckets[i]!;
+      out += `${h}_bucket{le="${le}"} ${cum}\n`;
+    });
+    out += `${h}_bucket{le="+Inf"} ${this.#latency.count}\n`;
+    out += `${h}_sum ${this.#latency.sum}\n${h}_count ${this.#latency.count}\n`;
+    return out;
   }
 
   /**
@@ -252,6 +335,7 @@ export class RelayServer {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#idleTimer);
+    clearInterval(this.#trimTimer);
     this.#idleTimer = undefined;
     const chains = [...this.#conns].map((c) => c.chain);
     for (const c of [...this.#conns]) {
@@ -290,7 +374,17 @@ export class RelayServer {
   }
 
   #send(c: _Conn, f: Frame): void {
-    if (!c.closed) c.ws.send(encodeFrame(f));
+    if (c.closed) return;
+    const b = encodeFrame(f);
+    this.#metrics.framesOut++;
+    this.#metrics.bytesOut += b.length;
+    c.ws.send(b);
+  }
+
+  #limitError(c: _Conn, reqId: number, what: string, message: string): void {
+    this.#metrics.limitBreaches++;
+    this.#logger("warn", "limit exceeded", { limit: what, remote: c.ws.remote });
+    this.#error(c, reqId, "limit", message);
   }
 
   #error(c: _Conn, reqId: number, code: ErrorCode, message: string): void {
@@ -300,6 +394,8 @@ export class RelayServer {
   #onMessage(c: _Conn, data: Uint8Array): void {
     if (c.closed) return;
     c.lastSeen = this.#now();
+    this.#metrics.framesIn++;
+    this.#metrics.bytesIn += data.length;
     let frame: Frame;
     try {
       if (data.length > this.#limits.maxFrameBytes) {
@@ -329,7 +425,7 @@ export class RelayServer {
       if (e instanceof SkytaleError) {
         this.#error(c, reqId, e.code, e.message);
       } else {
-        logLine(`skytale relay: internal error handling "${frame.type}": ${String(e)}`);
+        this.#logger("error", "internal error", { frame: frame.type, error: String(e) });
         this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
       }
     });
@@ -418,6 +514,7 @@ export class RelayServer {
 
   #authFailed(c: _Conn, reqId: number, message: string): void {
     this.#metrics.authFailures++;
+    this.#logger("warn", "authentication failed", { remote: c.ws.remote, reason: message });
     this.#error(c, reqId, "auth", message);
     c.ws.close(1008, "authentication failed");
     this.#onClose(c);
@@ -440,10 +537,10 @@ export class RelayServer {
   async #subscribe(c: _Conn, f: FrameOf<"subscribe">): Promise<void> {
     this.#checkChannel(c, f.channel);
     if (!c.subs.has(f.channel) && c.subs.size >= this.#limits.maxChannelsPerConnection) {
-      return this.#error(
+      return this.#limitError(
         c,
         f.reqId,
-        "limit",
+        "channels_per_connection",
         `Cannot subscribe to "${f.channel}": this connection already has ${c.subs.size} subscriptions, the limit`,
       );
     }
@@ -494,20 +591,22 @@ export class RelayServer {
         }
         const batch = await this.#log.read(s.channel, s.next, PUMP_BATCH);
         if (s.closed) return;
-        if (batch.length === 0 || batch[0]!.seq > s.next) {
-          // The log has nothing where the head says it should: go live and let appends drive.
+        if (batch.length === 0) {
+          // Nothing from here on (retention may have deleted up to the head): go live.
+          s.next = Math.max(s.next, (this.#heads.get(s.channel) ?? 0) + 1);
           s.live = true;
           return;
         }
         for (const e of batch) {
-          if (e.seq !== s.next) break;
+          if (e.seq < s.next) continue;
+          // A seq above s.next means retention deleted the ones between: skip them.
           this.#deliver(s, e);
           if (s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) break;
         }
       }
     } catch (e) {
       if (!s.closed) {
-        logLine(`skytale relay: reading "${s.channel}" failed: ${String(e)}`);
+        this.#logger("error", "reading a channel failed", { channel: s.channel, error: String(e) });
         this.#error(s.conn, 0, _code(e), `Cannot read channel "${s.channel}"`);
         this.#dropSub(s);
         s.conn.subs.delete(s.channel);
@@ -519,6 +618,8 @@ export class RelayServer {
 
   #deliver(s: _Sub, e: LogEntry, bytes?: Uint8Array): Uint8Array {
     const b = bytes ?? encodeFrame({ type: "deliver", channel: s.channel, ...e });
+    this.#metrics.framesOut++;
+    this.#metrics.bytesOut += b.length;
     s.conn.ws.send(b);
     s.next = e.seq + 1;
     this.#metrics.delivered++;
@@ -540,6 +641,14 @@ export class RelayServer {
     }
   }
 
+  #observeAppend(seconds: number): void {
+    const l = this.#latency;
+    l.count++;
+    l.sum += seconds;
+    const i = LATENCY_BUCKETS.findIndex((le) => seconds <= le);
+    if (i >= 0) l.buckets[i]!++;
+  }
+
   #takeToken(c: _Conn): boolean {
     const now = this.#now();
     const l = this.#limits;
@@ -556,14 +665,15 @@ export class RelayServer {
   async #publish(c: _Conn, f: FrameOf<"publish">): Promise<void> {
     this.#checkChannel(c, f.channel);
     if (!this.#takeToken(c)) {
-      return this.#error(
+      return this.#limitError(
         c,
         f.reqId,
-        "limit",
+        "publish_rate",
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
     const time = this.#now();
+    const t0 = performance.now();
     const r = await this.#log.append(f.channel, {
       id: f.id,
       kind: f.kind,
@@ -571,6 +681,7 @@ export class RelayServer {
       payload: f.payload,
       time,
     });
+    this.#observeAppend((performance.now() - t0) / 1000);
     if (!r.ok) {
       this.#metrics.nacked++;
       return this.#send(c, { type: "nack", reqId: f.reqId, code: r.code, epoch: r.epoch });
@@ -609,10 +720,10 @@ export class RelayServer {
       );
     }
     if (!this.#takeToken(c)) {
-      return this.#error(
+      return this.#limitError(
         c,
         f.reqId,
-        "limit",
+        "publish_rate",
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
@@ -636,13 +747,15 @@ export interface StartRelayOptions extends RelayServerOptions {
   hostname: string;
   /** The port; 0 picks a free one. */
   port: number;
+  /** Serve `wss://` (and HTTPS) with this PEM certificate chain and key. */
+  tls?: { cert: string; key: string };
 }
 
 /** A running relay. */
 export interface Relay {
   /** The port it listens on. */
   readonly port: number;
-  /** Its WebSocket URL, e.g. `ws://127.0.0.1:5000`. */
+  /** Its WebSocket URL, e.g. `ws://127.0.0.1:5000` (`wss://` with TLS). */
   readonly url: string;
   /** The handler (for metrics and limits). */
   readonly server: RelayServer;
@@ -674,6 +787,7 @@ export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
       hostname: opts.hostname,
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
+      ...(opts.tls ? { tls: opts.tls } : {}),
       onRequest: (req) => server.handleRequest(req),
       onSocket: (conn) => server.openConnection(conn),
     });
@@ -686,7 +800,7 @@ export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
   let closing: Promise<void> | undefined;
   return {
     port: http.port,
-    url: `ws://${host}:${http.port}`,
+    url: `${opts.tls ? "wss" : "ws"}://${host}:${http.port}`,
     server,
     close() {
       closing ??= (async () => {

@@ -53,6 +53,8 @@ export interface ServeOptions {
   onSocket(conn: WsConnection): WsHandlers;
   /** The largest WebSocket message the runtime accepts before closing the connection (1009). */
   maxMessageBytes?: number;
+  /** Serve HTTPS and `wss://` with this PEM certificate chain and private key. */
+  tls?: { cert: string; key: string };
 }
 
 /** A listening server. */
@@ -146,6 +148,8 @@ interface _DenoNs {
     o: {
       hostname: string;
       port: number;
+      cert?: string;
+      key?: string;
       onListen?: (a: unknown) => void;
       handler: (
         req: Request,
@@ -162,6 +166,7 @@ function _serveDeno(opts: ServeOptions): Promise<Server> {
   const server = D.serve({
     hostname: opts.hostname,
     port: opts.port,
+    ...(opts.tls ? { cert: opts.tls.cert, key: opts.tls.key } : {}),
     onListen: () => {},
     handler(req, info) {
       if (!_isUpgrade(req.headers)) return opts.onRequest(req);
@@ -247,6 +252,7 @@ interface _BunNs {
   serve(o: {
     hostname: string;
     port: number;
+    tls?: { cert: string; key: string };
     fetch(req: Request, server: _BunServer): Response | Promise<Response> | undefined;
     websocket: {
       maxPayloadLength?: number;
@@ -263,6 +269,7 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
   const server = B.serve({
     hostname: opts.hostname,
     port: opts.port,
+    ...(opts.tls ? { tls: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     fetch(req, srv) {
       if (_isUpgrade(req.headers)) {
         if (srv.upgrade(req, { data: {} })) return undefined;
@@ -323,12 +330,13 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
 
 async function _serveNode(opts: ServeOptions): Promise<Server> {
   const http = await import("node:http");
+  const https = await import("node:https");
   const { WebSocketServer } = await import("ws");
   const wss = new WebSocketServer({
     noServer: true,
     ...(opts.maxMessageBytes ? { maxPayload: opts.maxMessageBytes } : {}),
   });
-  const server = http.createServer(async (req, res) => {
+  const handler: Parameters<typeof http.createServer>[1] = async (req, res) => {
     try {
       const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
       const chunks: Uint8Array[] = [];
@@ -341,7 +349,7 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
         for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
       }
       const body = chunks.length ? _toBytes(chunks) : undefined;
-      const request = new Request(`http://${host}${req.url ?? "/"}`, {
+      const request = new Request(`${opts.tls ? "https" : "http"}://${host}${req.url ?? "/"}`, {
         method: req.method ?? "GET",
         headers,
         ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
@@ -356,7 +364,10 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     }
-  });
+  };
+  const server = opts.tls
+    ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
+    : http.createServer(handler);
   server.on("upgrade", (req, socket, head) => {
     wss.handleUpgrade(req, socket, head, (ws) => {
       const conn: WsConnection = {

@@ -4,11 +4,21 @@
  * @module
  */
 import { RelayError } from "../../errors.ts";
-import type { AppendInput, AppendResult, LogEntry, MailboxEntry, RelayLog } from "./types.ts";
+import type {
+  AppendInput,
+  AppendResult,
+  LogEntry,
+  MailboxEntry,
+  RelayLog,
+  Retention,
+} from "./types.ts";
 
 interface _Channel {
   epoch: number;
-  entries: LogEntry[];
+  /** Index seq - 1; a trimmed entry leaves `undefined`. */
+  entries: (LogEntry | undefined)[];
+  /** Every seq up to this one has been considered for trimming. */
+  trimmed: number;
   byId: Map<string, { seq: number; epoch: number }>;
   /** epoch → first seq of that epoch (epoch 0 starts at 1). */
   epochStarts: Map<number, number>;
@@ -30,6 +40,50 @@ export class MemoryLog implements RelayLog {
   #channels = new Map<string, _Channel>();
   #mailboxes = new Map<string, _Item[]>();
   #closed = false;
+  #retention: Retention;
+
+  /**
+   * Creates an empty log.
+   *
+   * @param opts Retention (default: keep everything).
+   */
+  constructor(opts: { retention?: Retention } = {}) {
+    this.#retention = opts.retention ?? {};
+  }
+
+  #trimUpTo(c: _Channel, cutoff: (e: LogEntry) => boolean, upTo: number): number {
+    let n = 0;
+    let seq = c.trimmed + 1;
+    for (; seq <= upTo; seq++) {
+      const e = c.entries[seq - 1];
+      if (e === undefined) continue;
+      if (!cutoff(e)) break;
+      if (e.kind !== "commit") {
+        c.entries[seq - 1] = undefined;
+        c.byId.delete(_key(e.id));
+        n++;
+      }
+    }
+    c.trimmed = seq - 1;
+    return n;
+  }
+
+  /**
+   * Applies age retention.
+   *
+   * @param now Now, ms since the Unix epoch.
+   * @returns How many entries were deleted.
+   */
+  trim(now: number): Promise<number> {
+    this.#check();
+    const age = this.#retention.maxAgeMs;
+    if (age === undefined) return Promise.resolve(0);
+    let n = 0;
+    for (const c of this.#channels.values()) {
+      n += this.#trimUpTo(c, (e) => e.time < now - age, c.entries.length);
+    }
+    return Promise.resolve(n);
+  }
 
   #check(): void {
     if (this.#closed) throw new RelayError("closed", "The relay log is closed");
@@ -47,6 +101,7 @@ export class MemoryLog implements RelayLog {
     this.#channels.set(channel, {
       epoch: 0,
       entries: [],
+      trimmed: 0,
       byId: new Map(),
       epochStarts: new Map([[0, 1]]),
     });
@@ -97,6 +152,8 @@ export class MemoryLog implements RelayLog {
       c.epochStarts.set(c.epoch, seq + 1);
     }
     c.byId.set(key, { seq, epoch });
+    const max = this.#retention.maxCount;
+    if (max !== undefined && seq - max > c.trimmed) this.#trimUpTo(c, () => true, seq - max);
     return Promise.resolve({ ok: true, seq, epoch });
   }
 
@@ -112,8 +169,12 @@ export class MemoryLog implements RelayLog {
     this.#check();
     const c = this.#channels.get(channel);
     if (!c) return Promise.resolve([]);
-    const start = Math.max(1, fromSeq) - 1;
-    return Promise.resolve(c.entries.slice(start, start + Math.max(0, limit)));
+    const out: LogEntry[] = [];
+    for (let i = Math.max(1, fromSeq) - 1; i < c.entries.length && out.length < limit; i++) {
+      const e = c.entries[i];
+      if (e) out.push(e);
+    }
+    return Promise.resolve(out);
   }
 
   /**

@@ -18,7 +18,14 @@ import {
   type SqlValue,
 } from "../../runtime/sqlite.ts";
 import type { EntryKind } from "../protocol.ts";
-import type { AppendInput, AppendResult, LogEntry, MailboxEntry, RelayLog } from "./types.ts";
+import type {
+  AppendInput,
+  AppendResult,
+  LogEntry,
+  MailboxEntry,
+  RelayLog,
+  Retention,
+} from "./types.ts";
 
 const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
 const KIND_NUM: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2 };
@@ -44,6 +51,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_seq ON entries (cid, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_id ON entries (cid, id);
+CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 CREATE TABLE IF NOT EXISTS epochs (
   cid INTEGER NOT NULL,
   epoch INTEGER NOT NULL,
@@ -78,6 +86,8 @@ function _num(v: SqlValue | undefined): number {
 export interface SqliteLogOptions {
   /** `normal` (default): durable across process crashes; `full`: fsync every append. */
   synchronous?: "normal" | "full";
+  /** Retention (default: keep everything). */
+  retention?: Retention;
 }
 
 /** A relay log in a SQLite file. */
@@ -96,6 +106,8 @@ export class SqliteLog implements RelayLog {
     | "mailboxSelect"
     | "mailboxDelete"
     | "mailboxPurge"
+    | "trimCount"
+    | "trimAge"
     | "begin"
     | "commit"
     | "rollback",
@@ -103,9 +115,13 @@ export class SqliteLog implements RelayLog {
   >;
   #closed = false;
   #lastPurge = 0;
+  #retention: Retention;
+  /** cid → every seq up to this one has been considered for count trimming. */
+  #trimmed = new Map<number, number>();
 
-  private constructor(db: SqlDatabase) {
+  private constructor(db: SqlDatabase, retention: Retention) {
     this.#db = db;
+    this.#retention = retention;
     const p = (sql: string) => db.prepare(sql);
     this.#st = {
       channel: p("SELECT cid, epoch, head FROM channels WHERE name = ?"),
@@ -128,6 +144,8 @@ export class SqliteLog implements RelayLog {
       ),
       mailboxDelete: p("DELETE FROM mailbox WHERE address = ?"),
       mailboxPurge: p("DELETE FROM mailbox WHERE expires_at <= ?"),
+      trimCount: p("DELETE FROM entries WHERE cid = ? AND seq > ? AND seq <= ? AND kind != 1"),
+      trimAge: p("DELETE FROM entries WHERE time < ? AND kind != 1"),
       begin: p("BEGIN IMMEDIATE"),
       commit: p("COMMIT"),
       rollback: p("ROLLBACK"),
@@ -169,7 +187,7 @@ export class SqliteLog implements RelayLog {
       if (e instanceof RelayError) throw e;
       throw new RelayError("state_corrupt", `Cannot open relay log "${path}"`, { cause: e });
     }
-    return new SqliteLog(db);
+    return new SqliteLog(db, opts.retention ?? {});
   }
 
   #check(): void {
@@ -243,6 +261,12 @@ export class SqliteLog implements RelayLog {
       const epoch = isCommit ? e.epoch + 1 : c.epoch;
       this.#st.updateChannel.run(seq, epoch, c.cid);
       if (isCommit) this.#st.insertEpoch.run(c.cid, epoch, seq + 1);
+      const max = this.#retention.maxCount;
+      const done = this.#trimmed.get(c.cid) ?? 0;
+      if (max !== undefined && seq - max > done) {
+        this.#st.trimCount.run(c.cid, done, seq - max);
+        this.#trimmed.set(c.cid, seq - max);
+      }
       return { ok: true, seq, epoch: isCommit ? epoch : e.epoch };
     }));
   }
@@ -327,6 +351,19 @@ export class SqliteLog implements RelayLog {
         payload: _bytes(r.payload),
       }));
     }));
+  }
+
+  /**
+   * Applies age retention.
+   *
+   * @param now Now, ms since the Unix epoch.
+   * @returns How many entries were deleted.
+   */
+  trim(now: number): Promise<number> {
+    this.#check();
+    const age = this.#retention.maxAgeMs;
+    if (age === undefined) return Promise.resolve(0);
+    return Promise.resolve(this.#st.trimAge.run(now - age).changes);
   }
 
   /** Closes the database file (idempotent). */

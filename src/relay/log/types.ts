@@ -55,6 +55,22 @@ export interface MailboxEntry {
   payload: Uint8Array;
 }
 
+/**
+ * How long a channel keeps its entries. Retention deletes `application` and
+ * `proposal` entries only: `commit` entries are kept for as long as the
+ * channel exists, because every member needs every commit to follow the
+ * channel's epochs. A member that was away longer than the retention thus
+ * misses the messages trimmed meanwhile but still resumes and decrypts what
+ * came after. Seqs are never renumbered; trimming leaves gaps that readers
+ * skip.
+ */
+export interface Retention {
+  /** Keep the newest N seqs of a channel: entries with seq <= head - N are trimmed. */
+  maxCount?: number;
+  /** Trim entries older than this, in ms (applied by {@linkcode RelayLog.trim}). */
+  maxAgeMs?: number;
+}
+
 /** A relay's storage. Implementations serialise their own writes. */
 export interface RelayLog {
   /**
@@ -87,7 +103,8 @@ export interface RelayLog {
    * @param channel The channel name.
    * @param fromSeq The first seq wanted.
    * @param limit The most entries returned.
-   * @returns Entries with seq >= `fromSeq`, in seq order (empty for an unknown channel).
+   * @returns Entries with seq >= `fromSeq`, in seq order (empty for an unknown channel);
+   *   seqs trimmed by retention are skipped.
    */
   read(channel: string, fromSeq: number, limit: number): Promise<LogEntry[]>;
   /**
@@ -121,6 +138,15 @@ export interface RelayLog {
    * @returns The items.
    */
   mailboxTake(address: string, now: number): Promise<MailboxEntry[]>;
+  /**
+   * Applies age retention: deletes the non-commit entries older than the
+   * configured age (count retention is applied on append). Optional: a log
+   * without retention need not implement it.
+   *
+   * @param now The current time in milliseconds since the Unix epoch.
+   * @returns How many entries were deleted.
+   */
+  trim?(now: number): Promise<number>;
   /** Releases the storage; further calls fail. */
   close(): Promise<void>;
 }

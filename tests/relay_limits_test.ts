@@ -1,0 +1,271 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { KeyStore } from "../src/relay/auth.ts";
+import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
+import type { LogEntry } from "../src/relay/log/types.ts";
+import { eventually, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
+
+const rid = () => crypto.getRandomValues(new Uint8Array(16));
+const opaque = () => crypto.getRandomValues(new Uint8Array(16));
+
+function client(url: string, extra: Partial<RelayClientOptions> = {}): RelayClient {
+  return new RelayClient({
+    connect: () => connectWebSocket(url, 2000),
+    requestTimeoutMs: 10_000,
+    backoffInitialMs: 50,
+    backoffMaxMs: 300,
+    onError: () => {},
+    ...extra,
+  });
+}
+
+function pub(
+  c: RelayClient,
+  ch: string,
+  kind: "application" | "commit" = "application",
+  epoch = 0,
+) {
+  return c.publish(ch, { id: rid(), kind, epoch, payload: opaque() });
+}
+
+async function collect(url: string, ch: string, from: number, n: number): Promise<{
+  seqs: number[];
+  notes: string[];
+}> {
+  const notes: string[] = [];
+  const c = client(url, { onError: (e) => notes.push((e as Error).message) });
+  const got: LogEntry[] = [];
+  try {
+    await c.subscribe(ch, { seq: from }, (e) => void got.push(e));
+    await eventually(() => got.length >= n, 10_000, `${n} deliveries`);
+    await new Promise((r) => setTimeout(r, 100));
+    return { seqs: got.map((e) => e.seq), notes };
+  } finally {
+    await c.close();
+  }
+}
+
+test("each limit breach gets an error the client sees: frame size, channels, publish rate, mailbox TTL", async () => {
+  const { proc, url, port } = await startRelayProcess([
+    "--store",
+    "memory",
+    "--max-frame-bytes",
+    "4096",
+    "--max-channels-per-connection",
+    "2",
+    "--publish-rate",
+    "2",
+    "--mailbox-ttl",
+    "1",
+  ]);
+  const a = client(url);
+  const b = client(url);
+  const m = client(url);
+  try {
+    for (const ch of ["acme/l/one", "acme/l/two", "acme/l/three"]) await a.create(ch);
+    // Frame size.
+    await assert.rejects(
+      a.publish("acme/l/one", {
+        id: rid(),
+        kind: "application",
+        epoch: 0,
+        payload: new Uint8Array(5000),
+      }),
+      { code: "too_large", message: /over the limit of 4096 bytes/ },
+    );
+    // Channels per connection.
+    await a.subscribe("acme/l/one", { seq: 1 }, () => {});
+    await a.subscribe("acme/l/two", { seq: 1 }, () => {});
+    await assert.rejects(a.subscribe("acme/l/three", { seq: 1 }, () => {}), {
+      code: "limit",
+      message: /2 subscriptions, the limit/,
+    });
+    // Publish rate: 2 per second, bursts of 4.
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => pub(b, "acme/l/one")));
+    const refused = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+    assert.ok(refused.length >= 3 && refused.length <= 4, `${refused.length} refused`);
+    for (const r of refused) {
+      assert.equal(r.reason.code, "limit");
+      assert.match(r.reason.message, /rate limit of 2 per second/);
+    }
+    // Mailbox TTL: a longer TTL is cut to the relay's 1 s.
+    await m.mailboxPut("kp:bob", opaque(), 3600);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(await m.mailboxTake("kp:bob"), []);
+    // The connection survives every breach.
+    assert.ok((await a.ping()) >= 0);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const value = (n: string) => Number(new RegExp(`^${n} (\\d+)$`, "m").exec(metrics)?.[1]);
+    assert.ok(value("skytale_relay_limit_breaches_total") >= 4, metrics);
+    assert.equal(value("skytale_relay_connections"), 3);
+    assert.equal(value("skytale_relay_subscriptions"), 2);
+    assert.ok(value("skytale_relay_frames_in_total") > 10);
+    assert.ok(value("skytale_relay_bytes_out_total") > 0);
+    assert.ok(value("skytale_relay_acks_total") >= 4);
+    assert.match(metrics, /^skytale_relay_log_append_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    assert.match(metrics, /^skytale_relay_log_append_seconds_count \d+$/m);
+    // Structured logs: JSON lines on stderr, one for each breach.
+    const lines = proc.stderr().trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(lines.some((l) => l.level === "info" && /listening on/.test(l.msg)));
+    assert.ok(lines.filter((l) => l.msg === "limit exceeded").length >= 4);
+  } finally {
+    await a.close();
+    await b.close();
+    await m.close();
+    await proc.kill();
+  }
+});
+
+for (const store of ["memory", "sqlite"]) {
+  test(`retention by count (${store}) trims old messages, keeps commits, and a resume skips to what is left`, async () => {
+    const dir = await tempDir();
+    const { proc, url } = await startRelayProcess([
+      "--store",
+      store,
+      "--data-dir",
+      dir,
+      "--retention-count",
+      "5",
+    ]);
+    const c = client(url);
+    const ch = "acme/ret/count";
+    try {
+      await c.create(ch);
+      const live: number[] = [];
+      await c.subscribe(ch, { seq: 1 }, (e) => void live.push(e.seq));
+      for (let i = 0; i < 3; i++) await pub(c, ch); // 1-3
+      assert.deepEqual(await pub(c, ch, "commit", 0), { ok: true, seq: 4, epoch: 1 });
+      for (let i = 0; i < 8; i++) await pub(c, ch, "application", 1); // 5-12
+      // A live subscriber got everything.
+      await eventually(() => live.length === 12, 10_000, "live deliveries");
+      // A new subscriber from 1 gets the commit and the newest five seqs.
+      const fresh = await collect(url, ch, 1, 6);
+      assert.deepEqual(fresh.seqs, [4, 8, 9, 10, 11, 12]);
+      // A member resuming at seq 3 is told what it missed and goes on.
+      const resumed = await collect(url, ch, 3, 6);
+      assert.deepEqual(resumed.seqs, [4, 8, 9, 10, 11, 12]);
+      assert.ok(resumed.notes.some((n) => /5-7 .* retention/.test(n)), String(resumed.notes));
+      // Epoch 1 still starts after the commit, and new entries keep their seqs.
+      assert.deepEqual(await pub(c, ch, "application", 1), { ok: true, seq: 13, epoch: 1 });
+    } finally {
+      await c.close();
+      await proc.kill();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test(`retention by age (${store}) deletes old messages but never commits`, async () => {
+    const dir = await tempDir();
+    const { proc, url } = await startRelayProcess([
+      "--store",
+      store,
+      "--data-dir",
+      dir,
+      "--retention-age",
+      "1s",
+    ]);
+    const c = client(url);
+    const ch = "acme/ret/age";
+    try {
+      await c.create(ch);
+      for (let i = 0; i < 3; i++) await pub(c, ch);
+      await pub(c, ch, "commit", 0); // 4
+      await new Promise((r) => setTimeout(r, 2500));
+      await pub(c, ch, "application", 1); // 5
+      const got = await collect(url, ch, 1, 2);
+      assert.deepEqual(got.seqs, [4, 5]);
+    } finally {
+      await c.close();
+      await proc.kill();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test("skytale relay refuses malformed limit options", async () => {
+  for (
+    const args of [
+      ["--retention-age", "soon"],
+      ["--publish-rate", "0"],
+      ["--tls-cert", "x.pem"],
+      ["--mailbox-ttl", "-1"],
+    ]
+  ) {
+    const p = spawnScript("mod.ts", ["relay", "--store", "memory", ...args]);
+    assert.equal(await p.exited, 2, args.join(" "));
+    assert.match(p.stderr(), /Usage: skytale relay/);
+  }
+});
+
+test("a relay with --tls-cert/--tls-key serves wss:// and https://, with auth, to a client that trusts the CA", async () => {
+  const dir = await tempDir();
+  const ca = path.join(dir, "ca.pem");
+  const cert = path.join(dir, "cert.pem");
+  const key = path.join(dir, "key.pem");
+  const ssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "ignore", cwd: dir });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  // A throwaway CA, and a certificate for 127.0.0.1 that it signs.
+  ssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", ca, "-days", "1", "-subj", "/CN=test CA");
+  ssl("req", ...ec, "-keyout", key, "-out", "leaf.csr", "-subj", "/CN=127.0.0.1");
+  await fsp.writeFile(
+    path.join(dir, "leaf.ext"),
+    "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+  );
+  ssl(
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    ca,
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    cert,
+    "-days",
+    "1",
+    "-extfile",
+    "leaf.ext",
+  );
+  const keys = await KeyStore.open(dir);
+  const { key: apiKey } = await keys.create("acme");
+  keys.close();
+  const relay = spawnScript("mod.ts", [
+    "relay",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--store",
+    "memory",
+    "--data-dir",
+    dir,
+    "--auth",
+    "--tls-cert",
+    cert,
+    "--tls-key",
+    key,
+  ]);
+  try {
+    const m = await relay.waitFor(/listening on wss:\/\/127\.0\.0\.1:(\d+)/);
+    const origin = `https://127.0.0.1:${m[1]}`;
+    const child = spawnScript("tests/fixtures/relay_tls_client.ts", [], {
+      SKYTALE_RELAY: origin,
+      SKYTALE_API_KEY: apiKey,
+      NODE_EXTRA_CA_CERTS: ca,
+      DENO_CERT: ca,
+    });
+    const timer = setTimeout(() => child.child.kill("SIGKILL"), 60_000);
+    await child.exited;
+    clearTimeout(timer);
+    const out = JSON.parse(child.stdout().trim() || "{}") as Record<string, unknown>;
+    assert.deepEqual(out, { health: "ok", received: ["over tls"] }, child.stderr());
+  } finally {
+    await relay.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
