@@ -9,6 +9,7 @@
  */
 import { AuthError, type ErrorCode, ErrorCodes, RelayError, ValidationError } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
+import { clientWebSocket } from "../runtime/websocket.ts";
 import type { EntryKind, LogEntry } from "./log/types.ts";
 import {
   ABSOLUTE_MAX_FRAME_BYTES,
@@ -120,11 +121,12 @@ function _describe(e: unknown): string {
  * @returns The open socket (binary type `arraybuffer`).
  * @throws {RelayError} `relay_unavailable` if it cannot connect in time.
  */
-export function connectWebSocket(url: string, timeoutMs = 5000): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
+export async function connectWebSocket(url: string, timeoutMs = 5000): Promise<WebSocket> {
+  const Impl = await clientWebSocket();
+  return await new Promise((resolve, reject) => {
     let ws: WebSocket;
     try {
-      ws = new WebSocket(url);
+      ws = new Impl(url);
     } catch (e) {
       reject(new RelayError("relay_unavailable", `Cannot connect to relay "${url}"`, { cause: e }));
       return;
