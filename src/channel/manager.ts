@@ -95,7 +95,21 @@ interface Live {
   ownIds: Set<string>;
   waiters: Set<() => void>;
   taps: Map<string, Set<(d: TaggedData) => void>>;
+  /** Plaintexts waiting to be encrypted by the next `#seal` pass. */
+  outbox: _Outgoing[];
   proposalTimer?: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface _Sealed {
+  id: Uint8Array;
+  epoch: number;
+  payload: Uint8Array;
+}
+
+interface _Outgoing {
+  plaintext: Uint8Array;
+  resolve: (s: _Sealed) => void;
+  reject: (e: unknown) => void;
 }
 
 interface Ctx {
@@ -219,6 +233,7 @@ export class SkytaleChannelManager {
       ownIds: new Set(),
       waiters: new Set(),
       taps: new Map(),
+      outbox: [],
     };
     this.#channels.set(record.channel, live);
     return live;
@@ -228,7 +243,11 @@ export class SkytaleChannelManager {
     const from = live.record.cursor > 0
       ? { seq: live.record.cursor + 1 }
       : { epoch: ctx.engine.epoch(live.group) };
-    await ctx.relay.subscribe(live.record.channel, from, (e) => this.#onEntry(ctx, live, e));
+    await ctx.relay.subscribeBatch(
+      live.record.channel,
+      from,
+      (es) => this.#onEntries(ctx, live, es),
+    );
   }
 
   async #save(ctx: Ctx, live: Live): Promise<void> {
@@ -262,25 +281,42 @@ export class SkytaleChannelManager {
     });
   }
 
-  async #onEntry(ctx: Ctx, live: Live, e: LogEntry): Promise<void> {
+  /**
+   * Applies a burst of entries in seq order and persists once for the whole
+   * burst: group, cursor and buffer go to disk together, before any of the
+   * burst's messages is handed out (to `receive()` or to a tag handler).
+   */
+  async #onEntries(ctx: Ctx, live: Live, es: LogEntry[]): Promise<void> {
+    const handOut: (() => void)[] = [];
     await live.mutex.run(async () => {
-      if (e.seq <= live.record.cursor || !live.record.active) return;
-      const id = e.id.toHex();
-      try {
-        await this.#apply(ctx, live, e, id);
-      } catch (err) {
-        logLine(
-          `skytale: ${live.record.channel} seq ${e.seq}: skipped ${e.kind} (${message(err)})`,
-        );
+      let advanced = false;
+      for (const e of es) {
+        if (e.seq <= live.record.cursor || !live.record.active) continue;
+        try {
+          await this.#apply(ctx, live, e, e.id.toHex(), handOut);
+        } catch (err) {
+          logLine(
+            `skytale: ${live.record.channel} seq ${e.seq}: skipped ${e.kind} (${message(err)})`,
+          );
+        }
+        live.record.cursor = e.seq;
+        advanced = true;
       }
-      live.record.cursor = e.seq;
+      if (!advanced) return;
       await this.#save(ctx, live);
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
+    for (const f of handOut) f();
     this.#notify(live);
   }
 
-  async #apply(ctx: Ctx, live: Live, e: LogEntry, id: string): Promise<void> {
+  async #apply(
+    ctx: Ctx,
+    live: Live,
+    e: LogEntry,
+    id: string,
+    handOut: (() => void)[],
+  ): Promise<void> {
     const pending = live.record.pending;
     if (pending && pending.id === id) {
       live.group = ctx.engine.decodeGroup(pending.group);
@@ -311,13 +347,16 @@ export class SkytaleChannelManager {
       if (tag === Tags.chat) {
         live.record.buffer.push({ sender: r.sender, seq: e.seq, time, text: fromUtf8(body) });
       } else {
-        for (const tap of live.taps.get(tag) ?? []) {
-          try {
-            tap({ sender: r.sender, seq: e.seq, data: body });
-          } catch (err) {
-            logLine(`skytale: a "${tag}" handler failed: ${message(err)}`);
+        const d: TaggedData = { sender: r.sender, seq: e.seq, data: body };
+        handOut.push(() => {
+          for (const tap of live.taps.get(tag) ?? []) {
+            try {
+              tap(d);
+            } catch (err) {
+              logLine(`skytale: a "${tag}" handler failed: ${message(err)}`);
+            }
           }
-        }
+        });
       }
     }
   }
@@ -564,21 +603,52 @@ export class SkytaleChannelManager {
       );
     }
     const { ctx, live } = await this.#get(channel);
-    const out = await live.mutex.run(async () => {
-      this.#assertActive(live);
-      const r = await ctx.engine.encrypt(live.group, encodeEnvelope(tag, data));
-      live.group = r.newGroup;
-      // Persist the advanced ratchet before anything leaves: a crash must never reuse a key.
-      await this.#save(ctx, live);
-      const id = crypto.getRandomValues(new Uint8Array(16));
-      live.ownIds.add(id.toHex());
-      return { id, epoch: ctx.engine.epoch(live.group), payload: r.message };
-    });
+    const out = await this.#seal(ctx, live, encodeEnvelope(tag, data));
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
     if (!res.ok) {
       throw new RelayError("relay_error", `Relay refused a message to "${channel}": ${res.code}`);
     }
     return { seq: res.seq };
+  }
+
+  /**
+   * Encrypts a plaintext for sending. Sends that queue up while the channel is
+   * busy are encrypted together in one pass, and the advanced ratchet is
+   * persisted once for the pass, before any of them is released to the relay:
+   * a crash can never make a key or nonce be used twice.
+   */
+  #seal(ctx: Ctx, live: Live, plaintext: Uint8Array): Promise<_Sealed> {
+    return new Promise((resolve, reject) => {
+      live.outbox.push({ plaintext, resolve, reject });
+      if (live.outbox.length > 1) return; // a pass is already queued and will take it
+      void live.mutex.run(async () => {
+        const items = live.outbox;
+        live.outbox = [];
+        const sealed: [_Outgoing, _Sealed][] = [];
+        try {
+          this.#assertActive(live);
+          for (const item of items) {
+            try {
+              const r = await ctx.engine.encrypt(live.group, item.plaintext);
+              live.group = r.newGroup;
+              const id = crypto.getRandomValues(new Uint8Array(16));
+              sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
+            } catch (e) {
+              item.reject(e);
+            }
+          }
+          // Persist the advanced ratchet before anything leaves: a crash must never reuse a key.
+          if (sealed.length > 0) await this.#save(ctx, live);
+        } catch (e) {
+          for (const item of items) item.reject(e);
+          return;
+        }
+        for (const [item, s] of sealed) {
+          live.ownIds.add(s.id.toHex());
+          item.resolve(s);
+        }
+      });
+    });
   }
 
   /**

@@ -93,6 +93,8 @@ interface _Sub {
   channel: string;
   from: SubscribeFrom;
   onEntry: (e: LogEntry) => void | Promise<void>;
+  /** Set by {@linkcode RelayClient.subscribeBatch}: called with every entry queued so far. */
+  onBatch: ((es: LogEntry[]) => void | Promise<void>) | undefined;
   /** The next seq expected from the relay; undefined until the first `subscribed`. */
   next: number | undefined;
   queue: _Queue<LogEntry>;
@@ -277,6 +279,7 @@ export class RelayClient {
    * @param channel The channel name.
    * @param from Where to start: a seq, or the first entry of an epoch.
    * @param onEntry Called for each entry.
+   * @param onBatch If given, called instead of `onEntry` with bursts (see {@linkcode subscribeBatch}).
    * @returns When the relay has confirmed the subscription.
    * @throws {ValidationError} `invalid_argument` if already subscribed to the channel.
    */
@@ -284,6 +287,7 @@ export class RelayClient {
     channel: string,
     from: SubscribeFrom,
     onEntry: (e: LogEntry) => void | Promise<void>,
+    onBatch?: (es: LogEntry[]) => void | Promise<void>,
   ): Promise<void> {
     this.#checkOpen();
     if (this.#subs.has(channel)) {
@@ -293,6 +297,7 @@ export class RelayClient {
       channel,
       from,
       onEntry,
+      onBatch,
       next: undefined,
       queue: new _Queue(),
       running: false,
@@ -309,6 +314,26 @@ export class RelayClient {
       }
       throw e;
     }
+  }
+
+  /**
+   * Like {@linkcode subscribe}, but hands over entries in bursts: `onEntries`
+   * gets every entry that arrived while the previous call ran (at least one),
+   * in seq order, each entry once. A handler that persists per call thus
+   * persists once per burst instead of once per entry.
+   *
+   * @param channel The channel name.
+   * @param from Where to start: a seq, or the first entry of an epoch.
+   * @param onEntries Called for each burst; the next call waits for it.
+   * @returns When the relay has confirmed the subscription.
+   * @throws {ValidationError} `invalid_argument` if already subscribed to the channel.
+   */
+  async subscribeBatch(
+    channel: string,
+    from: SubscribeFrom,
+    onEntries: (es: LogEntry[]) => void | Promise<void>,
+  ): Promise<void> {
+    await this.subscribe(channel, from, (e) => onEntries([e]), onEntries);
   }
 
   /**
@@ -780,7 +805,11 @@ export class RelayClient {
         const e = sub.queue.shift();
         if (!e) break;
         try {
-          await sub.onEntry(e);
+          if (sub.onBatch) {
+            const es = [e];
+            for (let x = sub.queue.shift(); x; x = sub.queue.shift()) es.push(x);
+            await sub.onBatch(es);
+          } else await sub.onEntry(e);
         } catch (err) {
           this.#onError(err);
         }
