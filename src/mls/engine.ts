@@ -40,7 +40,7 @@ import {
   zeroOutUint8Array,
 } from "ts-mls";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
-import { decryptSenderData } from "ts-mls/privateMessage.js";
+import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import {
   decodeGroupEnvelope,
@@ -342,7 +342,60 @@ export class MlsEngine {
     g: Group,
     keyPackage: Uint8Array,
   ): Promise<{ commit: Uint8Array; welcome: Uint8Array; newGroup: Group; identity: string }> {
+    const r = await this.commitAddMany(g, [keyPackage]);
+    return {
+      commit: r.commit,
+      welcome: r.welcome,
+      newGroup: r.newGroup,
+      identity: r.identities[0]!,
+    };
+  }
+
+  /**
+   * Commits the addition of several members in one commit (one Add proposal
+   * each) with one Welcome for all of them. `g` stays valid: adopt `newGroup`
+   * only once the commit is accepted.
+   *
+   * @param g The group.
+   * @param keyPackages The new members' MLSMessage-encoded key packages (at least one).
+   * @returns The commit and Welcome (MLSMessage bytes), the next group and the added identities.
+   * @throws {CryptoError} `invalid_message` if some bytes are not a valid key package.
+   * @throws {ValidationError} `invalid_argument` if an identity is already a member or repeated.
+   */
+  async commitAddMany(
+    g: Group,
+    keyPackages: Uint8Array[],
+  ): Promise<{ commit: Uint8Array; welcome: Uint8Array; newGroup: Group; identities: string[] }> {
     const state = this.#state(g);
+    if (!Array.isArray(keyPackages) || keyPackages.length === 0) {
+      throw new ValidationError("invalid_argument", "Expected at least one key package");
+    }
+    const identities: string[] = [];
+    const proposals: Proposal[] = [];
+    for (const keyPackage of keyPackages) {
+      const { kp, identity } = this.#newMember(state, keyPackage);
+      if (identities.includes(identity)) {
+        throw new ValidationError("invalid_argument", `"${identity}" is added twice`);
+      }
+      identities.push(identity);
+      proposals.push({ proposalType: "add", add: { keyPackage: kp } });
+    }
+    const r = await this.#commit(state, proposals, "add");
+    if (r.welcome === undefined) throw new Error("ts-mls returned no Welcome for an Add");
+    const welcome = encodeMlsMessage({
+      version: "mls10",
+      wireformat: "mls_welcome",
+      welcome: r.welcome,
+    });
+    return {
+      commit: encodeMlsMessage(r.commit),
+      welcome,
+      newGroup: wrapGroup(r.newState),
+      identities,
+    };
+  }
+
+  #newMember(state: ClientState, keyPackage: Uint8Array): { kp: KeyPackage; identity: string } {
     const msg = decodeWhole(keyPackage);
     if (msg === undefined || msg.wireformat !== "mls_key_package") {
       throw new CryptoError("invalid_message", "Expected an MLS KeyPackage message");
@@ -369,19 +422,7 @@ export class MlsEngine {
     if (leafOf(state, identity) !== undefined) {
       throw new ValidationError("invalid_argument", `"${identity}" is already a member`);
     }
-    const r = await this.#commit(state, [{ proposalType: "add", add: { keyPackage: kp } }], "add");
-    if (r.welcome === undefined) throw new Error("ts-mls returned no Welcome for an Add");
-    const welcome = encodeMlsMessage({
-      version: "mls10",
-      wireformat: "mls_welcome",
-      welcome: r.welcome,
-    });
-    return {
-      commit: encodeMlsMessage(r.commit),
-      welcome,
-      newGroup: wrapGroup(r.newState),
-      identity,
-    };
+    return { kp, identity };
   }
 
   /**
@@ -582,6 +623,7 @@ export class MlsEngine {
     if (!bytesEqual(pm.groupId, state.groupContext.groupId)) {
       throw new CryptoError("invalid_message", "Message is for another group");
     }
+    if (pm.contentType === "application") return await this.#processApplication(state, pm);
     let proposalSender: number | undefined;
     let r: Awaited<ReturnType<typeof processPrivateMessage>>;
     try {
@@ -599,11 +641,7 @@ export class MlsEngine {
       );
     }
     if (r.kind === "applicationMessage") {
-      // processPrivateMessage verified the signature with the key of the leaf
-      // named in the sender data; decrypt that sender data again to learn which.
-      const sender = await this.#applicationSender(state, pm);
-      r.consumed.forEach(zeroOutUint8Array);
-      return { kind: "application", sender, data: r.message, newGroup: wrapGroup(r.newState) };
+      throw new CryptoError("invalid_message", "Application data in a non-application message");
     }
     r.consumed.forEach(zeroOutUint8Array);
     const newGroup = wrapGroup(r.newState);
@@ -651,7 +689,11 @@ export class MlsEngine {
    * @throws {StateError} `state_corrupt` if the bytes are not a group of this engine's suite.
    */
   decodeGroup(b: Uint8Array): Group {
-    const state = b instanceof Uint8Array ? decodeGroupEnvelope(b, this.#config) : undefined;
+    // Decode a copy: the state's secrets are views into the bytes decoded, and
+    // processing a message zeroes the secrets it consumed, which must not reach `b`.
+    const state = b instanceof Uint8Array
+      ? decodeGroupEnvelope(b.slice(), this.#config)
+      : undefined;
     if (state === undefined) {
       throw new StateError("state_corrupt", "Stored MLS group state is unreadable");
     }
@@ -764,19 +806,66 @@ export class MlsEngine {
     }
   }
 
-  async #applicationSender(state: ClientState, pm: PrivateMessage): Promise<string> {
-    const epochData = pm.epoch === state.groupContext.epoch
-      ? { senderDataSecret: state.keySchedule.senderDataSecret, ratchetTree: state.ratchetTree }
-      : state.historicalReceiverData.get(pm.epoch);
-    const senderData = epochData === undefined
-      ? undefined
-      : await decryptSenderData(pm, epochData.senderDataSecret, this.#cs);
-    const sender = senderData === undefined || epochData === undefined
-      ? undefined
-      : identityOfLeaf(epochData.ratchetTree, senderData.leafIndex);
-    if (sender === undefined) {
+  /**
+   * An application message, as ts-mls' `processPrivateMessage` handles it
+   * (current epoch, or a retained earlier one), but keeping the sender's leaf
+   * index that `unprotectPrivateMessage` verified the signature with, so the
+   * sender data is decrypted once rather than twice.
+   */
+  async #processApplication(state: ClientState, pm: PrivateMessage): Promise<ProcessResult> {
+    const current = pm.epoch === state.groupContext.epoch;
+    const rd = current
+      ? {
+        senderDataSecret: state.keySchedule.senderDataSecret,
+        secretTree: state.secretTree,
+        ratchetTree: state.ratchetTree,
+        groupContext: state.groupContext,
+      }
+      : pm.epoch < state.groupContext.epoch
+      ? state.historicalReceiverData.get(pm.epoch)
+      : undefined;
+    const at =
+      `Cannot process message at epoch ${pm.epoch} (group is at ${state.groupContext.epoch})`;
+    if (rd === undefined) {
+      throw new CryptoError("invalid_message", `${at}: no keys for that epoch`);
+    }
+    let r: Awaited<ReturnType<typeof unprotectPrivateMessage>>;
+    try {
+      r = await unprotectPrivateMessage(
+        rd.senderDataSecret,
+        pm,
+        rd.secretTree,
+        rd.ratchetTree,
+        rd.groupContext,
+        this.#config.keyRetentionConfig,
+        this.#cs,
+      );
+    } catch (e) {
+      throw new CryptoError("invalid_message", `${at}: ${reason(e)}`, { cause: e });
+    }
+    const content = r.content.content;
+    const sender = content.sender.senderType === "member"
+      ? identityOfLeaf(rd.ratchetTree, content.sender.leafIndex)
+      : undefined;
+    if (content.contentType !== "application" || sender === undefined) {
       throw new CryptoError("invalid_message", "Application message sender is not a member");
     }
-    return sender;
+    let newState: ClientState;
+    if (current) newState = { ...state, secretTree: r.tree };
+    else {
+      const historical = new Map(state.historicalReceiverData);
+      historical.set(pm.epoch, {
+        ...state.historicalReceiverData.get(pm.epoch)!,
+        secretTree: r.tree,
+      });
+      newState = { ...state, historicalReceiverData: historical };
+    }
+    r.consumed.forEach(zeroOutUint8Array);
+    return {
+      kind: "application",
+      sender,
+      data: content.applicationData,
+      newGroup: wrapGroup(newState),
+    };
   }
 }
