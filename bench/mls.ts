@@ -14,8 +14,14 @@ import { Better, type Harness, runStandalone } from "./_harness.ts";
 import { type Group, MlsEngine, type MlsEngineOptions } from "../src/mls/engine.ts";
 import { tsMlsDefaultProvider } from "../src/mls/provider.ts";
 
-/** A two-member group and the operation that sends one message across it. */
-async function pairOp(
+/**
+ * Builds a two-member group and the operation that sends one message across it.
+ *
+ * @param options The engine's crypto provider.
+ * @param size The plaintext size in bytes.
+ * @returns The operation: encrypt by one member, process by the other.
+ */
+export async function pairOp(
   options: MlsEngineOptions,
   size: number,
 ): Promise<() => Promise<void>> {

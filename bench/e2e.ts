@@ -1,0 +1,182 @@
+/**
+ * End to end through a relay process (`mod.ts relay`, SQLite log):
+ *
+ * 2. Throughput: one sender (this process) → one receiver (its own process,
+ *    `bench/_e2e_peer.ts`), 1 KiB messages, up to 64 sends in flight, msgs/s
+ *    from the first send to the last message received; baseline: the MLS-only
+ *    pair rate (encrypt + process in one process, no relay, no disk) measured
+ *    in the same run. Target ≥ 4,000 msg/s.
+ * 3. Latency: send() called → receive() returns it, sender and receiver in this
+ *    process, one message at a time; baseline: a bare WebSocket echo round trip
+ *    through the same server framework (`src/runtime/serve.ts`,
+ *    `bench/_ws_server.ts`). Targets p50 ≤ 1 ms, p99 ≤ 5 ms.
+ *
+ * Both managers keep their state in files (the default `FileStore`), so every
+ * figure includes the fsync'd state writes.
+ *
+ * ```sh
+ * deno run -A bench/e2e.ts   # or: node bench/e2e.ts, bun bench/e2e.ts
+ * ```
+ *
+ * @module
+ */
+import { Better, type Harness, runStandalone } from "./_harness.ts";
+import { pairOp } from "./mls.ts";
+import {
+  openSocket,
+  percentile,
+  removeDir,
+  spawnChild,
+  startBareServer,
+  startRelayProcess,
+  tempDir,
+} from "./_util.ts";
+import { SkytaleChannelManager } from "../src/channel/manager.ts";
+
+const TEXT = "x".repeat(1024);
+const WINDOW = 64;
+
+function median(xs: number[]): number {
+  return percentile(xs, 50);
+}
+
+async function sendMany(m: SkytaleChannelManager, channel: string, n: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      await m.send(channel, TEXT);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(WINDOW, n) }, worker));
+}
+
+/**
+ * Measures and reports end-to-end throughput and latency.
+ *
+ * @param h The harness.
+ * @returns When reported.
+ */
+export async function run(h: Harness): Promise<void> {
+  const relay = await startRelayProcess();
+  const dir = await tempDir();
+  const echo = await startBareServer("echo");
+  const peer = spawnChild("bench/_e2e_peer.ts", [relay.url, `${dir}/peer`]);
+  const sender = new SkytaleChannelManager({
+    identity: "sender",
+    endpoint: relay.url,
+    dataDir: `${dir}/sender`,
+  });
+  const local = new SkytaleChannelManager({
+    identity: "local-receiver",
+    endpoint: relay.url,
+    dataDir: `${dir}/local`,
+  });
+  try {
+    // ---- 2. throughput
+    const ch = "bench/e2e/throughput";
+    await sender.create(ch);
+    const { keyPackage } = await peer.next<{ keyPackage: string }>();
+    peer.send({ channel: ch, welcome: await sender.addMember(ch, keyPackage) });
+    await peer.next();
+    const n = h.quick ? 300 : 3000;
+    const rounds = h.quick ? 2 : 3;
+    const pair = await pairOp({}, 1024);
+    const e2eRates: number[] = [];
+    const mlsRates: number[] = [];
+    const recvOnly: number[] = [];
+    // Warm-up round (JIT, connections, SQLite).
+    peer.send({ expect: 200 });
+    await sendMany(sender, ch, 200);
+    await peer.next();
+    for (let r = 0; r < rounds; r++) {
+      peer.send({ expect: n });
+      const t0 = performance.now();
+      await sendMany(sender, ch, n);
+      const sent = performance.now() - t0;
+      const { ms: recvMs } = await peer.next<{ ms: number }>(300_000);
+      const ms = performance.now() - t0;
+      e2eRates.push((n * 1000) / ms);
+      recvOnly.push((n * 1000) / recvMs);
+      h.log(
+        `  round ${r + 1}: ${n} msgs, sent in ${sent.toFixed(0)} ms, all received after ${
+          ms.toFixed(0)
+        } ms`,
+      );
+      const m = Math.max(200, n >> 2);
+      const t1 = performance.now();
+      for (let i = 0; i < m; i++) await pair();
+      mlsRates.push((m * 1000) / (performance.now() - t1));
+    }
+    h.report({
+      name: "throughput 1 KiB",
+      value: median(e2eRates),
+      unit: "msg/s",
+      better: Better.higher,
+      baseline: { name: "MLS-only pairs (encrypt+process, one process)", value: median(mlsRates) },
+      target: { value: 4000 },
+      note:
+        `sender → relay process → receiver process, ${rounds} rounds of ${n}, ${WINDOW} sends in flight; ` +
+        `receiver alone (first to last message): ${median(recvOnly).toFixed(0)} msg/s`,
+    });
+
+    // ---- 3. latency
+    const lch = "bench/e2e/latency";
+    await sender.create(lch);
+    await local.join(lch, await sender.addMember(lch, await local.keyPackage()));
+    const ws = await openSocket(echo.url);
+    const payload = new TextEncoder().encode(TEXT);
+    const echoOnce = () =>
+      new Promise<number>((resolve) => {
+        const t0 = performance.now();
+        ws.onmessage = () => resolve(performance.now() - t0);
+        ws.send(payload);
+      });
+    const e2eOnce = async () => {
+      const t0 = performance.now();
+      const got = local.receive(lch, { timeout: 10 }).then((m) => {
+        if (m.length !== 1) throw new Error(`Expected 1 message, got ${m.length}`);
+        return performance.now() - t0;
+      });
+      await sender.send(lch, TEXT);
+      return await got;
+    };
+    for (let i = 0; i < 30; i++) {
+      await e2eOnce();
+      await echoOnce();
+    }
+    const samples = h.quick ? 100 : 1000;
+    const e2e: number[] = [];
+    const bare: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      e2e.push(await e2eOnce());
+      bare.push(await echoOnce());
+    }
+    ws.close();
+    for (const p of [50, 99]) {
+      h.report({
+        name: `latency p${p}`,
+        value: percentile(e2e, p),
+        unit: "ms",
+        better: Better.lower,
+        baseline: { name: `bare WebSocket echo p${p}`, value: percentile(bare, p) },
+        target: { value: p === 50 ? 1 : 5 },
+        note: `send() → receive(), ${samples} samples interleaved with the echo`,
+      });
+    }
+  } finally {
+    peer.proc.stdin!.end();
+    await Promise.race([
+      new Promise((r) => peer.proc.on("exit", r)),
+      new Promise((r) => setTimeout(r, 3000)),
+    ]);
+    await peer.stop();
+    await sender.close();
+    await local.close();
+    await echo.child.stop();
+    await relay.stop();
+    await removeDir(dir);
+  }
+}
+
+if (import.meta.main) await runStandalone("e2e", run);
