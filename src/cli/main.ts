@@ -14,6 +14,10 @@ Commands:
                              run a relay
   keys create --org ORG | list | revoke KEY_ID
                              manage a relay's API keys
+  expose CHANNEL -- COMMAND [ARGS...]
+                             serve a stdio MCP server to a channel's members
+  connect CHANNEL [--invite TOKEN]
+                             a stdio MCP server forwarding to the one exposed on CHANNEL
   help                       show this help`;
 
 /**
@@ -37,6 +41,14 @@ export async function main(argv: string[]): Promise<number> {
     case "keys": {
       const { keysCommand } = await import("./keys.ts");
       return await keysCommand(rest);
+    }
+    case "expose": {
+      const { exposeCommand } = await import("./expose.ts");
+      return await exposeCommand(rest);
+    }
+    case "connect": {
+      const { connectCommand } = await import("./connect.ts");
+      return await connectCommand(rest);
     }
     case "help":
     case "--help":

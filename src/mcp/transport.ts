@@ -255,6 +255,11 @@ export class SkytaleTransport implements McpTransport {
     this.#readTimeout = options.readTimeout ?? 30;
   }
 
+  /** Why the session ended (e.g. the server ended it), once closed. */
+  get closeReason(): string | undefined {
+    return this.#closed ? (this.#endReason ?? "closed") : undefined;
+  }
+
   /** The identity of the server this session talks to, once known. */
   get server(): string | undefined {
     return this.#server;
@@ -402,8 +407,10 @@ export class SkytaleTransport implements McpTransport {
   }
 
   #close(sayBye: boolean): Promise<void> {
-    this.#closing ??= (async () => {
-      this.#closed = true;
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    // Deferred, so that an onclose handler calling close() again finds #closing set.
+    this.#closing = Promise.resolve().then(async () => {
       if (sayBye && this.#tap) {
         const frame: Frame = { v: FRAME_VERSION, dir: "c", sid: this.#sid, bye: "closed" };
         if (this.#server !== undefined) frame.to = this.#server;
@@ -413,7 +420,7 @@ export class SkytaleTransport implements McpTransport {
       const err = this.#closedError();
       for (const r of this.#readers.splice(0)) r.reject(err);
       this.onclose?.();
-    })();
+    });
     return this.#closing;
   }
 }
@@ -566,11 +573,11 @@ class SessionTransport implements McpTransport {
   }
 
   close(): Promise<void> {
-    this.#closing ??= (async () => {
+    this.#closing ??= Promise.resolve().then(async () => {
       this.#onEnd(this.reason);
       if (!this.silent) await bounded(this.#frame({ bye: this.reason }), BYE_WAIT_MS);
       this.onclose?.();
-    })();
+    });
     return this.#closing;
   }
 }
@@ -614,6 +621,8 @@ export async function serveChannel(
   options: ServeChannelOptions = {},
 ): Promise<ChannelServing> {
   const sessions = new Map<string, Served>();
+  /** Sessions that ended: a late request on one is refused, not served by a fresh server. */
+  const ended = new Set<string>();
   const max = options.maxSessions ?? 64;
   let closed = false;
   const keyOf = (identity: string, sid: string) => `${identity}\n${sid}`;
@@ -652,6 +661,8 @@ export async function serveChannel(
     const transport = new SessionTransport(manager, session, (reason) => {
       if (sessions.get(key)?.transport !== transport) return;
       sessions.delete(key);
+      ended.add(key);
+      if (ended.size > 10_000) ended.delete(ended.values().next().value!);
       options.onSession?.({ type: "end", session, reason });
     });
     const served: Served = {
@@ -692,6 +703,10 @@ export async function serveChannel(
     if (!s) {
       // Only a request opens a session; stray responses and notifications are dropped.
       if (msg.method === undefined || msg.id === undefined) return;
+      if (ended.has(key)) {
+        refuse(sender, f.sid, msg.id, "This MCP session has ended; start a new one");
+        return;
+      }
       if (sessions.size >= max) {
         refuse(sender, f.sid, msg.id, `This server has ${max} sessions open; try again later`);
         return;
@@ -722,12 +737,12 @@ export async function serveChannel(
     channel,
     sessions: () => [...sessions.values()].map((s) => ({ ...s.transport.session })),
     close() {
-      closing ??= (async () => {
+      closing ??= Promise.resolve().then(async () => {
         closed = true;
         clearInterval(timer);
         untap();
         await Promise.all([...sessions.values()].map((s) => end(s, "the server stopped", false)));
-      })();
+      });
       return closing;
     },
   };

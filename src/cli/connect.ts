@@ -1,0 +1,226 @@
+/**
+ * `skytale connect CHANNEL [--invite TOKEN]`: a stdio MCP server that
+ * forwards everything, end-to-end encrypted, to the server exposed on the
+ * channel (`skytale expose`). Any stdio MCP client (Claude Desktop, the MCP
+ * Inspector, an SDK `Client`) uses the remote server with no code on either
+ * side.
+ *
+ * Every request gets exactly one answer: the server's, or a JSON-RPC error
+ * when the session ends (the exposed process exited, the server stopped or
+ * the member was removed), when a message cannot be sent (relay lost), or
+ * when the server sends nothing for `--timeout` seconds while requests wait.
+ *
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
+import { StdioServerTransport } from "../mcp/_sdk.ts";
+import { BridgeErrorCodes, type JsonRpcMessage } from "../mcp/transport.ts";
+
+const USAGE =
+  `Usage: skytale connect CHANNEL [--invite TOKEN] [--server IDENTITY] [--timeout SECONDS]
+
+A stdio MCP server that forwards to the MCP server exposed on CHANNEL with
+\`skytale expose\`, end-to-end encrypted. Put it in an MCP client's config.
+
+  --invite TOKEN      join CHANNEL with this invite first (skipped if already a member)
+  --server IDENTITY   the exposing member (default: whoever answers first)
+  --timeout SECONDS   answer a waiting request with an error after this long
+                      without any message from the server (default 120)
+
+Environment: SKYTALE_IDENTITY, SKYTALE_RELAY, SKYTALE_API_KEY, SKYTALE_DATA_DIR.`;
+
+/** Parsed `skytale connect` arguments. */
+export interface ConnectOptions {
+  /** The channel. */
+  channel: string;
+  /** An invite token to join with. */
+  invite?: string;
+  /** The exposing member's identity. */
+  server?: string;
+  /** Seconds without a message from the server before waiting requests fail. */
+  timeout: number;
+}
+
+/**
+ * Parses the arguments of `skytale connect`.
+ *
+ * @param argv The arguments after `connect`.
+ * @returns The options, or `undefined` for `--help`.
+ * @throws {UsageError} On a missing channel or a bad option.
+ */
+export function parseConnectArgs(argv: string[]): ConnectOptions | undefined {
+  let channel: string | undefined;
+  const out: Omit<ConnectOptions, "channel"> = { timeout: 120 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith("--")) {
+        throw new UsageError(`Option "${a}" needs a value\n${USAGE}`);
+      }
+      return v;
+    };
+    switch (a) {
+      case "-h":
+      case "--help":
+        return undefined;
+      case "--invite":
+        out.invite = value();
+        break;
+      case "--server":
+        out.server = value();
+        break;
+      case "--timeout": {
+        const v = value();
+        const n = Number(v);
+        if (!Number.isFinite(n) || n <= 0 || n > 86400) {
+          throw new UsageError(`Option --timeout needs seconds from 0 to 86400, got "${v}"`);
+        }
+        out.timeout = n;
+        break;
+      }
+      default:
+        if (a.startsWith("-") || channel !== undefined) {
+          throw new UsageError(`Unexpected argument "${a}" for "skytale connect"\n${USAGE}`);
+        }
+        channel = a;
+    }
+  }
+  if (channel === undefined) throw new UsageError(`Missing CHANNEL\n${USAGE}`);
+  return { channel, ...out };
+}
+
+const idKey = (id: string | number) => `${typeof id}:${id}`;
+
+/**
+ * Runs `skytale connect`: joins if asked, then forwards between stdio and the
+ * channel until stdin closes or a signal arrives, and exits.
+ *
+ * @param argv The arguments after `connect`.
+ * @returns The exit code (only for `--help`; otherwise the process exits).
+ * @throws {UsageError} On bad arguments, or when not a member and no invite is given.
+ */
+export async function connectCommand(argv: string[]): Promise<number> {
+  const opts = parseConnectArgs(argv);
+  if (!opts) {
+    logLine(USAGE);
+    return 0;
+  }
+  const { SkytaleChannelManager } = await import("../channel/manager.ts");
+  const { SkytaleTransport } = await import("../mcp/transport.ts");
+  const mgr = new SkytaleChannelManager();
+  const member = (await mgr.channels()).some((c) => c.channel === opts.channel && c.active);
+  if (!member) {
+    if (opts.invite === undefined) {
+      throw new UsageError(
+        `"${mgr.identity}" is not a member of "${opts.channel}": pass --invite TOKEN from \`skytale expose\``,
+      );
+    }
+    await mgr.joinWithToken(opts.channel, opts.invite, { timeout: 60 });
+    logLine(`skytale connect: joined "${opts.channel}" as "${mgr.identity}"`);
+  }
+
+  const { stdin, stdout } = processStdio();
+  const local = new StdioServerTransport(stdin, stdout);
+  const remote = new SkytaleTransport(
+    mgr,
+    opts.channel,
+    opts.server !== undefined ? { server: opts.server } : {},
+  );
+  const timeoutMs = opts.timeout * 1000;
+  /** Requests from the local client still waiting for an answer, by id, with their deadline. */
+  const pending = new Map<string, { id: string | number; deadline: number }>();
+  let ended: string | undefined;
+
+  const answerError = (id: string | number, code: number, message: string) => {
+    if (!pending.delete(idKey(id)) && ended === undefined) return;
+    local.send({ jsonrpc: "2.0", id, error: { code, message } }).catch(() => {});
+  };
+
+  const failAll = (code: number, message: string) => {
+    for (const p of [...pending.values()]) answerError(p.id, code, message);
+  };
+
+  local.onmessage = (msg) => {
+    const m = msg as JsonRpcMessage;
+    const isRequest = m.method !== undefined && m.id !== undefined;
+    if (ended !== undefined) {
+      if (isRequest) {
+        local.send({
+          jsonrpc: "2.0",
+          id: m.id!,
+          error: { code: BridgeErrorCodes.connectionClosed, message: ended },
+        }).catch(() => {});
+      }
+      return;
+    }
+    if (isRequest) pending.set(idKey(m.id!), { id: m.id!, deadline: Date.now() + timeoutMs });
+    if (m.method === "notifications/cancelled") {
+      const rid = (m.params as { requestId?: string | number } | undefined)?.requestId;
+      if (rid !== undefined) pending.delete(idKey(rid));
+    }
+    remote.send(m).catch((e: Error) => {
+      logLine(`skytale connect: could not send to "${opts.channel}": ${e.message}`);
+      if (isRequest) {
+        answerError(
+          m.id!,
+          BridgeErrorCodes.connectionClosed,
+          `Could not reach the MCP server on "${opts.channel}": ${e.message}`,
+        );
+      }
+    });
+  };
+  local.onerror = (e) => logLine(`skytale connect: stdio error: ${e.message}`);
+
+  remote.onmessage = (m) => {
+    const now = Date.now();
+    // Any message shows the server is alive: waiting requests get a fresh deadline.
+    for (const p of pending.values()) p.deadline = now + timeoutMs;
+    if (m.method === undefined && m.id !== undefined && !pending.delete(idKey(m.id))) {
+      return; // an answer to a request already failed locally (timed out): drop it
+    }
+    local.send(m as Parameters<typeof local.send>[0]).catch((e: Error) =>
+      logLine(`skytale connect: could not write to stdout: ${e.message}`)
+    );
+  };
+  remote.onerror = (e) => logLine(`skytale connect: ${e.message}`);
+  remote.onclose = () => {
+    ended = `The remote MCP session on "${opts.channel}" ended: ${remote.closeReason ?? "closed"}`;
+    logLine(`skytale connect: ${ended}`);
+    failAll(BridgeErrorCodes.connectionClosed, ended);
+  };
+
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    for (const p of [...pending.values()]) {
+      if (p.deadline <= now) {
+        answerError(
+          p.id,
+          BridgeErrorCodes.requestTimeout,
+          `No answer from the MCP server on "${opts.channel}" within ${opts.timeout} s`,
+        );
+      }
+    }
+  }, Math.min(1000, Math.max(50, timeoutMs / 4)));
+
+  await remote.start();
+  await local.start();
+  logLine(`skytale connect: forwarding stdio to the MCP server on "${opts.channel}"`);
+
+  const reason = await new Promise<string>((resolve) => {
+    onStdinEnd(() => resolve("stdin closed"));
+    onShutdownSignal(resolve);
+  });
+  logLine(`skytale connect: shutting down (${reason})`);
+  const force = setTimeout(() => exit(1), 10_000);
+  clearInterval(ticker);
+  ended ??= "The bridge is shutting down";
+  await remote.close();
+  await local.close().catch(() => {});
+  releaseStdin();
+  await mgr.close();
+  clearTimeout(force);
+  exit(0);
+}

@@ -1,0 +1,250 @@
+/**
+ * `skytale expose CHANNEL -- COMMAND ARGS…`: serves any stdio MCP server to
+ * the members of an end-to-end encrypted channel, with no change to it.
+ *
+ * Each remote client session (a member, keyed by its MLS identity, and its
+ * client's session id) gets its own child process. MCP sessions are stateful
+ * (initialize and its negotiated capabilities, log level, subscriptions,
+ * roots, request ids), and a stdio server is written for exactly one client,
+ * so multiplexing several sessions into one child would mix their state and
+ * clash their ids; a process per session keeps every server correct and
+ * isolates one client's crash or hang from the others. The cost is one
+ * process per session, bounded by `--max-sessions` and reaped when the
+ * client closes or leaves the channel.
+ *
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { type ChildExit, type LineProcess, spawnLineProcess } from "../runtime/process.ts";
+import {
+  BridgeErrorCodes,
+  type ChannelSession,
+  type JsonRpcMessage,
+  type McpServerLike,
+  type McpTransport,
+} from "../mcp/transport.ts";
+
+const USAGE =
+  `Usage: skytale expose CHANNEL [--uses N] [--ttl SECONDS] [--no-invite] [--max-sessions N] -- COMMAND [ARGS...]
+
+Serves the stdio MCP server COMMAND to the members of CHANNEL (created if this
+identity is not a member yet), one child process per remote client session.
+Prints an invite token on stderr: give it to \`skytale connect CHANNEL --invite TOKEN\`.
+
+  --uses N            how many members the invite admits (default 10)
+  --ttl SECONDS       how long the invite is valid (default 86400)
+  --no-invite         print no invite (members join by key package, or already are)
+  --max-sessions N    sessions at once (default 64)
+
+Environment: SKYTALE_IDENTITY, SKYTALE_RELAY, SKYTALE_API_KEY, SKYTALE_DATA_DIR.`;
+
+/** Parsed `skytale expose` arguments. */
+export interface ExposeOptions {
+  /** The channel. */
+  channel: string;
+  /** The stdio server's program. */
+  command: string;
+  /** Its arguments. */
+  args: string[];
+  /** Members the invite admits, or 0 for no invite. */
+  uses: number;
+  /** The invite's lifetime in seconds. */
+  ttl: number;
+  /** Sessions at once. */
+  maxSessions: number;
+}
+
+function intOption(name: string, v: string | undefined, min: number, max: number): number {
+  const n = Number(v);
+  if (v === undefined || !Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`Option ${name} needs a whole number from ${min} to ${max}, got "${v}"`);
+  }
+  return n;
+}
+
+/**
+ * Parses the arguments of `skytale expose`.
+ *
+ * @param argv The arguments after `expose`.
+ * @returns The options, or `undefined` for `--help`.
+ * @throws {UsageError} On a missing channel or command, or a bad option.
+ */
+export function parseExposeArgs(argv: string[]): ExposeOptions | undefined {
+  const dash = argv.indexOf("--");
+  const own = dash < 0 ? argv : argv.slice(0, dash);
+  const cmd = dash < 0 ? [] : argv.slice(dash + 1);
+  let channel: string | undefined;
+  let uses = 10;
+  let ttl = 86400;
+  let maxSessions = 64;
+  for (let i = 0; i < own.length; i++) {
+    const a = own[i]!;
+    switch (a) {
+      case "-h":
+      case "--help":
+        return undefined;
+      case "--uses":
+        uses = intOption(a, own[++i], 1, 1000);
+        break;
+      case "--ttl":
+        ttl = intOption(a, own[++i], 1, 30 * 86400);
+        break;
+      case "--no-invite":
+        uses = 0;
+        break;
+      case "--max-sessions":
+        maxSessions = intOption(a, own[++i], 1, 10_000);
+        break;
+      default:
+        if (a.startsWith("-") || channel !== undefined) {
+          throw new UsageError(`Unexpected argument "${a}" for "skytale expose"\n${USAGE}`);
+        }
+        channel = a;
+    }
+  }
+  if (channel === undefined) throw new UsageError(`Missing CHANNEL\n${USAGE}`);
+  if (cmd.length === 0) {
+    throw new UsageError(`Missing the server command after "--"\n${USAGE}`);
+  }
+  return { channel, command: cmd[0]!, args: cmd.slice(1), uses, ttl, maxSessions };
+}
+
+function describeExit(e: ChildExit): string {
+  if (e.error) return `could not be started (${e.error})`;
+  if (e.signal) return `was killed by ${e.signal}`;
+  return `exited with code ${e.code}`;
+}
+
+/** Every child still running, also those of ended sessions that are still stopping. */
+const children = new Set<LineProcess>();
+
+/** One remote session served by one child process. */
+class ChildSession implements McpServerLike {
+  #session: ChannelSession;
+  #command: string;
+  #args: string[];
+  #t: McpTransport | undefined;
+  #child: LineProcess | undefined;
+  #pending = new Set<string | number>();
+  #closing: Promise<void> | undefined;
+
+  constructor(session: ChannelSession, command: string, args: string[]) {
+    this.#session = session;
+    this.#command = command;
+    this.#args = args;
+  }
+
+  async connect(t: McpTransport): Promise<void> {
+    this.#t = t;
+    const child = spawnLineProcess(this.#command, this.#args, {
+      onLine: (line) => this.#fromChild(line),
+    });
+    this.#child = child;
+    children.add(child);
+    void child.exited.then(() => children.delete(child));
+    t.onmessage = (m) => this.#toChild(m);
+    t.onclose = () => void this.close();
+    await t.start();
+    logLine(
+      `skytale expose: session of "${this.#session.identity}" started (pid ${child.pid ?? "?"})`,
+    );
+    void child.exited.then((e) => this.#childExited(e));
+  }
+
+  #toChild(m: JsonRpcMessage): void {
+    if (m.method !== undefined && m.id !== undefined) this.#pending.add(m.id);
+    void this.#child!.writeLine(JSON.stringify(m));
+  }
+
+  #fromChild(line: string): void {
+    let m: JsonRpcMessage;
+    try {
+      m = JSON.parse(line) as JsonRpcMessage;
+    } catch {
+      logLine(`skytale expose: ignored a line that is not JSON from the server: ${line}`);
+      return;
+    }
+    if (m.method === undefined && m.id !== undefined) this.#pending.delete(m.id);
+    if (this.#closing) return; // the session is over: nobody is listening
+    this.#t?.send(m).catch((e) =>
+      logLine(`skytale expose: could not forward to "${this.#session.identity}": ${e.message}`)
+    );
+  }
+
+  async #childExited(e: ChildExit): Promise<void> {
+    if (this.#closing) return;
+    const why = `The MCP server "${this.#command}" ${describeExit(e)}`;
+    logLine(`skytale expose: ${why} (session of "${this.#session.identity}")`);
+    const t = this.#t!;
+    await Promise.all([...this.#pending].map((id) =>
+      t.send({
+        jsonrpc: "2.0",
+        id,
+        error: { code: BridgeErrorCodes.connectionClosed, message: `${why} before answering` },
+      }).catch(() => {})
+    ));
+    this.#pending.clear();
+    await this.close();
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= Promise.resolve().then(async () => {
+      await this.#t?.close();
+      await this.#child?.stop();
+    });
+    return this.#closing;
+  }
+}
+
+/**
+ * Runs `skytale expose`. It serves until SIGINT/SIGTERM, then ends every
+ * session (stopping their child processes) and exits.
+ *
+ * @param argv The arguments after `expose`.
+ * @returns The exit code (only for `--help`; otherwise the process exits).
+ * @throws {UsageError} On bad arguments.
+ */
+export async function exposeCommand(argv: string[]): Promise<number> {
+  const opts = parseExposeArgs(argv);
+  if (!opts) {
+    logLine(USAGE);
+    return 0;
+  }
+  const { SkytaleChannelManager } = await import("../channel/manager.ts");
+  const { serveChannel } = await import("../mcp/transport.ts");
+  const mgr = new SkytaleChannelManager();
+  const mine = (await mgr.channels()).find((c) => c.channel === opts.channel && c.active);
+  if (!mine) await mgr.create(opts.channel);
+  const serving = await serveChannel(
+    mgr,
+    opts.channel,
+    (session) => new ChildSession(session, opts.command, opts.args),
+    {
+      maxSessions: opts.maxSessions,
+      onSession: (e) => {
+        if (e.type === "end") {
+          logLine(`skytale expose: session of "${e.session.identity}" ended (${e.reason})`);
+        }
+      },
+    },
+  );
+  if (opts.uses > 0) {
+    const token = await mgr.invite(opts.channel, { uses: opts.uses, ttl: opts.ttl });
+    logLine(`skytale expose: invite token for "${opts.channel}": ${token}`);
+  }
+  logLine(
+    `skytale expose: serving "${
+      [opts.command, ...opts.args].join(" ")
+    }" on "${opts.channel}" as "${mgr.identity}"`,
+  );
+  const signal = await new Promise<string>((resolve) => onShutdownSignal(resolve));
+  logLine(`skytale expose: shutting down (${signal})`);
+  const force = setTimeout(() => exit(1), 10_000);
+  await serving.close();
+  // Children of sessions that ended just before may still be in their grace period.
+  await Promise.all([...children].map((c) => c.stop(500)));
+  await mgr.close();
+  clearTimeout(force);
+  exit(0);
+}
