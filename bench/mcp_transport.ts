@@ -1,0 +1,148 @@
+/**
+ * MCP over an encrypted channel: the `tools/call` round trip (p50 and p99)
+ * to one stdio MCP server (`bench/_mcp_min.ts`, an SDK server with an `echo`
+ * tool) three ways, interleaved call by call in one run:
+ *
+ * - baseline: an SDK `Client` over plain stdio to the server;
+ * - transport: an SDK `Client` over `SkytaleTransport` (in this process) →
+ *   relay process → `skytale expose` process → the server as its child;
+ * - bridge: an SDK `Client` over stdio to `skytale connect` → relay process →
+ *   `skytale expose` → the server (what Claude Desktop would use).
+ *
+ * Every encrypted call is two MLS application messages (request and response),
+ * each encrypted, stored by the relay, delivered and decrypted.
+ *
+ * ```sh
+ * deno run -A bench/mcp_transport.ts   # or: node bench/mcp_transport.ts, bun bench/mcp_transport.ts
+ * ```
+ *
+ * @module
+ */
+import path from "node:path";
+import process from "node:process";
+import { Better, type Harness, runStandalone } from "./_harness.ts";
+import {
+  type Child,
+  percentile,
+  removeDir,
+  ROOT,
+  runtimeCommand,
+  spawnChild,
+  startRelayProcess,
+  tempDir,
+} from "./_util.ts";
+import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
+import { SkytaleChannelManager } from "../src/channel/manager.ts";
+import { SkytaleTransport } from "../src/mcp/transport.ts";
+
+const CHANNEL = "bench/mcp/transport";
+
+function stdioClient(args: string[], env: Record<string, string> = {}): Promise<Client> {
+  const [cmd, pre] = runtimeCommand();
+  const transport = new StdioClientTransport({
+    command: cmd,
+    args: [...pre, ...args],
+    cwd: ROOT,
+    env: { ...process.env as Record<string, string>, ...env },
+    stderr: "ignore",
+  });
+  const client = new Client({ name: "skytale-bench", version: "0.0.0" });
+  return client.connect(transport, { timeout: 60_000 }).then(() => client);
+}
+
+async function call(client: Client, args: Record<string, unknown>): Promise<void> {
+  const r = await client.callTool({ name: "echo", arguments: args });
+  if (r.isError) throw new Error(`echo failed: ${JSON.stringify(r.content)}`);
+}
+
+/**
+ * Measures and reports the tools/call round trips.
+ *
+ * @param h The harness.
+ * @returns When reported.
+ */
+export async function run(h: Harness): Promise<void> {
+  const relay = await startRelayProcess();
+  const dirs: string[] = [];
+  const dir = async () => {
+    const d = await tempDir();
+    dirs.push(d);
+    return d;
+  };
+  const [cmd, pre] = runtimeCommand();
+  let expose: Child | undefined;
+  const clients: Client[] = [];
+  let mgr: SkytaleChannelManager | undefined;
+  try {
+    expose = spawnChild("mod.ts", [
+      "expose",
+      CHANNEL,
+      "--uses",
+      "5",
+      "--",
+      cmd,
+      ...pre,
+      path.join(ROOT, "bench/_mcp_min.ts"),
+    ], { SKYTALE_RELAY: relay.url, SKYTALE_DATA_DIR: await dir(), SKYTALE_IDENTITY: "exposer" });
+    const token = (await expose.waitFor(/invite token for "[^"]+": (skt_inv_\S+)/, 60_000))[1]!;
+
+    const plain = await stdioClient([path.join(ROOT, "bench/_mcp_min.ts")]);
+    clients.push(plain);
+    mgr = new SkytaleChannelManager({
+      identity: "bench-client",
+      endpoint: relay.url,
+      dataDir: await dir(),
+    });
+    await mgr.joinWithToken(CHANNEL, token);
+    const overChannel = new Client({ name: "skytale-bench", version: "0.0.0" });
+    await overChannel.connect(new SkytaleTransport(mgr, CHANNEL), { timeout: 60_000 });
+    clients.push(overChannel);
+    const bridged = await stdioClient(
+      [path.join(ROOT, "mod.ts"), "connect", CHANNEL, "--invite", token],
+      { SKYTALE_RELAY: relay.url, SKYTALE_DATA_DIR: await dir(), SKYTALE_IDENTITY: "bench-bridge" },
+    );
+    clients.push(bridged);
+
+    const args = { channel: CHANNEL, message: "x".repeat(1024) };
+    const paths = [plain, overChannel, bridged];
+    for (let i = 0; i < 20; i++) for (const c of paths) await call(c, args);
+    const calls = h.quick ? 30 : 300;
+    const times: number[][] = paths.map(() => []);
+    for (let i = 0; i < calls; i++) {
+      for (let j = 0; j < paths.length; j++) {
+        const t = performance.now();
+        await call(paths[j]!, args);
+        times[j]!.push(performance.now() - t);
+      }
+    }
+    const [base, transport, bridge] = times as [number[], number[], number[]];
+    for (const p of [50, 99]) {
+      const baseline = { name: `plain stdio p${p}`, value: percentile(base, p) };
+      const note = `${calls} calls interleaved, echo of 1 KiB`;
+      h.report({
+        name: `tools/call over SkytaleTransport p${p}`,
+        value: percentile(transport, p),
+        unit: "ms",
+        better: Better.lower,
+        baseline,
+        note: `${note}; client in-process, server behind skytale expose`,
+      });
+      h.report({
+        name: `tools/call via connect/expose bridge p${p}`,
+        value: percentile(bridge, p),
+        unit: "ms",
+        better: Better.lower,
+        baseline,
+        note: `${note}; stdio client → skytale connect → relay → skytale expose → server`,
+      });
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await mgr?.close();
+    await expose?.stop();
+    await relay.stop();
+    for (const d of dirs) await removeDir(d);
+  }
+}
+
+if (import.meta.main) await runStandalone("mcp_transport", run);
