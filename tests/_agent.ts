@@ -1,6 +1,6 @@
 // Drives tests/fixtures/agent.ts: one SkytaleChannelManager in its own process.
 import { createInterface } from "node:readline";
-import { type Proc, spawnScript } from "./_helpers.ts";
+import { type Proc, signalPid, spawnScript } from "./_helpers.ts";
 
 /** An error answered by an agent process. */
 export class AgentError extends Error {
@@ -90,7 +90,7 @@ export class Agent {
   /** Closes stdin (clean shutdown) and waits for exit. */
   async stop(): Promise<void> {
     this.proc.child.stdin!.end();
-    const t = setTimeout(() => this.proc.child.kill("SIGKILL"), 10_000);
+    const t = setTimeout(() => signalPid(this.proc.child, "SIGKILL"), 10_000);
     await this.proc.exited;
     clearTimeout(t);
   }

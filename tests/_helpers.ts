@@ -89,12 +89,22 @@ export function spawnScript(
     },
     async kill(signal = "SIGTERM") {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      // process.kill, not child.kill: under Deno, child.kill sends nothing after a first signal.
+      signalPid(child, signal);
+      const t = setTimeout(() => signalPid(child, "SIGKILL"), 10_000);
       await exited;
       clearTimeout(t);
     },
   };
+}
+
+/** Sends a signal to a child by pid, ignoring a child that is already gone. */
+export function signalPid(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(child.pid, signal);
+  } catch {
+    // already exited
+  }
 }
 
 /** Starts `mod.ts relay` on an ephemeral loopback port; resolves with its URL. */
