@@ -20,7 +20,9 @@ Options:
   --host HOST             interface to listen on (default 127.0.0.1)
   --port N                port (default 5000; 0 picks a free one)
   --data-dir DIR          where the log lives (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
-  --store sqlite|memory   log backend (default sqlite)
+  --store sqlite|memory|nats://HOST:PORT[,…]
+                          log backend (default sqlite); nats:// shares one channel space
+                          between every relay on the same NATS JetStream
   --max-frame-bytes N     largest accepted frame (default ${DEFAULT_LIMITS.maxFrameBytes})
   --max-channels-per-connection N
                           subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
@@ -136,13 +138,21 @@ export async function relayCommand(args: string[]): Promise<number> {
     ? { cert: await _readText(values["tls-cert"]), key: await _readText(values["tls-key"]) }
     : undefined;
   const store = values.store ?? "sqlite";
-  if (store !== "sqlite" && store !== "memory") {
-    throw new UsageError(`Option --store must be "sqlite" or "memory", got "${store}"\n${USAGE}`);
+  const nats = store.startsWith("nats://");
+  if (store !== "sqlite" && store !== "memory" && !nats) {
+    throw new UsageError(
+      `Option --store must be "sqlite", "memory" or a nats:// URL, got "${store}"\n${USAGE}`,
+    );
+  }
+  if (nats && (retention.maxCount !== undefined || retention.maxAgeMs !== undefined)) {
+    throw new UsageError(`Retention is not supported with --store nats yet\n${USAGE}`);
   }
   const dataDir = values["data-dir"] ??
     joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
   const log: RelayLog = store === "sqlite"
     ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
+    : nats
+    ? await (await import("../relay/log/nats.ts")).NatsLog.open(store)
     : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
   let auth: RelayAuth | undefined;
@@ -179,7 +189,7 @@ export async function relayCommand(args: string[]): Promise<number> {
   const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
   jsonLog("info", `skytale relay listening on ${relay.url}`, {
     url: relay.url,
-    store,
+    store: nats ? "nats" : store,
     ...(store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
     auth: auth !== undefined,
     ...(auth ? { tokenLifetimeSeconds: auth.tokenLifetimeSeconds } : {}),

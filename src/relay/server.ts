@@ -167,6 +167,8 @@ export class RelayServer {
   readonly #conns = new Set<_Conn>();
   readonly #subs = new Map<string, Set<_Sub>>();
   readonly #heads = new Map<string, number>();
+  /** Channels watched in a shared log (cluster fan-out) → how to stop. */
+  readonly #watches = new Map<string, Promise<(() => void) | undefined>>();
   readonly #metrics = {
     published: 0,
     delivered: 0,
@@ -176,6 +178,7 @@ export class RelayServer {
     mailboxTakes: 0,
     authFailures: 0,
     limitBreaches: 0,
+    acks: 0,
     framesIn: 0,
     framesOut: 0,
     bytesIn: 0,
@@ -263,7 +266,7 @@ export class RelayServer {
       ["skytale_relay_bytes_in_total", "counter", "Bytes received", m.bytesIn],
       ["skytale_relay_bytes_out_total", "counter", "Bytes sent", m.bytesOut],
       ["skytale_relay_published_total", "counter", "Entries appended", m.published],
-      ["skytale_relay_acks_total", "counter", "Publishes acked", m.published],
+      ["skytale_relay_acks_total", "counter", "Publishes acked", m.acks],
       ["skytale_relay_nacks_total", "counter", "Publishes nacked", m.nacked],
       ["skytale_relay_nacked_total", "counter", "Publishes nacked (old name)", m.nacked],
       ["skytale_relay_delivered_total", "counter", "Entries delivered", m.delivered],
@@ -334,6 +337,8 @@ export class RelayServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const w of this.#watches.values()) void w.then((stop) => stop?.(), () => {});
+    this.#watches.clear();
     clearInterval(this.#idleTimer);
     clearInterval(this.#trimTimer);
     this.#idleTimer = undefined;
@@ -369,7 +374,12 @@ export class RelayServer {
     const set = this.#subs.get(s.channel);
     if (set) {
       set.delete(s);
-      if (set.size === 0) this.#subs.delete(s.channel);
+      if (set.size === 0) {
+        this.#subs.delete(s.channel);
+        const w = this.#watches.get(s.channel);
+        this.#watches.delete(s.channel);
+        void w?.then((stop) => stop?.());
+      }
     }
   }
 
@@ -544,8 +554,25 @@ export class RelayServer {
         `Cannot subscribe to "${f.channel}": this connection already has ${c.subs.size} subscriptions, the limit`,
       );
     }
+    if (this.#log.watch && !this.#watches.has(f.channel)) {
+      // Watch before reading the head, so nothing appended elsewhere falls between.
+      const ch = f.channel;
+      const w = this.#log.watch(ch, (e) => this.#fanOut(ch, e)).catch((e) => {
+        this.#watches.delete(ch);
+        throw e;
+      });
+      this.#watches.set(ch, w);
+    }
+    await this.#watches.get(f.channel);
     const info = await this.#log.info(f.channel);
-    if (!info) return this.#error(c, f.reqId, "unknown_channel", `Unknown channel "${f.channel}"`);
+    if (!info) {
+      if (!this.#subs.has(f.channel)) {
+        const w = this.#watches.get(f.channel);
+        this.#watches.delete(f.channel);
+        void w?.then((stop) => stop?.());
+      }
+      return this.#error(c, f.reqId, "unknown_channel", `Unknown channel "${f.channel}"`);
+    }
     const fromSeq = "seq" in f.from
       ? Math.max(1, f.from.seq)
       : await this.#log.firstSeqOfEpoch(f.channel, f.from.epoch);
@@ -579,6 +606,7 @@ export class RelayServer {
     if (s.pumping) return;
     s.pumping = true;
     s.live = false;
+    let misses = 0;
     try {
       while (!s.closed) {
         if (s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) {
@@ -592,11 +620,18 @@ export class RelayServer {
         const batch = await this.#log.read(s.channel, s.next, PUMP_BATCH);
         if (s.closed) return;
         if (batch.length === 0) {
-          // Nothing from here on (retention may have deleted up to the head): go live.
-          s.next = Math.max(s.next, (this.#heads.get(s.channel) ?? 0) + 1);
+          // The head says there is more, the log has nothing yet: in a shared log another
+          // relay's append can be announced before it is readable. Look again shortly; after
+          // that (or if retention deleted everything up to the head) go live, and the next
+          // append pumps from here again.
+          if (++misses <= 50) {
+            await _sleep(20);
+            continue;
+          }
           s.live = true;
           return;
         }
+        misses = 0;
         for (const e of batch) {
           if (e.seq < s.next) continue;
           // A seq above s.next means retention deleted the ones between: skip them.
@@ -686,6 +721,7 @@ export class RelayServer {
       this.#metrics.nacked++;
       return this.#send(c, { type: "nack", reqId: f.reqId, code: r.code, epoch: r.epoch });
     }
+    this.#metrics.acks++;
     this.#send(c, { type: "ack", reqId: f.reqId, seq: r.seq, epoch: r.epoch });
     if (r.seq > (this.#heads.get(f.channel) ?? 0)) {
       this.#metrics.published++;

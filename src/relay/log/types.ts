@@ -147,6 +147,16 @@ export interface RelayLog {
    * @returns How many entries were deleted.
    */
   trim?(now: number): Promise<number>;
+  /**
+   * Follows appends made by any process sharing this storage (a relay cluster).
+   * Optional: a log only one relay writes to need not implement it. Delivery
+   * is best effort; a relay fills gaps by reading the log.
+   *
+   * @param channel The channel name.
+   * @param onAppend Called with each entry appended from now on.
+   * @returns Once watching, a function that stops it.
+   */
+  watch?(channel: string, onAppend: (e: LogEntry) => void): Promise<() => void>;
   /** Releases the storage; further calls fail. */
   close(): Promise<void>;
 }

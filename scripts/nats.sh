@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# NATS JetStream for the relay's scale-out tests (and for trying it by hand).
+#   scripts/nats.sh install            install Debian's nats-server if it is missing (needs root)
+#   scripts/nats.sh start DIR PORT     run nats-server in the foreground: loopback only, JetStream
+#                                      on, its store in DIR (exec, so the caller's pid is the server)
+set -euo pipefail
+
+case "${1:-}" in
+  install)
+    if command -v nats-server >/dev/null 2>&1; then
+      echo "nats-server already installed: $(nats-server --version)" >&2
+      exit 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "nats-server is missing; run as root (or: sudo apt-get install -y nats-server)" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nats-server >/dev/null
+    echo "installed $(nats-server --version)" >&2
+    ;;
+  start)
+    dir="${2:?usage: scripts/nats.sh start DIR PORT}"
+    port="${3:?usage: scripts/nats.sh start DIR PORT}"
+    mkdir -p "$dir"
+    exec nats-server --addr 127.0.0.1 --port "$port" --jetstream --store_dir "$dir" \
+      --server_name "skytale-test-$port"
+    ;;
+  *)
+    echo "usage: scripts/nats.sh install | start DIR PORT" >&2
+    exit 2
+    ;;
+esac

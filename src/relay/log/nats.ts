@@ -1,0 +1,522 @@
+/**
+ * A {@linkcode RelayLog} on NATS JetStream, so several relay processes share
+ * one channel space (`skytale relay --store nats://host:4222`).
+ *
+ * Layout (prefix `skytale`, stream names upper-cased):
+ *
+ * - **One stream per channel**, `SKYTALE_CH_<h>` on subject `skytale.ch.<h>`,
+ *   where `<h>` is the first 32 hex digits of SHA-256(channel name); the name
+ *   itself is the stream's description. Stream seq 1 is a creation marker
+ *   (published with msg id `create`, so concurrent creates make one), and the
+ *   entry with channel seq N is stream seq N + 1. Headers carry the entry:
+ *   `Sky-Seq`, `Sky-Epoch` (the entry's), `Sky-Chan-Epoch` (the channel's after
+ *   it), `Sky-Kind`, `Sky-Time`, `Sky-Id`.
+ * - **Ordering**: every append is published with `Nats-Expected-Last-Sequence`
+ *   = the stream's last seq as this relay last saw it. If another relay
+ *   appended meanwhile, JetStream refuses it; the relay re-reads the last
+ *   entry and tries again — and a commit whose epoch is no longer the
+ *   channel's gets `stale_epoch`. So across every relay each epoch has exactly
+ *   one commit and seqs stay gapless.
+ * - **Idempotence**: the publish id is the JetStream msg id, which JetStream
+ *   de-duplicates within the stream's duplicate window (2 minutes by default);
+ *   beyond it, the stream `SKYTALE_IDS` (subject `skytale.id.<h>.<id>`, one
+ *   message per subject) maps every publish id to its seq, written before the
+ *   publish is acked. A retry is looked up there first; the window covers the
+ *   moment between an append and its id record (a relay dying in between).
+ * - **Fan-out**: each relay subscribes (core NATS) to the subjects of the
+ *   channels its clients follow; a message from another relay wakes the
+ *   relay's subscribers, which read what they miss from the stream.
+ * - **Mailboxes**: stream `SKYTALE_MB`, subject `skytale.mb.<h(address)>`, msg
+ *   id `<h>.<item id>`, expiry in a header; `mailboxTake` reads the subject and
+ *   purges what it read.
+ *
+ * Retention (`--retention-*`) is not implemented for this backend yet.
+ *
+ * @module
+ */
+import { connect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
+import {
+  jetstream,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstreamManager,
+  type StoredMsg,
+} from "@nats-io/jetstream";
+import { RelayError } from "../../errors.ts";
+import { fromHex } from "../../validate.ts";
+import type { EntryKind } from "../protocol.ts";
+import type { AppendInput, AppendResult, LogEntry, MailboxEntry, RelayLog } from "./types.ts";
+
+/** Options of {@linkcode NatsLog.open}. */
+export interface NatsLogOptions {
+  /** Subject and stream name prefix (default `skytale`). */
+  prefix?: string;
+  /** JetStream's msg-id de-duplication window, in ms (default 120000). */
+  duplicateWindowMs?: number;
+  /** Stream replicas in a NATS cluster (default 1). */
+  replicas?: number;
+  /** Use memory storage instead of files (tests). */
+  memoryStorage?: boolean;
+}
+
+interface _State {
+  /** Channel head (= stream last seq - 1). */
+  head: number;
+  /** Channel epoch after the head. */
+  epoch: number;
+}
+
+const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
+const WRONG_LAST_SEQUENCE = 10071;
+
+async function _hash(s: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
+  return new Uint8Array(d).toHex().slice(0, 32);
+}
+
+function _isWrongLast(e: unknown): boolean {
+  const err = e as { code?: number; api_error?: { err_code?: number }; message?: string };
+  return err?.code === WRONG_LAST_SEQUENCE || err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
+    /wrong last sequence/i.test(err?.message ?? "");
+}
+
+function _isNotFound(e: unknown): boolean {
+  return /not found|no message found/i.test((e as Error)?.message ?? "");
+}
+
+function _entry(m: StoredMsg): LogEntry | undefined {
+  const h = m.header;
+  const seq = h?.get("Sky-Seq");
+  if (!h || !seq) return undefined;
+  return {
+    seq: Number(seq),
+    epoch: Number(h.get("Sky-Epoch")),
+    kind: KINDS[Number(h.get("Sky-Kind"))] ?? "application",
+    id: fromHex(h.get("Sky-Id"), "entry id"),
+    time: Number(h.get("Sky-Time")),
+    payload: m.data,
+  };
+}
+
+/** A relay log on NATS JetStream, shared by every relay connected to the same NATS. */
+export class NatsLog implements RelayLog {
+  readonly #nc: NatsConnection;
+  readonly #js: JetStreamClient;
+  readonly #jsm: JetStreamManager;
+  readonly #p: string;
+  readonly #P: string;
+  readonly #opts: NatsLogOptions;
+  readonly #state = new Map<string, _State>();
+  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #hashes = new Map<string, string>();
+  #closed = false;
+
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, opts: NatsLogOptions) {
+    this.#nc = nc;
+    this.#jsm = jsm;
+    this.#js = jetstream(nc);
+    this.#p = opts.prefix ?? "skytale";
+    this.#P = this.#p.toUpperCase();
+    this.#opts = opts;
+  }
+
+  /**
+   * Connects to NATS and makes sure the shared streams exist.
+   *
+   * @param servers NATS URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+   * @param opts Prefix, de-duplication window, replicas.
+   * @returns The log.
+   * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
+   */
+  static async open(servers: string, opts: NatsLogOptions = {}): Promise<NatsLog> {
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: servers.split(",").map((s) => s.trim().replace(/^nats:\/\//, "")),
+        name: "skytale-relay",
+        maxReconnectAttempts: -1,
+      });
+    } catch (e) {
+      throw new RelayError("relay_unavailable", `Cannot connect to NATS at "${servers}"`, {
+        cause: e,
+      });
+    }
+    try {
+      const jsm = await jetstreamManager(nc);
+      const log = new NatsLog(nc, jsm, opts);
+      await log.#ensureStream(`${log.#P}_IDS`, `${log.#p}.id.>`, { max_msgs_per_subject: 1 });
+      await log.#ensureStream(`${log.#P}_MB`, `${log.#p}.mb.>`, {
+        max_age: 30 * 86400 * 1e9,
+      });
+      return log;
+    } catch (e) {
+      await nc.close();
+      throw new RelayError("relay_unavailable", `NATS at "${servers}" has no usable JetStream`, {
+        cause: e,
+      });
+    }
+  }
+
+  #base(): Record<string, unknown> {
+    return {
+      storage: this.#opts.memoryStorage ? "memory" : "file",
+      num_replicas: this.#opts.replicas ?? 1,
+      allow_direct: true,
+      duplicate_window: (this.#opts.duplicateWindowMs ?? 120_000) * 1e6,
+    };
+  }
+
+  async #ensureStream(name: string, subject: string, extra: Record<string, unknown> = {}) {
+    try {
+      await this.#jsm.streams.info(name);
+    } catch (e) {
+      if (!_isNotFound(e)) throw e;
+      await this.#jsm.streams.add({ name, subjects: [subject], ...this.#base(), ...extra });
+    }
+  }
+
+  #check(): void {
+    if (this.#closed) throw new RelayError("closed", "The relay log is closed");
+  }
+
+  async #h(channel: string): Promise<string> {
+    let h = this.#hashes.get(channel);
+    if (!h) this.#hashes.set(channel, h = await _hash(channel));
+    return h;
+  }
+
+  #stream(h: string): string {
+    return `${this.#P}_CH_${h}`;
+  }
+
+  #subject(h: string): string {
+    return `${this.#p}.ch.${h}`;
+  }
+
+  /** Runs `fn` after every earlier call for the same key (appends of one channel, in order). */
+  #serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.#locks.set(key, tail);
+    void tail.then(() => {
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    });
+    return next;
+  }
+
+  async #get(stream: string, seq: number): Promise<StoredMsg | null> {
+    try {
+      return await this.#jsm.direct.getMessage(stream, { seq });
+    } catch (e) {
+      if (_isNotFound(e)) return null;
+      throw e;
+    }
+  }
+
+  /** Reads the channel's head and epoch from its last entry; `undefined` if unknown. */
+  async #fetchState(channel: string): Promise<_State | undefined> {
+    const h = await this.#h(channel);
+    if (!this.#state.has(channel)) {
+      // A direct get on a missing stream has no responder and only times out: ask first.
+      try {
+        await this.#jsm.streams.info(this.#stream(h));
+      } catch (e) {
+        if (_isNotFound(e)) return undefined;
+        throw e;
+      }
+    }
+    let m: StoredMsg | null;
+    try {
+      m = await this.#jsm.direct.getMessage(this.#stream(h), { last_by_subj: this.#subject(h) });
+    } catch (e) {
+      if (_isNotFound(e)) return undefined;
+      throw e;
+    }
+    if (!m) return undefined;
+    const e = _entry(m);
+    const st: _State = e
+      ? { head: e.seq, epoch: Number(m.header.get("Sky-Chan-Epoch")) }
+      : { head: 0, epoch: 0 };
+    this.#state.set(channel, st);
+    return st;
+  }
+
+  /**
+   * Creates a channel (its stream and creation marker).
+   *
+   * @param channel The channel name.
+   * @returns `false` if it already existed.
+   */
+  async create(channel: string): Promise<boolean> {
+    this.#check();
+    const h = await this.#h(channel);
+    const name = this.#stream(h);
+    try {
+      const info = await this.#jsm.streams.info(name);
+      if (info.state.messages > 0 || info.state.last_seq > 0) return false;
+    } catch (e) {
+      if (!_isNotFound(e)) throw e;
+      await this.#jsm.streams.add({
+        name,
+        subjects: [this.#subject(h)],
+        description: channel,
+        ...this.#base(),
+      });
+    }
+    const ack = await this.#js.publish(this.#subject(h), new Uint8Array(0), { msgID: "create" });
+    return !ack.duplicate;
+  }
+
+  /**
+   * Reads a channel's epoch and head.
+   *
+   * @param channel The channel name.
+   * @returns Its epoch and head, or `undefined`.
+   */
+  async info(channel: string): Promise<{ epoch: number; head: number } | undefined> {
+    this.#check();
+    const st = await this.#fetchState(channel);
+    return st && { epoch: st.epoch, head: st.head };
+  }
+
+  async #idLookup(h: string, idHex: string): Promise<number | undefined> {
+    try {
+      const m = await this.#jsm.direct.getMessage(`${this.#P}_IDS`, {
+        last_by_subj: `${this.#p}.id.${h}.${idHex}`,
+      });
+      return m ? Number(new TextDecoder().decode(m.data)) : undefined;
+    } catch (e) {
+      if (_isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async #prior(h: string, seq: number): Promise<AppendResult> {
+    const m = await this.#get(this.#stream(h), seq + 1);
+    const e = m && _entry(m);
+    if (!e) throw new RelayError("state_corrupt", `Entry ${seq} is missing from its stream`);
+    return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
+  }
+
+  /**
+   * Appends an entry: epoch-checked for commits across every relay, idempotent by id.
+   *
+   * @param channel The channel name.
+   * @param e The entry.
+   * @returns The result.
+   */
+  append(channel: string, e: AppendInput): Promise<AppendResult> {
+    this.#check();
+    return this.#serial(channel, async (): Promise<AppendResult> => {
+      const h = await this.#h(channel);
+      const idHex = e.id.toHex();
+      const known = await this.#idLookup(h, idHex);
+      if (known !== undefined) return await this.#prior(h, known);
+      const isCommit = e.kind === "commit";
+      let st = this.#state.get(channel) ?? await this.#fetchState(channel);
+      for (let attempt = 0; attempt < 100; attempt++) {
+        if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
+        if (isCommit && e.epoch !== st.epoch) {
+          // The cached epoch may be behind another relay's commit: look before refusing.
+          st = await this.#fetchState(channel);
+          if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
+          if (e.epoch !== st.epoch) return { ok: false, code: "stale_epoch", epoch: st.epoch };
+        }
+        const seq = st.head + 1;
+        const chanEpoch = isCommit ? e.epoch + 1 : st.epoch;
+        const hd = natsHeaders();
+        hd.set("Sky-Seq", String(seq));
+        hd.set("Sky-Epoch", String(e.epoch));
+        hd.set("Sky-Chan-Epoch", String(chanEpoch));
+        hd.set("Sky-Kind", String(KINDS.indexOf(e.kind)));
+        hd.set("Sky-Time", String(e.time));
+        hd.set("Sky-Id", idHex);
+        let ack;
+        try {
+          ack = await this.#js.publish(this.#subject(h), e.payload, {
+            msgID: idHex,
+            expect: { lastSequence: st.head + 1 },
+            headers: hd,
+          });
+        } catch (err) {
+          if (!_isWrongLast(err)) throw err;
+          st = await this.#fetchState(channel);
+          continue;
+        }
+        let result: AppendResult;
+        if (ack.duplicate) {
+          result = await this.#prior(h, ack.seq - 1);
+        } else {
+          this.#state.set(channel, { head: seq, epoch: chanEpoch });
+          result = { ok: true, seq, epoch: isCommit ? chanEpoch : e.epoch };
+        }
+        await this.#js.publish(
+          `${this.#p}.id.${h}.${idHex}`,
+          new TextEncoder().encode(String(result.ok ? result.seq : 0)),
+        );
+        return result;
+      }
+      throw new RelayError("relay_error", `Too much contention appending to "${channel}"`);
+    });
+  }
+
+  /**
+   * Reads entries from a seq on.
+   *
+   * @param channel The channel name.
+   * @param fromSeq The first seq wanted.
+   * @param limit The most entries returned.
+   * @returns The entries.
+   */
+  async read(channel: string, fromSeq: number, limit: number): Promise<LogEntry[]> {
+    this.#check();
+    const from = Math.max(1, fromSeq);
+    let st = this.#state.get(channel);
+    if (!st || st.head < from) st = await this.#fetchState(channel);
+    if (!st || limit <= 0) return [];
+    const to = Math.min(st.head, from + limit - 1);
+    const h = await this.#h(channel);
+    const stream = this.#stream(h);
+    const msgs = await Promise.all(
+      Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => this.#get(stream, from + i + 1)),
+    );
+    const out: LogEntry[] = [];
+    for (const m of msgs) {
+      const e = m && _entry(m);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  /**
+   * Finds where an epoch starts (a binary search over `Sky-Chan-Epoch`, which never decreases).
+   *
+   * @param channel The channel name.
+   * @param epoch The epoch.
+   * @returns Its first seq.
+   */
+  async firstSeqOfEpoch(channel: string, epoch: number): Promise<number> {
+    this.#check();
+    if (epoch === 0) return 1;
+    const st = await this.#fetchState(channel);
+    if (!st) return 1;
+    if (st.epoch < epoch) return st.head + 1;
+    const stream = this.#stream(await this.#h(channel));
+    let lo = 1;
+    let hi = st.head;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const m = await this.#get(stream, mid + 1);
+      const ce = m ? Number(m.header?.get("Sky-Chan-Epoch")) : -1;
+      if (ce >= epoch) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo + 1;
+  }
+
+  /**
+   * Calls `onAppend` for entries any relay appends to a channel from now on
+   * (at most once each per call, possibly not all: readers fill gaps from the log).
+   *
+   * @param channel The channel name.
+   * @param onAppend Called with each entry.
+   * @returns A function that stops watching.
+   */
+  async watch(channel: string, onAppend: (e: LogEntry) => void): Promise<() => void> {
+    this.#check();
+    const sub = this.#nc.subscribe(this.#subject(await this.#h(channel)), {
+      callback: (err, msg) => {
+        if (err || !msg.headers) return;
+        const seq = msg.headers.get("Sky-Seq");
+        if (!seq) return;
+        const e: LogEntry = {
+          seq: Number(seq),
+          epoch: Number(msg.headers.get("Sky-Epoch")),
+          kind: KINDS[Number(msg.headers.get("Sky-Kind"))] ?? "application",
+          id: fromHex(msg.headers.get("Sky-Id"), "entry id"),
+          time: Number(msg.headers.get("Sky-Time")),
+          payload: msg.data,
+        };
+        const st = this.#state.get(channel);
+        if (st && e.seq > st.head) {
+          st.head = e.seq;
+          st.epoch = Number(msg.headers.get("Sky-Chan-Epoch"));
+        }
+        onAppend(e);
+      },
+    });
+    await this.#nc.flush();
+    return () => sub.unsubscribe();
+  }
+
+  /**
+   * Queues a blob for an address.
+   *
+   * @param address The mailbox address.
+   * @param id The item id.
+   * @param payload The blob.
+   * @param expiresAt Expiry, ms since the Unix epoch.
+   */
+  async mailboxPut(
+    address: string,
+    id: Uint8Array,
+    payload: Uint8Array,
+    expiresAt: number,
+  ): Promise<void> {
+    this.#check();
+    const h = await _hash(address);
+    const hd = natsHeaders();
+    hd.set("Sky-Expires", String(expiresAt));
+    hd.set("Sky-Id", id.toHex());
+    await this.#js.publish(`${this.#p}.mb.${h}`, payload, {
+      msgID: `${h}.${id.toHex()}`,
+      headers: hd,
+    });
+  }
+
+  /**
+   * Removes and returns the unexpired blobs of an address.
+   *
+   * @param address The mailbox address.
+   * @param now Now, ms since the Unix epoch.
+   * @returns The unexpired items.
+   */
+  mailboxTake(address: string, now: number): Promise<MailboxEntry[]> {
+    this.#check();
+    return this.#serial(`mb:${address}`, async () => {
+      const subject = `${this.#p}.mb.${await _hash(address)}`;
+      const stream = `${this.#P}_MB`;
+      const out: MailboxEntry[] = [];
+      const seen = new Set<string>();
+      let seq = 1;
+      let last = 0;
+      for (;;) {
+        let m: StoredMsg | null;
+        try {
+          m = await this.#jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
+        } catch (e) {
+          if (_isNotFound(e)) break;
+          throw e;
+        }
+        if (!m) break;
+        last = m.seq;
+        seq = m.seq + 1;
+        const idHex = m.header?.get("Sky-Id") ?? "";
+        if (Number(m.header?.get("Sky-Expires")) > now && !seen.has(idHex)) {
+          seen.add(idHex);
+          out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data });
+        }
+      }
+      if (last > 0) await this.#jsm.streams.purge(stream, { filter: subject, seq: last + 1 });
+      return out;
+    });
+  }
+
+  /** Closes the NATS connection (idempotent). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#nc.drain().catch(() => this.#nc.close());
+  }
+}

@@ -1,0 +1,282 @@
+// Scale-out: relays sharing one channel space on NATS JetStream. Needs `nats-server`
+// (Debian package; `scripts/nats.sh install`). In CI a missing server fails these tests.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import fsp from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import process from "node:process";
+import {
+  connectWebSocket,
+  failoverConnector,
+  RelayClient,
+  type RelayClientOptions,
+} from "../src/relay/client.ts";
+import { NatsLog } from "../src/relay/log/nats.ts";
+import type { LogEntry } from "../src/relay/log/types.ts";
+import { eventually, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
+
+const HAVE_NATS = spawnSync("nats-server", ["--version"]).status === 0;
+const CI = process.env.CI === "true" || process.env.CI === "1";
+// Never skip silently in CI: there the tests run and fail without a server.
+const SKIP = !HAVE_NATS && !CI
+  ? "nats-server is not installed (scripts/nats.sh install); CI runs these tests"
+  : false;
+
+const rid = () => crypto.getRandomValues(new Uint8Array(16));
+const opaque = (n: number) => {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+};
+const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts nats-server (loopback, JetStream, temp store) through scripts/nats.sh. */
+async function startNats(): Promise<{ url: string; stop: () => Promise<void> }> {
+  if (!HAVE_NATS) {
+    throw new Error("nats-server is not installed: run scripts/nats.sh install (CI does)");
+  }
+  const dir = await tempDir("skytale-nats-");
+  const port = await freePort();
+  const child = spawn("bash", [path.join(ROOT, "scripts/nats.sh"), "start", dir, String(port)], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let err = "";
+  const exited = new Promise<void>((r) => child.on("exit", () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${err}`)), 15_000);
+    child.stderr!.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (/Server is ready/.test(err)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited:\n${err}`));
+    });
+  });
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    stop: async () => {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function client(
+  connect: () => Promise<WebSocket>,
+  extra: Partial<RelayClientOptions> = {},
+): RelayClient {
+  return new RelayClient({
+    connect,
+    requestTimeoutMs: 30_000,
+    backoffInitialMs: 50,
+    backoffMaxMs: 300,
+    onError: () => {},
+    ...extra,
+  });
+}
+const at = (url: string) => client(() => connectWebSocket(url, 2000));
+
+test(
+  "clients on two relays over one NATS share a channel and see one order",
+  { skip: SKIP },
+  async () => {
+    const nats = await startNats();
+    const r1 = await startRelayProcess(["--store", nats.url]);
+    const r2 = await startRelayProcess(["--store", nats.url]);
+    const a = at(r1.url);
+    const b = at(r2.url);
+    try {
+      assert.equal(await a.create("acme/nats/shared"), true);
+      assert.equal(await b.create("acme/nats/shared"), false);
+      const gotA: LogEntry[] = [];
+      const gotB: LogEntry[] = [];
+      await a.subscribe("acme/nats/shared", { seq: 1 }, (e) => void gotA.push(e));
+      await b.subscribe("acme/nats/shared", { seq: 1 }, (e) => void gotB.push(e));
+      const acks = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          (i % 2 ? a : b).publish("acme/nats/shared", {
+            id: rid(),
+            kind: "application",
+            epoch: 0,
+            payload: opaque(i),
+          })),
+      );
+      const seqs = acks.map((r) => (r.ok ? r.seq : 0)).sort((x, y) => x - y);
+      assert.deepEqual(seqs, Array.from({ length: 40 }, (_, i) => i + 1));
+      await eventually(() => gotA.length === 40 && gotB.length === 40, 20_000, "deliveries");
+      assert.deepEqual(gotA.map((e) => e.seq), seqs);
+      assert.deepEqual(gotB.map((e) => e.seq), seqs);
+      assert.deepEqual(gotA.map((e) => numOf(e.payload)), gotB.map((e) => numOf(e.payload)));
+      // Mailboxes are shared too.
+      await a.mailboxPut("kp:bob", opaque(7), 60);
+      assert.deepEqual((await b.mailboxTake("kp:bob")).map(numOf), [7]);
+      assert.deepEqual(await a.mailboxTake("kp:bob"), []);
+    } finally {
+      await a.close();
+      await b.close();
+      await r1.proc.kill();
+      await r2.proc.kill();
+      await nats.stop();
+    }
+  },
+);
+
+test("concurrent commits through two relays: exactly one per epoch", { skip: SKIP }, async () => {
+  const nats = await startNats();
+  const r1 = await startRelayProcess(["--store", nats.url]);
+  const r2 = await startRelayProcess(["--store", nats.url]);
+  const a = at(r1.url);
+  const b = at(r2.url);
+  try {
+    await a.create("acme/nats/commits");
+    let seq = 0;
+    for (let epoch = 0; epoch < 15; epoch++) {
+      // An application entry now and then, so commits race over a moving head.
+      if (epoch % 3 === 0) {
+        await b.publish("acme/nats/commits", {
+          id: rid(),
+          kind: "application",
+          epoch,
+          payload: opaque(0),
+        });
+        seq++;
+      }
+      const rs = await Promise.all(
+        [a, b, a, b].map((c, i) =>
+          c.publish("acme/nats/commits", { id: rid(), kind: "commit", epoch, payload: opaque(i) })
+        ),
+      );
+      const oks = rs.filter((r) => r.ok);
+      assert.equal(oks.length, 1, `epoch ${epoch}: ${JSON.stringify(rs)}`);
+      seq++;
+      assert.deepEqual(oks[0], { ok: true, seq, epoch: epoch + 1 });
+      for (const r of rs.filter((r) => !r.ok)) {
+        assert.deepEqual(r, { ok: false, code: "stale_epoch", epoch: epoch + 1 });
+      }
+    }
+    const fromEpoch: number[] = [];
+    await b.subscribe("acme/nats/commits", { epoch: 15 }, (e) => void fromEpoch.push(e.seq));
+    await a.publish("acme/nats/commits", {
+      id: rid(),
+      kind: "application",
+      epoch: 15,
+      payload: opaque(1),
+    });
+    await eventually(() => fromEpoch.length === 1, 10_000, "epoch 15 entry");
+    assert.deepEqual(fromEpoch, [seq + 1]);
+  } finally {
+    await a.close();
+    await b.close();
+    await r1.proc.kill();
+    await r2.proc.kill();
+    await nats.stop();
+  }
+});
+
+test("killing a relay moves its clients to the other with nothing lost or duplicated", {
+  skip: SKIP,
+}, async () => {
+  const nats = await startNats();
+  const r1 = await startRelayProcess(["--store", nats.url]);
+  const r2 = await startRelayProcess(["--store", nats.url]);
+  const urls = [r1.url, r2.url];
+  const pub = client(failoverConnector(urls, 2000));
+  const sub = client(failoverConnector(urls, 2000));
+  const TOTAL = 300;
+  try {
+    await pub.create("acme/nats/failover");
+    const got: LogEntry[] = [];
+    await sub.subscribe("acme/nats/failover", { seq: 1 }, (e) => void got.push(e));
+    const acks: Promise<unknown>[] = [];
+    for (let i = 0; i < TOTAL; i++) {
+      acks.push(
+        pub.publish("acme/nats/failover", {
+          id: rid(),
+          kind: "application",
+          epoch: 0,
+          payload: opaque(i),
+        }),
+      );
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 5));
+      if (i === 120) r1.proc.child.kill("SIGKILL"); // both clients are on r1
+    }
+    const results = await Promise.all(acks) as { ok: boolean; seq: number }[];
+    assert.ok(results.every((r) => r.ok));
+    assert.deepEqual(
+      results.map((r) => r.seq).sort((x, y) => x - y),
+      Array.from({ length: TOTAL }, (_, i) => i + 1),
+    );
+    await eventually(() => got.length >= TOTAL, 30_000, `${TOTAL} deliveries (${got.length})`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got.map((e) => e.seq), Array.from({ length: TOTAL }, (_, i) => i + 1));
+    assert.equal(new Set(got.map((e) => numOf(e.payload))).size, TOTAL);
+    assert.ok(r1.proc.child.signalCode === "SIGKILL" || r1.proc.child.exitCode !== null);
+  } finally {
+    await pub.close();
+    await sub.close();
+    await r1.proc.kill();
+    await r2.proc.kill();
+    await nats.stop();
+  }
+});
+
+test(
+  "a publish id stays idempotent after JetStream's de-duplication window",
+  { skip: SKIP },
+  async () => {
+    const nats = await startNats();
+    const log = await NatsLog.open(nats.url, { duplicateWindowMs: 1000, prefix: "dedupe" });
+    try {
+      await log.create("acme/nats/dedupe");
+      const id = rid();
+      const e = {
+        id,
+        kind: "application" as const,
+        epoch: 0,
+        payload: opaque(1),
+        time: Date.now(),
+      };
+      assert.deepEqual(await log.append("acme/nats/dedupe", e), { ok: true, seq: 1, epoch: 0 });
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual(await log.append("acme/nats/dedupe", e), { ok: true, seq: 1, epoch: 0 });
+      assert.deepEqual(await log.info("acme/nats/dedupe"), { epoch: 0, head: 1 });
+      const c = { ...e, id: rid(), kind: "commit" as const };
+      assert.deepEqual(await log.append("acme/nats/dedupe", c), { ok: true, seq: 2, epoch: 1 });
+      assert.deepEqual(await log.append("acme/nats/dedupe", c), { ok: true, seq: 2, epoch: 1 });
+      assert.equal(await log.firstSeqOfEpoch("acme/nats/dedupe", 1), 3);
+      assert.deepEqual(
+        (await log.read("acme/nats/dedupe", 1, 10)).map((x) => [x.seq, x.kind]),
+        [[1, "application"], [2, "commit"]],
+      );
+      assert.equal(await log.info("acme/nats/none"), undefined);
+      assert.deepEqual(await log.append("acme/nats/none", e), {
+        ok: false,
+        code: "unknown_channel",
+        epoch: 0,
+      });
+    } finally {
+      await log.close();
+      await nats.stop();
+    }
+  },
+);
