@@ -1,7 +1,9 @@
 // Shared test helpers: spawning our own entry points as real processes under the
 // runtime that runs the test, temp dirs, and bounded waits.
 import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
 import fsp from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import process from "node:process";
@@ -136,4 +138,22 @@ export async function eventually(
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; a test binds it soon after). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The pinned Node 26 from node_modules, for tools that must run under Node. */
+export function nodeBin(): string {
+  const pinned = path.join(ROOT, "node_modules/.bin/node");
+  return fs.existsSync(pinned) ? pinned : "node";
 }

@@ -2,22 +2,13 @@
 // surviving process takes over the log when the hosting one dies.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import { Agent } from "./_agent.ts";
-import { tempDir } from "./_helpers.ts";
+import { freePort, tempDir } from "./_helpers.ts";
 
 const agents: Agent[] = [];
 after(async () => {
   await Promise.all(agents.map((a) => a.kill()));
 });
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 test("two processes talk through the embedded relay, and a survivor takes over its log", async () => {
   const port = String(await freePort());

@@ -5,27 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import process from "node:process";
-import { ROOT, spawnScript, tempDir } from "./_helpers.ts";
+import { freePort, nodeBin, ROOT, spawnScript, tempDir } from "./_helpers.ts";
 
 const SUITE = path.join(ROOT, "node_modules/@modelcontextprotocol/conformance/dist/index.js");
 const BASELINE = path.join(ROOT, "tests/conformance-baseline.yml");
-
-function nodeBin(): string {
-  const pinned = path.join(ROOT, "node_modules/.bin/node");
-  return fs.existsSync(pinned) ? pinned : "node";
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 test("the MCP conformance server scenarios pass over --http, but for the baselined ones", async () => {
   const dir = await tempDir("skytale-conformance-");

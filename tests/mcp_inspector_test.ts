@@ -3,11 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import process from "node:process";
-import { ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
+import { freePort, nodeBin, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
 
 const INSPECTOR = path.join(
   ROOT,
@@ -15,18 +13,6 @@ const INSPECTOR = path.join(
 );
 
 /** Node runs the Inspector whatever runtime runs the test (the pinned one when installed). */
-function nodeBin(): string {
-  const pinned = path.join(ROOT, "node_modules/.bin/node");
-  return fs.existsSync(pinned) ? pinned : "node";
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 function inspect(
   env: Record<string, string>,

@@ -2,25 +2,16 @@
 // driven by the MCP SDK Client over stdio, talking through the embedded local relay.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import path from "node:path";
 import process from "node:process";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
-import { eventually, ROOT, runtimeCommand, spawnScript, tempDir } from "./_helpers.ts";
+import { eventually, freePort, ROOT, runtimeCommand, spawnScript, tempDir } from "./_helpers.ts";
 
 const CHANNEL = "acme/collab/analysis";
 const open: Agent[] = [];
 after(async () => {
   await Promise.all(open.map((a) => a.close()));
 });
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** The environment of a server: ours minus any Skytale settings, plus `extra`. */
 function serverEnv(extra: Record<string, string>): Record<string, string> {

@@ -4,7 +4,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fsp from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import process from "node:process";
 import {
@@ -15,7 +14,7 @@ import {
 } from "../src/relay/client.ts";
 import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { eventually, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
+import { eventually, freePort, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const HAVE_NATS = spawnSync("nats-server", ["--version"]).status === 0;
 const CI = process.env.CI === "true" || process.env.CI === "1";
@@ -31,17 +30,6 @@ const opaque = (n: number) => {
   return b;
 };
 const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts nats-server (loopback, JetStream, temp store) through scripts/nats.sh. */
 async function startNats(): Promise<{ url: string; stop: () => Promise<void> }> {

@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
@@ -9,7 +8,14 @@ import type { LogEntry } from "../src/relay/log/types.ts";
 import { closeLocalRelays, localConnector } from "../src/relay/local.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import { startRelay } from "../src/relay/server.ts";
-import { eventually, type Proc, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
+import {
+  eventually,
+  freePort,
+  type Proc,
+  spawnScript,
+  startRelayProcess,
+  tempDir,
+} from "./_helpers.ts";
 
 const CH = "acme/relay/test";
 
@@ -40,17 +46,6 @@ async function assertCleanExit(proc: Proc): Promise<void> {
   const code = await proc.exited;
   assert.match(proc.stderr(), /skytale relay: stopped/);
   if (!("Deno" in globalThis)) assert.equal(code, 0);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** A raw WebSocket that records decoded frames, for protocol-level checks. */
