@@ -3,13 +3,17 @@
  * default provider (the interop vectors and mixed-provider groups in the tests
  * prove it) but avoids its per-call costs:
  *
- * - Ed25519 signing and verification keys are imported into WebCrypto once and
- *   cached (bounded, least recently used first out), instead of on every call;
+ * - Ed25519 signs and verifies synchronously with `node:crypto` where the
+ *   runtime has it (Deno, Node, Bun; keys prepared once and cached), else
+ *   through WebCrypto with imported keys cached (bounded, least recently used
+ *   first out), instead of an import on every call;
  * - HKDF, HMAC and hashes of small inputs run synchronously with `@noble/hashes`
  *   instead of through async WebCrypto (a fresh `importKey` per HMAC);
- * - AES-GCM uses `@noble/ciphers` below a size threshold and WebCrypto above
- *   it, whichever measured faster on the runtime (see {@linkcode AEAD_NOBLE_MAX}).
- *   MLS message keys are single-use, so there is no AES key worth caching.
+ * - AES-GCM runs synchronously with `node:crypto` (native, no key schedule or
+ *   GHASH tables built in JavaScript for MLS' single-use message keys), except
+ *   on Deno above {@linkcode AEAD_NATIVE_MAX}, where WebCrypto is faster; without
+ *   `node:crypto`, `@noble/ciphers` below {@linkcode AEAD_NOBLE_MAX} and
+ *   WebCrypto above.
  *
  * HPKE (commits, Welcome) and everything of other signature schemes stay with
  * ts-mls' default implementation.
@@ -25,7 +29,25 @@ import { expand, extract } from "@noble/hashes/hkdf.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
 import type { CHash } from "@noble/hashes/utils.js";
-import { KeyCache } from "./_keyCache.ts";
+import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
+import {
+  type NativeCrypto,
+  nativeCrypto,
+  type NativeEd25519Key,
+} from "../runtime/native_crypto.ts";
+
+/**
+ * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
+ * per runtime; larger ones go to WebCrypto. Measured on a 2-core x86-64
+ * machine (fresh key, 40-byte AAD): Deno 2.9's `node:crypto` costs about
+ * 8 µs + 4 µs/KiB (65 µs at 16 KiB) against WebCrypto import + encrypt at
+ * about 90 µs + 1 µs/KiB inside an MLS pair (async hops included), so the
+ * cross-over is near 24 KiB; Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and
+ * Bun 1.4 (2.4 µs, 4 µs) stay ahead of WebCrypto at every size.
+ */
+export const AEAD_NATIVE_MAX = { deno: 24576, node: Infinity, bun: Infinity } as const;
+/** The type of {@linkcode AEAD_NATIVE_MAX}. */
+export type AEAD_NATIVE_MAX = typeof AEAD_NATIVE_MAX;
 
 /**
  * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with
@@ -50,10 +72,22 @@ export const SIGNATURE_KEY_CACHE_SIZE = 1024;
 
 const subtle = globalThis.crypto.subtle;
 
+function userAgent(): string {
+  return typeof navigator === "object" ? String(navigator.userAgent ?? "") : "";
+}
+
 /** JavaScriptCore (Bun) has a slower noble AES than V8 (Deno, Node). */
 function aeadNobleMax(): number {
-  const ua = typeof navigator === "object" ? String(navigator.userAgent ?? "") : "";
-  return ua.startsWith("Bun/") ? AEAD_NOBLE_MAX.jsc : AEAD_NOBLE_MAX.v8;
+  return userAgent().startsWith("Bun/") ? AEAD_NOBLE_MAX.jsc : AEAD_NOBLE_MAX.v8;
+}
+
+/** Largest AES-GCM input for `node:crypto` on this runtime (-1: none). */
+function aeadNativeMax(native: NativeCrypto | undefined): number {
+  if (native === undefined) return -1;
+  const ua = userAgent();
+  if (ua.startsWith("Deno/")) return AEAD_NATIVE_MAX.deno;
+  if (ua.startsWith("Bun/")) return AEAD_NATIVE_MAX.bun;
+  return AEAD_NATIVE_MAX.node;
 }
 
 type NobleHash = CHash;
@@ -144,7 +178,8 @@ function expandOneBlock(h: NobleHash, prk: Uint8Array, info: Uint8Array, len: nu
 
 type Aead = Pick<CiphersuiteImpl["hpke"], "encryptAead" | "decryptAead">;
 
-function makeAesGcm(): Aead {
+function makeAesGcm(native: NativeCrypto | undefined): Aead {
+  const nativeMax = aeadNativeMax(native);
   const nobleMax = aeadNobleMax();
   const params = (nonce: Uint8Array, aad: Uint8Array | undefined): AesGcmParams =>
     aad === undefined || aad.length === 0
@@ -152,12 +187,18 @@ function makeAesGcm(): Aead {
       : { name: "AES-GCM", iv: bs(nonce), additionalData: bs(aad) };
   return {
     async encryptAead(key, nonce, aad, plaintext) {
+      if (plaintext.length <= nativeMax && native!.aesGcmSupports(key.length)) {
+        return native!.aesGcmEncrypt(key, nonce, aad, plaintext);
+      }
       if (plaintext.length <= nobleMax) return gcm(key, nonce, aad).encrypt(plaintext);
       const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["encrypt"]);
       return new Uint8Array(await subtle.encrypt(params(nonce, aad), k, bs(plaintext)));
     },
     async decryptAead(key, nonce, aad, ciphertext) {
       try {
+        if (ciphertext.length <= nativeMax && native!.aesGcmSupports(key.length)) {
+          return native!.aesGcmDecrypt(key, nonce, aad, ciphertext);
+        }
         if (ciphertext.length <= nobleMax) return gcm(key, nonce, aad).decrypt(ciphertext);
         const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["decrypt"]);
         return new Uint8Array(await subtle.decrypt(params(nonce, aad), k, bs(ciphertext)));
@@ -249,15 +290,47 @@ function makeEd25519(): CiphersuiteImpl["signature"] {
   };
 }
 
+/** Ed25519 through synchronous `node:crypto`, prepared keys cached. */
+function makeNativeEd25519(
+  native: NativeCrypto,
+  keygen: CiphersuiteImpl["signature"]["keygen"],
+): CiphersuiteImpl["signature"] {
+  const signKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => sha256(k));
+  const verifyKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => k);
+  return {
+    // deno-lint-ignore require-await
+    async sign(signKey, message) {
+      const key = signKeys.get(signKey, () => native.ed25519PrivateKey(signKey));
+      return native.ed25519Sign(key, message);
+    },
+    // deno-lint-ignore require-await
+    async verify(publicKey, message, signature) {
+      let key: NativeEd25519Key;
+      try {
+        key = verifyKeys.get(publicKey, () => native.ed25519PublicKey(publicKey));
+      } catch {
+        return false;
+      }
+      return native.ed25519Verify(key, message, signature);
+    },
+    keygen,
+  };
+}
+
 async function makeImpl(cs: Ciphersuite): Promise<CiphersuiteImpl> {
   const base = await defaultCryptoProvider.getCiphersuiteImpl(cs);
-  const aead = cs.hpke.aead === "CHACHA20POLY1305" ? makeChaCha() : makeAesGcm();
-  const ed25519 = cs.signature === "Ed25519" && typeof subtle?.importKey === "function";
+  const native = nativeCrypto;
+  const aead = cs.hpke.aead === "CHACHA20POLY1305" ? makeChaCha() : makeAesGcm(native);
+  let signature = base.signature;
+  if (cs.signature === "Ed25519" && typeof subtle?.importKey === "function") {
+    const web = makeEd25519();
+    signature = native === undefined ? web : makeNativeEd25519(native, web.keygen);
+  }
   return {
     name: cs.name,
     hash: makeHash(cs.hash),
     kdf: makeKdf(kdfHash(cs)),
-    signature: ed25519 ? makeEd25519() : base.signature,
+    signature,
     hpke: { ...base.hpke, ...aead },
     rng: base.rng,
   };

@@ -1,0 +1,202 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { type CryptoProvider, getCiphersuiteFromName, getCiphersuiteImpl } from "ts-mls";
+import { gcm } from "@noble/ciphers/aes.js";
+import { nativeCrypto } from "../src/runtime/native_crypto.ts";
+import { SyncKeyCache } from "../src/mls/_keyCache.ts";
+import { DEFAULT_SUITE } from "../src/mls/engine.ts";
+import { AEAD_NATIVE_MAX, fastCryptoProvider, tsMlsDefaultProvider } from "../src/mls/provider.ts";
+
+const subtle = globalThis.crypto.subtle;
+
+function unhex(s: string): Uint8Array {
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function random(n: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+async function webEncrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  pt: Uint8Array,
+): Promise<Uint8Array> {
+  const k = await subtle.importKey("raw", key as Uint8Array<ArrayBuffer>, "AES-GCM", false, [
+    "encrypt",
+  ]);
+  const params = {
+    name: "AES-GCM",
+    iv: nonce as Uint8Array<ArrayBuffer>,
+    additionalData: aad as Uint8Array<ArrayBuffer>,
+  };
+  return new Uint8Array(await subtle.encrypt(params, k, pt as Uint8Array<ArrayBuffer>));
+}
+
+const native = nativeCrypto;
+const skip = native === undefined ? "node:crypto lacks AES-GCM or Ed25519 here" : false;
+
+// McGrew & Viega, "The Galois/Counter Mode of Operation (GCM)", test cases 1 to 4 (AES-128).
+const K0 = "00000000000000000000000000000000";
+const K1 = "feffe9928665731c6d6a8f9467308308";
+const IV1 = "cafebabefacedbaddecaf888";
+const P64 = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72" +
+  "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255";
+const C64 = "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e" +
+  "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985";
+const GCM_VECTORS = [
+  {
+    key: K0,
+    iv: "000000000000000000000000",
+    aad: "",
+    pt: "",
+    ct: "",
+    tag: "58e2fccefa7e3061367f1d57a4e7455a",
+  },
+  {
+    key: K0,
+    iv: "000000000000000000000000",
+    aad: "",
+    pt: "00000000000000000000000000000000",
+    ct: "0388dace60b6a392f328c2b971b2fe78",
+    tag: "ab6e47d42cec13bdf53a67b21257bddf",
+  },
+  { key: K1, iv: IV1, aad: "", pt: P64, ct: C64, tag: "4d5c2af327cd64a62cf35abd2ba6fab4" },
+  {
+    key: K1,
+    iv: IV1,
+    aad: "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+    pt: P64.slice(0, 120),
+    ct: C64.slice(0, 120),
+    tag: "5bc94fbc3221a5db94fae95ae7121a47",
+  },
+];
+
+test("native AES-GCM matches the GCM specification's known answers", { skip }, () => {
+  for (const v of GCM_VECTORS) {
+    const key = unhex(v.key), iv = unhex(v.iv), pt = unhex(v.pt);
+    const aad = v.aad === "" ? undefined : unhex(v.aad);
+    const expected = unhex(v.ct + v.tag);
+    const ct = native!.aesGcmEncrypt(key, iv, aad, pt);
+    assert.equal(Object.getPrototypeOf(ct), Uint8Array.prototype, "a plain Uint8Array");
+    assert.deepEqual(ct, expected);
+    assert.deepEqual(native!.aesGcmDecrypt(key, iv, aad, ct), pt);
+  }
+});
+
+test("native AES-GCM refuses a changed tag, ciphertext, AAD or a truncated input", { skip }, () => {
+  const v = GCM_VECTORS[3]!;
+  const key = unhex(v.key), iv = unhex(v.iv), aad = unhex(v.aad);
+  const ct = unhex(v.ct + v.tag);
+  for (const at of [0, ct.length - 17, ct.length - 16, ct.length - 1]) {
+    const bad = ct.slice();
+    bad[at]! ^= 0x80;
+    assert.throws(() => native!.aesGcmDecrypt(key, iv, aad, bad), `byte ${at} flipped`);
+  }
+  const badAad = aad.slice();
+  badAad[0]! ^= 1;
+  assert.throws(() => native!.aesGcmDecrypt(key, iv, badAad, ct));
+  assert.throws(() => native!.aesGcmDecrypt(key, iv, undefined, ct));
+  assert.throws(() => native!.aesGcmDecrypt(key, iv, aad, ct.subarray(0, ct.length - 1)));
+  assert.throws(() => native!.aesGcmDecrypt(key, iv, aad, ct.subarray(0, 15)));
+  assert.throws(() => native!.aesGcmDecrypt(key, iv, aad, new Uint8Array()));
+  assert.throws(() => native!.aesGcmEncrypt(new Uint8Array(15), iv, aad, ct), "bad key length");
+});
+
+test("native AES-GCM equals WebCrypto and noble for sizes 0 to 70000, all key sizes", {
+  skip,
+}, async () => {
+  const sizes = [0, 1, 15, 16, 17, 100, 1023, 1024, 1025, 4096, 16384, 24575, 24576, 24577];
+  sizes.push(65535, 65536, 65537, 70000);
+  for (const keyLen of [16, 24, 32]) {
+    if (!native!.aesGcmSupports(keyLen)) {
+      assert.equal(keyLen, 24, "only AES-192 may be missing (Deno)");
+      assert.throws(() => native!.aesGcmEncrypt(random(keyLen), random(12), undefined, random(5)));
+      continue;
+    }
+    for (const size of sizes) {
+      const key = random(keyLen), nonce = random(12), aad = random(size % 64);
+      const pt = random(size);
+      const ct = native!.aesGcmEncrypt(key, nonce, aad, pt);
+      assert.equal(ct.length, size + 16);
+      assert.deepEqual(ct, await webEncrypt(key, nonce, aad, pt), `${keyLen * 8}-bit, ${size} B`);
+      if (size <= 4096) assert.deepEqual(ct, gcm(key, nonce, aad).encrypt(pt));
+      assert.deepEqual(native!.aesGcmDecrypt(key, nonce, aad, ct), pt);
+    }
+  }
+});
+
+test("native Ed25519 signs like WebCrypto and verifies its signatures", { skip }, async () => {
+  const pair = await subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
+  const pub = new Uint8Array(await subtle.exportKey("raw", pair.publicKey));
+  const pkcs8 = new Uint8Array(await subtle.exportKey("pkcs8", pair.privateKey));
+  const sk = native!.ed25519PrivateKey(pkcs8);
+  const seeded = native!.ed25519PrivateKey(pkcs8.slice(-32));
+  const pk = native!.ed25519PublicKey(pub);
+  for (const size of [0, 1, 100, 1200, 17000]) {
+    const msg = random(size);
+    const web = new Uint8Array(await subtle.sign("Ed25519", pair.privateKey, msg));
+    const sig = native!.ed25519Sign(sk, msg);
+    assert.equal(Object.getPrototypeOf(sig), Uint8Array.prototype, "a plain Uint8Array");
+    assert.deepEqual(sig, web, `${size} B`);
+    assert.deepEqual(native!.ed25519Sign(seeded, msg), web, "a raw seed signs alike");
+    assert.equal(native!.ed25519Verify(pk, msg, web), true);
+    assert.equal(await subtle.verify("Ed25519", pair.publicKey, sig, msg), true);
+    const bad = sig.slice();
+    bad[size % 64]! ^= 1;
+    assert.equal(native!.ed25519Verify(pk, msg, bad), false);
+    assert.equal(native!.ed25519Verify(pk, msg, sig.subarray(0, 63)), false, "short signature");
+    assert.equal(native!.ed25519Verify(pk, msg, new Uint8Array(64)), false, "zero signature");
+    if (size > 0) assert.equal(native!.ed25519Verify(pk, msg.subarray(1), sig), false);
+  }
+  assert.throws(() => native!.ed25519PublicKey(new Uint8Array(7)));
+  assert.throws(() => native!.ed25519PrivateKey(new Uint8Array(7)));
+});
+
+test("the fast provider's AES-GCM equals the default provider's around every size threshold", async () => {
+  const suite = getCiphersuiteFromName(DEFAULT_SUITE);
+  const fast = await getCiphersuiteImpl(suite, fastCryptoProvider as unknown as CryptoProvider);
+  const slow = await getCiphersuiteImpl(suite, tsMlsDefaultProvider as unknown as CryptoProvider);
+  const key = random(16), nonce = random(12), aad = random(40);
+  const t = AEAD_NATIVE_MAX.deno;
+  for (const size of [0, 95, 96, 97, 2048, 2049, t - 16, t - 15, t, t + 1, t + 17, 70000]) {
+    const pt = random(size);
+    const ct = await fast.hpke.encryptAead(key, nonce, aad, pt);
+    assert.deepEqual(ct, await slow.hpke.encryptAead(key, nonce, aad, pt), `${size} B`);
+    assert.deepEqual(await fast.hpke.decryptAead(key, nonce, aad, ct), pt);
+    const bad = ct.slice();
+    bad[0]! ^= 1;
+    await assert.rejects(fast.hpke.decryptAead(key, nonce, aad, bad));
+  }
+  await assert.rejects(fast.hpke.decryptAead(key, nonce, aad, new Uint8Array(5)));
+  const { signKey, publicKey } = await fast.signature.keygen();
+  const msg = random(300);
+  const sig = await fast.signature.sign(signKey, msg);
+  assert.equal(await slow.signature.verify(publicKey, msg, sig), true);
+  assert.equal(await fast.signature.verify(publicKey, msg, sig.subarray(0, 10)), false);
+  assert.equal(await fast.signature.verify(new Uint8Array(32).fill(0xff), msg, sig), false);
+});
+
+test("the prepared-key cache keeps the most recently used keys", () => {
+  let loads = 0;
+  const cache = new SyncKeyCache<string>(2, (k) => k);
+  const get = (b: number) => cache.get(new Uint8Array([b]), () => `key ${b} ${++loads}`);
+  assert.equal(get(1), "key 1 1");
+  assert.equal(get(2), "key 2 2");
+  assert.equal(get(1), "key 1 1", "a hit");
+  assert.equal(get(3), "key 3 3", "evicts 2, the least recently used");
+  assert.equal(cache.size, 2);
+  assert.equal(get(1), "key 1 1");
+  assert.equal(get(2), "key 2 4", "loaded again");
+  assert.throws(() =>
+    cache.get(new Uint8Array([9]), () => {
+      throw new Error("no key");
+    })
+  );
+  assert.equal(cache.size, 2, "a failed load caches nothing");
+});
