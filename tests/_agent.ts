@@ -52,6 +52,10 @@ export class Agent {
 
   call<T = unknown>(op: string, ...args: unknown[]): Promise<T> {
     const id = this.#next++;
+    const child = this.proc.child;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      return Promise.reject(new Error(`agent ${this.identity} has exited; ${op} not sent`));
+    }
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);

@@ -98,6 +98,8 @@ interface Live {
   /** Plaintexts waiting to be encrypted by the next `#seal` pass. */
   outbox: _Outgoing[];
   proposalTimer?: ReturnType<typeof setTimeout> | undefined;
+  /** The key update that a channel recovered from its backup makes before sending. */
+  rekey?: Promise<unknown> | undefined;
 }
 
 interface _Sealed {
@@ -321,6 +323,7 @@ export class SkytaleChannelManager {
     if (pending && pending.id === id) {
       live.group = ctx.engine.decodeGroup(pending.group);
       live.record.pending = undefined;
+      live.record.recovered = undefined; // a new epoch: fresh sending keys
       return;
     }
     if (live.ownIds.delete(id)) return;
@@ -332,6 +335,7 @@ export class SkytaleChannelManager {
     const r = await ctx.engine.process(live.group, e.payload);
     live.group = r.newGroup;
     if (r.kind === "commit") {
+      live.record.recovered = undefined; // a new epoch: fresh sending keys
       if (r.removed) {
         live.record.active = false;
         logLine(`skytale: ${this.identity} was removed from "${live.record.channel}"`);
@@ -603,6 +607,15 @@ export class SkytaleChannelManager {
       );
     }
     const { ctx, live } = await this.#get(channel);
+    if (live.record.recovered) {
+      // State came from the backup copy, which may predate messages already sent
+      // with this epoch's keys: move to a new epoch first, so no key or nonce repeats.
+      live.rekey ??= this.#commit(ctx, live, async (g) => {
+        const r = await ctx.engine.commitUpdate(g);
+        return { commit: r.commit, newGroup: r.newGroup, result: undefined };
+      }).finally(() => live.rekey = undefined);
+      await live.rekey;
+    }
     const out = await this.#seal(ctx, live, encodeEnvelope(tag, data));
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
     if (!res.ok) {

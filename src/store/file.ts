@@ -55,7 +55,11 @@ export class FileStore implements Store {
     });
   }
 
-  async #read<T>(sub: string, name: string): Promise<T | undefined> {
+  async #read<T>(
+    sub: string,
+    name: string,
+    onRecovered?: () => void,
+  ): Promise<T | undefined> {
     const file = joinPath(this.#dir, sub, name);
     const main = await readFileIfExists(file);
     let firstError: unknown;
@@ -73,6 +77,7 @@ export class FileStore implements Store {
     }
     try {
       const value = await decodeRecord<T>(bak, file + ".bak");
+      onRecovered?.();
       logLine(
         `skytale: ${
           firstError instanceof Error ? firstError.message : `"${file}" is missing`
@@ -111,7 +116,9 @@ export class FileStore implements Store {
   async loadChannels(): Promise<ChannelRecord[]> {
     const out: ChannelRecord[] = [];
     for (const n of await this.#names("channels")) {
-      const r = await this.#read<ChannelRecord>("channels", n);
+      let recovered = false;
+      const r = await this.#read<ChannelRecord>("channels", n, () => recovered = true);
+      if (r && recovered) r.recovered = true;
       if (r) out.push(r);
     }
     return out;

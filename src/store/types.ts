@@ -43,6 +43,13 @@ export interface ChannelRecord {
   pending?: PendingCommit | undefined;
   /** False once this member was removed or left. */
   active: boolean;
+  /**
+   * Set when the record was read from its backup copy: the lost newer copy may
+   * have sent messages with keys this state would use again, so this member
+   * must move to a new epoch (a key update) before it sends in this one.
+   * Cleared by the next epoch change.
+   */
+  recovered?: boolean | undefined;
 }
 
 /** A key package whose private part waits for a Welcome. */
