@@ -69,12 +69,12 @@ test("FileStore recovers the last good copy when the state file is truncated or 
   const full = path.join(dir, "channels", file!);
   const bytes = await fsp.readFile(full);
   await fsp.writeFile(full, bytes.subarray(0, bytes.length >> 1));
-  assert.deepEqual((await new FileStore(dir).loadChannels())[0], record(1));
+  assert.deepEqual((await new FileStore(dir).loadChannels())[0], { ...record(1), recovered: true });
   const flipped = new Uint8Array(bytes);
   const i = flipped.indexOf("h".charCodeAt(0), flipped.length - 40);
   flipped[i] = "H".charCodeAt(0);
   await fsp.writeFile(full, flipped);
-  assert.deepEqual((await new FileStore(dir).loadChannels())[0], record(1));
+  assert.deepEqual((await new FileStore(dir).loadChannels())[0], { ...record(1), recovered: true });
 });
 
 test("FileStore refuses to load when the state and its backup are both corrupt", async () => {

@@ -252,9 +252,14 @@ export class SkytaleChannelManager {
     );
   }
 
-  async #save(ctx: Ctx, live: Live): Promise<void> {
+  /**
+   * Persists group, cursor and buffer together. `durable: false` is for state
+   * the relay can replay (applied entries): a power loss then only re-applies
+   * them. Send ratchets and handed-out buffers are always flushed.
+   */
+  async #save(ctx: Ctx, live: Live, durable = true): Promise<void> {
     live.record.group = ctx.engine.encodeGroup(live.group);
-    await ctx.store.saveChannel(live.record);
+    await ctx.store.saveChannel(live.record, { durable });
   }
 
   #notify(live: Live): void {
@@ -305,7 +310,8 @@ export class SkytaleChannelManager {
         advanced = true;
       }
       if (!advanced) return;
-      await this.#save(ctx, live);
+      // Replayable from the relay, so no flush: a lost write only means re-applying.
+      await this.#save(ctx, live, false);
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
     for (const f of handOut) f();

@@ -23,13 +23,16 @@ export async function ensureDir(dir: string): Promise<void> {
  *
  * @param file The target path.
  * @param data The bytes to write.
- * @param options `backup: true` keeps the previous version as `<file>.bak`.
+ * @param options `backup: true` keeps the previous version as `<file>.bak`;
+ *   `sync: false` skips the fsyncs: still atomic against a process crash, but a
+ *   power loss may keep the previous version (default `true`).
  */
 export async function writeFileAtomic(
   file: string,
   data: Uint8Array,
-  options: { backup?: boolean } = {},
+  options: { backup?: boolean; sync?: boolean } = {},
 ): Promise<void> {
+  const sync = options.sync ?? true;
   const dir = path.dirname(file);
   const tmp = path.join(
     dir,
@@ -38,7 +41,7 @@ export async function writeFileAtomic(
   const fh = await fsp.open(tmp, "w", 0o600);
   try {
     await fh.writeFile(data);
-    await fh.sync();
+    if (sync) await fh.sync();
   } finally {
     await fh.close();
   }
@@ -55,7 +58,7 @@ export async function writeFileAtomic(
     await fsp.rm(tmp, { force: true });
     throw e;
   }
-  await syncDir(dir);
+  if (sync) await syncDir(dir);
 }
 
 async function syncDir(dir: string): Promise<void> {

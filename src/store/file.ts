@@ -48,10 +48,11 @@ export class FileStore implements Store {
     return this.#ready;
   }
 
-  async #write(sub: string, name: string, value: unknown): Promise<void> {
+  async #write(sub: string, name: string, value: unknown, sync = true): Promise<void> {
     await this.#ensure();
     await writeFileAtomic(joinPath(this.#dir, sub, name), await encodeRecord(value), {
       backup: true,
+      sync,
     });
   }
 
@@ -128,9 +129,10 @@ export class FileStore implements Store {
    * Writes one channel record.
    *
    * @param record The record to write.
+   * @param options `durable: false` skips the fsyncs (still atomic against a crash).
    */
-  async saveChannel(record: ChannelRecord): Promise<void> {
-    await this.#write("channels", channelFile(record.channel), record);
+  async saveChannel(record: ChannelRecord, options: { durable?: boolean } = {}): Promise<void> {
+    await this.#write("channels", channelFile(record.channel), record, options.durable ?? true);
   }
 
   /**

@@ -68,8 +68,12 @@ export interface KeyPackageRecord {
 export interface Store {
   /** Every stored channel. */
   loadChannels(): Promise<ChannelRecord[]>;
-  /** Writes one channel's record atomically. */
-  saveChannel(record: ChannelRecord): Promise<void>;
+  /**
+   * Writes one channel's record atomically. `durable: false` may skip flushing
+   * to disk (still atomic against a process crash): for state the relay can
+   * replay, never for state that must survive a power loss (advanced send ratchets).
+   */
+  saveChannel(record: ChannelRecord, options?: { durable?: boolean }): Promise<void>;
   /** Removes a channel's record. */
   deleteChannel(channel: string): Promise<void>;
   /** Every pending key package. */
