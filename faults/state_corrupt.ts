@@ -19,7 +19,11 @@ import {
 type Damage = "truncate" | "bitflip" | "delete";
 
 async function damage(file: string, how: Damage, seed: number): Promise<void> {
-  const b = new Uint8Array(await fsp.readFile(file));
+  // A SIGKILL between the two renames of an atomic write leaves no main file
+  // (the previous one is the .bak): already the "missing" case.
+  const read = await fsp.readFile(file).catch(() => undefined);
+  if (read === undefined) return;
+  const b = new Uint8Array(read);
   if (how === "delete") return await fsp.rm(file);
   if (how === "truncate") return await fsp.writeFile(file, b.subarray(0, (seed * 7919) % b.length));
   b[(seed * 7919) % b.length]! ^= 1 << (seed % 8);
