@@ -31,6 +31,7 @@ import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
 import type { CHash } from "@noble/hashes/utils.js";
 import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
 import {
+  ed25519Pkcs8,
   type NativeCrypto,
   nativeCrypto,
   type NativeEd25519Key,
@@ -227,33 +228,6 @@ function makeChaCha(): Aead {
   };
 }
 
-const PKCS8_ED25519_PREFIX = new Uint8Array([
-  0x30,
-  0x2e,
-  0x02,
-  0x01,
-  0x00,
-  0x30,
-  0x05,
-  0x06,
-  0x03,
-  0x2b,
-  0x65,
-  0x70,
-  0x04,
-  0x22,
-  0x04,
-  0x20,
-]);
-
-function toPkcs8(signKey: Uint8Array): Uint8Array {
-  if (signKey.length !== 32) return signKey;
-  const out = new Uint8Array(48);
-  out.set(PKCS8_ED25519_PREFIX);
-  out.set(signKey, 16);
-  return out;
-}
-
 function makeEd25519(): CiphersuiteImpl["signature"] {
   // Private keys are cached under a digest of their bytes, so no copy of the
   // secret lives on as a string; public keys under their hex.
@@ -263,7 +237,7 @@ function makeEd25519(): CiphersuiteImpl["signature"] {
     async sign(signKey, message) {
       const key = await signKeys.get(
         signKey,
-        () => subtle.importKey("pkcs8", bs(toPkcs8(signKey)), "Ed25519", false, ["sign"]),
+        () => subtle.importKey("pkcs8", bs(ed25519Pkcs8(signKey)), "Ed25519", false, ["sign"]),
       );
       return new Uint8Array(await subtle.sign("Ed25519", key, bs(message)));
     },

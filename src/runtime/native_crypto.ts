@@ -108,6 +108,21 @@ const PKCS8_ED25519_PREFIX = new Uint8Array([
   0x20,
 ]);
 
+/**
+ * Wraps a raw 32-byte Ed25519 seed in its PKCS#8 DER form; other input (already
+ * PKCS#8) is returned as it is.
+ *
+ * @param key A 32-byte seed or PKCS#8 DER bytes.
+ * @returns PKCS#8 DER bytes.
+ */
+export function ed25519Pkcs8(key: Uint8Array): Uint8Array {
+  if (key.length !== 32) return key;
+  const der = new Uint8Array(48);
+  der.set(PKCS8_ED25519_PREFIX);
+  der.set(key, 16);
+  return der;
+}
+
 function gcmName(key: Uint8Array): "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm" {
   switch (key.length) {
     case 16:
@@ -170,12 +185,7 @@ function make(): NativeCrypto | undefined {
       return concat([body, rest], body.length + rest.length);
     },
     ed25519PrivateKey(key) {
-      let der = key;
-      if (key.length === 32) {
-        der = new Uint8Array(48);
-        der.set(PKCS8_ED25519_PREFIX);
-        der.set(key, 16);
-      }
+      const der = ed25519Pkcs8(key);
       const k = nc.createPrivateKey({ key: der as Buffer, format: "der", type: "pkcs8" });
       if (k.asymmetricKeyType !== "ed25519") throw new TypeError("Not an Ed25519 private key");
       return k;
