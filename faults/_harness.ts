@@ -2,25 +2,12 @@
 // on a fixed loopback port that can be SIGKILLed and restarted, member agents,
 // a seeded random source, reading a relay's SQLite log from outside, and RSS.
 import fsp from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { Agent } from "../tests/_agent.ts";
-import { type Proc, spawnScript, tempDir } from "../tests/_helpers.ts";
+import { freePort, type Proc, spawnScript, tempDir } from "../tests/_helpers.ts";
 
-export { Agent, tempDir };
-
-/** A free loopback TCP port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { Agent, freePort, tempDir };
 
 /** A small seeded PRNG (mulberry32), so a failing run can be repeated with its seed. */
 export function rng(seed: number): () => number {
