@@ -7,6 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import process from "node:process";
+import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
 
 /** The project root. */
 export const ROOT = path.resolve(import.meta.dirname ?? ".", "..");
@@ -157,3 +158,18 @@ export function nodeBin(): string {
   const pinned = path.join(ROOT, "node_modules/.bin/node");
   return fs.existsSync(pinned) ? pinned : "node";
 }
+
+/** A RelayClient for tests: short connect timeout and backoff, errors swallowed. */
+export function relayClient(url: string, extra: Partial<RelayClientOptions> = {}): RelayClient {
+  return new RelayClient({
+    connect: () => connectWebSocket(url, 2000),
+    requestTimeoutMs: 10_000,
+    backoffInitialMs: 50,
+    backoffMaxMs: 300,
+    onError: () => {},
+    ...extra,
+  });
+}
+
+/** A fresh random 16-byte publish id. */
+export const rid = (): Uint8Array => crypto.getRandomValues(new Uint8Array(16));

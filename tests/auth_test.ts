@@ -4,26 +4,23 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { ApiKeyTokens, RelayAuth } from "../src/relay/auth.ts";
-import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
+import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import { type Relay, startRelay } from "../src/relay/server.ts";
 import { MemoryStore } from "../src/store/memory.ts";
-import { eventually, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
+import {
+  eventually,
+  relayClient,
+  rid,
+  spawnScript,
+  startRelayProcess,
+  tempDir,
+} from "./_helpers.ts";
 
-const rid = () => crypto.getRandomValues(new Uint8Array(16));
 const payload = () => crypto.getRandomValues(new Uint8Array(8));
 
-function client(url: string, extra: Partial<RelayClientOptions> = {}): RelayClient {
-  return new RelayClient({
-    connect: () => connectWebSocket(url, 2000),
-    requestTimeoutMs: 10_000,
-    backoffInitialMs: 50,
-    backoffMaxMs: 300,
-    onError: () => {},
-    ...extra,
-  });
-}
+const client = relayClient;
 
 /** Resolves with `p`, or rejects after `ms`; the timer never outlives the wait. */
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

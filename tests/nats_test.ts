@@ -14,7 +14,7 @@ import {
 } from "../src/relay/client.ts";
 import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { eventually, freePort, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
+import { eventually, freePort, rid, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const HAVE_NATS = spawnSync("nats-server", ["--version"]).status === 0;
 const CI = process.env.CI === "true" || process.env.CI === "1";
@@ -23,7 +23,6 @@ const SKIP = !HAVE_NATS && !CI
   ? "nats-server is not installed (scripts/nats.sh install); CI runs these tests"
   : false;
 
-const rid = () => crypto.getRandomValues(new Uint8Array(16));
 const opaque = (n: number) => {
   const b = crypto.getRandomValues(new Uint8Array(16));
   new DataView(b.buffer).setUint32(0, n);

@@ -4,23 +4,20 @@ import { execFileSync } from "node:child_process";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { KeyStore } from "../src/relay/auth.ts";
-import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
+import type { RelayClient } from "../src/relay/client.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { eventually, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
+import {
+  eventually,
+  relayClient,
+  rid,
+  spawnScript,
+  startRelayProcess,
+  tempDir,
+} from "./_helpers.ts";
 
-const rid = () => crypto.getRandomValues(new Uint8Array(16));
 const opaque = () => crypto.getRandomValues(new Uint8Array(16));
 
-function client(url: string, extra: Partial<RelayClientOptions> = {}): RelayClient {
-  return new RelayClient({
-    connect: () => connectWebSocket(url, 2000),
-    requestTimeoutMs: 10_000,
-    backoffInitialMs: 50,
-    backoffMaxMs: 300,
-    onError: () => {},
-    ...extra,
-  });
-}
+const client = relayClient;
 
 function pub(
   c: RelayClient,

@@ -12,6 +12,7 @@ import {
   eventually,
   freePort,
   type Proc,
+  rid,
   spawnScript,
   startRelayProcess,
   tempDir,
@@ -29,7 +30,6 @@ function client(url: string, extra: Partial<RelayClientOptions> = {}): RelayClie
   });
 }
 
-const rid = () => crypto.getRandomValues(new Uint8Array(16));
 const opaque = (n: number) => {
   const b = crypto.getRandomValues(new Uint8Array(24));
   new DataView(b.buffer).setUint32(0, n);
