@@ -238,3 +238,28 @@ test("bad input gets a clear SkytaleError code and changes no stored state", asy
   assert.deepEqual((await bob.receiveN(ch, 1)).map((m) => m.text), ["still works"]);
   await Promise.all([alice.stop(), bob.stop(), carol.stop(), dave.stop()]);
 });
+
+test("leave() is committed by a remaining member, even when another commit races its proposal", async () => {
+  const { url } = await relay();
+  const ch = "acme/leave/race";
+  const alice = await agent("alice", url);
+  const bob = await agent("bob", url);
+  const carol = await agent("carol", url);
+  await alice.call("create", ch);
+  await addTo(alice, bob, ch);
+  await addTo(alice, carol, ch);
+  // Bob's proposal and Alice's rotation meet at one epoch; Bob must still end up removed.
+  await Promise.all([bob.call("leave", ch), alice.call("rotateKeys", ch)]);
+  const end = Date.now() + 20_000;
+  let members: string[] = [];
+  while (Date.now() < end) {
+    members = await alice.call<string[]>("members", ch);
+    if (!members.includes("bob")) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(new Set(members), new Set(["alice", "carol"]));
+  assert.deepEqual(await bob.call("channels"), []);
+  await alice.call("send", ch, "after bob left");
+  assert.deepEqual((await carol.receiveN(ch, 1)).map((m) => m.text), ["after bob left"]);
+  await Promise.all([alice.stop(), bob.stop(), carol.stop()]);
+});

@@ -85,6 +85,7 @@ const INVITES_BLOB = "invites";
 const INVITE_POLL_MS = 250;
 const IDENTITY = /^[A-Za-z0-9._@+-]{1,128}$/;
 const COMMIT_RETRIES = 20;
+const LEAVE_WAIT_MS = 10_000;
 const WAIT_MS = 30_000;
 
 interface Live {
@@ -784,10 +785,16 @@ export class SkytaleChannelManager {
    */
   async leave(channel: string): Promise<void> {
     const { ctx, live } = await this.#get(channel);
-    if (live.record.active) {
+    // A remaining member commits the self-remove proposal. A proposal lapses if
+    // another commit is sequenced first, so propose again at the new epoch until
+    // the removal is seen, or until LEAVE_WAIT_MS when nobody else is online.
+    const deadline = Date.now() + LEAVE_WAIT_MS;
+    while (live.record.active && ctx.engine.members(live.group).length > 1) {
       const out = await live.mutex.run(async () => {
         const r = await ctx.engine.proposeLeave(live.group);
         live.group = r.newGroup;
+        // The proposal used a handshake key: persist before it leaves, as for sends.
+        await this.#save(ctx, live);
         const id = crypto.getRandomValues(new Uint8Array(16));
         live.ownIds.add(id.toHex());
         return { id, epoch: ctx.engine.epoch(live.group), payload: r.proposal };
@@ -796,8 +803,16 @@ export class SkytaleChannelManager {
       if (!res.ok) {
         throw new RelayError("relay_error", `Relay refused to leave "${channel}": ${res.code}`);
       }
-      await ctx.relay.unsubscribe(channel).catch(() => {});
+      const left = Math.max(0, deadline - Date.now());
+      await this.#waitFor(
+        live,
+        () => !live.record.active || ctx.engine.epoch(live.group) > out.epoch,
+        left,
+        "removal",
+      );
+      if (Date.now() >= deadline) break;
     }
+    await ctx.relay.unsubscribe(channel).catch(() => {});
     await live.mutex.run(async () => {
       live.record.active = false;
       this.#channels.delete(channel);
