@@ -434,6 +434,14 @@ export class RelayServer {
       const reqId = "reqId" in frame ? frame.reqId : 0;
       if (e instanceof SkytaleError) {
         this.#error(c, reqId, e.code, e.message);
+      } else if (_storageFull(e)) {
+        this.#logger("error", "storage refused a write", { frame: frame.type, error: String(e) });
+        this.#error(
+          c,
+          reqId,
+          "relay_unavailable",
+          `The relay cannot store "${frame.type}": its disk is full or read-only; nothing was stored`,
+        );
       } else {
         this.#logger("error", "internal error", { frame: frame.type, error: String(e) });
         this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
@@ -847,4 +855,10 @@ export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
       return closing;
     },
   };
+}
+
+/** Whether an error from the log is the disk being full or read-only. */
+function _storageFull(e: unknown): boolean {
+  const text = `${(e as { code?: unknown })?.code ?? ""} ${(e as Error)?.message ?? e}`;
+  return /SQLITE_FULL|SQLITE_READONLY|SQLITE_IOERR|ENOSPC|EROFS|disk is full|readonly/i.test(text);
 }
