@@ -4,7 +4,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { ApiKeyTokens, RelayAuth } from "../src/relay/auth.ts";
-import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
+import { connectWebSocket } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import { type Relay, startRelay } from "../src/relay/server.ts";
