@@ -42,6 +42,8 @@ export const ErrorCodes = {
   timeout: "timeout",
   /** Stored state is unreadable or corrupt. */
   stateCorrupt: "state_corrupt",
+  /** Another running process holds this identity's state. */
+  inUse: "in_use",
   /** The object was closed. */
   closed: "closed",
   /** The command line is wrong. */

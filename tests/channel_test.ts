@@ -263,3 +263,27 @@ test("leave() is committed by a remaining member, even when another commit races
   assert.deepEqual((await carol.receiveN(ch, 1)).map((m) => m.text), ["after bob left"]);
   await Promise.all([alice.stop(), bob.stop(), carol.stop()]);
 });
+
+test("a second live process on the same identity and data dir is refused with in_use", async () => {
+  const { url } = await relay();
+  const dir = await tempDir();
+  const first = await agent("alice", url, dir);
+  await first.call("create", "acme/lock/one");
+  const second = await agent("alice", url, dir);
+  await assert.rejects(second.call("channels"), (e: AgentError) => {
+    assert.equal(e.code, "in_use", e.message);
+    assert.match(e.message, /in use by another running process \(pid \d+\)/);
+    return true;
+  });
+  await second.stop();
+  await first.stop();
+  // Released on a clean stop; a lock left by a killed process is taken over.
+  const third = await agent("alice", url, dir);
+  assert.deepEqual((await third.call<{ channel: string }[]>("channels")).map((c) => c.channel), [
+    "acme/lock/one",
+  ]);
+  await third.kill();
+  const fourth = await agent("alice", url, dir);
+  assert.equal((await fourth.call<unknown[]>("channels")).length, 1);
+  await fourth.stop();
+});

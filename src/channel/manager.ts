@@ -188,6 +188,7 @@ export class SkytaleChannelManager {
   async #init(): Promise<Ctx> {
     const engine = await MlsEngine.create(this.#opts.suite);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
+    await store.open?.();
     const endpoint = this.endpoint;
     // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
     const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
@@ -1007,6 +1008,7 @@ export class SkytaleChannelManager {
       if (c) {
         for (const live of this.#channels.values()) await live.mutex.run(() => Promise.resolve());
         await c.relay.close();
+        await c.store.close?.();
       }
     }
   }

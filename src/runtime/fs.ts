@@ -5,6 +5,7 @@
  */
 import fsp from "node:fs/promises";
 import path from "node:path";
+import process from "node:process";
 
 /**
  * Creates a directory (and its parents) readable by the owner only.
@@ -120,4 +121,55 @@ export async function removeFile(file: string): Promise<void> {
  */
 export function joinPath(...parts: string[]): string {
   return path.join(...parts);
+}
+
+/**
+ * Takes an exclusive lock file holding this process's pid. A lock left by a
+ * process that no longer runs is taken over.
+ *
+ * @param file The lock file.
+ * @returns The pid of the live process holding it, or `undefined` once it is ours.
+ */
+export async function acquireLockFile(file: string): Promise<number | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await fsp.open(file, "wx", 0o600);
+      try {
+        await fh.writeFile(String(process.pid));
+      } finally {
+        await fh.close();
+      }
+      return undefined;
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw e;
+    }
+    const holder = Number(
+      (await readFileIfExists(file)
+        ?.then((b) => new TextDecoder().decode(b)))?.trim(),
+    );
+    if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) return holder;
+    await fsp.rm(file, { force: true }); // stale: its process is gone
+  }
+  return -1;
+}
+
+/**
+ * Removes a lock file if this process holds it.
+ *
+ * @param file The lock file.
+ */
+export async function releaseLockFile(file: string): Promise<void> {
+  const b = await readFileIfExists(file);
+  if (b && Number(new TextDecoder().decode(b).trim()) === process.pid) {
+    await fsp.rm(file, { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === "EPERM";
+  }
 }

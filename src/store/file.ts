@@ -8,10 +8,12 @@
 import { StateError } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
 import {
+  acquireLockFile,
   ensureDir,
   joinPath,
   listDir,
   readFileIfExists,
+  releaseLockFile,
   removeFile,
   writeFileAtomic,
 } from "../runtime/fs.ts";
@@ -32,6 +34,31 @@ export class FileStore implements Store {
    */
   constructor(dir: string) {
     this.#dir = dir;
+  }
+
+  /**
+   * Claims the identity's state for this process with a lock file holding its
+   * pid: two live processes on one identity would fork its MLS state and reuse
+   * keys. A lock left by a process that died is taken over.
+   *
+   * @throws {StateError} `in_use` while another live process holds it.
+   */
+  async open(): Promise<void> {
+    await ensureDir(this.#dir);
+    const holder = await acquireLockFile(joinPath(this.#dir, "lock"));
+    if (holder !== undefined) {
+      throw new StateError(
+        "in_use",
+        `The state in "${this.#dir}" is in use by another running process${
+          holder > 0 ? ` (pid ${holder})` : ""
+        }: stop it, or use another identity or data directory`,
+      );
+    }
+  }
+
+  /** Releases the lock taken by {@linkcode FileStore.open}. */
+  async close(): Promise<void> {
+    await releaseLockFile(joinPath(this.#dir, "lock"));
   }
 
   /** The directory this store writes to. */

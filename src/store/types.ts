@@ -66,6 +66,10 @@ export interface KeyPackageRecord {
 
 /** Durable storage for one identity. */
 export interface Store {
+  /** Claims the state for this process (a store on disk refuses a second live process). */
+  open?(): Promise<void>;
+  /** Releases what `open()` claimed. */
+  close?(): Promise<void>;
   /** Every stored channel. */
   loadChannels(): Promise<ChannelRecord[]>;
   /**
