@@ -189,43 +189,48 @@ export class SkytaleChannelManager {
     const engine = await MlsEngine.create(this.#opts.suite);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
-    const endpoint = this.endpoint;
-    // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
-    const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
-    const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
-    const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
-    // The embedded local relay is loopback-only and needs no credentials.
-    const tokens = apiKey !== undefined && urls !== undefined
-      ? new ApiKeyTokens({
-        apiKey,
-        apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
-      })
-      : undefined;
-    const relay = new RelayClient({
-      connect: urls === undefined
-        ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
-        : failoverConnector(urls),
-      ...(tokens ? { token: () => tokens.token() } : {}),
-    });
-    const ctx = { engine, store, relay };
-    for (const record of await store.loadChannels()) {
-      const live = this.#live(ctx, record);
-      if (record.active) await this.#subscribe(ctx, live);
-    }
-    for (const live of this.#channels.values()) {
-      const pending = live.record.pending;
-      if (live.record.active && pending) {
-        // A commit was in flight when the process stopped: settle it now.
-        void this.#publishPending(ctx, live, pending.id, pending.epoch, pending.commit)
-          .catch((e) => logLine(`skytale: could not settle a pending commit: ${message(e)}`));
+    try {
+      const endpoint = this.endpoint;
+      // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
+      const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
+      const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
+      const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
+      // The embedded local relay is loopback-only and needs no credentials.
+      const tokens = apiKey !== undefined && urls !== undefined
+        ? new ApiKeyTokens({
+          apiKey,
+          apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
+        })
+        : undefined;
+      const relay = new RelayClient({
+        connect: urls === undefined
+          ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
+          : failoverConnector(urls),
+        ...(tokens ? { token: () => tokens.token() } : {}),
+      });
+      const ctx = { engine, store, relay };
+      for (const record of await store.loadChannels()) {
+        const live = this.#live(ctx, record);
+        if (record.active) await this.#subscribe(ctx, live);
       }
+      for (const live of this.#channels.values()) {
+        const pending = live.record.pending;
+        if (live.record.active && pending) {
+          // A commit was in flight when the process stopped: settle it now.
+          void this.#publishPending(ctx, live, pending.id, pending.epoch, pending.commit)
+            .catch((e) => logLine(`skytale: could not settle a pending commit: ${message(e)}`));
+        }
+      }
+      const invites = await store.loadBlob(INVITES_BLOB);
+      if (invites) {
+        this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        this.#pollInvites(ctx);
+      }
+      return ctx;
+    } catch (e) {
+      await store.close?.(); // do not keep the identity locked by a manager that failed to start
+      throw e;
     }
-    const invites = await store.loadBlob(INVITES_BLOB);
-    if (invites) {
-      this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
-      this.#pollInvites(ctx);
-    }
-    return ctx;
   }
 
   #live(ctx: Ctx, record: ChannelRecord): Live {

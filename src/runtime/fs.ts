@@ -147,7 +147,10 @@ export async function acquireLockFile(file: string): Promise<number | undefined>
       (await readFileIfExists(file)
         ?.then((b) => new TextDecoder().decode(b)))?.trim(),
     );
-    if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) return holder;
+    // Our own pid in the file is a previous incarnation whose pid came round again.
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+      return holder;
+    }
     await fsp.rm(file, { force: true }); // stale: its process is gone
   }
   return -1;
