@@ -30,4 +30,4 @@ deno test -A --parallel tests/
 step "tests: bun"
 bun test --timeout 180000 tests/
 step "tests: node"
-node --test --test-concurrency=2 --test-timeout=300000 tests/
+node --test --test-concurrency=1 --test-timeout=300000 tests/
