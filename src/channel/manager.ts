@@ -189,6 +189,7 @@ export class SkytaleChannelManager {
     const engine = await MlsEngine.create(this.#opts.suite);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
+    let relay: RelayClient | undefined;
     try {
       const endpoint = this.endpoint;
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
@@ -202,7 +203,7 @@ export class SkytaleChannelManager {
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
         })
         : undefined;
-      const relay = new RelayClient({
+      relay = new RelayClient({
         connect: urls === undefined
           ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
           : failoverConnector(urls),
@@ -228,7 +229,9 @@ export class SkytaleChannelManager {
       }
       return ctx;
     } catch (e) {
-      await store.close?.(); // do not keep the identity locked by a manager that failed to start
+      // A manager that failed to start keeps no reconnecting client and no lock on the identity.
+      await relay?.close();
+      await store.close?.();
       throw e;
     }
   }
