@@ -267,3 +267,70 @@ test(
     }
   },
 );
+
+test(
+  "watchers see only entries JetStream stored, never a publish the CAS refused",
+  { skip: SKIP },
+  async () => {
+    // A core NATS subscription on a stream's subject also receives publishes that JetStream
+    // refused (wrong last sequence) or de-duplicated. A relay that fanned those out handed its
+    // subscribers a payload at a seq where the log holds another one: one entry seen twice,
+    // another never (seen once in the failover test under Bun).
+    const nats = await startNats();
+    const a = await NatsLog.open(nats.url, { prefix: "cas" });
+    const b = await NatsLog.open(nats.url, { prefix: "cas" });
+    const w = await NatsLog.open(nats.url, { prefix: "cas" });
+    const ch = "acme/nats/cas";
+    const entry = (kind: "application" | "commit", epoch: number, n: number) => ({
+      id: rid(),
+      kind,
+      epoch,
+      payload: opaque(n),
+      time: Date.now(),
+    });
+    const seen: LogEntry[] = [];
+    let stop = () => {};
+    try {
+      await assert.rejects(w.watch(ch, () => {}), { code: "unknown_channel" });
+      await a.create(ch);
+      assert.deepEqual(await a.info(ch), { epoch: 0, head: 0 }); // a caches head 0, epoch 0
+      stop = await w.watch(ch, (e) => void seen.push(e));
+      assert.deepEqual(await b.append(ch, entry("commit", 0, 1)), { ok: true, seq: 1, epoch: 1 });
+      // a's first attempt names seq 1 and is refused by the CAS; its retry lands at seq 2.
+      assert.deepEqual(await a.append(ch, entry("application", 0, 2)), {
+        ok: true,
+        seq: 2,
+        epoch: 0,
+      });
+      // A commit for an epoch a still believes in: refused, then stale_epoch.
+      const c = await b.append(ch, entry("commit", 1, 3));
+      assert.deepEqual(c, { ok: true, seq: 3, epoch: 2 });
+      assert.deepEqual(await a.append(ch, entry("commit", 1, 4)), {
+        ok: false,
+        code: "stale_epoch",
+        epoch: 2,
+      });
+      // A retried publish id (de-duplicated by JetStream) is not a new entry either.
+      const dup = entry("application", 2, 5);
+      assert.deepEqual(await b.append(ch, dup), { ok: true, seq: 4, epoch: 2 });
+      assert.deepEqual(await a.append(ch, dup), { ok: true, seq: 4, epoch: 2 });
+      const stored = await w.read(ch, 1, 10);
+      assert.deepEqual(stored.map((e) => numOf(e.payload)), [1, 2, 3, 5]);
+      await eventually(() => seen.length >= 4, 10_000, "4 watched entries");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(
+        seen.map((e) => [e.seq, numOf(e.payload)]),
+        stored.map((e) => [e.seq, numOf(e.payload)]),
+      );
+      // The watcher's cached head and epoch follow only stored entries.
+      assert.deepEqual(await w.info(ch), { epoch: 2, head: 4 });
+      assert.equal(await w.firstSeqOfEpoch(ch, 2), 4);
+    } finally {
+      stop();
+      await a.close();
+      await b.close();
+      await w.close();
+      await nats.stop();
+    }
+  },
+);

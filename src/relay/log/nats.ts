@@ -34,7 +34,12 @@
  *
  * @module
  */
-import { connect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
+import {
+  connect,
+  headers as natsHeaders,
+  type MsgHdrs,
+  type NatsConnection,
+} from "@nats-io/transport-node";
 import {
   jetstream,
   type JetStreamClient,
@@ -84,8 +89,8 @@ function _isNotFound(e: unknown): boolean {
   return /not found|no message found/i.test((e as Error)?.message ?? "");
 }
 
-function _entry(m: StoredMsg): LogEntry | undefined {
-  const h = m.header;
+/** The entry a stored message holds (`undefined` for the creation marker). */
+function _entry(h: MsgHdrs | undefined, data: Uint8Array): LogEntry | undefined {
   const seq = h?.get("Sky-Seq");
   if (!h || !seq) return undefined;
   return {
@@ -94,7 +99,7 @@ function _entry(m: StoredMsg): LogEntry | undefined {
     kind: KINDS[Number(h.get("Sky-Kind"))] ?? "application",
     id: fromHex(h.get("Sky-Id"), "entry id"),
     time: Number(h.get("Sky-Time")),
-    payload: m.data,
+    payload: data,
   };
 }
 
@@ -234,7 +239,7 @@ export class NatsLog implements RelayLog {
       throw e;
     }
     if (!m) return undefined;
-    const e = _entry(m);
+    const e = _entry(m.header, m.data);
     const st: _State = e
       ? { head: e.seq, epoch: Number(m.header.get("Sky-Chan-Epoch")) }
       : { head: 0, epoch: 0 };
@@ -294,7 +299,7 @@ export class NatsLog implements RelayLog {
 
   async #prior(h: string, seq: number): Promise<AppendResult> {
     const m = await this.#get(this.#stream(h), seq + 1);
-    const e = m && _entry(m);
+    const e = m && _entry(m.header, m.data);
     if (!e) throw new RelayError("state_corrupt", `Entry ${seq} is missing from its stream`);
     return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
   }
@@ -383,7 +388,7 @@ export class NatsLog implements RelayLog {
     );
     const out: LogEntry[] = [];
     for (const m of msgs) {
-      const e = m && _entry(m);
+      const e = m && _entry(m.header, m.data);
       if (e) out.push(e);
     }
     return out;
@@ -416,38 +421,55 @@ export class NatsLog implements RelayLog {
   }
 
   /**
-   * Calls `onAppend` for entries any relay appends to a channel from now on
-   * (at most once each per call, possibly not all: readers fill gaps from the log).
+   * Calls `onAppend`, in seq order, for each entry any relay appends to a
+   * channel from now on.
+   *
+   * This is an ordered push consumer on the channel's stream, so it hands on
+   * only what JetStream stored. A plain NATS subscription on the subject would
+   * also receive publishes that the CAS refused or JetStream de-duplicated, and
+   * the relay would fan out a payload at a seq that holds another entry. The
+   * consumer starts after the stream's last message as read here, so nothing
+   * appended after this call resolves is missed. If the consumer falls behind,
+   * is reset or NATS reconnects, the library recreates it from the last seq it
+   * delivered.
    *
    * @param channel The channel name.
    * @param onAppend Called with each entry.
    * @returns A function that stops watching.
+   * @throws {RelayError} `unknown_channel` if the channel does not exist.
    */
   async watch(channel: string, onAppend: (e: LogEntry) => void): Promise<() => void> {
     this.#check();
-    const sub = this.#nc.subscribe(this.#subject(await this.#h(channel)), {
-      callback: (err, msg) => {
-        if (err || !msg.headers) return;
-        const seq = msg.headers.get("Sky-Seq");
-        if (!seq) return;
-        const e: LogEntry = {
-          seq: Number(seq),
-          epoch: Number(msg.headers.get("Sky-Epoch")),
-          kind: KINDS[Number(msg.headers.get("Sky-Kind"))] ?? "application",
-          id: fromHex(msg.headers.get("Sky-Id"), "entry id"),
-          time: Number(msg.headers.get("Sky-Time")),
-          payload: msg.data,
-        };
+    const stream = this.#stream(await this.#h(channel));
+    let last: number;
+    try {
+      last = (await this.#jsm.streams.info(stream)).state.last_seq;
+    } catch (e) {
+      if (_isNotFound(e)) throw new RelayError("unknown_channel", `Unknown channel "${channel}"`);
+      throw e;
+    }
+    const consumer = await this.#js.consumers.getPushConsumer(stream, {
+      name_prefix: `${this.#P}_W_${crypto.randomUUID().replaceAll("-", "")}`,
+      opt_start_seq: last + 1,
+    });
+    const msgs = await consumer.consume({
+      callback: (m) => {
+        const e = _entry(m.headers, m.data);
+        if (!e) return; // the creation marker
         const st = this.#state.get(channel);
         if (st && e.seq > st.head) {
           st.head = e.seq;
-          st.epoch = Number(msg.headers.get("Sky-Chan-Epoch"));
+          st.epoch = Number(m.headers?.get("Sky-Chan-Epoch"));
         }
         onAppend(e);
       },
     });
-    await this.#nc.flush();
-    return () => sub.unsubscribe();
+    return () => {
+      void msgs.close().then(async () => {
+        const name = (await consumer.info(true)).name;
+        await this.#jsm.consumers.delete(stream, name);
+      }).catch(() => {});
+    };
   }
 
   /**
