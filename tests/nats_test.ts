@@ -334,3 +334,32 @@ test(
     }
   },
 );
+
+test("two relays taking one mailbox at once never both get an item", { skip: SKIP }, async () => {
+  const nats = await startNats();
+  const logs = await Promise.all([1, 2, 3].map(() => NatsLog.open(nats.url, { prefix: "mbx" })));
+  try {
+    const N = 60;
+    const got: number[] = [];
+    const exp = Date.now() + 60_000;
+    for (let i = 0; i < N; i++) {
+      await logs[i % 3]!.mailboxPut("kp:carol", rid(), opaque(i), exp);
+      if (i % 4 === 3) {
+        // Every log takes at once, several times over, while items keep arriving.
+        const takes = await Promise.all(
+          logs.flatMap((
+            l,
+          ) => [l.mailboxTake("kp:carol", Date.now()), l.mailboxTake("kp:carol", Date.now())]),
+        );
+        for (const t of takes) got.push(...t.map((x) => numOf(x.payload)));
+      }
+    }
+    for (const l of logs) {
+      got.push(...(await l.mailboxTake("kp:carol", Date.now())).map((x) => numOf(x.payload)));
+    }
+    assert.deepEqual(got.sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
+  } finally {
+    for (const l of logs) await l.close();
+    await nats.stop();
+  }
+});

@@ -27,8 +27,10 @@
  *   channels its clients follow; a message from another relay wakes the
  *   relay's subscribers, which read what they miss from the stream.
  * - **Mailboxes**: stream `SKYTALE_MB`, subject `skytale.mb.<h(address)>`, msg
- *   id `<h>.<item id>`, expiry in a header; `mailboxTake` reads the subject and
- *   purges what it read.
+ *   id `<h>.<item id>`, expiry in a header; `mailboxTake` reads the subject,
+ *   claims each item it returns on `skytale.mb.<h>.c.<stream seq>` (expected
+ *   last subject sequence 0: one claimant across every relay; claims age out
+ *   with the stream's 30-day limit) and purges what it read.
  *
  * Retention (`--retention-*`) is not implemented for this backend yet.
  *
@@ -527,12 +529,31 @@ export class NatsLog implements RelayLog {
         const idHex = m.header?.get("Sky-Id") ?? "";
         if (Number(m.header?.get("Sky-Expires")) > now && !seen.has(idHex)) {
           seen.add(idHex);
-          out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data });
+          if (await this.#claim(`${subject}.c.${m.seq}`)) {
+            out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data });
+          }
         }
       }
       if (last > 0) await this.#jsm.streams.purge(stream, { filter: subject, seq: last + 1 });
       return out;
     });
+  }
+
+  /**
+   * Claims a mailbox item for this take: the first relay to publish the claim
+   * subject wins (expected last subject sequence 0), so two relays taking the
+   * same address at once never both return an item.
+   */
+  async #claim(claimSubject: string): Promise<boolean> {
+    try {
+      await this.#js.publish(claimSubject, new Uint8Array(0), {
+        expect: { lastSubjectSequence: 0 },
+      });
+      return true;
+    } catch (e) {
+      if (_isWrongLast(e)) return false;
+      throw e;
+    }
   }
 
   /** Closes the NATS connection (idempotent). */
