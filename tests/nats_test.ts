@@ -2,10 +2,6 @@
 // (Debian package; `scripts/nats.sh install`). In CI a missing server fails these tests.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import fsp from "node:fs/promises";
-import path from "node:path";
-import process from "node:process";
 import {
   connectWebSocket,
   failoverConnector,
@@ -14,14 +10,8 @@ import {
 } from "../src/relay/client.ts";
 import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { eventually, freePort, rid, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
-
-const HAVE_NATS = spawnSync("nats-server", ["--version"]).status === 0;
-const CI = process.env.CI === "true" || process.env.CI === "1";
-// Never skip silently in CI: there the tests run and fail without a server.
-const SKIP = !HAVE_NATS && !CI
-  ? "nats-server is not installed (scripts/nats.sh install); CI runs these tests"
-  : false;
+import { eventually, rid, startRelayProcess } from "./_helpers.ts";
+import { SKIP, startNats } from "./_nats.ts";
 
 const opaque = (n: number) => {
   const b = crypto.getRandomValues(new Uint8Array(16));
@@ -29,44 +19,6 @@ const opaque = (n: number) => {
   return b;
 };
 const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
-
-/** Starts nats-server (loopback, JetStream, temp store) through scripts/nats.sh. */
-async function startNats(): Promise<{ url: string; stop: () => Promise<void> }> {
-  if (!HAVE_NATS) {
-    throw new Error("nats-server is not installed: run scripts/nats.sh install (CI does)");
-  }
-  const dir = await tempDir("skytale-nats-");
-  const port = await freePort();
-  const child = spawn("bash", [path.join(ROOT, "scripts/nats.sh"), "start", dir, String(port)], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let err = "";
-  const exited = new Promise<void>((r) => child.on("exit", () => r()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${err}`)), 15_000);
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d.toString();
-      if (/Server is ready/.test(err)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`nats-server exited:\n${err}`));
-    });
-  });
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    stop: async () => {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(t);
-      await fsp.rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 function client(
   connect: () => Promise<WebSocket>,
@@ -360,6 +312,81 @@ test("two relays taking one mailbox at once never both get an item", { skip: SKI
     assert.deepEqual(got.sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
   } finally {
     for (const l of logs) await l.close();
+    await nats.stop();
+  }
+});
+
+test("relays starting and creating one channel at once: one creation, no errors", {
+  skip: SKIP,
+}, async () => {
+  const nats = await startNats();
+  const logs = await Promise.all(
+    [1, 2, 3, 4].map(() => NatsLog.open(nats.url, { prefix: "race" })),
+  );
+  try {
+    const created = await Promise.all(logs.map((l) => l.create("acme/nats/race")));
+    assert.deepEqual(created.filter((x) => x).length, 1, String(created));
+    for (const l of logs) assert.deepEqual(await l.info("acme/nats/race"), { epoch: 0, head: 0 });
+  } finally {
+    for (const l of logs) await l.close();
+    await nats.stop();
+  }
+});
+
+test("NATS retention leaves gaps that reads, epoch lookups, retries and a fresh relay get right", {
+  skip: SKIP,
+}, async () => {
+  const nats = await startNats();
+  const opts = { prefix: "ret", retention: { maxCount: 10, maxAgeMs: 1000 } };
+  const a = await NatsLog.open(nats.url, opts);
+  const ch = "acme/nats/ret";
+  const entry = (kind: "application" | "commit", epoch: number, n: number) => ({
+    id: rid(),
+    kind,
+    epoch,
+    payload: opaque(n),
+    time: Date.now(),
+  });
+  try {
+    await a.create(ch);
+    // 1-100 at epoch 0, a commit at 101, then 102-300 at epoch 1: count keeps 291-300.
+    const first = entry("application", 0, 1);
+    assert.deepEqual(await a.append(ch, first), { ok: true, seq: 1, epoch: 0 });
+    for (let i = 2; i <= 100; i++) await a.append(ch, entry("application", 0, i));
+    assert.deepEqual(await a.append(ch, entry("commit", 0, 101)), { ok: true, seq: 101, epoch: 1 });
+    for (let i = 102; i <= 300; i++) await a.append(ch, entry("application", 1, i));
+    // A read from 1 jumps the trimmed gap (longer than one batch) instead of coming back empty.
+    assert.deepEqual((await a.read(ch, 1, 64)).map((e) => e.seq), [101]);
+    assert.deepEqual(
+      (await a.read(ch, 102, 64)).map((e) => e.seq),
+      Array.from({ length: 10 }, (_, i) => 291 + i),
+    );
+    assert.deepEqual((await a.read(ch, 102, 5)).map((e) => e.seq), [291, 292, 293, 294, 295]);
+    assert.equal(await a.firstSeqOfEpoch(ch, 1), 102);
+    // A retry of a trimmed entry is still answered, not stored again.
+    assert.deepEqual(await a.append(ch, first), { ok: true, seq: 1, epoch: 0 });
+    // Age: after a second everything but the commit goes, the newest entry included.
+    await new Promise((r) => setTimeout(r, 1200));
+    const deleted = await a.trim(Date.now());
+    assert.equal(deleted, 10);
+    assert.deepEqual((await a.read(ch, 1, 64)).map((e) => e.seq), [101]);
+    // A relay that never saw this channel still finds its head and epoch.
+    const b = await NatsLog.open(nats.url, opts);
+    try {
+      assert.deepEqual(await b.info(ch), { epoch: 1, head: 300 });
+      assert.equal(await b.firstSeqOfEpoch(ch, 1), 102);
+      assert.deepEqual(await b.append(ch, entry("commit", 1, 301)), {
+        ok: true,
+        seq: 301,
+        epoch: 2,
+      });
+      assert.equal(await b.firstSeqOfEpoch(ch, 2), 302);
+      assert.deepEqual((await a.read(ch, 102, 64)).map((e) => e.seq), [301]);
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
     await nats.stop();
   }
 });

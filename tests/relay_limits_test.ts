@@ -14,6 +14,7 @@ import {
   startRelayProcess,
   tempDir,
 } from "./_helpers.ts";
+import { SKIP as NATS_SKIP, startNats } from "./_nats.ts";
 
 const opaque = () => crypto.getRandomValues(new Uint8Array(16));
 
@@ -116,54 +117,77 @@ test("each limit breach gets an error the client sees: frame size, channels, pub
   }
 });
 
-for (const store of ["memory", "sqlite"]) {
-  test(`retention by count (${store}) trims old messages, keeps commits, and a resume skips to what is left`, async () => {
-    const dir = await tempDir();
-    const { proc, url } = await startRelayProcess([
-      "--store",
-      store,
-      "--data-dir",
-      dir,
-      "--retention-count",
-      "5",
-    ]);
-    const c = client(url);
-    const ch = "acme/ret/count";
-    try {
-      await c.create(ch);
-      const live: number[] = [];
-      await c.subscribe(ch, { seq: 1 }, (e) => void live.push(e.seq));
-      for (let i = 0; i < 3; i++) await pub(c, ch); // 1-3
-      assert.deepEqual(await pub(c, ch, "commit", 0), { ok: true, seq: 4, epoch: 1 });
-      for (let i = 0; i < 8; i++) await pub(c, ch, "application", 1); // 5-12
-      // A live subscriber got everything.
-      await eventually(() => live.length === 12, 10_000, "live deliveries");
-      // A new subscriber from 1 gets the commit and the newest five seqs.
-      const fresh = await collect(url, ch, 1, 6);
-      assert.deepEqual(fresh.seqs, [4, 8, 9, 10, 11, 12]);
-      // A member resuming at seq 3 is told what it missed and goes on.
-      const resumed = await collect(url, ch, 3, 6);
-      assert.deepEqual(resumed.seqs, [4, 8, 9, 10, 11, 12]);
-      assert.ok(resumed.notes.some((n) => /5-7 .* retention/.test(n)), String(resumed.notes));
-      // Epoch 1 still starts after the commit, and new entries keep their seqs.
-      assert.deepEqual(await pub(c, ch, "application", 1), { ok: true, seq: 13, epoch: 1 });
-    } finally {
-      await c.close();
-      await proc.kill();
-      await fsp.rm(dir, { recursive: true, force: true });
-    }
-  });
+/** A relay on `store`; for "nats", on a NATS server of its own. */
+async function retentionRelay(store: string, dir: string, args: string[]) {
+  const nats = store === "nats" ? await startNats() : undefined;
+  const relay = await startRelayProcess([
+    "--store",
+    nats?.url ?? store,
+    "--data-dir",
+    dir,
+    ...args,
+  ]);
+  return {
+    ...relay,
+    stop: async () => {
+      await relay.proc.kill();
+      await nats?.stop();
+    },
+  };
+}
 
-  test(`retention by age (${store}) deletes old messages but never commits`, async () => {
+for (const store of ["memory", "sqlite", "nats"]) {
+  const skip = store === "nats" ? NATS_SKIP : false;
+  test(
+    `retention by count (${store}) trims old messages, keeps commits, and a resume skips to what is left`,
+    {
+      skip,
+    },
+    async () => {
+      const dir = await tempDir();
+      const { stop, url } = await retentionRelay(store, dir, ["--retention-count", "5"]);
+      const c = client(url);
+      const ch = "acme/ret/count";
+      try {
+        await c.create(ch);
+        const live: number[] = [];
+        await c.subscribe(ch, { seq: 1 }, (e) => void live.push(e.seq));
+        for (let i = 0; i < 3; i++) await pub(c, ch); // 1-3
+        assert.deepEqual(await pub(c, ch, "commit", 0), { ok: true, seq: 4, epoch: 1 });
+        for (let i = 0; i < 8; i++) await pub(c, ch, "application", 1); // 5-12
+        // A live subscriber got everything.
+        await eventually(() => live.length === 12, 10_000, "live deliveries");
+        // A new subscriber from 1 gets the commit and the newest five seqs.
+        const fresh = await collect(url, ch, 1, 6);
+        assert.deepEqual(fresh.seqs, [4, 8, 9, 10, 11, 12]);
+        // A member resuming at seq 3 is told what it missed and goes on.
+        const resumed = await collect(url, ch, 3, 6);
+        assert.deepEqual(resumed.seqs, [4, 8, 9, 10, 11, 12]);
+        assert.ok(resumed.notes.some((n) => /5-7 .* retention/.test(n)), String(resumed.notes));
+        // Epoch 1 still starts after the commit, and new entries keep their seqs.
+        assert.deepEqual(await pub(c, ch, "application", 1), { ok: true, seq: 13, epoch: 1 });
+        // A subscription from epoch 1 starts after the commit and skips the trimmed seqs.
+        const byEpoch: number[] = [];
+        const e = client(url);
+        try {
+          await e.subscribe(ch, { epoch: 1 }, (x) => void byEpoch.push(x.seq));
+          await eventually(() => byEpoch.length >= 5, 10_000, "entries of epoch 1");
+          await new Promise((r) => setTimeout(r, 100));
+          assert.deepEqual(byEpoch, [9, 10, 11, 12, 13]); // 13 pushed 8 out
+        } finally {
+          await e.close();
+        }
+      } finally {
+        await c.close();
+        await stop();
+        await fsp.rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test(`retention by age (${store}) deletes old messages but never commits`, { skip }, async () => {
     const dir = await tempDir();
-    const { proc, url } = await startRelayProcess([
-      "--store",
-      store,
-      "--data-dir",
-      dir,
-      "--retention-age",
-      "1s",
-    ]);
+    const { stop, url } = await retentionRelay(store, dir, ["--retention-age", "1s"]);
     const c = client(url);
     const ch = "acme/ret/age";
     try {
@@ -174,9 +198,13 @@ for (const store of ["memory", "sqlite"]) {
       await pub(c, ch, "application", 1); // 5
       const got = await collect(url, ch, 1, 2);
       assert.deepEqual(got.seqs, [4, 5]);
+      // Even with every message aged out, seqs and the epoch go on from where they were.
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.deepEqual(await pub(c, ch, "application", 1), { ok: true, seq: 6, epoch: 1 });
+      assert.deepEqual(await pub(c, ch, "commit", 1), { ok: true, seq: 7, epoch: 2 });
     } finally {
       await c.close();
-      await proc.kill();
+      await stop();
       await fsp.rm(dir, { recursive: true, force: true });
     }
   });
@@ -189,6 +217,7 @@ test("skytale relay refuses malformed limit options", async () => {
       ["--publish-rate", "0"],
       ["--tls-cert", "x.pem"],
       ["--mailbox-ttl", "-1"],
+      ["--nats-replicas", "3"], // needs --store nats://
     ]
   ) {
     const p = spawnScript("mod.ts", ["relay", "--store", "memory", ...args]);

@@ -23,6 +23,8 @@ Options:
   --store sqlite|memory|nats://HOST:PORT[,…]
                           log backend (default sqlite); nats:// shares one channel space
                           between every relay on the same NATS JetStream
+  --nats-replicas N       replicas of each JetStream stream in a NATS cluster (1-5, default 1;
+                          streams made earlier keep theirs)
   --max-frame-bytes N     largest accepted frame (default ${DEFAULT_LIMITS.maxFrameBytes})
   --max-channels-per-connection N
                           subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
@@ -86,6 +88,7 @@ export async function relayCommand(args: string[]): Promise<number> {
         port: { type: "string" },
         "data-dir": { type: "string" },
         store: { type: "string" },
+        "nats-replicas": { type: "string" },
         "max-frame-bytes": { type: "string" },
         "max-channels-per-connection": { type: "string" },
         "publish-rate": { type: "string" },
@@ -144,15 +147,19 @@ export async function relayCommand(args: string[]): Promise<number> {
       `Option --store must be "sqlite", "memory" or a nats:// URL, got "${store}"\n${USAGE}`,
     );
   }
-  if (nats && (retention.maxCount !== undefined || retention.maxAgeMs !== undefined)) {
-    throw new UsageError(`Retention is not supported with --store nats yet\n${USAGE}`);
+  const replicas = _int("nats-replicas", values["nats-replicas"], 1, 5);
+  if (replicas !== undefined && !nats) {
+    throw new UsageError(`Option --nats-replicas needs --store nats://…\n${USAGE}`);
   }
   const dataDir = values["data-dir"] ??
     joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
   const log: RelayLog = store === "sqlite"
     ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
     : nats
-    ? await (await import("../relay/log/nats.ts")).NatsLog.open(store)
+    ? await (await import("../relay/log/nats.ts")).NatsLog.open(store, {
+      retention,
+      ...(replicas !== undefined ? { replicas } : {}),
+    })
     : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
   let auth: RelayAuth | undefined;

@@ -32,7 +32,13 @@
  *   last subject sequence 0: one claimant across every relay; claims age out
  *   with the stream's 30-day limit) and purges what it read.
  *
- * Retention (`--retention-*`) is not implemented for this backend yet.
+ * - **Retention**: deletes non-commit entries (JetStream message deletes, so
+ *   stream seqs never move): by count within each append (before it is acked),
+ *   by age in {@linkcode NatsLog.trim}. Each relay walks a channel from where
+ *   its last walk stopped; deletes are idempotent, so relays sharing a
+ *   channel may walk it at once. Readers skip the gaps; the head and epoch
+ *   survive the newest entries being deleted by age (the stream keeps its
+ *   last seq, commits are never deleted).
  *
  * @module
  */
@@ -52,7 +58,14 @@ import {
 import { RelayError } from "../../errors.ts";
 import { fromHex } from "../../validate.ts";
 import type { EntryKind } from "../protocol.ts";
-import type { AppendInput, AppendResult, LogEntry, MailboxEntry, RelayLog } from "./types.ts";
+import type {
+  AppendInput,
+  AppendResult,
+  LogEntry,
+  MailboxEntry,
+  RelayLog,
+  Retention,
+} from "./types.ts";
 
 /** Options of {@linkcode NatsLog.open}. */
 export interface NatsLogOptions {
@@ -64,6 +77,8 @@ export interface NatsLogOptions {
   replicas?: number;
   /** Use memory storage instead of files (tests). */
   memoryStorage?: boolean;
+  /** Retention (default: keep everything). Give every relay of a cluster the same. */
+  retention?: Retention;
 }
 
 interface _State {
@@ -116,6 +131,9 @@ export class NatsLog implements RelayLog {
   readonly #state = new Map<string, _State>();
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #hashes = new Map<string, string>();
+  /** Stream → the stream seq where the next retention walk starts. */
+  readonly #trimFrom = new Map<string, number>();
+  #lastAgePass = -Infinity;
   #closed = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, opts: NatsLogOptions) {
@@ -173,12 +191,25 @@ export class NatsLog implements RelayLog {
     };
   }
 
+  /**
+   * Makes sure a stream exists. Relays starting (or creating a channel) at once
+   * race to add it: the loser's add fails ("subjects overlap", "name already
+   * in use"), and then the stream is there.
+   */
   async #ensureStream(name: string, subject: string, extra: Record<string, unknown> = {}) {
     try {
       await this.#jsm.streams.info(name);
     } catch (e) {
       if (!_isNotFound(e)) throw e;
-      await this.#jsm.streams.add({ name, subjects: [subject], ...this.#base(), ...extra });
+      try {
+        await this.#jsm.streams.add({ name, subjects: [subject], ...this.#base(), ...extra });
+      } catch (err) {
+        try {
+          await this.#jsm.streams.info(name);
+        } catch {
+          throw err;
+        }
+      }
     }
   }
 
@@ -221,32 +252,69 @@ export class NatsLog implements RelayLog {
     }
   }
 
-  /** Reads the channel's head and epoch from its last entry; `undefined` if unknown. */
+  /**
+   * Reads the channel's head and epoch; `undefined` if unknown. The head is
+   * the stream's last seq (kept when age retention deletes the newest entries),
+   * the epoch that of the last stored entry: every entry deleted after it is a
+   * non-commit, which leaves the epoch as it was.
+   */
   async #fetchState(channel: string): Promise<_State | undefined> {
     const h = await this.#h(channel);
-    if (!this.#state.has(channel)) {
-      // A direct get on a missing stream has no responder and only times out: ask first.
-      try {
-        await this.#jsm.streams.info(this.#stream(h));
-      } catch (e) {
-        if (_isNotFound(e)) return undefined;
-        throw e;
-      }
-    }
-    let m: StoredMsg | null;
+    let last: number;
     try {
-      m = await this.#jsm.direct.getMessage(this.#stream(h), { last_by_subj: this.#subject(h) });
+      // Also: a direct get on a missing stream has no responder and only times out.
+      last = (await this.#jsm.streams.info(this.#stream(h))).state.last_seq;
     } catch (e) {
       if (_isNotFound(e)) return undefined;
       throw e;
     }
-    if (!m) return undefined;
-    const e = _entry(m.header, m.data);
-    const st: _State = e
-      ? { head: e.seq, epoch: Number(m.header.get("Sky-Chan-Epoch")) }
-      : { head: 0, epoch: 0 };
+    if (last === 0) return undefined; // created, the marker not yet published
+    let m: StoredMsg | null;
+    try {
+      m = await this.#jsm.direct.getMessage(this.#stream(h), { last_by_subj: this.#subject(h) });
+    } catch (e) {
+      if (!_isNotFound(e)) throw e;
+      m = null;
+    }
+    // nats-server 2.9 answers "not found" for the last message of a subject once the newest one
+    // was deleted (age retention): find the last stored one by a binary search instead.
+    if (!m) m = await this.#lastStored(h, last);
+    const e = m && _entry(m.header, m.data);
+    const epoch = e ? Number(m!.header.get("Sky-Chan-Epoch")) : 0;
+    const st: _State = { head: e && e.seq >= last - 1 ? e.seq : last - 1, epoch };
     this.#state.set(channel, st);
     return st;
+  }
+
+  /** The last stored message at or before stream seq `last`, or `null`. */
+  async #lastStored(h: string, last: number): Promise<StoredMsg | null> {
+    let lo = 0; // a stored message at or after lo + 1 exists…
+    let hi = last; // …and none after hi
+    let found: StoredMsg | null = null;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      const m = await this.#next(h, mid);
+      if (m) {
+        found = m;
+        lo = m.seq;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found; // lo only ever moves to a message found, so this is the one at lo
+  }
+
+  /** The first stored message at or after a stream seq, or `null`. */
+  async #next(h: string, streamSeq: number): Promise<StoredMsg | null> {
+    try {
+      return await this.#jsm.direct.getMessage(this.#stream(h), {
+        next_by_subj: this.#subject(h),
+        seq: streamSeq,
+      });
+    } catch (e) {
+      if (_isNotFound(e)) return null;
+      throw e;
+    }
   }
 
   /**
@@ -264,12 +332,7 @@ export class NatsLog implements RelayLog {
       if (info.state.messages > 0 || info.state.last_seq > 0) return false;
     } catch (e) {
       if (!_isNotFound(e)) throw e;
-      await this.#jsm.streams.add({
-        name,
-        subjects: [this.#subject(h)],
-        description: channel,
-        ...this.#base(),
-      });
+      await this.#ensureStream(name, this.#subject(h), { description: channel });
     }
     const ack = await this.#js.publish(this.#subject(h), new Uint8Array(0), { msgID: "create" });
     return !ack.duplicate;
@@ -299,11 +362,14 @@ export class NatsLog implements RelayLog {
     }
   }
 
-  async #prior(h: string, seq: number): Promise<AppendResult> {
+  /** The result of an append repeated with the id of the entry at `seq`. */
+  async #prior(h: string, seq: number, input: AppendInput): Promise<AppendResult> {
     const m = await this.#get(this.#stream(h), seq + 1);
     const e = m && _entry(m.header, m.data);
-    if (!e) throw new RelayError("state_corrupt", `Entry ${seq} is missing from its stream`);
-    return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
+    if (e) return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
+    // Retention deletes non-commits only: the repeated request still names the epoch.
+    if (input.kind !== "commit") return { ok: true, seq, epoch: input.epoch };
+    throw new RelayError("state_corrupt", `Commit ${seq} is missing from its stream`);
   }
 
   /**
@@ -319,7 +385,7 @@ export class NatsLog implements RelayLog {
       const h = await this.#h(channel);
       const idHex = e.id.toHex();
       const known = await this.#idLookup(h, idHex);
-      if (known !== undefined) return await this.#prior(h, known);
+      if (known !== undefined) return await this.#prior(h, known, e);
       const isCommit = e.kind === "commit";
       let st = this.#state.get(channel) ?? await this.#fetchState(channel);
       for (let attempt = 0; attempt < 100; attempt++) {
@@ -353,7 +419,7 @@ export class NatsLog implements RelayLog {
         }
         let result: AppendResult;
         if (ack.duplicate) {
-          result = await this.#prior(h, ack.seq - 1);
+          result = await this.#prior(h, ack.seq - 1, e);
         } else {
           this.#state.set(channel, { head: seq, epoch: chanEpoch });
           result = { ok: true, seq, epoch: isCommit ? chanEpoch : e.epoch };
@@ -362,6 +428,12 @@ export class NatsLog implements RelayLog {
           `${this.#p}.id.${h}.${idHex}`,
           new TextEncoder().encode(String(result.ok ? result.seq : 0)),
         );
+        const max = this.#opts.retention?.maxCount;
+        if (max !== undefined && !ack.duplicate && seq > max) {
+          // Before the ack, as SQLite does: a reader after it sees the newest N only. A failed
+          // trim fails nothing; the next walk takes it up.
+          await this.#countTrim(channel, h, max).catch(() => {});
+        }
         return result;
       }
       throw new RelayError("relay_error", `Too much contention appending to "${channel}"`);
@@ -382,22 +454,39 @@ export class NatsLog implements RelayLog {
     let st = this.#state.get(channel);
     if (!st || st.head < from) st = await this.#fetchState(channel);
     if (!st || limit <= 0) return [];
-    const to = Math.min(st.head, from + limit - 1);
     const h = await this.#h(channel);
     const stream = this.#stream(h);
-    const msgs = await Promise.all(
-      Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => this.#get(stream, from + i + 1)),
-    );
     const out: LogEntry[] = [];
-    for (const m of msgs) {
-      const e = m && _entry(m.header, m.data);
-      if (e) out.push(e);
+    const batch = async (first: number, last: number) => {
+      const msgs = await Promise.all(
+        Array.from({ length: last - first + 1 }, (_, i) => this.#get(stream, first + i + 1)),
+      );
+      for (const m of msgs) {
+        const e = m && _entry(m.header, m.data);
+        if (e) out.push(e);
+      }
+    };
+    if (from > st.head) return out;
+    const to = Math.min(st.head, from + limit - 1);
+    await batch(from, to);
+    if (out.length === 0 && to < st.head) {
+      // Retention deleted the whole range: jump to the next stored entry (maybe past the head
+      // this relay knows of) and read a batch from there.
+      const next = await this.#next(h, to + 2);
+      const e = next && _entry(next.header, next.data);
+      if (e) {
+        out.push(e);
+        if (e.seq < st.head) await batch(e.seq + 1, Math.min(st.head, e.seq + limit - 1));
+      }
     }
     return out;
   }
 
   /**
-   * Finds where an epoch starts (a binary search over `Sky-Chan-Epoch`, which never decreases).
+   * Finds where an epoch starts: a binary search over `Sky-Chan-Epoch`, which
+   * never decreases, probing the first stored entry at or after each seq so
+   * gaps left by retention do not mislead it (the commit that opened the
+   * epoch is never deleted).
    *
    * @param channel The channel name.
    * @param epoch The epoch.
@@ -409,17 +498,23 @@ export class NatsLog implements RelayLog {
     const st = await this.#fetchState(channel);
     if (!st) return 1;
     if (st.epoch < epoch) return st.head + 1;
-    const stream = this.#stream(await this.#h(channel));
+    const h = await this.#h(channel);
+    const probe = async (seq: number) => {
+      const m = await this.#next(h, seq + 1);
+      const e = m && _entry(m.header, m.data);
+      return e && { e, chanEpoch: Number(m!.header.get("Sky-Chan-Epoch")) };
+    };
     let lo = 1;
     let hi = st.head;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const m = await this.#get(stream, mid + 1);
-      const ce = m ? Number(m.header?.get("Sky-Chan-Epoch")) : -1;
-      if (ce >= epoch) hi = mid;
+      const p = await probe(mid);
+      if (!p || p.chanEpoch >= epoch) hi = mid;
       else lo = mid + 1;
     }
-    return lo + 1;
+    const p = await probe(lo);
+    if (!p) return st.head + 1;
+    return p.e.kind === "commit" && p.chanEpoch === epoch ? p.e.seq + 1 : p.e.seq;
   }
 
   /**
@@ -472,6 +567,70 @@ export class NatsLog implements RelayLog {
         await this.#jsm.consumers.delete(stream, name);
       }).catch(() => {});
     };
+  }
+
+  /** Trims a channel to its newest `max` seqs, after any walk already running on it. */
+  #countTrim(channel: string, h: string, max: number): Promise<number> {
+    return this.#serial(`trim:${h}`, async () => {
+      if (this.#closed) return 0;
+      return await this.#trimStream(h, (this.#state.get(channel)?.head ?? 0) - max, -Infinity);
+    });
+  }
+
+  /**
+   * Deletes a channel's non-commit entries with seq <= `upToSeq` or time before
+   * `before`, walking from where the last walk stopped to the first entry it keeps.
+   */
+  async #trimStream(h: string, upToSeq: number, before: number): Promise<number> {
+    const stream = this.#stream(h);
+    let from = this.#trimFrom.get(stream) ?? 2; // stream seq 1 is the creation marker
+    let n = 0;
+    try {
+      for (;;) {
+        const m = await this.#next(h, from);
+        if (!m) break;
+        const e = _entry(m.header, m.data);
+        if (e && e.kind !== "commit") {
+          if (e.seq > upToSeq && e.time >= before) break;
+          try {
+            if (await this.#jsm.streams.deleteMessage(stream, m.seq, false)) n++;
+          } catch (err) {
+            if (!_isNotFound(err)) throw err; // another relay deleted it first
+          }
+        }
+        from = m.seq + 1;
+      }
+    } finally {
+      this.#trimFrom.set(stream, from);
+    }
+    return n;
+  }
+
+  /**
+   * Applies retention to every channel: by age (and by count, for channels
+   * other relays appended to). Since a pass walks every channel stream, it
+   * runs once per tenth of the age limit, and at least once a minute.
+   *
+   * @param now Now, ms since the Unix epoch.
+   * @returns How many entries this relay deleted.
+   */
+  async trim(now: number): Promise<number> {
+    this.#check();
+    const { maxAgeMs, maxCount } = this.#opts.retention ?? {};
+    if (maxAgeMs === undefined && maxCount === undefined) return 0;
+    if (now - this.#lastAgePass < Math.min(60_000, (maxAgeMs ?? 600_000) / 10)) return 0;
+    this.#lastAgePass = now;
+    const prefix = `${this.#P}_CH_`;
+    let n = 0;
+    for await (const si of this.#jsm.streams.list(`${this.#p}.ch.>`)) {
+      const name = si.config.name;
+      if (!name.startsWith(prefix) || this.#closed) continue;
+      const h = name.slice(prefix.length);
+      const upTo = maxCount === undefined ? 0 : si.state.last_seq - 1 - maxCount;
+      const before = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
+      n += await this.#serial(`trim:${h}`, () => this.#trimStream(h, upTo, before));
+    }
+    return n;
   }
 
   /**
