@@ -81,7 +81,7 @@ async function authRelay(
     dir,
     close: async () => {
       await relay.close();
-      auth.close();
+      await auth.close();
       await fsp.rm(dir, { recursive: true, force: true });
     },
   };

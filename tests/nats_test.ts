@@ -8,9 +8,18 @@ import {
   RelayClient,
   type RelayClientOptions,
 } from "../src/relay/client.ts";
+import { NatsAuthStore } from "../src/relay/auth_nats.ts";
 import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { eventually, rid, startRelayProcess } from "./_helpers.ts";
+import fsp from "node:fs/promises";
+import {
+  eventually,
+  relayClient,
+  rid,
+  spawnScript,
+  startRelayProcess,
+  tempDir,
+} from "./_helpers.ts";
 import { SKIP, startNats } from "./_nats.ts";
 
 const opaque = (n: number) => {
@@ -387,6 +396,103 @@ test("NATS retention leaves gaps that reads, epoch lookups, retries and a fresh 
     }
   } finally {
     await a.close();
+    await nats.stop();
+  }
+});
+
+test(
+  "relays on one NATS share API keys and the signing key: a token from one works on the other, a revocation on all",
+  {
+    skip: SKIP,
+  },
+  async () => {
+    const nats = await startNats();
+    const dir = await tempDir();
+    const keysCli = async (...args: string[]) => {
+      const p = spawnScript("mod.ts", ["keys", ...args, "--store", nats.url]);
+      return { code: await p.exited, out: p.stdout(), err: p.stderr() };
+    };
+    const token = async (port: number, key: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/v1/tokens`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}` },
+      });
+      return { status: res.status, body: await res.json() as Record<string, unknown> };
+    };
+    const made = await keysCli("create", "--org", "acme", "--json");
+    assert.equal(made.code, 0, made.err);
+    const { key, id } = JSON.parse(made.out) as { key: string; id: string };
+    const args = ["--store", nats.url, "--auth", "--data-dir", dir];
+    const r1 = await startRelayProcess(args);
+    const r2 = await startRelayProcess(args);
+    const clients: RelayClient[] = [];
+    const at2 = (t: string) => {
+      const c = relayClient(r2.url, { token: () => Promise.resolve(t) });
+      clients.push(c);
+      return c;
+    };
+    try {
+      // A token issued by r1 is good on r2: both sign and verify with the key kept in NATS.
+      const t1 = await token(r1.port, key);
+      assert.equal(t1.status, 200, JSON.stringify(t1.body));
+      const c = at2(t1.body.token as string);
+      assert.equal(await c.create("acme/nats/auth"), true);
+      await assert.rejects(c.create("globex/nats/auth"), { code: "auth", message: /"acme"/ });
+      // Nothing was written to the data dir: no auth.db, no signing-key.jwk.
+      assert.deepEqual(await fsp.readdir(dir), []);
+      const listed = await keysCli("list", "--json");
+      assert.deepEqual((JSON.parse(listed.out) as { id: string }[]).map((k) => k.id), [id]);
+      // Revoked through the CLI on NATS: r2 refuses the key's token at the next hello, r1 new tokens.
+      assert.equal((await keysCli("revoke", id)).code, 0);
+      await assert.rejects(at2(t1.body.token as string).create("acme/nats/auth2"), {
+        code: "auth",
+        message: /revoked/,
+      });
+      const refused = await token(r1.port, key);
+      assert.equal(refused.status, 401);
+      assert.equal((refused.body.error as { reason: string }).reason, "revoked_key");
+      const unknown = await keysCli("revoke", "key_0000000000000000");
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.err, /no key "key_0000000000000000" in "nats:/);
+    } finally {
+      for (const c of clients) await c.close();
+      await r1.proc.kill();
+      await r2.proc.kill();
+      await nats.stop();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test("NatsAuthStore: relays starting at once agree on one signing key; keys round-trip", {
+  skip: SKIP,
+}, async () => {
+  const nats = await startNats();
+  const stores = await Promise.all([1, 2, 3].map(() => NatsAuthStore.open(nats.url)));
+  try {
+    let made = 0;
+    const jwks = await Promise.all(
+      stores.map((s, i) => s.loadOrCreate(() => Promise.resolve(`{"n":${i},"made":${++made}}`))),
+    );
+    assert.equal(new Set(jwks).size, 1, jwks.join(" "));
+    const { key, info } = await stores[0]!.create("acme");
+    assert.deepEqual(await stores[1]!.lookup(key), info);
+    assert.deepEqual(await stores[2]!.get(info.id), info);
+    assert.equal(
+      await stores[1]!.lookup(key.slice(0, -1) + (key.endsWith("A") ? "B" : "A")),
+      undefined,
+    );
+    assert.equal(await stores[1]!.lookup("not a key"), undefined);
+    assert.equal(await stores[1]!.get("key_../../x"), undefined);
+    await assert.rejects(stores[0]!.create("bad org!"), { code: "invalid_argument" });
+    const revoked = await Promise.all(stores.map((s) => s.revoke(info.id)));
+    assert.deepEqual(revoked, [true, true, true]);
+    const after = await stores[2]!.get(info.id);
+    assert.ok(after?.revoked, "revoked");
+    assert.deepEqual(await stores[0]!.list(), [after]);
+    assert.equal(await stores[0]!.revoke("key_0123456789abcdef"), false);
+  } finally {
+    for (const s of stores) await s.close();
     await nats.stop();
   }
 });

@@ -259,7 +259,7 @@ test("a relay with --tls-cert/--tls-key serves wss:// and https://, with auth, t
   );
   const keys = await KeyStore.open(dir);
   const { key: apiKey } = await keys.create("acme");
-  keys.close();
+  await keys.close();
   const relay = spawnScript("mod.ts", [
     "relay",
     "--host",

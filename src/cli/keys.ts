@@ -1,7 +1,8 @@
 /**
  * `skytale keys`: manage the API keys of an authenticated relay. Works on the
- * relay's data dir (`auth.db`), the same `--data-dir` as `skytale relay`;
- * a running relay sees changes at once.
+ * relay's data dir (`auth.db`), the same `--data-dir` as `skytale relay`, or
+ * with `--store nats://…` on the keys every relay of a NATS cluster shares;
+ * running relays see changes at once.
  *
  * @module
  */
@@ -10,7 +11,7 @@ import { parseArgs } from "../runtime/args.ts";
 import { env, homeDir, logLine } from "../runtime/env.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { processStdio } from "../runtime/stdio.ts";
-import { KeyStore } from "../relay/auth.ts";
+import { type ApiKeyStore, KeyStore } from "../relay/auth.ts";
 
 const USAGE = `Usage: skytale keys <create|list|revoke> [options]
 
@@ -20,6 +21,8 @@ const USAGE = `Usage: skytale keys <create|list|revoke> [options]
 
 Options:
   --data-dir DIR             the relay's data dir (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
+  --store nats://HOST:PORT[,…]
+                             the keys of relays run with the same --store (a NATS cluster)
   --json                     print JSON`;
 
 function _out(text: string): Promise<void> {
@@ -44,6 +47,7 @@ export async function keysCommand(args: string[]): Promise<number> {
       options: {
         org: { type: "string" },
         "data-dir": { type: "string" },
+        store: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -71,7 +75,14 @@ export async function keysCommand(args: string[]): Promise<number> {
   } else {
     throw new UsageError(`Unknown keys command "${sub}"\n${USAGE}`);
   }
-  const store = await KeyStore.open(dataDir);
+  const nats = values.store;
+  if (nats !== undefined && !nats.startsWith("nats://")) {
+    throw new UsageError(`Option --store must be a nats:// URL, got "${nats}"\n${USAGE}`);
+  }
+  const where = nats ?? dataDir;
+  const store: ApiKeyStore = nats
+    ? await (await import("../relay/auth_nats.ts")).NatsAuthStore.open(nats)
+    : await KeyStore.open(dataDir);
   try {
     if (sub === "create") {
       const { key, info } = await store.create(values.org!);
@@ -84,7 +95,7 @@ export async function keysCommand(args: string[]): Promise<number> {
       return 0;
     }
     if (sub === "list") {
-      const keys = store.list();
+      const keys = await store.list();
       if (values.json) await _out(JSON.stringify(keys));
       else if (keys.length > 0) {
         await _out(
@@ -96,13 +107,13 @@ export async function keysCommand(args: string[]): Promise<number> {
       return 0;
     }
     const id = rest[0]!;
-    if (!store.revoke(id)) {
-      logLine(`skytale keys: no key "${id}" in "${dataDir}"`);
+    if (!await store.revoke(id)) {
+      logLine(`skytale keys: no key "${id}" in "${where}"`);
       return 1;
     }
-    await _out(values.json ? JSON.stringify(store.get(id)) : `revoked ${id}`);
+    await _out(values.json ? JSON.stringify(await store.get(id)) : `revoked ${id}`);
     return 0;
   } finally {
-    store.close();
+    await store.close();
   }
 }

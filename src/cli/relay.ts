@@ -37,7 +37,9 @@ Options:
   --tls-cert FILE         serve wss:// and https:// with this PEM certificate chain
   --tls-key FILE          ... and this PEM private key
   --auth                  require a token in hello and serve POST /v1/tokens
-                          (API keys: skytale keys create --org ORG, same --data-dir)
+                          (API keys: skytale keys create --org ORG, same --data-dir;
+                          with --store nats://… keys and signing key live in NATS:
+                          skytale keys create --org ORG --store nats://…)
   --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
 
 const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
@@ -164,12 +166,19 @@ export async function relayCommand(args: string[]): Promise<number> {
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
   let auth: RelayAuth | undefined;
   try {
-    auth = values.auth
-      ? await RelayAuth.open({
+    if (values.auth) {
+      // In a cluster the keys and the signing key live in NATS, shared by every relay.
+      const shared = nats
+        ? await (await import("../relay/auth_nats.ts")).NatsAuthStore.open(store, {
+          ...(replicas !== undefined ? { replicas } : {}),
+        })
+        : undefined;
+      auth = await RelayAuth.open({
         dataDir,
+        ...(shared ? { keys: shared, signingKey: shared } : {}),
         ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
-      })
-      : undefined;
+      });
+    }
   } catch (e) {
     await log.close();
     throw e;
@@ -190,7 +199,7 @@ export async function relayCommand(args: string[]): Promise<number> {
         : {}),
     });
   } catch (e) {
-    auth?.close();
+    await auth?.close();
     throw e;
   }
   const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
@@ -207,7 +216,7 @@ export async function relayCommand(args: string[]): Promise<number> {
   const signal = await stopped;
   jsonLog("info", `skytale relay: ${signal}, shutting down`, { signal });
   await relay.close();
-  auth?.close();
+  await auth?.close();
   jsonLog("info", "skytale relay: stopped");
   return 0;
 }

@@ -3,10 +3,12 @@
  *
  * - **API keys** `sk_live_…` (32 random bytes, base64url) belong to one
  *   organisation. The relay keeps only their SHA-256 hashes, with the org,
- *   the creation time and the revocation time, in `auth.db` under the relay's
- *   data dir ({@linkcode KeyStore}); `skytale keys` edits the same file.
- * - **Tokens** are JWTs signed with EdDSA (Ed25519) by a key the relay creates
- *   once and keeps in `signing-key.jwk` (mode 0600) in the data dir. Claims:
+ *   the creation time and the revocation time, in an {@linkcode ApiKeyStore}:
+ *   `auth.db` under the relay's data dir ({@linkcode KeyStore}), or NATS for
+ *   a cluster (`src/relay/auth_nats.ts`); `skytale keys` edits the same store.
+ * - **Tokens** are JWTs signed with EdDSA (Ed25519) by a key the first relay
+ *   creates and every relay then reads from a {@linkcode SigningKeyStore}:
+ *   `signing-key.jwk` (mode 0600) in the data dir, or NATS. Claims:
  *   `iss` `skytale-relay`, `sub` the API key id, `org`, `iat`, `exp`, `jti`.
  *   Lifetime: 1 hour unless configured.
  * - **Token API** `POST /v1/tokens` with `Authorization: Bearer sk_live_…`
@@ -96,8 +98,94 @@ export function checkOrg(org: string): string {
   return org;
 }
 
+/** Where API key records live (hashes only), shared by the relays and `skytale keys`. */
+export interface ApiKeyStore {
+  /**
+   * Creates an API key for an organisation.
+   *
+   * @param org The organisation.
+   * @returns The key (shown once, never stored) and its record.
+   * @throws {ValidationError} `invalid_argument` for a bad org name.
+   */
+  create(org: string): Promise<{ key: string; info: ApiKeyInfo }>;
+  /**
+   * Lists every key, oldest first.
+   *
+   * @returns The records.
+   */
+  list(): Promise<ApiKeyInfo[]>;
+  /**
+   * Revokes a key: new tokens are refused, and so are its existing tokens at
+   * their next hello.
+   *
+   * @param id The key id.
+   * @returns `false` if no such key exists (revoking twice is fine).
+   */
+  revoke(id: string): Promise<boolean>;
+  /**
+   * Reads a key's record by id.
+   *
+   * @param id The key id.
+   * @returns The record, or `undefined`.
+   */
+  get(id: string): Promise<ApiKeyInfo | undefined>;
+  /**
+   * Finds the record of a presented key.
+   *
+   * @param key The API key.
+   * @returns The record, or `undefined` if the key is unknown.
+   */
+  lookup(key: string): Promise<ApiKeyInfo | undefined>;
+  /** Releases the store. */
+  close(): Promise<void>;
+}
+
+/** Where the relays' token signing key lives. */
+export interface SigningKeyStore {
+  /** Where the key is, for messages (a file path, a NATS subject). */
+  readonly where: string;
+  /**
+   * Reads the stored private JWK, storing `make()`'s first if there is none.
+   * When several relays start at once, every one gets the same survivor.
+   *
+   * @param make Makes a new private JWK (JSON text).
+   * @returns The stored JWK (JSON text).
+   */
+  loadOrCreate(make: () => Promise<string>): Promise<string>;
+}
+
+/**
+ * Makes a new API key for an organisation.
+ *
+ * @param org The organisation.
+ * @returns The key, its record, and the hash to store.
+ * @throws {ValidationError} `invalid_argument` for a bad org name.
+ */
+export async function newApiKey(
+  org: string,
+): Promise<{ key: string; info: ApiKeyInfo; hash: string }> {
+  checkOrg(org);
+  const key = API_KEY_PREFIX + _b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const info: ApiKeyInfo = {
+    id: "key_" + crypto.getRandomValues(new Uint8Array(8)).toHex(),
+    org,
+    created: new Date().toISOString(),
+  };
+  return { key, info, hash: await _hash(key) };
+}
+
+/**
+ * The stored hash of a presented API key.
+ *
+ * @param key The key.
+ * @returns The hex SHA-256 of the key, or `undefined` if it is not shaped like one.
+ */
+export async function apiKeyHash(key: string): Promise<string | undefined> {
+  return KEY_SHAPE.test(key) ? await _hash(key) : undefined;
+}
+
 /** API key records (hashes only) in `auth.db`, shared by the relay and `skytale keys`. */
-export class KeyStore {
+export class KeyStore implements ApiKeyStore {
   #db: SqlDatabase;
 
   private constructor(db: SqlDatabase) {
@@ -132,15 +220,9 @@ export class KeyStore {
    * @throws {ValidationError} `invalid_argument` for a bad org name.
    */
   async create(org: string): Promise<{ key: string; info: ApiKeyInfo }> {
-    checkOrg(org);
-    const key = API_KEY_PREFIX + _b64url(crypto.getRandomValues(new Uint8Array(32)));
-    const info: ApiKeyInfo = {
-      id: "key_" + crypto.getRandomValues(new Uint8Array(8)).toHex(),
-      org,
-      created: new Date().toISOString(),
-    };
+    const { key, info, hash } = await newApiKey(org);
     this.#db.prepare("INSERT INTO api_keys (id, org, hash, created) VALUES (?, ?, ?, ?)")
-      .run(info.id, org, await _hash(key), info.created);
+      .run(info.id, org, hash, info.created);
     return { key, info };
   }
 
@@ -149,9 +231,11 @@ export class KeyStore {
    *
    * @returns The records.
    */
-  list(): ApiKeyInfo[] {
-    return this.#db.prepare("SELECT id, org, created, revoked FROM api_keys ORDER BY created, id")
-      .all().map(_info);
+  list(): Promise<ApiKeyInfo[]> {
+    return Promise.resolve(
+      this.#db.prepare("SELECT id, org, created, revoked FROM api_keys ORDER BY created, id")
+        .all().map(_info),
+    );
   }
 
   /**
@@ -161,11 +245,11 @@ export class KeyStore {
    * @param id The key id.
    * @returns `false` if no such key exists (revoking twice is fine).
    */
-  revoke(id: string): boolean {
+  revoke(id: string): Promise<boolean> {
     const r = this.#db.prepare(
       "UPDATE api_keys SET revoked = COALESCE(revoked, ?) WHERE id = ?",
     ).run(new Date().toISOString(), id);
-    return r.changes === 1;
+    return Promise.resolve(r.changes === 1);
   }
 
   /**
@@ -174,10 +258,10 @@ export class KeyStore {
    * @param id The key id.
    * @returns The record, or `undefined`.
    */
-  get(id: string): ApiKeyInfo | undefined {
+  get(id: string): Promise<ApiKeyInfo | undefined> {
     const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE id = ?")
       .get(id);
-    return r && _info(r);
+    return Promise.resolve(r && _info(r));
   }
 
   /**
@@ -187,42 +271,75 @@ export class KeyStore {
    * @returns The record, or `undefined` if the key is unknown.
    */
   async lookup(key: string): Promise<ApiKeyInfo | undefined> {
-    if (!KEY_SHAPE.test(key)) return undefined;
+    const hash = await apiKeyHash(key);
+    if (hash === undefined) return undefined;
     const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE hash = ?")
-      .get(await _hash(key));
+      .get(hash);
     return r && _info(r);
   }
 
   /** Closes the database. */
-  close(): void {
+  close(): Promise<void> {
     this.#db.close();
+    return Promise.resolve();
+  }
+}
+
+/** The signing key in `signing-key.jwk` (mode 0600) in a relay data dir. */
+export class FileSigningKey implements SigningKeyStore {
+  /** The file's path. */
+  readonly where: string;
+
+  /**
+   * Names the file; nothing is read until {@linkcode FileSigningKey.loadOrCreate}.
+   *
+   * @param dataDir The relay's data dir.
+   */
+  constructor(dataDir: string) {
+    this.where = joinPath(dataDir, "signing-key.jwk");
+  }
+
+  /**
+   * Reads the key, writing `make()`'s first if the file does not exist.
+   *
+   * @param make Makes a new private JWK.
+   * @returns The stored JWK.
+   */
+  async loadOrCreate(make: () => Promise<string>): Promise<string> {
+    let raw = await readFileIfExists(this.where);
+    if (!raw) {
+      await writeFileAtomic(this.where, new TextEncoder().encode(await make() + "\n"));
+      // Read back: if another process wrote one at the same moment, both use the survivor.
+      raw = await readFileIfExists(this.where);
+    }
+    return new TextDecoder().decode(raw);
   }
 }
 
 async function _signingKey(
-  dataDir: string,
+  store: SigningKeyStore,
 ): Promise<{ priv: _Key; pub: _Key; kid: string }> {
-  const file = joinPath(dataDir, "signing-key.jwk");
-  let raw = await readFileIfExists(file);
-  if (!raw) {
+  const text = await store.loadOrCreate(async () => {
     const { privateKey } = await generateKeyPair(ALG, { crv: "Ed25519", extractable: true });
-    const jwk = {
+    return JSON.stringify({
       ...await exportJWK(privateKey),
       alg: ALG,
       kid: crypto.getRandomValues(new Uint8Array(8)).toHex(),
-    };
-    await writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(jwk) + "\n"));
-    // Read back: if another process wrote one at the same moment, both use the survivor.
-    raw = await readFileIfExists(file);
-  }
+    });
+  });
   let jwk: { kty?: string; crv?: string; x?: string; d?: string; kid?: string };
   try {
-    jwk = JSON.parse(new TextDecoder().decode(raw));
+    jwk = JSON.parse(text);
   } catch (e) {
-    throw new RelayError("state_corrupt", `Signing key "${file}" is not JSON`, { cause: e });
+    throw new RelayError("state_corrupt", `Signing key "${store.where}" is not JSON`, {
+      cause: e,
+    });
   }
   if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || !jwk.d || !jwk.x) {
-    throw new RelayError("state_corrupt", `Signing key "${file}" is not an Ed25519 private JWK`);
+    throw new RelayError(
+      "state_corrupt",
+      `Signing key "${store.where}" is not an Ed25519 private JWK`,
+    );
   }
   const priv = await importJWK(jwk, ALG);
   const pub = await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x }, ALG);
@@ -231,8 +348,12 @@ async function _signingKey(
 
 /** Options of {@linkcode RelayAuth.open}. */
 export interface RelayAuthOptions {
-  /** The relay's data dir (holds `auth.db` and `signing-key.jwk`). */
-  dataDir: string;
+  /** The relay's data dir (holds `auth.db` and `signing-key.jwk` unless the stores below are given). */
+  dataDir?: string;
+  /** Where the API keys are (default: `auth.db` in `dataDir`); closed with the authenticator. */
+  keys?: ApiKeyStore;
+  /** Where the signing key is (default: `signing-key.jwk` in `dataDir`). */
+  signingKey?: SigningKeyStore;
   /** Token lifetime in seconds (default 3600). */
   tokenLifetimeSeconds?: number;
 }
@@ -255,7 +376,7 @@ function _json(status: number, body: unknown): Response {
 /** The relay side of authentication: issues tokens for API keys and checks them at hello. */
 export class RelayAuth {
   /** The key store. */
-  readonly keys: KeyStore;
+  readonly keys: ApiKeyStore;
   /** Token lifetime in seconds. */
   readonly tokenLifetimeSeconds: number;
   #priv: _Key;
@@ -263,7 +384,7 @@ export class RelayAuth {
   #kid: string;
 
   private constructor(
-    keys: KeyStore,
+    keys: ApiKeyStore,
     k: { priv: _Key; pub: _Key; kid: string },
     lifetime: number,
   ) {
@@ -277,9 +398,10 @@ export class RelayAuth {
   /**
    * Opens the key store and loads (or creates) the signing key.
    *
-   * @param opts The data dir and token lifetime.
+   * @param opts The data dir or the stores, and the token lifetime.
    * @returns The authenticator.
-   * @throws {RelayError} `state_corrupt` if the signing key file is unreadable.
+   * @throws {RelayError} `state_corrupt` if the signing key is unreadable.
+   * @throws {ValidationError} `invalid_argument` without a data dir or both stores.
    */
   static async open(opts: RelayAuthOptions): Promise<RelayAuth> {
     const lifetime = opts.tokenLifetimeSeconds ?? DEFAULT_TOKEN_LIFETIME_SECONDS;
@@ -289,11 +411,16 @@ export class RelayAuth {
         `Token lifetime must be a whole number of seconds, got "${lifetime}"`,
       );
     }
-    const keys = await KeyStore.open(opts.dataDir);
+    const { dataDir } = opts;
+    if (dataDir === undefined && (!opts.keys || !opts.signingKey)) {
+      throw new ValidationError("invalid_argument", "RelayAuth needs a data dir or both stores");
+    }
+    const keys = opts.keys ?? await KeyStore.open(dataDir!);
     try {
-      return new RelayAuth(keys, await _signingKey(opts.dataDir), lifetime);
+      const signing = opts.signingKey ?? new FileSigningKey(dataDir!);
+      return new RelayAuth(keys, await _signingKey(signing), lifetime);
     } catch (e) {
-      keys.close();
+      await keys.close();
       throw e;
     }
   }
@@ -347,7 +474,7 @@ export class RelayAuth {
     if (typeof org !== "string" || typeof payload.sub !== "string" || !payload.exp) {
       throw new AuthError("Token is not valid for this relay: missing claims");
     }
-    const key = this.keys.get(payload.sub);
+    const key = await this.keys.get(payload.sub);
     if (!key) throw new AuthError(`Token's API key "${payload.sub}" does not exist`);
     if (key.revoked) throw new AuthError(`API key "${key.id}" was revoked`);
     return { org, expiresAt: payload.exp * 1000 };
@@ -391,8 +518,8 @@ export class RelayAuth {
   }
 
   /** Closes the key store. */
-  close(): void {
-    this.keys.close();
+  close(): Promise<void> {
+    return this.keys.close();
   }
 }
 
