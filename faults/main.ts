@@ -14,6 +14,7 @@
 import fsp from "node:fs/promises";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { reaping } from "../tests/_helpers.ts";
 import type { Outcome } from "./_harness.ts";
 import { attacks } from "./attacks.ts";
 import { commitRace } from "./commit_race.ts";
@@ -73,7 +74,7 @@ for (const [name, run] of scenarios) {
   process.stderr.write(`faults: ${name}…\n`);
   let o: Outcome;
   try {
-    o = await run();
+    o = await reaping(run);
   } catch (e) {
     o = {
       scenario: name,

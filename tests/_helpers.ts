@@ -35,6 +35,23 @@ export interface Proc {
   exited: Promise<number | null>;
 }
 
+/** Processes spawned by {@linkcode spawnScript} that have not exited yet. */
+const LIVE = new Set<Proc>();
+
+/**
+ * Runs `fn`, then SIGKILLs every process spawned while it ran that is still
+ * alive, whether `fn` succeeded or failed, so a failing scenario never leaves
+ * relays or agents behind (which would keep a test runner from ending).
+ */
+export async function reaping<T>(fn: () => Promise<T>): Promise<T> {
+  const before = new Set(LIVE);
+  try {
+    return await fn();
+  } finally {
+    await Promise.all([...LIVE].filter((p) => !before.has(p)).map((p) => p.kill("SIGKILL")));
+  }
+}
+
 /** Spawns `script` (relative to ROOT) under the current runtime. */
 export function spawnScript(
   script: string,
@@ -65,7 +82,7 @@ export function spawnScript(
     }
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return {
+  const proc: Proc = {
     child,
     stderr: () => err,
     stdout: () => out,
@@ -99,6 +116,9 @@ export function spawnScript(
       clearTimeout(t);
     },
   };
+  LIVE.add(proc);
+  void exited.then(() => LIVE.delete(proc));
+  return proc;
 }
 
 /** Sends a signal to a child by pid, ignoring a child that is already gone. */

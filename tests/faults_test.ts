@@ -9,6 +9,7 @@ import { diskFull } from "../faults/disk_full.ts";
 import { memberKill } from "../faults/member_kill.ts";
 import { relayKill } from "../faults/relay_kill.ts";
 import { slowSubscriber } from "../faults/slow_subscriber.ts";
+import { type Proc, reaping, startRelayProcess } from "./_helpers.ts";
 
 function pass(o: Outcome): void {
   const failed = o.figures.filter((f) => !f.ok).map((f) => `${f.name}: ${f.value}`);
@@ -16,21 +17,34 @@ function pass(o: Outcome): void {
 }
 
 test("3 senders lose nothing and duplicate nothing while the relay is SIGKILLed", async () => {
-  pass(await relayKill({ messages: 300, killEveryMs: 700, seed: 11 }));
+  pass(await reaping(() => relayKill({ messages: 300, killEveryMs: 700, seed: 11 })));
 });
 
 test("a member SIGKILLed mid-send, mid-commit or before joining loses nothing acked and reuses no key", async () => {
-  pass(await memberKill({ cycles: 3, seed: 12 }));
+  pass(await reaping(() => memberKill({ cycles: 3, seed: 12 })));
 });
 
 test("three members committing concurrently get one commit per epoch and converge", async () => {
-  pass(await commitRace({ rounds: 15, seed: 13 }));
+  pass(await reaping(() => commitRace({ rounds: 15, seed: 13 })));
 });
 
 test("a subscriber that stops reading does not grow the relay without bound and resumes from the log", async () => {
-  pass(await slowSubscriber({ pauseSeconds: 3, payloadBytes: 2048 }));
+  pass(await reaping(() => slowSubscriber({ pauseSeconds: 3, payloadBytes: 2048 })));
 });
 
 test("a relay whose disk is full refuses publishes with an error and keeps what it acked", async () => {
-  pass(await diskFull({}));
+  pass(await reaping(() => diskFull({})));
+});
+
+test("a scenario that fails leaves no relay or agent process behind", async () => {
+  let relay: Proc | undefined;
+  await assert.rejects(
+    reaping(async () => {
+      relay = (await startRelayProcess(["--store", "memory"])).proc;
+      throw new Error("scenario failed");
+    }),
+    /scenario failed/,
+  );
+  assert.ok(relay, "the relay started");
+  assert.ok(relay.child.exitCode !== null || relay.child.signalCode !== null, "still running");
 });
