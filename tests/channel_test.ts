@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { Agent, type AgentError } from "./_agent.ts";
+import { FileStore } from "../src/store/file.ts";
 import { type Proc, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const procs: Proc[] = [];
@@ -286,4 +287,40 @@ test("a second live process on the same identity and data dir is refused with in
   const fourth = await agent("alice", url, dir);
   assert.equal((await fourth.call<unknown[]>("channels")).length, 1);
   await fourth.stop();
+});
+
+test("a member restarted before reading back its own messages skips them quietly and goes on", async () => {
+  const { url } = await relay();
+  const ch = "acme/restart/own";
+  const dirA = await tempDir();
+  let alice = await agent("alice", url, dirA);
+  const bob = await agent("bob", url);
+  await alice.call("create", ch);
+  await addTo(alice, bob, ch);
+  // Send a burst and SIGKILL alice at once, until her saved state still lists sends she has not
+  // read back (usually the first try): those come back to her after the restart.
+  let pending: string[] = [];
+  let sentCount = 0;
+  for (let round = 0; round < 5 && pending.length === 0; round++) {
+    sentCount += 20;
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => alice.call("send", ch, `r${round}-${i}`)),
+    );
+    await alice.kill();
+    const [rec] = await new FileStore(path.join(dirA, "alice")).loadChannels();
+    pending = rec?.sent ?? [];
+    if (pending.length === 0) alice = await agent("alice", url, dirA);
+  }
+  assert.ok(pending.length > 0, "alice read back every send before the kill, five times over");
+  alice = await agent("alice", url, dirA);
+  await bob.call("send", ch, "after the restart");
+  const got = await alice.receiveN(ch, 1);
+  assert.deepEqual(got.map((m) => [m.sender, m.text]), [["bob", "after the restart"]]);
+  assert.doesNotMatch(alice.proc.stderr(), /skipped/);
+  // Her own messages reached bob once each.
+  const texts = (await bob.receiveN(ch, sentCount)).map((m) => m.text);
+  assert.equal(texts.length, sentCount);
+  assert.equal(new Set(texts).size, sentCount);
+  const [rec] = await new FileStore(path.join(dirA, "alice")).loadChannels();
+  assert.deepEqual(rec?.sent ?? [], [], "read-back ids are forgotten");
 });

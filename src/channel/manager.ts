@@ -86,6 +86,8 @@ const INVITE_POLL_MS = 250;
 const IDENTITY = /^[A-Za-z0-9._@+-]{1,128}$/;
 const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
+/** Own publish ids remembered until read back; older ones (never sequenced) are dropped. */
+const MAX_SENT_IDS = 4096;
 const WAIT_MS = 30_000;
 
 interface Live {
@@ -93,7 +95,6 @@ interface Live {
   group: Group;
   mutex: Mutex;
   commitMutex: Mutex;
-  ownIds: Set<string>;
   waiters: Set<() => void>;
   taps: Map<string, Set<(d: TaggedData) => void>>;
   /** Plaintexts waiting to be encrypted by the next `#seal` pass. */
@@ -242,7 +243,6 @@ export class SkytaleChannelManager {
       group: ctx.engine.decodeGroup(record.group),
       mutex: new Mutex(),
       commitMutex: new Mutex(),
-      ownIds: new Set(),
       waiters: new Set(),
       taps: new Map(),
       outbox: [],
@@ -342,7 +342,13 @@ export class SkytaleChannelManager {
       live.record.recovered = undefined; // a new epoch: fresh sending keys
       return;
     }
-    if (live.ownIds.delete(id)) return;
+    // Our own message read back: MLS does not decrypt a message for its sender.
+    const sent = live.record.sent;
+    const own = sent ? sent.indexOf(id) : -1;
+    if (own >= 0) {
+      sent!.splice(own, 1);
+      return;
+    }
     const epoch = ctx.engine.epoch(live.group);
     if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
     if (e.kind !== "commit" && e.epoch > epoch) {
@@ -641,6 +647,17 @@ export class SkytaleChannelManager {
   }
 
   /**
+   * Notes the publish id of an entry this member is about to send, saved with
+   * the state that made it, so it is recognised when read back, even after a
+   * restart. Ids of publishes that never got sequenced age out past the cap.
+   */
+  #remember(live: Live, id: Uint8Array): void {
+    const sent = live.record.sent ??= [];
+    sent.push(id.toHex());
+    if (sent.length > MAX_SENT_IDS) sent.splice(0, sent.length - MAX_SENT_IDS);
+  }
+
+  /**
    * Encrypts a plaintext for sending. Sends that queue up while the channel is
    * busy are encrypted together in one pass, and the advanced ratchet is
    * persisted once for the pass, before any of them is released to the relay:
@@ -661,6 +678,7 @@ export class SkytaleChannelManager {
               const r = await ctx.engine.encrypt(live.group, item.plaintext);
               live.group = r.newGroup;
               const id = crypto.getRandomValues(new Uint8Array(16));
+              this.#remember(live, id);
               sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
             } catch (e) {
               item.reject(e);
@@ -672,10 +690,7 @@ export class SkytaleChannelManager {
           for (const item of items) item.reject(e);
           return;
         }
-        for (const [item, s] of sealed) {
-          live.ownIds.add(s.id.toHex());
-          item.resolve(s);
-        }
+        for (const [item, s] of sealed) item.resolve(s);
       });
     });
   }
@@ -802,10 +817,10 @@ export class SkytaleChannelManager {
       const out = await live.mutex.run(async () => {
         const r = await ctx.engine.proposeLeave(live.group);
         live.group = r.newGroup;
+        const id = crypto.getRandomValues(new Uint8Array(16));
+        this.#remember(live, id);
         // The proposal used a handshake key: persist before it leaves, as for sends.
         await this.#save(ctx, live);
-        const id = crypto.getRandomValues(new Uint8Array(16));
-        live.ownIds.add(id.toHex());
         return { id, epoch: ctx.engine.epoch(live.group), payload: r.proposal };
       });
       const res = await ctx.relay.publish(channel, { ...out, kind: "proposal" as EntryKind });

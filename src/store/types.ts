@@ -44,6 +44,12 @@ export interface ChannelRecord {
   /** False once this member was removed or left. */
   active: boolean;
   /**
+   * Publish ids (hex) of this member's own entries not yet read back from the
+   * relay: MLS cannot decrypt a message for its own sender, so these are
+   * recognised and skipped, also after a restart.
+   */
+  sent?: string[] | undefined;
+  /**
    * Set when the record was read from its backup copy: the lost newer copy may
    * have sent messages with keys this state would use again, so this member
    * must move to a new epoch (a key update) before it sends in this one.
