@@ -55,6 +55,8 @@ const samples: Frame[] = [
     reqId: 9,
     items: [{ id: id(3), payload: bytes(1) }, { id: id(4), payload: bytes(2, 3) }],
   },
+  { type: "mailboxAck", reqId: 11, address: "inv:abcd", ids: [id(3), id(4)] },
+  { type: "mailboxAck", reqId: 11, address: "inv:abcd", ids: [] },
   { type: "ping", reqId: 10 },
   { type: "pong", reqId: 10 },
   { type: "error", reqId: 0, code: "protocol", message: "Unknown frame type 99" },
@@ -114,6 +116,11 @@ test("a publish frame has the documented byte layout", () => {
   );
 });
 
+test("a mailboxAck frame has the documented byte layout", () => {
+  const b = encodeFrame({ type: "mailboxAck", reqId: 0x01020304, address: "a", ids: [id(0xaa)] });
+  assert.deepEqual([...b], [1, 0x13, 1, 2, 3, 4, 0, 1, 0x61, 0, 0, 0, 1, ...id(0xaa)]);
+});
+
 function isProtocolError(e: unknown): boolean {
   return e instanceof ProtocolError && e.code === "protocol" && e.message.length > 0;
 }
@@ -138,6 +145,12 @@ test("decodeFrame() refuses trailing bytes, bad versions, unknown types and over
   assert.throws(
     () => decodeFrame(bytes(1, FrameType.mailboxItems, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff)),
     /Truncated/,
+  );
+  // Likewise a lying id count in an ack (address "a", then 2^32 - 1 ids).
+  assert.throws(
+    () =>
+      decodeFrame(bytes(1, FrameType.mailboxAck, 0, 0, 0, 1, 0, 1, 0x61, 0xff, 0xff, 0xff, 0xff)),
+    /Truncated "mailboxAck" frame: ids needs/,
   );
   // Invalid UTF-8 in a string field.
   assert.throws(

@@ -25,6 +25,9 @@ export const ID_BYTES = 16;
 /** The largest channel name or mailbox address, in UTF-8 bytes. */
 export const MAX_NAME_BYTES = 255;
 
+/** The most item ids one `mailboxAck` frame may carry. */
+export const MAX_ACK_IDS = 1024;
+
 /** Frame type bytes. */
 export const FrameType = {
   hello: 0x01,
@@ -45,6 +48,7 @@ export const FrameType = {
   ping: 0x10,
   pong: 0x11,
   error: 0x12,
+  mailboxAck: 0x13,
 } as const;
 
 /** The name of a frame type. */
@@ -121,6 +125,7 @@ export type Frame =
   }
   | { type: "mailboxTake"; reqId: number; address: string }
   | { type: "mailboxItems"; reqId: number; items: MailboxItem[] }
+  | { type: "mailboxAck"; reqId: number; address: string; ids: Uint8Array[] }
   | { type: "ping"; reqId: number }
   | { type: "pong"; reqId: number }
   | { type: "error"; reqId: number; code: string; message: string };
@@ -313,6 +318,8 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
     ? f.payload.length
     : f.type === "mailboxItems"
     ? f.items.reduce((n, i) => n + i.payload.length + ID_BYTES + 4, 0)
+    : f.type === "mailboxAck"
+    ? f.ids.length * ID_BYTES
     : 0;
   const w = new _Writer(64 + extra + ("channel" in f ? f.channel.length * 3 : 0));
   w.u8(PROTOCOL_VERSION);
@@ -394,6 +401,11 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
         w.id(item.id, "mailbox id");
         w.bytes(item.payload, "payload");
       }
+      break;
+    case "mailboxAck":
+      w.str(f.address, "address");
+      w.u32(f.ids.length, "id count");
+      for (const id of f.ids) w.id(id, "mailbox id");
       break;
     case "error":
       w.str(f.code, "code");
@@ -518,6 +530,16 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
         items.push({ id: r.id("mailbox id"), payload: r.bytes("payload") });
       }
       f = { type, reqId, items };
+      break;
+    }
+    case "mailboxAck": {
+      const address = r.str("address");
+      const n = r.u32("id count");
+      // A lying count fails here, before anything is allocated for it.
+      r.need(n * ID_BYTES, "ids");
+      const ids: Uint8Array[] = [];
+      for (let i = 0; i < n; i++) ids.push(r.id("mailbox id"));
+      f = { type, reqId, address, ids };
       break;
     }
     case "error":
