@@ -4,7 +4,8 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import { SqliteLog } from "../src/relay/log/sqlite.ts";
-import type { RelayLog } from "../src/relay/log/types.ts";
+import type { MailboxEntry, RelayLog } from "../src/relay/log/types.ts";
+import { openSqlite } from "../src/runtime/sqlite.ts";
 import { tempDir } from "./_helpers.ts";
 
 const id = (n: number) => {
@@ -14,6 +15,9 @@ const id = (n: number) => {
 };
 const p = (s: string) => new TextEncoder().encode(s);
 const CH = "acme/tools/log";
+/** What a take returned, without the leases (whose form is each log's own). */
+const items = (es: MailboxEntry[]) => es.map(({ id, payload }) => ({ id, payload }));
+const texts = (es: MailboxEntry[]) => es.map((e) => new TextDecoder().decode(e.payload));
 
 interface Backend {
   name: string;
@@ -178,7 +182,7 @@ for (const b of backends) {
       await log.mailboxPut("kp:1", id(1), p("dup"), 10_000);
       await log.mailboxPut("kp:1", id(3), p("old"), 500);
       await log.mailboxPut("kp:2", id(4), p("other"), 10_000);
-      assert.deepEqual(await log.mailboxTake("kp:1", 1000), [
+      assert.deepEqual(items(await log.mailboxTake("kp:1", 1000)), [
         { id: id(1), payload: p("one") },
         { id: id(2), payload: p("two") },
       ]);
@@ -186,6 +190,63 @@ for (const b of backends) {
       assert.equal((await log.mailboxTake("kp:2", 1000)).length, 1);
     },
   );
+
+  t(
+    "mailboxTake() leases: held items skip other takes, come back when the lease lapses, and are gone once acked",
+    async (log) => {
+      for (const n of [1, 2, 3]) await log.mailboxPut("inv:1", id(n), p(`m${n}`), 100_000);
+      const first = await log.mailboxTake("inv:1", 1000, 5000);
+      assert.deepEqual(texts(first), ["m1", "m2", "m3"]);
+      assert.ok(first.every((e) => typeof e.lease === "string" && e.lease.length > 0));
+      // Leased until 6000: no other take gets them, however often it asks.
+      assert.deepEqual(await log.mailboxTake("inv:1", 1000, 5000), []);
+      assert.deepEqual(await log.mailboxTake("inv:1", 5999, 5000), []);
+      // An item put meanwhile is not held by that lease.
+      await log.mailboxPut("inv:1", id(4), p("m4"), 100_000);
+      assert.deepEqual(texts(await log.mailboxTake("inv:1", 2000, 5000)), ["m4"]);
+      // The taker acks two of them (and an unknown id, and one twice): those are gone for good.
+      assert.equal(await log.mailboxAck("inv:1", [id(1), id(3), id(99), id(3)]), 2);
+      assert.equal(await log.mailboxAck("inv:1", [id(1)]), 0);
+      assert.equal(await log.mailboxAck("inv:unknown", [id(1)]), 0);
+      // The lease lapses: what was not acked is handed out again, oldest first, and leased anew.
+      assert.deepEqual(texts(await log.mailboxTake("inv:1", 7001, 5000)), ["m2", "m4"]);
+      assert.deepEqual(await log.mailboxTake("inv:1", 7001, 5000), []);
+      assert.equal(await log.mailboxAck("inv:1", [id(2), id(4)]), 2);
+      assert.deepEqual(await log.mailboxTake("inv:1", 1_000_000, 5000), []);
+    },
+  );
+
+  t(
+    "mailboxRelease() hands leased items back at once, but never a lease that was taken over or acked",
+    async (log) => {
+      for (const n of [1, 2, 3]) await log.mailboxPut("wel:1", id(n), p(`m${n}`), 100_000);
+      const a = await log.mailboxTake("wel:1", 1000, 5000);
+      await log.mailboxRelease("wel:1", a.map((e) => ({ id: e.id, lease: e.lease! })));
+      const b = await log.mailboxTake("wel:1", 1000, 5000);
+      assert.deepEqual(texts(b), ["m1", "m2", "m3"]);
+      // `a`'s leases are stale now: releasing them again leaves `b`'s in place.
+      await log.mailboxRelease("wel:1", a.map((e) => ({ id: e.id, lease: e.lease! })));
+      assert.deepEqual(await log.mailboxTake("wel:1", 1000, 5000), []);
+      // Releasing an acked item does not bring it back.
+      await log.mailboxAck("wel:1", [id(2)]);
+      await log.mailboxRelease("wel:1", b.map((e) => ({ id: e.id, lease: e.lease! })));
+      assert.deepEqual(texts(await log.mailboxTake("wel:1", 1000, 5000)), ["m1", "m3"]);
+      // Expired items are never handed out, leased or not.
+      await log.mailboxPut("wel:2", id(5), p("short"), 3000);
+      assert.equal((await log.mailboxTake("wel:2", 1000, 60_000)).length, 1);
+      assert.deepEqual(await log.mailboxTake("wel:2", 3000, 5000), []);
+      assert.deepEqual(await log.mailboxTake("wel:2", 70_000, 5000), []);
+    },
+  );
+
+  t("two takes at once never hand out one item twice", async (log) => {
+    for (let n = 0; n < 50; n++) await log.mailboxPut("kp:race", id(n), p(`m${n}`), 100_000);
+    const takes = await Promise.all(
+      Array.from({ length: 6 }, () => log.mailboxTake("kp:race", 1000, 5000)),
+    );
+    const got = takes.flatMap(texts).sort();
+    assert.deepEqual(got, Array.from({ length: 50 }, (_, n) => `m${n}`).sort());
+  });
 
   t("channels are independent", async (log) => {
     await log.create("a/b/one");
@@ -221,7 +282,7 @@ test("sqlite log: entries, epochs and mailboxes survive closing and reopening th
         { ok: true, seq: 1, epoch: 1 },
       );
       assert.deepEqual((await again.read(CH, 1, 10)).map((e) => e.payload), [p("c"), p("a")]);
-      assert.deepEqual(await again.mailboxTake("kp:x", Date.now()), [{
+      assert.deepEqual(items(await again.mailboxTake("kp:x", Date.now())), [{
         id: id(3),
         payload: p("w"),
       }]);
@@ -230,6 +291,74 @@ test("sqlite log: entries, epochs and mailboxes survive closing and reopening th
     }
   } finally {
     await cleanup();
+  }
+});
+
+test("sqlite log: leases and acks survive closing and reopening the file", async () => {
+  const { log, reopen, cleanup } = await backends[1]!.open();
+  try {
+    for (const n of [1, 2, 3]) await log.mailboxPut("inv:s", id(n), p(`m${n}`), 100_000);
+    assert.equal((await log.mailboxTake("inv:s", 1000, 5000)).length, 3);
+    assert.equal(await log.mailboxAck("inv:s", [id(2)]), 1);
+    await log.close();
+    const again = await reopen!();
+    try {
+      // Still leased after the restart, until 6000; then the unacked two come back.
+      assert.deepEqual(await again.mailboxTake("inv:s", 2000, 5000), []);
+      assert.deepEqual(texts(await again.mailboxTake("inv:s", 6001, 5000)), ["m1", "m3"]);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
+test("sqlite log: a relay.db written before leases opens with its mailbox items intact", async () => {
+  const dir = await tempDir();
+  const file = path.join(dir, "relay.db");
+  try {
+    // The schema-1 mailbox table as it was before leases, with two items queued.
+    const old = openSqlite(file);
+    old.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT INTO meta (key, value) VALUES ('schema', '1');
+      CREATE TABLE mailbox (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        address TEXT NOT NULL,
+        id BLOB NOT NULL,
+        payload BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE UNIQUE INDEX mailbox_id ON mailbox (address, id);
+      CREATE INDEX mailbox_expiry ON mailbox (expires_at);
+    `);
+    const put = old.prepare(
+      "INSERT INTO mailbox (address, id, payload, expires_at) VALUES (?, ?, ?, ?)",
+    );
+    put.run("inv:old", id(1), p("before"), 100_000);
+    put.run("inv:old", id(2), p("upgrade"), 100_000);
+    old.close();
+    for (let round = 0; round < 2; round++) {
+      // Opened twice: the second open finds the columns there and adds nothing.
+      const log = await SqliteLog.open(file);
+      try {
+        if (round === 0) {
+          assert.deepEqual(texts(await log.mailboxTake("inv:old", 1000, 5000)), [
+            "before",
+            "upgrade",
+          ]);
+          assert.equal(await log.mailboxAck("inv:old", [id(1)]), 1);
+        } else {
+          assert.deepEqual(await log.mailboxTake("inv:old", 2000, 5000), []);
+          assert.deepEqual(texts(await log.mailboxTake("inv:old", 6001, 5000)), ["upgrade"]);
+        }
+      } finally {
+        await log.close();
+      }
+    }
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
   }
 });
 

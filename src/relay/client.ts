@@ -18,8 +18,12 @@ import {
   type Frame,
   type FrameOf,
   ID_BYTES,
+  type MailboxItem,
+  MAX_ACK_IDS,
   type SubscribeFrom,
 } from "./protocol.ts";
+
+export type { MailboxItem } from "./protocol.ts";
 
 /** Options of {@linkcode RelayClient}. */
 export interface RelayClientOptions {
@@ -404,18 +408,60 @@ export class RelayClient {
   }
 
   /**
-   * Takes every queued blob of a mailbox.
+   * Takes the queued blobs of a mailbox and leases them: no other take gets
+   * them until the relay's lease (30 s by default) lapses or this connection
+   * closes. Call {@linkcode mailboxAck} once they are used (persisted, acted
+   * on); whatever is not acked comes back to a later take. A take whose answer
+   * is lost to a reconnect is sent again, and then finds its items again once
+   * the relay has seen the old connection close.
    *
    * @param address The mailbox address.
-   * @returns The blobs, oldest first.
+   * @returns The items (id and blob), oldest first.
    */
-  async mailboxTake(address: string): Promise<Uint8Array[]> {
+  async mailboxLease(address: string): Promise<MailboxItem[]> {
     const f = await this.#request<"mailboxItems">((reqId) => ({
       type: "mailboxTake",
       reqId,
       address,
     }));
-    return f.items.map((i) => i.payload);
+    return f.items;
+  }
+
+  /**
+   * Deletes taken items from a mailbox for good. Ids that are unknown or
+   * already deleted are fine, so an ack may be repeated.
+   *
+   * @param address The mailbox address.
+   * @param ids The ids of items from {@linkcode mailboxLease}.
+   * @throws {ValidationError} `invalid_argument` if an id is not 16 bytes.
+   */
+  async mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<void> {
+    for (const id of ids) {
+      if (id.length !== ID_BYTES) {
+        throw new ValidationError(
+          "invalid_argument",
+          `Mailbox item id must be ${ID_BYTES} bytes, got ${id.length}`,
+        );
+      }
+    }
+    for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
+      const chunk = ids.slice(i, i + MAX_ACK_IDS);
+      await this.#request<"ok">((reqId) => ({ type: "mailboxAck", reqId, address, ids: chunk }));
+    }
+  }
+
+  /**
+   * Takes every queued blob of a mailbox and acks it at once: at most once,
+   * so blobs are lost if the caller fails before using them. Use
+   * {@linkcode mailboxLease} and {@linkcode mailboxAck} to keep them until used.
+   *
+   * @param address The mailbox address.
+   * @returns The blobs, oldest first.
+   */
+  async mailboxTake(address: string): Promise<Uint8Array[]> {
+    const items = await this.mailboxLease(address);
+    await this.mailboxAck(address, items.map((i) => i.id));
+    return items.map((i) => i.payload);
   }
 
   /**

@@ -15,17 +15,30 @@
  *
  * @module
  */
-import { AuthError, type ErrorCode, ErrorCodes, ProtocolError, SkytaleError } from "../errors.ts";
+import {
+  AuthError,
+  type ErrorCode,
+  ErrorCodes,
+  ProtocolError,
+  SkytaleError,
+  ValidationError,
+} from "../errors.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
-import type { LogEntry, RelayLog } from "./log/types.ts";
+import {
+  DEFAULT_MAILBOX_LEASE_MS,
+  type LogEntry,
+  type MailboxLease,
+  type RelayLog,
+} from "./log/types.ts";
 import {
   decodeFrame,
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
   type Frame,
   type FrameOf,
+  MAX_ACK_IDS,
   MAX_NAME_BYTES,
   peekRequestId,
 } from "./protocol.ts";
@@ -110,6 +123,28 @@ export interface RelayServerOptions {
   logger?: RelayLogger;
   /** How often age retention runs (`log.trim`), in ms (default 1000). */
   trimIntervalMs?: number;
+  /**
+   * How long a `mailboxTake` leases its items, in ms: items not acked by then
+   * are handed out again. Default: `SKYTALE_RELAY_MAILBOX_LEASE_MS` if set,
+   * else {@linkcode DEFAULT_MAILBOX_LEASE_MS} (30 s).
+   */
+  mailboxLeaseMs?: number;
+}
+
+/** The mailbox lease in force: the option, else the environment variable, else 30 s. */
+function _leaseMs(opt: number | undefined): number {
+  const raw = opt ?? env("SKYTALE_RELAY_MAILBOX_LEASE_MS");
+  if (raw === undefined) return DEFAULT_MAILBOX_LEASE_MS;
+  const ms = Number(raw);
+  if (!Number.isSafeInteger(ms) || ms < 1) {
+    throw new ValidationError(
+      "invalid_argument",
+      `The mailbox lease must be a whole number of milliseconds of at least 1, got ${
+        typeof raw === "string" ? `"${raw}" (SKYTALE_RELAY_MAILBOX_LEASE_MS)` : raw
+      }`,
+    );
+  }
+  return ms;
 }
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
@@ -137,6 +172,8 @@ interface _Conn {
   chain: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
+  /** Mailbox leases this connection took and has not acked: address → item id hex → lease. */
+  leases: Map<string, Map<string, MailboxLease>>;
 }
 
 function _sleep(ms: number): Promise<void> {
@@ -164,7 +201,10 @@ export class RelayServer {
   readonly #onRequest: RelayServerOptions["onRequest"];
   readonly #now: () => number;
   readonly #logger: RelayLogger;
+  readonly #leaseMs: number;
   readonly #conns = new Set<_Conn>();
+  /** Lease releases under way (awaited by `close`, before the log closes). */
+  readonly #releases = new Set<Promise<void>>();
   readonly #subs = new Map<string, Set<_Sub>>();
   readonly #heads = new Map<string, number>();
   /** Channels watched in a shared log (cluster fan-out) → how to stop. */
@@ -176,6 +216,7 @@ export class RelayServer {
     frameErrors: 0,
     mailboxPuts: 0,
     mailboxTakes: 0,
+    mailboxAcks: 0,
     authFailures: 0,
     limitBreaches: 0,
     acks: 0,
@@ -203,6 +244,7 @@ export class RelayServer {
     this.#onRequest = opts.onRequest;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
+    this.#leaseMs = _leaseMs(opts.mailboxLeaseMs);
     if (this.#log.trim) {
       this.#trimTimer = setInterval(() => void this.#trim(), opts.trimIntervalMs ?? 1000);
     }
@@ -280,6 +322,7 @@ export class RelayServer {
       ],
       ["skytale_relay_mailbox_puts_total", "counter", "Mailbox puts", m.mailboxPuts],
       ["skytale_relay_mailbox_takes_total", "counter", "Mailbox takes", m.mailboxTakes],
+      ["skytale_relay_mailbox_acks_total", "counter", "Mailbox item ids acked", m.mailboxAcks],
       [
         "skytale_relay_retention_trimmed_total",
         "counter",
@@ -321,6 +364,7 @@ export class RelayServer {
       chain: CLOSED,
       closed: false,
       expiry: undefined,
+      leases: new Map(),
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
@@ -348,6 +392,8 @@ export class RelayServer {
       this.#onClose(c);
     }
     await Promise.allSettled(chains);
+    // Requests that were running end in #onClose too: release their leases before the log closes.
+    await Promise.allSettled([...this.#releases]);
   }
 
   #closeIdle(): void {
@@ -367,6 +413,21 @@ export class RelayServer {
     this.#conns.delete(c);
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
+    // Whatever this connection took and did not ack goes back to its mailbox now, not only
+    // when the lease lapses: its answer may never have arrived, and a client that reconnects
+    // takes it again.
+    for (const [address, leases] of c.leases) this.#release(address, [...leases.values()]);
+    c.leases.clear();
+  }
+
+  #release(address: string, leases: MailboxLease[]): void {
+    if (leases.length === 0) return;
+    const p = this.#log.mailboxRelease(address, leases).catch((e) => {
+      // The lease then simply lapses.
+      this.#logger("debug", "releasing mailbox leases failed", { error: String(e) });
+    });
+    this.#releases.add(p);
+    void p.finally(() => this.#releases.delete(p));
   }
 
   #dropSub(s: _Sub): void {
@@ -486,6 +547,8 @@ export class RelayServer {
         return await this.#mailboxPut(c, f);
       case "mailboxTake":
         return await this.#mailboxTake(c, f);
+      case "mailboxAck":
+        return await this.#mailboxAck(c, f);
       default:
         c.errors++;
         return this.#error(
@@ -779,9 +842,43 @@ export class RelayServer {
 
   async #mailboxTake(c: _Conn, f: FrameOf<"mailboxTake">): Promise<void> {
     this.#checkAddress(f.address);
-    const items = await this.#log.mailboxTake(f.address, this.#now());
+    const items = await this.#log.mailboxTake(f.address, this.#now(), this.#leaseMs);
     this.#metrics.mailboxTakes++;
-    this.#send(c, { type: "mailboxItems", reqId: f.reqId, items });
+    const leases: MailboxLease[] = [];
+    for (const i of items) if (i.lease !== undefined) leases.push({ id: i.id, lease: i.lease });
+    if (c.closed) {
+      // The connection went away while the log leased them: the answer cannot be sent.
+      return this.#release(f.address, leases);
+    }
+    let held = c.leases.get(f.address);
+    if (!held && leases.length > 0) c.leases.set(f.address, held = new Map());
+    for (const l of leases) held!.set(l.id.toHex(), l);
+    this.#send(c, {
+      type: "mailboxItems",
+      reqId: f.reqId,
+      items: items.map((i) => ({ id: i.id, payload: i.payload })),
+    });
+  }
+
+  async #mailboxAck(c: _Conn, f: FrameOf<"mailboxAck">): Promise<void> {
+    this.#checkAddress(f.address);
+    if (f.ids.length === 0 || f.ids.length > MAX_ACK_IDS) {
+      return this.#error(
+        c,
+        f.reqId,
+        "invalid_argument",
+        `A mailbox ack must name 1 to ${MAX_ACK_IDS} item ids, got ${f.ids.length}`,
+      );
+    }
+    // Forget the leases first: if the connection closes meanwhile, they are not released.
+    const held = c.leases.get(f.address);
+    if (held) {
+      for (const id of f.ids) held.delete(id.toHex());
+      if (held.size === 0) c.leases.delete(f.address);
+    }
+    await this.#log.mailboxAck(f.address, f.ids);
+    this.#metrics.mailboxAcks += f.ids.length;
+    this.#send(c, { type: "ok", reqId: f.reqId });
   }
 }
 
@@ -824,7 +921,13 @@ export interface Relay {
  * @throws {import("../runtime/serve.ts").AddressInUseError} if the port is taken (`code` `EADDRINUSE`).
  */
 export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
-  const server = new RelayServer(opts);
+  let server: RelayServer;
+  try {
+    server = new RelayServer(opts);
+  } catch (e) {
+    await opts.log.close();
+    throw e;
+  }
   let http;
   try {
     http = await serve({

@@ -4,13 +4,15 @@
  * @module
  */
 import { RelayError } from "../../errors.ts";
-import type {
-  AppendInput,
-  AppendResult,
-  LogEntry,
-  MailboxEntry,
-  RelayLog,
-  Retention,
+import {
+  type AppendInput,
+  type AppendResult,
+  DEFAULT_MAILBOX_LEASE_MS,
+  type LogEntry,
+  type MailboxEntry,
+  type MailboxLease,
+  type RelayLog,
+  type Retention,
 } from "./types.ts";
 
 interface _Channel {
@@ -24,9 +26,15 @@ interface _Channel {
   epochStarts: Map<number, number>;
 }
 
-interface _Item extends MailboxEntry {
+interface _Item {
   key: string;
+  id: Uint8Array;
+  payload: Uint8Array;
   expiresAt: number;
+  /** Leased until then (0: never leased, or released). */
+  leaseUntil: number;
+  /** Which take holds the lease. */
+  lease: string;
 }
 
 function _key(id: Uint8Array): string {
@@ -39,6 +47,7 @@ function _key(id: Uint8Array): string {
 export class MemoryLog implements RelayLog {
   #channels = new Map<string, _Channel>();
   #mailboxes = new Map<string, _Item[]>();
+  #leases = 0;
   #closed = false;
   #retention: Retention;
 
@@ -210,25 +219,79 @@ export class MemoryLog implements RelayLog {
     let box = this.#mailboxes.get(address);
     if (!box) this.#mailboxes.set(address, box = []);
     if (!box.some((i) => i.key === key)) {
-      box.push({ key, id: id.slice(), payload: payload.slice(), expiresAt });
+      box.push({
+        key,
+        id: id.slice(),
+        payload: payload.slice(),
+        expiresAt,
+        leaseUntil: 0,
+        lease: "",
+      });
     }
     return Promise.resolve();
   }
 
   /**
-   * Removes and returns the unexpired blobs of an address.
+   * Leases and returns the unexpired, unleased blobs of an address.
    *
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
-   * @returns The unexpired items.
+   * @param leaseMs How long the lease lasts.
+   * @returns The items, oldest first.
    */
-  mailboxTake(address: string, now: number): Promise<MailboxEntry[]> {
+  mailboxTake(
+    address: string,
+    now: number,
+    leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+  ): Promise<MailboxEntry[]> {
+    this.#check();
+    const box = (this.#mailboxes.get(address) ?? []).filter((i) => i.expiresAt > now);
+    if (box.length === 0) this.#mailboxes.delete(address);
+    else this.#mailboxes.set(address, box);
+    const lease = String(++this.#leases);
+    const out: MailboxEntry[] = [];
+    for (const i of box) {
+      if (i.leaseUntil > now) continue;
+      i.leaseUntil = now + leaseMs;
+      i.lease = lease;
+      out.push({ id: i.id, payload: i.payload, lease });
+    }
+    return Promise.resolve(out);
+  }
+
+  /**
+   * Deletes items for good.
+   *
+   * @param address The mailbox address.
+   * @param ids The item ids.
+   * @returns How many were deleted.
+   */
+  mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<number> {
+    this.#check();
+    const box = this.#mailboxes.get(address);
+    if (!box) return Promise.resolve(0);
+    const keys = new Set(ids.map(_key));
+    const rest = box.filter((i) => !keys.has(i.key));
+    if (rest.length === 0) this.#mailboxes.delete(address);
+    else this.#mailboxes.set(address, rest);
+    return Promise.resolve(box.length - rest.length);
+  }
+
+  /**
+   * Ends leases early, unless another take holds the item since.
+   *
+   * @param address The mailbox address.
+   * @param leases The items and their leases.
+   */
+  mailboxRelease(address: string, leases: readonly MailboxLease[]): Promise<void> {
     this.#check();
     const box = this.#mailboxes.get(address) ?? [];
-    this.#mailboxes.delete(address);
-    return Promise.resolve(
-      box.filter((i) => i.expiresAt > now).map((i) => ({ id: i.id, payload: i.payload })),
-    );
+    for (const l of leases) {
+      const key = _key(l.id);
+      const i = box.find((x) => x.key === key);
+      if (i && i.lease === l.lease) i.leaseUntil = 0;
+    }
+    return Promise.resolve();
   }
 
   /** Drops everything. */

@@ -27,10 +27,20 @@
  *   channels its clients follow; a message from another relay wakes the
  *   relay's subscribers, which read what they miss from the stream.
  * - **Mailboxes**: stream `SKYTALE_MB`, subject `skytale.mb.<h(address)>`, msg
- *   id `<h>.<item id>`, expiry in a header; `mailboxTake` reads the subject,
- *   claims each item it returns on `skytale.mb.<h>.c.<stream seq>` (expected
- *   last subject sequence 0: one claimant across every relay; claims age out
- *   with the stream's 30-day limit) and purges what it read.
+ *   id `<h>.<item id>`, expiry in a header. Each item (stream seq S) has a
+ *   claim subject `skytale.mb.<h>.c.<S>` whose last message is its lease:
+ *   header `Sky-Lease-Until` (ms since the Unix epoch; 0 = released).
+ *   `mailboxTake` reads the subject and takes each item whose claim subject
+ *   is empty or holds a lapsed lease by publishing a new claim with expected
+ *   last subject sequence = the claim it read (0 for none): of relays taking
+ *   at once exactly one wins, so an item is never handed out twice while
+ *   leased. `mailboxRelease` publishes a lapsed claim the same way, so it
+ *   fails harmlessly once another take holds the item. `mailboxAck` deletes
+ *   the item, then purges its claim subject (in that order: a take never
+ *   finds a claimable acked item). Expired items are deleted by takes; the
+ *   rest age out with the stream's 30-day limit. Leases compare each relay's
+ *   clock with the claimant's, so relay clocks should agree to well within a
+ *   lease.
  *
  * - **Retention**: deletes non-commit entries (JetStream message deletes, so
  *   stream seqs never move): by count within each append (before it is acked),
@@ -58,13 +68,15 @@ import {
 import { RelayError } from "../../errors.ts";
 import { fromHex } from "../../validate.ts";
 import type { EntryKind } from "../protocol.ts";
-import type {
-  AppendInput,
-  AppendResult,
-  LogEntry,
-  MailboxEntry,
-  RelayLog,
-  Retention,
+import {
+  type AppendInput,
+  type AppendResult,
+  DEFAULT_MAILBOX_LEASE_MS,
+  type LogEntry,
+  type MailboxEntry,
+  type MailboxLease,
+  type RelayLog,
+  type Retention,
 } from "./types.ts";
 
 /** Options of {@linkcode NatsLog.open}. */
@@ -659,60 +671,168 @@ export class NatsLog implements RelayLog {
   }
 
   /**
-   * Removes and returns the unexpired blobs of an address.
+   * Leases and returns the unexpired blobs of an address that no lease holds,
+   * across every relay, and deletes its expired ones.
    *
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
-   * @returns The unexpired items.
+   * @param leaseMs How long the lease lasts.
+   * @returns The items, oldest first.
    */
-  mailboxTake(address: string, now: number): Promise<MailboxEntry[]> {
+  mailboxTake(
+    address: string,
+    now: number,
+    leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+  ): Promise<MailboxEntry[]> {
     this.#check();
     return this.#serial(`mb:${address}`, async () => {
       const subject = `${this.#p}.mb.${await _hash(address)}`;
-      const stream = `${this.#P}_MB`;
       const out: MailboxEntry[] = [];
       const seen = new Set<string>();
-      let seq = 1;
-      let last = 0;
-      for (;;) {
-        let m: StoredMsg | null;
-        try {
-          m = await this.#jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
-        } catch (e) {
-          if (_isNotFound(e)) break;
-          throw e;
-        }
-        if (!m) break;
-        last = m.seq;
-        seq = m.seq + 1;
+      const expired: number[] = [];
+      for await (const m of this.#items(subject)) {
         const idHex = m.header?.get("Sky-Id") ?? "";
-        if (Number(m.header?.get("Sky-Expires")) > now && !seen.has(idHex)) {
-          seen.add(idHex);
-          if (await this.#claim(`${subject}.c.${m.seq}`)) {
-            out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data });
-          }
+        if (!(Number(m.header?.get("Sky-Expires")) > now)) {
+          expired.push(m.seq);
+          continue;
+        }
+        // A later copy of an id (a put repeated after the de-duplication window) waits for
+        // the first, as a repeated put does in the other logs.
+        if (seen.has(idHex)) continue;
+        seen.add(idHex);
+        const lease = await this.#lease(subject, m.seq, now, now + leaseMs);
+        if (lease !== undefined) {
+          out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data, lease });
         }
       }
-      if (last > 0) await this.#jsm.streams.purge(stream, { filter: subject, seq: last + 1 });
+      for (const seq of expired) await this.#dropItem(subject, seq);
       return out;
     });
   }
 
   /**
-   * Claims a mailbox item for this take: the first relay to publish the claim
-   * subject wins (expected last subject sequence 0), so two relays taking the
-   * same address at once never both return an item.
+   * Deletes items for good, on every relay.
+   *
+   * @param address The mailbox address.
+   * @param ids The item ids.
+   * @returns How many were deleted.
    */
-  async #claim(claimSubject: string): Promise<boolean> {
+  mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<number> {
+    this.#check();
+    if (ids.length === 0) return Promise.resolve(0);
+    return this.#serial(`mb:${address}`, async () => {
+      const subject = `${this.#p}.mb.${await _hash(address)}`;
+      const want = new Set(ids.map((id) => id.toHex()));
+      let n = 0;
+      for await (const m of this.#items(subject)) {
+        if (!want.has(m.header?.get("Sky-Id") ?? "")) continue;
+        if (await this.#dropItem(subject, m.seq)) n++;
+      }
+      return n;
+    });
+  }
+
+  /**
+   * Ends leases early, unless another take holds the item since or it was acked.
+   *
+   * @param address The mailbox address.
+   * @param leases The items and their leases.
+   */
+  mailboxRelease(address: string, leases: readonly MailboxLease[]): Promise<void> {
+    this.#check();
+    if (leases.length === 0) return Promise.resolve();
+    return this.#serial(`mb:${address}`, async () => {
+      const subject = `${this.#p}.mb.${await _hash(address)}`;
+      for (const l of leases) {
+        const m = /^(\d+)\.(\d+)$/.exec(l.lease);
+        if (m) await this.#publishClaim(`${subject}.c.${m[1]}`, 0, Number(m[2]));
+      }
+    });
+  }
+
+  /** The item messages of a mailbox subject, oldest first. */
+  async *#items(subject: string): AsyncGenerator<StoredMsg> {
+    const stream = `${this.#P}_MB`;
+    let seq = 1;
+    for (;;) {
+      let m: StoredMsg | null;
+      try {
+        m = await this.#jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
+      } catch (e) {
+        if (_isNotFound(e)) return;
+        throw e;
+      }
+      if (!m) return;
+      seq = m.seq + 1;
+      yield m;
+    }
+  }
+
+  /**
+   * Leases the item at stream seq `itemSeq` until `until`, unless a lease that
+   * has not lapsed by `now` holds it.
+   *
+   * @returns The lease (`<item seq>.<claim seq>`), or `undefined` if another holds it.
+   */
+  async #lease(
+    subject: string,
+    itemSeq: number,
+    now: number,
+    until: number,
+  ): Promise<string | undefined> {
+    const claimSubject = `${subject}.c.${itemSeq}`;
+    let last: StoredMsg | null;
     try {
-      await this.#js.publish(claimSubject, new Uint8Array(0), {
-        expect: { lastSubjectSequence: 0 },
-      });
-      return true;
+      last = await this.#jsm.direct.getMessage(`${this.#P}_MB`, { last_by_subj: claimSubject });
     } catch (e) {
-      if (_isWrongLast(e)) return false;
+      if (!_isNotFound(e)) throw e;
+      last = null;
+    }
+    // A claim without a lease header (an older relay's, whose take then purged the item)
+    // counts as lapsed.
+    if (Number(last?.header?.get("Sky-Lease-Until") ?? 0) > now) return undefined;
+    const seq = await this.#publishClaim(claimSubject, until, last?.seq ?? 0);
+    return seq === undefined ? undefined : `${itemSeq}.${seq}`;
+  }
+
+  /**
+   * Publishes a claim (a lease until `until`; 0 releases) if the claim
+   * subject's last message is still the one at `expectSeq` (0: none). Of
+   * relays publishing after the same message exactly one succeeds, so two
+   * relays taking one address at once never both hold an item.
+   *
+   * @returns The new claim's stream seq, or `undefined` if another claim came first.
+   */
+  async #publishClaim(
+    claimSubject: string,
+    until: number,
+    expectSeq: number,
+  ): Promise<number | undefined> {
+    const hd = natsHeaders();
+    hd.set("Sky-Lease-Until", String(until));
+    try {
+      const ack = await this.#js.publish(claimSubject, new Uint8Array(0), {
+        headers: hd,
+        expect: { lastSubjectSequence: expectSeq },
+      });
+      return ack.seq;
+    } catch (e) {
+      if (_isWrongLast(e)) return undefined;
       throw e;
     }
+  }
+
+  /** Deletes an item message and then its claims; true if this call deleted the item. */
+  async #dropItem(subject: string, itemSeq: number): Promise<boolean> {
+    const stream = `${this.#P}_MB`;
+    let deleted = false;
+    try {
+      deleted = await this.#jsm.streams.deleteMessage(stream, itemSeq, false);
+    } catch (e) {
+      if (!_isNotFound(e)) throw e; // another relay deleted it first
+    }
+    await this.#jsm.streams.purge(stream, { filter: `${subject}.c.${itemSeq}` });
+    return deleted;
   }
 
   /** Closes the NATS connection (idempotent). */

@@ -18,13 +18,15 @@ import {
   type SqlValue,
 } from "../../runtime/sqlite.ts";
 import type { EntryKind } from "../protocol.ts";
-import type {
-  AppendInput,
-  AppendResult,
-  LogEntry,
-  MailboxEntry,
-  RelayLog,
-  Retention,
+import {
+  type AppendInput,
+  type AppendResult,
+  DEFAULT_MAILBOX_LEASE_MS,
+  type LogEntry,
+  type MailboxEntry,
+  type MailboxLease,
+  type RelayLog,
+  type Retention,
 } from "./types.ts";
 
 const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
@@ -63,11 +65,40 @@ CREATE TABLE IF NOT EXISTS mailbox (
   address TEXT NOT NULL,
   id BLOB NOT NULL,
   payload BLOB NOT NULL,
-  expires_at INTEGER NOT NULL
+  expires_at INTEGER NOT NULL,
+  lease_until INTEGER NOT NULL DEFAULT 0,
+  lease_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS mailbox_id ON mailbox (address, id);
 CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at);
 `;
+
+/**
+ * Columns added to tables of schema 1 after files of it were written. Adding
+ * them keeps every row (each gets the default) and old readers keep working,
+ * so the schema version stays 1.
+ */
+const ADDED_COLUMNS: readonly [table: string, column: string, decl: string][] = [
+  // Mailbox leases: 0 = not leased.
+  ["mailbox", "lease_until", "INTEGER NOT NULL DEFAULT 0"],
+  ["mailbox", "lease_id", "INTEGER NOT NULL DEFAULT 0"],
+];
+
+/** Adds the columns in {@linkcode ADDED_COLUMNS} that a file lacks (inside the open transaction). */
+function _addColumns(db: SqlDatabase): void {
+  for (const [table, column, decl] of ADDED_COLUMNS) {
+    const have = db.prepare(`PRAGMA table_info(${table})`).all().some((r) => r.name === column);
+    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
+  }
+}
+
+/** A random lease id: 48 bits, so it is a safe integer and never 0. */
+function _leaseId(): number {
+  const b = crypto.getRandomValues(new Uint8Array(6));
+  let n = 0;
+  for (const x of b) n = n * 256 + x;
+  return n || 1;
+}
 
 function _bytes(v: SqlValue | undefined): Uint8Array {
   if (!(v instanceof Uint8Array)) {
@@ -104,7 +135,10 @@ export class SqliteLog implements RelayLog {
     | "epochStart"
     | "mailboxPut"
     | "mailboxSelect"
-    | "mailboxDelete"
+    | "mailboxLease"
+    | "mailboxDeleteExpired"
+    | "mailboxAck"
+    | "mailboxRelease"
     | "mailboxPurge"
     | "trimCount"
     | "trimAge"
@@ -140,9 +174,14 @@ export class SqliteLog implements RelayLog {
         "INSERT OR IGNORE INTO mailbox (address, id, payload, expires_at) VALUES (?, ?, ?, ?)",
       ),
       mailboxSelect: p(
-        "SELECT id, payload, expires_at FROM mailbox WHERE address = ? ORDER BY n",
+        "SELECT n, id, payload, expires_at, lease_until FROM mailbox WHERE address = ? ORDER BY n",
       ),
-      mailboxDelete: p("DELETE FROM mailbox WHERE address = ?"),
+      mailboxLease: p("UPDATE mailbox SET lease_until = ?, lease_id = ? WHERE n = ?"),
+      mailboxDeleteExpired: p("DELETE FROM mailbox WHERE address = ? AND expires_at <= ?"),
+      mailboxAck: p("DELETE FROM mailbox WHERE address = ? AND id = ?"),
+      mailboxRelease: p(
+        "UPDATE mailbox SET lease_until = 0 WHERE address = ? AND id = ? AND lease_id = ?",
+      ),
       mailboxPurge: p("DELETE FROM mailbox WHERE expires_at <= ?"),
       trimCount: p("DELETE FROM entries WHERE cid = ? AND seq > ? AND seq <= ? AND kind != 1"),
       trimAge: p("DELETE FROM entries WHERE time < ? AND kind != 1"),
@@ -170,17 +209,27 @@ export class SqliteLog implements RelayLog {
       db.exec("PRAGMA busy_timeout = 5000");
       db.exec("PRAGMA journal_mode = WAL");
       db.exec(`PRAGMA synchronous = ${opts.synchronous === "full" ? "FULL" : "NORMAL"}`);
-      db.exec(`BEGIN IMMEDIATE; ${SCHEMA} COMMIT;`);
-      const v = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get();
-      if (v === undefined) {
-        db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
-      } else if (v.value !== SCHEMA_VERSION) {
-        throw new RelayError(
-          "state_corrupt",
-          `Relay log "${path}" has schema version "${
-            String(v.value)
-          }", expected "${SCHEMA_VERSION}"`,
-        );
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        db.exec(SCHEMA);
+        const v = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get();
+        if (v === undefined) {
+          db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
+        } else if (v.value !== SCHEMA_VERSION) {
+          throw new RelayError(
+            "state_corrupt",
+            `Relay log "${path}" has schema version "${
+              String(v.value)
+            }", expected "${SCHEMA_VERSION}"`,
+          );
+        }
+        _addColumns(db);
+        db.exec("COMMIT");
+      } catch (e) {
+        try {
+          db.exec("ROLLBACK");
+        } catch { /* SQLite already rolled it back */ }
+        throw e;
       }
     } catch (e) {
       db.close();
@@ -335,22 +384,69 @@ export class SqliteLog implements RelayLog {
   }
 
   /**
-   * Removes and returns the unexpired blobs of an address.
+   * Leases and returns the unexpired, unleased blobs of an address (and
+   * deletes its expired ones).
    *
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
-   * @returns The unexpired items.
+   * @param leaseMs How long the lease lasts.
+   * @returns The items, oldest first.
    */
-  mailboxTake(address: string, now: number): Promise<MailboxEntry[]> {
+  mailboxTake(
+    address: string,
+    now: number,
+    leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+  ): Promise<MailboxEntry[]> {
     this.#check();
     return Promise.resolve(this.#tx(() => {
       const rows = this.#st.mailboxSelect.all(address);
-      if (rows.length > 0) this.#st.mailboxDelete.run(address);
-      return rows.filter((r) => _num(r.expires_at) > now).map((r) => ({
-        id: _bytes(r.id),
-        payload: _bytes(r.payload),
-      }));
+      if (rows.some((r) => _num(r.expires_at) <= now)) {
+        this.#st.mailboxDeleteExpired.run(address, now);
+      }
+      const lease = _leaseId();
+      const out: MailboxEntry[] = [];
+      for (const r of rows) {
+        if (_num(r.expires_at) <= now || _num(r.lease_until) > now) continue;
+        this.#st.mailboxLease.run(now + leaseMs, lease, _num(r.n));
+        out.push({ id: _bytes(r.id), payload: _bytes(r.payload), lease: String(lease) });
+      }
+      return out;
     }));
+  }
+
+  /**
+   * Deletes items for good.
+   *
+   * @param address The mailbox address.
+   * @param ids The item ids.
+   * @returns How many were deleted.
+   */
+  mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<number> {
+    this.#check();
+    if (ids.length === 0) return Promise.resolve(0);
+    return Promise.resolve(this.#tx(() => {
+      let n = 0;
+      for (const id of ids) n += this.#st.mailboxAck.run(address, id).changes;
+      return n;
+    }));
+  }
+
+  /**
+   * Ends leases early, unless another take holds the item since.
+   *
+   * @param address The mailbox address.
+   * @param leases The items and their leases.
+   */
+  mailboxRelease(address: string, leases: readonly MailboxLease[]): Promise<void> {
+    this.#check();
+    if (leases.length === 0) return Promise.resolve();
+    this.#tx(() => {
+      for (const l of leases) {
+        const lease = Number(l.lease);
+        if (Number.isSafeInteger(lease)) this.#st.mailboxRelease.run(address, l.id, lease);
+      }
+    });
+    return Promise.resolve();
   }
 
   /**

@@ -53,7 +53,26 @@ export interface MailboxEntry {
   id: Uint8Array;
   /** The opaque blob. */
   payload: Uint8Array;
+  /**
+   * Set by `mailboxTake`: names the lease this take holds on the item, for
+   * {@linkcode RelayLog.mailboxRelease}. Opaque; its form is the log's own.
+   */
+  lease?: string;
 }
+
+/** A lease that `mailboxTake` handed out, as given back to {@linkcode RelayLog.mailboxRelease}. */
+export interface MailboxLease {
+  /** The item's 16-byte id. */
+  id: Uint8Array;
+  /** The `lease` of the taken {@linkcode MailboxEntry}. */
+  lease: string;
+}
+
+/**
+ * How long a mailbox take leases its items when nobody says otherwise, in ms:
+ * unacked items are handed out again after it.
+ */
+export const DEFAULT_MAILBOX_LEASE_MS = 30_000;
 
 /**
  * How long a channel keeps its entries. Retention deletes `application` and
@@ -131,13 +150,36 @@ export interface RelayLog {
     expiresAt: number,
   ): Promise<void>;
   /**
-   * Removes and returns the unexpired items of an address, oldest first.
+   * Returns the unexpired items of an address that no lease holds, oldest
+   * first, and leases them until `now + leaseMs`: until then no other take
+   * returns them. They are deleted only by {@linkcode mailboxAck}; an item
+   * whose lease lapses (or is released) is handed out again. Across every
+   * process sharing the storage, one lease of an item is held at a time.
    *
    * @param address The mailbox address.
    * @param now The current time in milliseconds since the Unix epoch.
-   * @returns The items.
+   * @param leaseMs How long the lease lasts (default {@linkcode DEFAULT_MAILBOX_LEASE_MS}).
+   * @returns The items, each with its `lease`.
    */
-  mailboxTake(address: string, now: number): Promise<MailboxEntry[]>;
+  mailboxTake(address: string, now: number, leaseMs?: number): Promise<MailboxEntry[]>;
+  /**
+   * Deletes items of an address for good, leased or not. Ids that are unknown
+   * or already deleted are skipped.
+   *
+   * @param address The mailbox address.
+   * @param ids The 16-byte item ids.
+   * @returns How many items were deleted.
+   */
+  mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<number>;
+  /**
+   * Ends leases early (their taker is gone), so the next take returns the
+   * items. A lease that already lapsed, was taken over by another take or
+   * whose item was acked is left alone.
+   *
+   * @param address The mailbox address.
+   * @param leases The items and the leases `mailboxTake` returned for them.
+   */
+  mailboxRelease(address: string, leases: readonly MailboxLease[]): Promise<void>;
   /**
    * Applies age retention: deletes the non-commit entries older than the
    * configured age (count retention is applied on append). Optional: a log

@@ -1,0 +1,319 @@
+// Relay mailboxes end to end: a take leases its items, an ack deletes them, and
+// whatever a client took but did not ack comes back (when its connection closes,
+// or when the lease lapses) instead of being lost.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fsp from "node:fs/promises";
+import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
+import { decodeFrame, encodeFrame, type Frame, FrameType } from "../src/relay/protocol.ts";
+import {
+  eventually,
+  relayClient,
+  rid,
+  spawnScript,
+  startRelayProcess,
+  tempDir,
+} from "./_helpers.ts";
+
+const opaque = (n: number) => {
+  const b = crypto.getRandomValues(new Uint8Array(24));
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+};
+const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The relay's lease for these tests, in ms (env of the relay process). */
+const lease = (ms: number) => ({ SKYTALE_RELAY_MAILBOX_LEASE_MS: String(ms) });
+
+/** Leases from `address` until something comes back (bounded); returns the item numbers. */
+async function leaseSome(c: RelayClient, address: string, ms = 15_000): Promise<number[]> {
+  let got: number[] = [];
+  await eventually(
+    async () => {
+      got = (await c.mailboxLease(address)).map((i) => numOf(i.payload));
+      return got.length > 0;
+    },
+    ms,
+    `items of ${address}`,
+  );
+  return got;
+}
+
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1]);
+}
+
+/** A raw, greeted WebSocket that records the frames it receives. */
+async function rawSocket(url: string): Promise<{
+  ws: WebSocket;
+  frames: Frame[];
+  send: (f: Frame) => void;
+  answer: (reqId: number) => Promise<Frame>;
+}> {
+  const ws = await connectWebSocket(url, 5000);
+  const frames: Frame[] = [];
+  ws.onmessage = (ev) => frames.push(decodeFrame(new Uint8Array(ev.data as ArrayBuffer)));
+  const send = (f: Frame) => ws.send(encodeFrame(f));
+  const answer = async (reqId: number) => {
+    let f: Frame | undefined;
+    await eventually(
+      () => (f = frames.find((x) => "reqId" in x && x.reqId === reqId)) !== undefined,
+      10_000,
+      `the answer to request ${reqId}`,
+    );
+    return f!;
+  };
+  send({ type: "hello", reqId: 1 });
+  assert.equal((await answer(1)).type, "helloOk");
+  return { ws, frames, send, answer };
+}
+
+/**
+ * Puts a filter in front of whatever `onmessage` handler the socket gets: messages for which
+ * `swallow` returns true never reach it. (An accessor on the instance, since the clients differ
+ * per runtime: Deno's is the `ws` package, whose events cannot stop propagation.)
+ */
+function swallowMessages(ws: WebSocket, swallow: (data: unknown) => boolean): void {
+  let proto: object | null = Object.getPrototypeOf(ws);
+  let desc: PropertyDescriptor | undefined;
+  while (proto && !(desc = Object.getOwnPropertyDescriptor(proto, "onmessage"))) {
+    proto = Object.getPrototypeOf(proto);
+  }
+  const { get, set } = desc!;
+  Object.defineProperty(ws, "onmessage", {
+    configurable: true,
+    get: () => get!.call(ws),
+    set: (h: ((ev: MessageEvent) => void) | null) =>
+      set!.call(ws, h && ((ev: MessageEvent) => swallow(ev.data) || h.call(ws, ev))),
+  });
+}
+
+test("a take leases its items: no other take gets them until the lease lapses; acked ones are gone for good", async () => {
+  const { proc, url, port } = await startRelayProcess(["--store", "memory"], lease(1000));
+  const a = relayClient(url);
+  const b = relayClient(url);
+  const c = relayClient(url);
+  try {
+    for (const n of [1, 2, 3]) await a.mailboxPut("inv:lease", opaque(n), 60);
+    const taken = await b.mailboxLease("inv:lease");
+    assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
+    assert.ok(taken.every((i) => i.id.length === 16));
+    // b holds them (its connection stays open): c gets nothing while the lease runs.
+    assert.deepEqual(await c.mailboxLease("inv:lease"), []);
+    // b acks item 2, an id the relay never saw, and item 2 again: all fine.
+    await b.mailboxAck("inv:lease", [taken[1]!.id, rid()]);
+    await b.mailboxAck("inv:lease", [taken[1]!.id]);
+    // The lease lapses without an ack for 1 and 3: they are handed out again, to c.
+    assert.deepEqual(await leaseSome(c, "inv:lease"), [1, 3]);
+    // c acks them: even once every lease has lapsed, nothing comes back.
+    await c.mailboxAck("inv:lease", [taken[0]!.id, taken[2]!.id]);
+    await sleep(1300);
+    assert.deepEqual(await c.mailboxLease("inv:lease"), []);
+    // mailboxTake() is lease + ack in one: the blob is gone for good at once.
+    await a.mailboxPut("inv:once", opaque(7), 60);
+    assert.deepEqual((await c.mailboxTake("inv:once")).map(numOf), [7]);
+    await sleep(1300);
+    assert.deepEqual(await c.mailboxTake("inv:once"), []);
+    // Ids acked: 2 + 1 by b, 2 by c, 1 by mailboxTake().
+    assert.equal(await metric(port, "skytale_relay_mailbox_acks_total"), 6);
+  } finally {
+    await a.close();
+    await b.close();
+    await c.close();
+    await proc.kill();
+  }
+});
+
+test("a take whose answer never reaches its client: the items come back to the next take", async () => {
+  // A lease far longer than the test: what comes back here comes back because the
+  // relay saw the taker's connection close, not because the lease lapsed.
+  const { proc, url } = await startRelayProcess(["--store", "memory"], lease(600_000));
+  const a = relayClient(url);
+  const b = relayClient(url);
+  try {
+    // A client that took the items, got the answer, and died before it used them.
+    for (const n of [1, 2]) await a.mailboxPut("wel:crash", opaque(n), 60);
+    const raw = await rawSocket(url);
+    raw.send({ type: "mailboxTake", reqId: 2, address: "wel:crash" });
+    const items = await raw.answer(2);
+    assert.equal(items.type === "mailboxItems" && items.items.length, 2);
+    assert.deepEqual(await b.mailboxLease("wel:crash"), [], "leased while the taker is connected");
+    raw.ws.close();
+    assert.deepEqual(await leaseSome(b, "wel:crash"), [1, 2]);
+
+    // A client whose connection is closed right after it sent the take: it never reads the
+    // answer, whether or not the relay got to send it.
+    for (const n of [3, 4]) await a.mailboxPut("wel:lost", opaque(n), 60);
+    const raw2 = await rawSocket(url);
+    raw2.send({ type: "mailboxTake", reqId: 2, address: "wel:lost" });
+    raw2.ws.close();
+    assert.deepEqual(await leaseSome(b, "wel:lost"), [3, 4]);
+  } finally {
+    await a.close();
+    await b.close();
+    await proc.kill();
+  }
+});
+
+test("a RelayClient whose connection drops as the take's answer arrives still gets the items", async () => {
+  const { proc, url } = await startRelayProcess(["--store", "memory"], lease(600_000));
+  const a = relayClient(url);
+  let drops = 0;
+  const b = relayClient(url, {
+    connect: async () => {
+      const ws = await connectWebSocket(url, 2000);
+      // The first answer with items never reaches the client: the connection drops with it.
+      swallowMessages(ws, (data) => {
+        const f = decodeFrame(new Uint8Array(data as ArrayBuffer));
+        if (drops > 0 || f.type !== "mailboxItems" || f.items.length === 0) return false;
+        drops++;
+        ws.close();
+        return true;
+      });
+      return ws;
+    },
+  });
+  try {
+    for (const n of [1, 2, 3]) await a.mailboxPut("wel:drop", opaque(n), 60);
+    // The relay handed the items out; the client re-sends its take after the reconnect, and
+    // it or the next take finds them again.
+    const got: number[] = [];
+    await eventually(
+      async () => {
+        got.push(...(await b.mailboxLease("wel:drop")).map((i) => numOf(i.payload)));
+        return got.length >= 3;
+      },
+      15_000,
+      "the items after the drop",
+    );
+    assert.equal(drops, 1);
+    assert.deepEqual(got, [1, 2, 3]);
+  } finally {
+    await a.close();
+    await b.close();
+    await proc.kill();
+  }
+});
+
+test("clients taking one mailbox at once never get the same item", async () => {
+  const dir = await tempDir();
+  const { proc, url } = await startRelayProcess(["--data-dir", dir]);
+  const put = relayClient(url);
+  const takers = Array.from({ length: 4 }, () => relayClient(url));
+  try {
+    const N = 40;
+    const got: number[] = [];
+    for (let i = 0; i < N; i++) {
+      await put.mailboxPut("kp:race", opaque(i), 60);
+      if (i % 5 === 4) {
+        const takes = await Promise.all(
+          takers.flatMap((t) => [t.mailboxLease("kp:race"), t.mailboxLease("kp:race")]),
+        );
+        for (const t of takes) got.push(...t.map((x) => numOf(x.payload)));
+      }
+    }
+    for (const t of takers) {
+      got.push(...(await t.mailboxLease("kp:race")).map((x) => numOf(x.payload)));
+    }
+    assert.deepEqual(got.sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
+  } finally {
+    await put.close();
+    for (const t of takers) await t.close();
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a SQLite relay killed while items are leased: after a restart the unacked ones come back, the acked one never", async () => {
+  const dir = await tempDir();
+  let r = await startRelayProcess(["--data-dir", dir], lease(1500));
+  const a = relayClient(r.url);
+  try {
+    for (const n of [1, 2, 3]) await a.mailboxPut("inv:restart", opaque(n), 600);
+    const taken = await a.mailboxLease("inv:restart");
+    assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
+    await a.mailboxAck("inv:restart", [taken[1]!.id]);
+    await a.close();
+    // SIGKILL: the relay cannot hand anything back on its way out.
+    await r.proc.kill("SIGKILL");
+    r = await startRelayProcess(["--data-dir", dir], lease(1500));
+    const b = relayClient(r.url);
+    try {
+      assert.deepEqual(await leaseSome(b, "inv:restart"), [1, 3]);
+      await b.mailboxAck("inv:restart", taken.map((i) => i.id));
+      await sleep(1700);
+      assert.deepEqual(await b.mailboxLease("inv:restart"), []);
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
+    await r.proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("bad mailbox acks get an error that says what is wrong; the connection stays usable", async () => {
+  const { proc, url } = await startRelayProcess(["--store", "memory"]);
+  const raw = await rawSocket(url);
+  const c = relayClient(url);
+  try {
+    const err = async (reqId: number, f: Frame) => {
+      raw.send(f);
+      const a = await raw.answer(reqId);
+      assert.equal(a.type, "error", JSON.stringify(a));
+      return a as Extract<Frame, { type: "error" }>;
+    };
+    let e = await err(2, { type: "mailboxAck", reqId: 2, address: "inv:x", ids: [] });
+    assert.equal(e.code, "invalid_argument");
+    assert.match(e.message, /must name 1 to 1024 item ids, got 0/);
+    const many = Array.from({ length: 1025 }, () => rid());
+    e = await err(3, { type: "mailboxAck", reqId: 3, address: "inv:x", ids: many });
+    assert.match(e.message, /must name 1 to 1024 item ids, got 1025/);
+    e = await err(4, { type: "mailboxAck", reqId: 4, address: "", ids: [rid()] });
+    assert.equal(e.code, "invalid_argument");
+    assert.match(e.message, /Mailbox address must be 1 to 255 bytes, got 0/);
+    // A truncated ack (its count promises an id that is not there).
+    raw.ws.send(new Uint8Array([1, FrameType.mailboxAck, 0, 0, 0, 5, 0, 1, 0x61, 0, 0, 0, 1]));
+    const t = await raw.answer(5);
+    assert.equal(t.type === "error" && t.code, "protocol");
+    assert.match((t as Extract<Frame, { type: "error" }>).message, /Truncated "mailboxAck"/);
+    // An unknown id is fine.
+    raw.send({ type: "mailboxAck", reqId: 6, address: "inv:x", ids: [rid()] });
+    assert.equal((await raw.answer(6)).type, "ok");
+    // Before hello, an ack is refused like every other request.
+    const fresh = await connectWebSocket(url, 5000);
+    const frames: Frame[] = [];
+    fresh.onmessage = (ev) => frames.push(decodeFrame(new Uint8Array(ev.data as ArrayBuffer)));
+    fresh.send(encodeFrame({ type: "mailboxAck", reqId: 9, address: "inv:x", ids: [rid()] }));
+    await eventually(() => frames.length > 0, 10_000, "the answer before hello");
+    assert.equal(frames[0]!.type === "error" && frames[0]!.code, "protocol");
+    fresh.close();
+    // The client checks ids itself; an empty ack sends nothing.
+    await assert.rejects(() => c.mailboxAck("inv:x", [new Uint8Array(3)]), {
+      code: "invalid_argument",
+      message: /Mailbox item id must be 16 bytes, got 3/,
+    });
+    await c.mailboxAck("inv:x", []);
+    assert.ok((await c.ping()) >= 0);
+  } finally {
+    raw.ws.close();
+    await c.close();
+    await proc.kill();
+  }
+});
+
+test("a relay refuses to start with a mailbox lease that is not a positive number of ms", async () => {
+  const p = spawnScript(
+    "mod.ts",
+    ["relay", "--host", "127.0.0.1", "--port", "0", "--store", "memory"],
+    lease(0),
+  );
+  const code = await p.exited;
+  assert.notEqual(code, 0);
+  assert.match(
+    p.stderr(),
+    /mailbox lease must be a whole number of milliseconds of at least 1, got "0"/,
+  );
+});
