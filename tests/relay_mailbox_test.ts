@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
+import { decodeInviteToken } from "../src/channel/invite.ts";
 import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
 import { decodeFrame, encodeFrame, type Frame, FrameType } from "../src/relay/protocol.ts";
 import {
@@ -14,6 +15,7 @@ import {
   startRelayProcess,
   tempDir,
 } from "./_helpers.ts";
+import { Agent } from "./_agent.ts";
 
 const opaque = (n: number) => {
   const b = crypto.getRandomValues(new Uint8Array(24));
@@ -316,4 +318,56 @@ test("a relay refuses to start with a mailbox lease that is not a positive numbe
     p.stderr(),
     /mailbox lease must be a whole number of milliseconds of at least 1, got "0"/,
   );
+});
+
+test("an invite request taken by an inviter that died before using it is served by the restarted inviter", async () => {
+  const dir = await tempDir();
+  const { proc, url, port } = await startRelayProcess(["--data-dir", dir], lease(600_000));
+  const aliceDir = await tempDir();
+  const agents: Agent[] = [];
+  const agent = async (identity: string, dataDir: string) => {
+    const a = await Agent.start(identity, { SKYTALE_RELAY: url, SKYTALE_DATA_DIR: dataDir });
+    agents.push(a);
+    return a;
+  };
+  const thief = relayClient(url);
+  try {
+    const ch = "acme/mailbox/invite";
+    const alice = await agent("alice", aliceDir);
+    await alice.call("create", ch);
+    const token = await alice.call<string>("invite", ch);
+    await alice.stop();
+    const bob = await agent("bob", await tempDir());
+    const joined = bob.call("joinWithToken", ch, token);
+    // Stands in for an inviter that took bob's request and died before it answered: it
+    // holds the lease, then its connection goes away without an ack.
+    const address = `inv:${decodeInviteToken(token).id}`;
+    await eventually(
+      async () => (await thief.mailboxLease(address)).length === 1,
+      20_000,
+      "the request",
+    );
+    await thief.close();
+    // The inviter comes back: the request is handed out again, and bob gets in.
+    const alice2 = await agent("alice", aliceDir);
+    await alice2.call("channels"); // starts the manager, which goes back to serving its invites
+    await joined;
+    await alice2.call("send", ch, "welcome, bob");
+    assert.deepEqual((await bob.receiveN(ch, 1)).map((m) => m.text), ["welcome, bob"]);
+    // Each used item was acked: the request by alice, the reply (Welcome) by bob.
+    await eventually(
+      async () => await metric(port, "skytale_relay_mailbox_acks_total") >= 2,
+      20_000,
+      "two acks",
+    );
+    assert.equal(await metric(port, "skytale_relay_mailbox_acks_total"), 2);
+  } finally {
+    await thief.close();
+    // Stopped, not killed: a relay under Deno whose clients were SIGKILLed lingers ~10 s after
+    // SIGTERM.
+    await Promise.all(agents.map((a) => a.stop()));
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.rm(aliceDir, { recursive: true, force: true });
+  }
 });

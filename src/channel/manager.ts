@@ -116,6 +116,13 @@ interface _Outgoing {
   reject: (e: unknown) => void;
 }
 
+/** The answer to one join request, and how far it got. */
+interface _Answer {
+  sealed: Uint8Array;
+  sent: boolean;
+  saved: boolean;
+}
+
 interface Ctx {
   engine: MlsEngine;
   store: Store;
@@ -148,6 +155,12 @@ export class SkytaleChannelManager {
   #invites: InviteRecord[] = [];
   #inviteTimer: ReturnType<typeof setTimeout> | undefined;
   #inviteMutex = new Mutex();
+  /**
+   * Invite id → reply address → the answer this process made to that join
+   * request, so a request handed out again (its reply, save or ack failed) gets
+   * the same answer instead of being admitted twice.
+   */
+  #answered = new Map<string, Map<string, _Answer>>();
 
   /**
    * Creates a manager; nothing connects until the first call.
@@ -896,6 +909,10 @@ export class SkytaleChannelManager {
     const now = Date.now();
     this.#invites = this.#invites.filter((i) => i.uses > 0 && i.expires > now);
     await ctx.store.saveBlob(INVITES_BLOB, utf8(JSON.stringify(this.#invites)));
+    // Nobody takes requests for a dropped invite any more.
+    for (const id of this.#answered.keys()) {
+      if (!this.#invites.some((i) => i.id === id)) this.#answered.delete(id);
+    }
   }
 
   #pollInvites(ctx: Ctx): void {
@@ -911,6 +928,12 @@ export class SkytaleChannelManager {
     }, INVITE_POLL_MS);
   }
 
+  /**
+   * Answers the join requests waiting for each live invite. A request is acked
+   * to the relay only once it is used for good: its reply is with the relay and
+   * the invite's remaining uses are saved. If this process stops (or loses the
+   * relay) before that, the relay hands the request out again.
+   */
   async #serveInvites(ctx: Ctx): Promise<void> {
     let changed = false;
     for (const inv of [...this.#invites]) {
@@ -920,34 +943,54 @@ export class SkytaleChannelManager {
         inv.uses = 0;
         continue;
       }
-      for (const item of await ctx.relay.mailboxTake(inviteAddress(inv.id))) {
+      const address = inviteAddress(inv.id);
+      for (const item of await ctx.relay.mailboxLease(address)) {
+        if (this.#closed) return;
         const req = await open<{ keyPackage: string; reply: string; identity: string }>(
           inv.secret,
           `request:${inv.id}`,
-          item,
+          item.payload,
         );
         if (!req || typeof req.reply !== "string" || typeof req.keyPackage !== "string") {
           logLine(`skytale: ignored a join request for invite ${inv.id} that fails its MAC`);
+          await ctx.relay.mailboxAck(address, [item.id]);
           continue;
         }
-        let reply: { ok: boolean; welcome?: string; error?: string };
-        if (inv.uses <= 0) {
-          reply = { ok: false, error: "the invite has no uses left" };
-        } else {
-          try {
-            reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
-            inv.uses -= 1;
-            changed = true;
-            logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
-          } catch (e) {
-            reply = { ok: false, error: message(e) };
+        let answers = this.#answered.get(inv.id);
+        if (!answers) this.#answered.set(inv.id, answers = new Map());
+        let answer = answers.get(req.reply);
+        if (!answer) {
+          let reply: { ok: boolean; welcome?: string; error?: string };
+          let admitted = false;
+          if (inv.uses <= 0) {
+            reply = { ok: false, error: "the invite has no uses left" };
+          } else {
+            try {
+              reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
+              inv.uses -= 1;
+              admitted = true;
+              logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
+            } catch (e) {
+              reply = { ok: false, error: message(e) };
+            }
           }
+          const sealed = await seal(inv.secret, `reply:${inv.id}`, reply);
+          answers.set(req.reply, answer = { sealed, sent: false, saved: !admitted });
         }
-        await ctx.relay.mailboxPut(
-          req.reply,
-          await seal(inv.secret, `reply:${inv.id}`, reply),
-          600,
-        );
+        // The reply goes out before the uses are saved: a crash between the two hands the
+        // request out again, and a second admission of the same member is refused while the
+        // Welcome already waits for it.
+        if (!answer.sent) {
+          await ctx.relay.mailboxPut(req.reply, answer.sealed, 600);
+          answer.sent = true;
+        }
+        if (!answer.saved) {
+          await this.#saveInvites(ctx);
+          answer.saved = true;
+        }
+        // Used for good: the reply is with the relay and the uses it took are saved.
+        await ctx.relay.mailboxAck(address, [item.id]);
+        answers.delete(req.reply);
       }
     }
     if (changed) await this.#saveInvites(ctx);
@@ -990,21 +1033,32 @@ export class SkytaleChannelManager {
       Math.max(1, Math.ceil((inv.expires - Date.now()) / 1000)),
     );
     const end = Date.now() + (options.timeout ?? 30) * 1000;
+    // The reply is acked once used (the refusal reported, the join saved); until then a
+    // lost answer or a dropped connection leaves it with the relay for the next take.
+    const ack = (id: Uint8Array) =>
+      ctx.relay.mailboxAck(reply, [id]).catch((e) =>
+        logLine(`skytale: could not ack the invite reply for "${channel}": ${message(e)}`)
+      );
     while (Date.now() < end && !this.#closed) {
-      for (const item of await ctx.relay.mailboxTake(reply)) {
+      for (const item of await ctx.relay.mailboxLease(reply)) {
         const r = await open<{ ok: boolean; welcome?: string; error?: string }>(
           inv.secret,
           `reply:${inv.id}`,
-          item,
+          item.payload,
         );
-        if (!r) continue;
+        if (!r) {
+          await ack(item.id);
+          continue;
+        }
         if (!r.ok || !r.welcome) {
+          await ack(item.id);
           throw new SkytaleError(
             "invalid_argument",
             `The inviter refused to admit "${this.identity}" to "${channel}": ${r.error}`,
           );
         }
         await this.join(channel, r.welcome);
+        await ack(item.id);
         return;
       }
       await new Promise((res) => setTimeout(res, INVITE_POLL_MS));
