@@ -6,7 +6,16 @@ import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import { decodeInviteToken } from "../src/channel/invite.ts";
 import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
-import { decodeFrame, encodeFrame, type Frame, FrameType } from "../src/relay/protocol.ts";
+import { MemoryLog } from "../src/relay/log/memory.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  peekRequestId,
+} from "../src/relay/protocol.ts";
+import { RelayServer } from "../src/relay/server.ts";
+import { serve } from "../src/runtime/serve.ts";
 import {
   eventually,
   relayClient,
@@ -298,11 +307,51 @@ test("bad mailbox acks get an error that says what is wrong; the connection stay
       message: /Mailbox item id must be 16 bytes, got 3/,
     });
     await c.mailboxAck("inv:x", []);
+    // What the relay refuses, the client reports.
+    await assert.rejects(() => c.mailboxAck("", [rid()]), {
+      code: "invalid_argument",
+      message: /Mailbox address must be 1 to 255 bytes/,
+    });
     assert.ok((await c.ping()) >= 0);
   } finally {
     raw.ws.close();
     await c.close();
     await proc.kill();
+  }
+});
+
+test("against a relay from before mailboxAck, takes and acks still work", async () => {
+  // Such a relay answers the unknown frame type with error protocol (and deleted on take).
+  const relay = new RelayServer({ log: new MemoryLog() });
+  const http = await serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onRequest: () => new Response("not found", { status: 404 }),
+    onSocket: (conn) => {
+      const h = relay.openConnection(conn);
+      return {
+        message: (data) =>
+          data[1] === FrameType.mailboxAck
+            ? conn.send(encodeFrame({
+              type: "error",
+              reqId: peekRequestId(data),
+              code: "protocol",
+              message: `Unknown frame type ${data[1]}`,
+            }))
+            : h.message(data),
+        close: () => h.close(),
+      };
+    },
+  });
+  const c = relayClient(`ws://127.0.0.1:${http.port}`);
+  try {
+    for (const n of [1, 2]) await c.mailboxPut("wel:old", opaque(n), 60);
+    assert.deepEqual((await c.mailboxTake("wel:old")).map(numOf), [1, 2]);
+    await c.mailboxAck("wel:old", [rid()]);
+  } finally {
+    await c.close();
+    await relay.close();
+    await http.close();
   }
 });
 

@@ -244,6 +244,8 @@ export class RelayClient {
   #wake: (() => void) | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** The relay does not know `mailboxAck`: one from before leases, whose takes delete. */
+  #noAcks = false;
 
   /**
    * Creates it.
@@ -429,7 +431,9 @@ export class RelayClient {
 
   /**
    * Deletes taken items from a mailbox for good. Ids that are unknown or
-   * already deleted are fine, so an ack may be repeated.
+   * already deleted are fine, so an ack may be repeated. Against a relay from
+   * before leases (it answers "Unknown frame type"), whose takes delete what
+   * they return, acks are skipped.
    *
    * @param address The mailbox address.
    * @param ids The ids of items from {@linkcode mailboxLease}.
@@ -444,9 +448,19 @@ export class RelayClient {
         );
       }
     }
-    for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
+    for (let i = 0; i < ids.length && !this.#noAcks; i += MAX_ACK_IDS) {
       const chunk = ids.slice(i, i + MAX_ACK_IDS);
-      await this.#request<"ok">((reqId) => ({ type: "mailboxAck", reqId, address, ids: chunk }));
+      try {
+        await this.#request<"ok">((reqId) => ({ type: "mailboxAck", reqId, address, ids: chunk }));
+      } catch (e) {
+        if (
+          !(e instanceof RelayError && e.code === "protocol" &&
+            /Unknown frame type/.test(e.message))
+        ) {
+          throw e;
+        }
+        this.#noAcks = true;
+      }
     }
   }
 
@@ -736,6 +750,7 @@ export class RelayClient {
 
   #afterConnect(): void {
     this.#ready = true;
+    this.#noAcks = false; // maybe another relay of a cluster, or the same one upgraded
     const ws = this.#ws!;
     // Re-subscribe confirmed subscriptions from where delivery stopped.
     for (const sub of this.#subs.values()) {
