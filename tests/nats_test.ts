@@ -496,3 +496,132 @@ test("NatsAuthStore: relays starting at once agree on one signing key; keys roun
     await nats.stop();
   }
 });
+
+test(
+  "NATS mailbox leases across relays: held items skip other takes, come back when lapsed or released, acks delete",
+  {
+    skip: SKIP,
+  },
+  async () => {
+    const nats = await startNats();
+    const logs = await Promise.all([1, 2, 3].map(() => NatsLog.open(nats.url, { prefix: "mbl" })));
+    const nums = (es: { payload: Uint8Array }[]) => es.map((e) => numOf(e.payload));
+    try {
+      const T = Date.now();
+      const ids = [rid(), rid(), rid()];
+      for (const [i, id] of ids.entries()) {
+        await logs[i]!.mailboxPut("inv:lease", id, opaque(i), T + 600_000);
+      }
+      const first = await logs[0]!.mailboxTake("inv:lease", T, 5000);
+      assert.deepEqual(nums(first), [0, 1, 2]);
+      // Held until T + 5000, whichever relay asks.
+      assert.deepEqual(await logs[1]!.mailboxTake("inv:lease", T + 1000, 5000), []);
+      assert.deepEqual(await logs[2]!.mailboxTake("inv:lease", T + 4999, 5000), []);
+      // An ack on another relay deletes for good; unknown and repeated ids are fine.
+      assert.equal(await logs[1]!.mailboxAck("inv:lease", [ids[1]!, rid()]), 1);
+      assert.equal(await logs[2]!.mailboxAck("inv:lease", [ids[1]!]), 0);
+      // Lapsed: the rest come back, to one relay.
+      const second = await logs[2]!.mailboxTake("inv:lease", T + 5001, 5000);
+      assert.deepEqual(nums(second), [0, 2]);
+      assert.deepEqual(await logs[0]!.mailboxTake("inv:lease", T + 5001, 5000), []);
+      // The first take's leases are stale: releasing them changes nothing.
+      const leases = (es: typeof first) => es.map((e) => ({ id: e.id, lease: e.lease! }));
+      await logs[0]!.mailboxRelease("inv:lease", leases(first));
+      assert.deepEqual(await logs[1]!.mailboxTake("inv:lease", T + 6000, 5000), []);
+      // Releasing the current ones hands the items back at once.
+      await logs[2]!.mailboxRelease("inv:lease", leases(second));
+      const third = await logs[1]!.mailboxTake("inv:lease", T + 6000, 5000);
+      assert.deepEqual(nums(third), [0, 2]);
+      assert.equal(await logs[0]!.mailboxAck("inv:lease", ids), 2);
+      // Releasing an acked item does not bring it back.
+      await logs[1]!.mailboxRelease("inv:lease", leases(third));
+      assert.deepEqual(await logs[2]!.mailboxTake("inv:lease", T + 100_000, 5000), []);
+      // An expired item is never handed out, and a take deletes it.
+      await logs[0]!.mailboxPut("inv:short", rid(), opaque(9), T + 1000);
+      assert.deepEqual(await logs[1]!.mailboxTake("inv:short", T + 2000, 5000), []);
+      assert.deepEqual(await logs[2]!.mailboxTake("inv:short", T, 5000), []);
+    } finally {
+      for (const l of logs) await l.close();
+      await nats.stop();
+    }
+  },
+);
+
+test(
+  "NATS: relays re-taking lapsed leases at once never both get an item",
+  { skip: SKIP },
+  async () => {
+    const nats = await startNats();
+    const logs = await Promise.all([1, 2, 3].map(() => NatsLog.open(nats.url, { prefix: "mbr" })));
+    try {
+      const N = 30;
+      const T = Date.now();
+      for (let i = 0; i < N; i++) {
+        await logs[i % 3]!.mailboxPut("kp:lapse", rid(), opaque(i), T + 600_000);
+      }
+      assert.equal((await logs[0]!.mailboxTake("kp:lapse", T, 1000)).length, N);
+      // Every lease has lapsed: every relay takes at once, twice over.
+      const takes = await Promise.all(
+        logs.flatMap((l) => [
+          l.mailboxTake("kp:lapse", T + 2000, 60_000),
+          l.mailboxTake("kp:lapse", T + 2000, 60_000),
+        ]),
+      );
+      const got = takes.flatMap((t) => t.map((x) => numOf(x.payload)));
+      assert.deepEqual(got.sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
+    } finally {
+      for (const l of logs) await l.close();
+      await nats.stop();
+    }
+  },
+);
+
+test(
+  "NATS: what a client took on one relay and never acked is handed out by another once it drops",
+  { skip: SKIP },
+  async () => {
+    const nats = await startNats();
+    // A lease far longer than the test: items come back because the taker's relay hands
+    // them back when its connection closes.
+    const env = { SKYTALE_RELAY_MAILBOX_LEASE_MS: "600000" };
+    const r1 = await startRelayProcess(["--store", nats.url], env);
+    const r2 = await startRelayProcess(["--store", nats.url], env);
+    const a = at(r1.url);
+    const b = at(r2.url);
+    const c = at(r1.url);
+    /** Leases until `n` items came back, maybe over several takes (a release goes item by item). */
+    const leaseAll = async (cl: RelayClient, n: number) => {
+      const got: number[] = [];
+      await eventually(
+        async () => {
+          got.push(...(await cl.mailboxLease("wel:nats")).map((i) => numOf(i.payload)));
+          return got.length >= n;
+        },
+        15_000,
+        `${n} items`,
+      );
+      return got.sort((x, y) => x - y);
+    };
+    try {
+      for (const n of [1, 2, 3]) await a.mailboxPut("wel:nats", opaque(n), 60);
+      const taken = await a.mailboxLease("wel:nats");
+      assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
+      assert.deepEqual(await b.mailboxLease("wel:nats"), []);
+      // a goes away without acking: r1 hands its leases back, and b on r2 gets them.
+      await a.close();
+      assert.deepEqual(await leaseAll(b, 3), [1, 2, 3]);
+      // b acks two and goes away: r2 hands back only the third, to c on r1.
+      await b.mailboxAck("wel:nats", [taken[0]!.id, taken[2]!.id]);
+      await b.close();
+      assert.deepEqual(await leaseAll(c, 1), [2]);
+      await c.mailboxAck("wel:nats", [taken[1]!.id]);
+    } finally {
+      await a.close();
+      await b.close();
+      await c.close();
+      await r1.proc.kill();
+      await r2.proc.kill();
+      await nats.stop();
+    }
+  },
+);
