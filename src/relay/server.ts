@@ -422,7 +422,8 @@ export class RelayServer {
 
   #release(address: string, leases: MailboxLease[]): void {
     if (leases.length === 0) return;
-    const p = this.#log.mailboxRelease(address, leases).catch((e) => {
+    // Async, so a log that throws at once (a closed one) rejects instead of throwing here.
+    const p = (async () => await this.#log.mailboxRelease(address, leases))().catch((e) => {
       // The lease then simply lapses.
       this.#logger("debug", "releasing mailbox leases failed", { error: String(e) });
     });
