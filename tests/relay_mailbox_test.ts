@@ -103,7 +103,7 @@ function swallowMessages(ws: WebSocket, swallow: (data: unknown) => boolean): vo
   });
 }
 
-test("a take leases its items: no other take gets them until the lease lapses; acked ones are gone for good", async () => {
+test("a take leases its items: unacked ones come back once the lease lapses, acked ones never", async () => {
   const { proc, url, port } = await startRelayProcess(["--store", "memory"], lease(1000));
   const a = relayClient(url);
   const b = relayClient(url);
@@ -113,8 +113,8 @@ test("a take leases its items: no other take gets them until the lease lapses; a
     const taken = await b.mailboxLease("inv:lease");
     assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
     assert.ok(taken.every((i) => i.id.length === 16));
-    // b holds them (its connection stays open): c gets nothing while the lease runs.
-    assert.deepEqual(await c.mailboxLease("inv:lease"), []);
+    // (That no other take gets them while the lease runs is checked with a long lease below:
+    // this one is short, and a stalled machine could outlast it.)
     // b acks item 2, an id the relay never saw, and item 2 again: all fine.
     await b.mailboxAck("inv:lease", [taken[1]!.id, rid()]);
     await b.mailboxAck("inv:lease", [taken[1]!.id]);
