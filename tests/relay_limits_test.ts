@@ -218,6 +218,7 @@ test("skytale relay refuses malformed limit options", async () => {
       ["--tls-cert", "x.pem"],
       ["--mailbox-ttl", "-1"],
       ["--nats-replicas", "3"], // needs --store nats://
+      ["--mailbox-lease", "0"],
     ]
   ) {
     const p = spawnScript("mod.ts", ["relay", "--store", "memory", ...args]);

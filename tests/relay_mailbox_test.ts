@@ -104,7 +104,12 @@ function swallowMessages(ws: WebSocket, swallow: (data: unknown) => boolean): vo
 }
 
 test("a take leases its items: unacked ones come back once the lease lapses, acked ones never", async () => {
-  const { proc, url, port } = await startRelayProcess(["--store", "memory"], lease(1000));
+  const { proc, url, port } = await startRelayProcess([
+    "--store",
+    "memory",
+    "--mailbox-lease",
+    "1",
+  ]);
   const a = relayClient(url);
   const b = relayClient(url);
   const c = relayClient(url);

@@ -34,6 +34,8 @@ Options:
   --retention-age DUR     delete entries older than DUR, e.g. 3600, 90m, 7d (default: never)
                           (retention never deletes commits; see docs/PROTOCOL.md)
   --mailbox-ttl DUR       longest time a mailbox item is kept (default 7d)
+  --mailbox-lease DUR     how long a take holds items unacked before they are handed out
+                          again (default 30s)
   --tls-cert FILE         serve wss:// and https:// with this PEM certificate chain
   --tls-key FILE          ... and this PEM private key
   --auth                  require a token in hello and serve POST /v1/tokens
@@ -97,6 +99,7 @@ export async function relayCommand(args: string[]): Promise<number> {
         "retention-count": { type: "string" },
         "retention-age": { type: "string" },
         "mailbox-ttl": { type: "string" },
+        "mailbox-lease": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         auth: { type: "boolean" },
@@ -126,6 +129,7 @@ export async function relayCommand(args: string[]): Promise<number> {
   const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
+  const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
   const limits: Partial<RelayLimits> = {
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
@@ -190,6 +194,7 @@ export async function relayCommand(args: string[]): Promise<number> {
       port,
       log,
       limits,
+      ...(mailboxLease !== undefined ? { mailboxLeaseMs: mailboxLease * 1000 } : {}),
       ...(tls ? { tls } : {}),
       ...(auth
         ? {
