@@ -296,3 +296,15 @@ test("a relay with --tls-cert/--tls-key serves wss:// and https://, with auth, t
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a relay whose client died without closing still exits promptly and cleanly on SIGTERM", async () => {
+  const { proc, url } = await startRelayProcess(["--store", "memory"]);
+  // A client process that is SIGKILLed: its WebSocket never sends a close frame.
+  const peer = spawnScript("tests/fixtures/ws_peer.ts", [url]);
+  await peer.waitFor(/^open$/m);
+  await peer.kill("SIGKILL");
+  await proc.kill("SIGTERM"); // SIGKILLs after 10 s
+  assert.equal(proc.child.signalCode, null, "the relay had to be SIGKILLed");
+  assert.equal(proc.child.exitCode, 0);
+  assert.match(proc.stderr(), /skytale relay: stopped/);
+});
