@@ -625,3 +625,45 @@ test(
     }
   },
 );
+
+test(
+  "a relay's /healthz answers 503 while its NATS is down, and the relay recovers when it is back",
+  {
+    skip: SKIP,
+  },
+  async () => {
+    const nats = await startNats();
+    const r = await startRelayProcess(["--store", nats.url]);
+    const c = at(r.url);
+    const health = async () => {
+      const res = await fetch(`http://127.0.0.1:${r.port}/healthz`);
+      return { status: res.status, text: await res.text() };
+    };
+    try {
+      assert.deepEqual(await health(), { status: 200, text: "ok" });
+      await c.create("acme/nats/outage");
+      const pub = (n: number) =>
+        c.publish("acme/nats/outage", {
+          id: rid(),
+          kind: "application",
+          epoch: 0,
+          payload: opaque(n),
+        });
+      assert.deepEqual(await pub(1), { ok: true, seq: 1, epoch: 0 });
+      await nats.pause();
+      let last = { status: 0, text: "" };
+      await eventually(async () => (last = await health()).status === 503, 20_000, "a 503");
+      assert.match(last.text, /^unavailable: NATS is not reachable/);
+      assert.equal(r.proc.child.exitCode, null);
+      assert.equal((await fetch(`http://127.0.0.1:${r.port}/metrics`)).status, 200);
+      // NATS back (same port, same store): healthy again, and the channel goes on where it was.
+      await nats.resume();
+      await eventually(async () => (await health()).status === 200, 30_000, "healthy again");
+      assert.deepEqual(await pub(2), { ok: true, seq: 2, epoch: 0 });
+    } finally {
+      await c.close();
+      await r.proc.kill();
+      await nats.stop();
+    }
+  },
+);

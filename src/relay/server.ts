@@ -270,7 +270,7 @@ export class RelayServer {
   }
 
   /**
-   * Answers a plain HTTP request: `GET /healthz` → `ok`, `GET /metrics` →
+   * Answers a plain HTTP request: `GET /healthz` → `ok` (503 when the log says its storage is unusable), `GET /metrics` →
    * Prometheus text, the rest to the `onRequest` hook or 404.
    *
    * @param req The request.
@@ -279,6 +279,14 @@ export class RelayServer {
   async handleRequest(req: Request): Promise<Response> {
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/healthz") {
+      try {
+        await this.#log.health?.();
+      } catch (e) {
+        return new Response(`unavailable: ${e instanceof Error ? e.message : String(e)}\n`, {
+          status: 503,
+          headers: { "content-type": "text/plain" },
+        });
+      }
       return new Response("ok", { headers: { "content-type": "text/plain" } });
     }
     if (req.method === "GET" && path === "/metrics") {

@@ -835,6 +835,33 @@ export class NatsLog implements RelayLog {
     return deleted;
   }
 
+  /**
+   * Checks that NATS answers a ping within 2 s (it does not while the
+   * connection is down and reconnecting).
+   *
+   * @throws {RelayError} `relay_unavailable` if it does not.
+   */
+  async health(): Promise<void> {
+    this.#check();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.#nc.rtt(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no answer to a ping within 2 s")), 2000);
+        }),
+      ]);
+    } catch (e) {
+      throw new RelayError(
+        "relay_unavailable",
+        `NATS is not reachable: ${e instanceof Error ? e.message : String(e)}`,
+        { cause: e },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Closes the NATS connection (idempotent). */
   async close(): Promise<void> {
     if (this.#closed) return;

@@ -199,6 +199,13 @@ export interface RelayLog {
    * @returns Once watching, a function that stops it.
    */
   watch?(channel: string, onAppend: (e: LogEntry) => void): Promise<() => void>;
+  /**
+   * Checks that the storage can serve requests now (`GET /healthz`).
+   * Optional: a log in this process's own files need not implement it.
+   *
+   * @throws {RelayError} `relay_unavailable`, saying what is wrong.
+   */
+  health?(): Promise<void>;
   /** Releases the storage; further calls fail. */
   close(): Promise<void>;
 }
