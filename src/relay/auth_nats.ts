@@ -18,15 +18,15 @@
  *
  * @module
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import {
   jetstream,
   type JetStreamClient,
   type JetStreamManager,
-  jetstreamManager,
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { RelayError } from "../errors.ts";
+import { connectNats, ensureStream, isNotFound, isWrongLast, noJetStream } from "./_nats.ts";
 import {
   apiKeyHash,
   type ApiKeyInfo,
@@ -34,18 +34,6 @@ import {
   newApiKey,
   type SigningKeyStore,
 } from "./auth.ts";
-
-const WRONG_LAST_SEQUENCE = 10071;
-
-function _isWrongLast(e: unknown): boolean {
-  const err = e as { code?: number; api_error?: { err_code?: number }; message?: string };
-  return err?.code === WRONG_LAST_SEQUENCE || err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
-    /wrong last sequence/i.test(err?.message ?? "");
-}
-
-function _isNotFound(e: unknown): boolean {
-  return /not found|no message found/i.test((e as Error)?.message ?? "");
-}
 
 interface _Record extends ApiKeyInfo {
   hash: string;
@@ -94,54 +82,21 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
    * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
    */
   static async open(servers: string, opts: NatsAuthOptions = {}): Promise<NatsAuthStore> {
-    let nc: NatsConnection;
+    const { nc, jsm } = await connectNats(servers, "skytale-auth");
+    const prefix = opts.prefix ?? "skytale";
     try {
-      nc = await connect({
-        servers: servers.split(",").map((s) => s.trim().replace(/^nats:\/\//, "")),
-        name: "skytale-auth",
-        maxReconnectAttempts: -1,
+      await ensureStream(jsm, {
+        name: `${prefix.toUpperCase()}_AUTH`,
+        subjects: [`${prefix}.auth.>`],
+        storage: "file",
+        num_replicas: opts.replicas ?? 1,
+        allow_direct: true,
+        max_msgs_per_subject: 1,
       });
-    } catch (e) {
-      throw new RelayError("relay_unavailable", `Cannot connect to NATS at "${servers}"`, {
-        cause: e,
-      });
-    }
-    try {
-      const jsm = await jetstreamManager(nc);
-      const store = new NatsAuthStore(nc, jsm, opts.prefix ?? "skytale");
-      await store.#ensureStream(opts.replicas ?? 1);
-      return store;
+      return new NatsAuthStore(nc, jsm, prefix);
     } catch (e) {
       await nc.close();
-      throw new RelayError("relay_unavailable", `NATS at "${servers}" has no usable JetStream`, {
-        cause: e,
-      });
-    }
-  }
-
-  async #ensureStream(replicas: number): Promise<void> {
-    try {
-      await this.#jsm.streams.info(this.#stream);
-      return;
-    } catch (e) {
-      if (!_isNotFound(e)) throw e;
-    }
-    try {
-      await this.#jsm.streams.add(
-        {
-          name: this.#stream,
-          subjects: [`${this.#p}.auth.>`],
-          storage: "file",
-          num_replicas: replicas,
-          allow_direct: true,
-          max_msgs_per_subject: 1,
-        } as Parameters<JetStreamManager["streams"]["add"]>[0],
-      );
-    } catch (e) {
-      // Another relay or `skytale keys` added it at the same moment.
-      await this.#jsm.streams.info(this.#stream).catch(() => {
-        throw e;
-      });
+      throw noJetStream(servers, e);
     }
   }
 
@@ -153,7 +108,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
     try {
       return await this.#jsm.direct.getMessage(this.#stream, { last_by_subj: subject });
     } catch (e) {
-      if (_isNotFound(e)) return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }
@@ -206,7 +161,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
           seq,
         });
       } catch (e) {
-        if (_isNotFound(e)) break;
+        if (isNotFound(e)) break;
         throw e;
       }
       if (!m) break;
@@ -240,7 +195,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
         );
         return true;
       } catch (e) {
-        if (!_isWrongLast(e)) throw e;
+        if (!isWrongLast(e)) throw e;
       }
     }
     throw new RelayError("relay_error", `Too much contention revoking "${id}"`);
@@ -288,7 +243,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
     try {
       await this.#js.publish(subject, await make(), { expect: { lastSubjectSequence: 0 } });
     } catch (e) {
-      if (!_isWrongLast(e)) throw e;
+      if (!isWrongLast(e)) throw e;
     }
     const m = await this.#last(subject);
     if (!m) throw new RelayError("state_corrupt", `The signing key vanished from ${this.where}`);

@@ -52,20 +52,15 @@
  *
  * @module
  */
-import {
-  connect,
-  headers as natsHeaders,
-  type MsgHdrs,
-  type NatsConnection,
-} from "@nats-io/transport-node";
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import {
   jetstream,
   type JetStreamClient,
   type JetStreamManager,
-  jetstreamManager,
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { RelayError } from "../../errors.ts";
+import { connectNats, ensureStream, isNotFound, isWrongLast, noJetStream } from "../_nats.ts";
 import { fromHex } from "../../validate.ts";
 import type { EntryKind } from "../protocol.ts";
 import {
@@ -101,21 +96,10 @@ interface _State {
 }
 
 const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
-const WRONG_LAST_SEQUENCE = 10071;
 
 async function _hash(s: string): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
   return new Uint8Array(d).toHex().slice(0, 32);
-}
-
-function _isWrongLast(e: unknown): boolean {
-  const err = e as { code?: number; api_error?: { err_code?: number }; message?: string };
-  return err?.code === WRONG_LAST_SEQUENCE || err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
-    /wrong last sequence/i.test(err?.message ?? "");
-}
-
-function _isNotFound(e: unknown): boolean {
-  return /not found|no message found/i.test((e as Error)?.message ?? "");
 }
 
 /** The entry a stored message holds (`undefined` for the creation marker). */
@@ -166,20 +150,8 @@ export class NatsLog implements RelayLog {
    * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
    */
   static async open(servers: string, opts: NatsLogOptions = {}): Promise<NatsLog> {
-    let nc: NatsConnection;
+    const { nc, jsm } = await connectNats(servers, "skytale-relay");
     try {
-      nc = await connect({
-        servers: servers.split(",").map((s) => s.trim().replace(/^nats:\/\//, "")),
-        name: "skytale-relay",
-        maxReconnectAttempts: -1,
-      });
-    } catch (e) {
-      throw new RelayError("relay_unavailable", `Cannot connect to NATS at "${servers}"`, {
-        cause: e,
-      });
-    }
-    try {
-      const jsm = await jetstreamManager(nc);
       const log = new NatsLog(nc, jsm, opts);
       await log.#ensureStream(`${log.#P}_IDS`, `${log.#p}.id.>`, { max_msgs_per_subject: 1 });
       await log.#ensureStream(`${log.#P}_MB`, `${log.#p}.mb.>`, {
@@ -188,9 +160,7 @@ export class NatsLog implements RelayLog {
       return log;
     } catch (e) {
       await nc.close();
-      throw new RelayError("relay_unavailable", `NATS at "${servers}" has no usable JetStream`, {
-        cause: e,
-      });
+      throw noJetStream(servers, e);
     }
   }
 
@@ -203,26 +173,8 @@ export class NatsLog implements RelayLog {
     };
   }
 
-  /**
-   * Makes sure a stream exists. Relays starting (or creating a channel) at once
-   * race to add it: the loser's add fails ("subjects overlap", "name already
-   * in use"), and then the stream is there.
-   */
-  async #ensureStream(name: string, subject: string, extra: Record<string, unknown> = {}) {
-    try {
-      await this.#jsm.streams.info(name);
-    } catch (e) {
-      if (!_isNotFound(e)) throw e;
-      try {
-        await this.#jsm.streams.add({ name, subjects: [subject], ...this.#base(), ...extra });
-      } catch (err) {
-        try {
-          await this.#jsm.streams.info(name);
-        } catch {
-          throw err;
-        }
-      }
-    }
+  #ensureStream(name: string, subject: string, extra: Record<string, unknown> = {}) {
+    return ensureStream(this.#jsm, { name, subjects: [subject], ...this.#base(), ...extra });
   }
 
   #check(): void {
@@ -259,7 +211,7 @@ export class NatsLog implements RelayLog {
     try {
       return await this.#jsm.direct.getMessage(stream, { seq });
     } catch (e) {
-      if (_isNotFound(e)) return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }
@@ -277,7 +229,7 @@ export class NatsLog implements RelayLog {
       // Also: a direct get on a missing stream has no responder and only times out.
       last = (await this.#jsm.streams.info(this.#stream(h))).state.last_seq;
     } catch (e) {
-      if (_isNotFound(e)) return undefined;
+      if (isNotFound(e)) return undefined;
       throw e;
     }
     if (last === 0) return undefined; // created, the marker not yet published
@@ -285,7 +237,7 @@ export class NatsLog implements RelayLog {
     try {
       m = await this.#jsm.direct.getMessage(this.#stream(h), { last_by_subj: this.#subject(h) });
     } catch (e) {
-      if (!_isNotFound(e)) throw e;
+      if (!isNotFound(e)) throw e;
       m = null;
     }
     // nats-server 2.9 answers "not found" for the last message of a subject once the newest one
@@ -324,7 +276,7 @@ export class NatsLog implements RelayLog {
         seq: streamSeq,
       });
     } catch (e) {
-      if (_isNotFound(e)) return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }
@@ -343,7 +295,7 @@ export class NatsLog implements RelayLog {
       const info = await this.#jsm.streams.info(name);
       if (info.state.messages > 0 || info.state.last_seq > 0) return false;
     } catch (e) {
-      if (!_isNotFound(e)) throw e;
+      if (!isNotFound(e)) throw e;
       await this.#ensureStream(name, this.#subject(h), { description: channel });
     }
     const ack = await this.#js.publish(this.#subject(h), new Uint8Array(0), { msgID: "create" });
@@ -369,7 +321,7 @@ export class NatsLog implements RelayLog {
       });
       return m ? Number(new TextDecoder().decode(m.data)) : undefined;
     } catch (e) {
-      if (_isNotFound(e)) return undefined;
+      if (isNotFound(e)) return undefined;
       throw e;
     }
   }
@@ -425,7 +377,7 @@ export class NatsLog implements RelayLog {
             headers: hd,
           });
         } catch (err) {
-          if (!_isWrongLast(err)) throw err;
+          if (!isWrongLast(err)) throw err;
           st = await this.#fetchState(channel);
           continue;
         }
@@ -554,7 +506,7 @@ export class NatsLog implements RelayLog {
     try {
       last = (await this.#jsm.streams.info(stream)).state.last_seq;
     } catch (e) {
-      if (_isNotFound(e)) throw new RelayError("unknown_channel", `Unknown channel "${channel}"`);
+      if (isNotFound(e)) throw new RelayError("unknown_channel", `Unknown channel "${channel}"`);
       throw e;
     }
     const consumer = await this.#js.consumers.getPushConsumer(stream, {
@@ -607,7 +559,7 @@ export class NatsLog implements RelayLog {
           try {
             if (await this.#jsm.streams.deleteMessage(stream, m.seq, false)) n++;
           } catch (err) {
-            if (!_isNotFound(err)) throw err; // another relay deleted it first
+            if (!isNotFound(err)) throw err; // another relay deleted it first
           }
         }
         from = m.seq + 1;
@@ -759,7 +711,7 @@ export class NatsLog implements RelayLog {
       try {
         m = await this.#jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
       } catch (e) {
-        if (_isNotFound(e)) return;
+        if (isNotFound(e)) return;
         throw e;
       }
       if (!m) return;
@@ -785,7 +737,7 @@ export class NatsLog implements RelayLog {
     try {
       last = await this.#jsm.direct.getMessage(`${this.#P}_MB`, { last_by_subj: claimSubject });
     } catch (e) {
-      if (!_isNotFound(e)) throw e;
+      if (!isNotFound(e)) throw e;
       last = null;
     }
     // A claim without a lease header (an older relay's, whose take then purged the item)
@@ -817,7 +769,7 @@ export class NatsLog implements RelayLog {
       });
       return ack.seq;
     } catch (e) {
-      if (_isWrongLast(e)) return undefined;
+      if (isWrongLast(e)) return undefined;
       throw e;
     }
   }
@@ -829,7 +781,7 @@ export class NatsLog implements RelayLog {
     try {
       deleted = await this.#jsm.streams.deleteMessage(stream, itemSeq, false);
     } catch (e) {
-      if (!_isNotFound(e)) throw e; // another relay deleted it first
+      if (!isNotFound(e)) throw e; // another relay deleted it first
     }
     await this.#jsm.streams.purge(stream, { filter: `${subject}.c.${itemSeq}` });
     return deleted;

@@ -1,0 +1,107 @@
+/**
+ * What the NATS relay log and the NATS auth store share: connecting, telling
+ * JetStream's refusals apart, and adding a stream that several relays may add
+ * at once.
+ *
+ * @module
+ */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { RelayError } from "../errors.ts";
+
+/** JetStream's error code for a failed expected-last-sequence check. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+/**
+ * Whether a publish was refused by an expected-last-(subject-)sequence check.
+ *
+ * @param e The error.
+ * @returns True for that refusal.
+ */
+export function isWrongLast(e: unknown): boolean {
+  const err = e as { code?: number; api_error?: { err_code?: number }; message?: string };
+  return err?.code === WRONG_LAST_SEQUENCE || err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
+    /wrong last sequence/i.test(err?.message ?? "");
+}
+
+/**
+ * Whether a request failed because the stream or message does not exist.
+ *
+ * @param e The error.
+ * @returns True for "not found".
+ */
+export function isNotFound(e: unknown): boolean {
+  return /not found|no message found/i.test((e as Error)?.message ?? "");
+}
+
+/**
+ * Connects to NATS (reconnecting forever after that) and opens JetStream management.
+ *
+ * @param servers NATS URL(s), comma-separated.
+ * @param name The connection name NATS shows.
+ * @returns The connection and its JetStream manager.
+ * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
+ */
+export async function connectNats(
+  servers: string,
+  name: string,
+): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: servers.split(",").map((s) => s.trim().replace(/^nats:\/\//, "")),
+      name,
+      maxReconnectAttempts: -1,
+    });
+  } catch (e) {
+    throw new RelayError("relay_unavailable", `Cannot connect to NATS at "${servers}"`, {
+      cause: e,
+    });
+  }
+  try {
+    return { nc, jsm: await jetstreamManager(nc) };
+  } catch (e) {
+    await nc.close();
+    throw noJetStream(servers, e);
+  }
+}
+
+/**
+ * The error for a NATS whose JetStream cannot be used.
+ *
+ * @param servers The NATS URL(s).
+ * @param cause What failed.
+ * @returns A `relay_unavailable` error.
+ */
+export function noJetStream(servers: string, cause: unknown): RelayError {
+  return new RelayError("relay_unavailable", `NATS at "${servers}" has no usable JetStream`, {
+    cause,
+  });
+}
+
+/**
+ * Makes sure a stream exists. Relays starting (or creating a channel) at once
+ * race to add it: the loser's add fails ("subjects overlap", "name already in
+ * use"), and then the stream is there.
+ *
+ * @param jsm The JetStream manager.
+ * @param config The stream's configuration (`name` and `subjects` at least).
+ */
+export async function ensureStream(
+  jsm: JetStreamManager,
+  config: { name: string; subjects: string[] } & Record<string, unknown>,
+): Promise<void> {
+  try {
+    await jsm.streams.info(config.name);
+    return;
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+  try {
+    await jsm.streams.add(config as Parameters<JetStreamManager["streams"]["add"]>[0]);
+  } catch (e) {
+    await jsm.streams.info(config.name).catch(() => {
+      throw e;
+    });
+  }
+}
