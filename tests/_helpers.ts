@@ -18,6 +18,18 @@ export function runtimeCommand(): [string, string[]] {
   return [process.execPath, []];
 }
 
+/** Random opaque bytes (24 by default) that carry the number `n` in their first four. */
+export function numbered(n: number, bytes = 24): Uint8Array {
+  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+}
+
+/** The number {@linkcode numbered} put into `p`. */
+export function numOf(p: Uint8Array): number {
+  return new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+}
+
 /** A fresh temp directory, removed by the returned cleanup. */
 export async function tempDir(prefix = "skytale-test-"): Promise<string> {
   return await fsp.mkdtemp(path.join(os.tmpdir(), prefix));

@@ -14,6 +14,8 @@ import type { LogEntry } from "../src/relay/log/types.ts";
 import fsp from "node:fs/promises";
 import {
   eventually,
+  numbered,
+  numOf,
   relayClient,
   rid,
   spawnScript,
@@ -22,12 +24,7 @@ import {
 } from "./_helpers.ts";
 import { SKIP, startNats } from "./_nats.ts";
 
-const opaque = (n: number) => {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  new DataView(b.buffer).setUint32(0, n);
-  return b;
-};
-const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+const opaque = (n: number) => numbered(n, 16);
 
 function client(
   connect: () => Promise<WebSocket>,

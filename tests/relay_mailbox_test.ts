@@ -18,6 +18,8 @@ import { RelayServer } from "../src/relay/server.ts";
 import { serve } from "../src/runtime/serve.ts";
 import {
   eventually,
+  numbered,
+  numOf,
   relayClient,
   rid,
   spawnScript,
@@ -26,12 +28,7 @@ import {
 } from "./_helpers.ts";
 import { Agent } from "./_agent.ts";
 
-const opaque = (n: number) => {
-  const b = crypto.getRandomValues(new Uint8Array(24));
-  new DataView(b.buffer).setUint32(0, n);
-  return b;
-};
-const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+const opaque = (n: number) => numbered(n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The relay's lease for these tests, in ms (env of the relay process). */
 const lease = (ms: number) => ({ SKYTALE_RELAY_MAILBOX_LEASE_MS: String(ms) });

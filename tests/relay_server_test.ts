@@ -11,6 +11,8 @@ import { startRelay } from "../src/relay/server.ts";
 import {
   eventually,
   freePort,
+  numbered,
+  numOf,
   type Proc,
   rid,
   spawnScript,
@@ -30,12 +32,7 @@ function client(url: string, extra: Partial<RelayClientOptions> = {}): RelayClie
   });
 }
 
-const opaque = (n: number) => {
-  const b = crypto.getRandomValues(new Uint8Array(24));
-  new DataView(b.buffer).setUint32(0, n);
-  return b;
-};
-const numOf = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0);
+const opaque = (n: number) => numbered(n);
 
 /**
  * Asserts a relay process shut down cleanly after SIGTERM. Deno's node:child_process reports
