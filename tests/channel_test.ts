@@ -4,8 +4,9 @@ import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { Agent, type AgentError } from "./_agent.ts";
+import { decodeInviteToken, inviteAddress, open, seal } from "../src/channel/invite.ts";
 import { FileStore } from "../src/store/file.ts";
-import { type Proc, startRelayProcess, tempDir } from "./_helpers.ts";
+import { eventually, type Proc, relayClient, rid, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const procs: Proc[] = [];
 const agents: Agent[] = [];
@@ -323,4 +324,86 @@ test("a member restarted before reading back its own messages skips them quietly
   assert.equal(new Set(texts).size, sentCount);
   const [rec] = await new FileStore(path.join(dirA, "alice")).loadChannels();
   assert.deepEqual(rec?.sent ?? [], [], "read-back ids are forgotten");
+});
+
+test("addMember repeated with the same key package, even after the adder restarts, returns the same Welcome", async () => {
+  const { url } = await relay();
+  const ch = "acme/readd/same";
+  const dirA = await tempDir();
+  let alice = await agent("alice", url, dirA);
+  const bob = await agent("bob", url);
+  const carol = await agent("carol", url);
+  await alice.call("create", ch);
+  const kp = await bob.call<string>("keyPackage");
+  const w1 = await alice.call<string>("addMember", ch, kp);
+  // The answer was lost (say the adder crashed before handing it on): ask again, also after a
+  // restart, and with other commits in between.
+  assert.equal(await alice.call<string>("addMember", ch, kp), w1);
+  await addTo(alice, carol, ch);
+  await alice.kill();
+  alice = await agent("alice", url, dirA);
+  assert.equal(await alice.call<string>("addMember", ch, kp), w1);
+  // Nothing was committed twice: bob, carol and alice are three members, and bob's Welcome works.
+  await bob.call("join", ch, w1);
+  // Bob joins at the epoch of his add and then reads carol's add from the relay.
+  const all = ["alice", "bob", "carol"];
+  let seen: string[] = [];
+  await eventually(
+    async () => (seen = (await bob.call<string[]>("members", ch)).sort()).length === 3,
+    10_000,
+    "carol's add at bob",
+  );
+  assert.deepEqual(seen, all);
+  await carol.call("send", ch, "hello bob");
+  assert.deepEqual((await bob.receiveN(ch, 1)).map((m) => m.text), ["hello bob"]);
+  // Another member does not have that Welcome: it is refused there as before.
+  await assert.rejects(carol.call("addMember", ch, kp), { code: "invalid_argument" });
+});
+
+test("an invite request handed out again after it was admitted gets the same Welcome and uses no second use", async () => {
+  const { url } = await relay();
+  const ch = "acme/invite/again";
+  const alice = await agent("alice", url);
+  const bob = await agent("bob", url);
+  const carol = await agent("carol", url);
+  await alice.call("create", ch);
+  const token = await alice.call<string>("invite", ch, 2);
+  const inv = decodeInviteToken(token);
+  // Bob's request, as joinWithToken makes it, put twice: the second time stands for the relay
+  // handing it out again after the inviter crashed between admitting and acking it.
+  const rc = relayClient(url);
+  const reply = `wel:${rid().toHex()}`;
+  const request = await seal(inv.secret, `request:${inv.id}`, {
+    keyPackage: await bob.call<string>("keyPackage"),
+    reply,
+    identity: "bob",
+  });
+  const answer = async () => {
+    let got: { ok: boolean; welcome?: string } | undefined;
+    await eventually(
+      async () => {
+        for (const item of await rc.mailboxLease(reply)) {
+          got = await open(inv.secret, `reply:${inv.id}`, item.payload);
+          await rc.mailboxAck(reply, [item.id]);
+        }
+        return got !== undefined;
+      },
+      20_000,
+      "the inviter's answer",
+    );
+    return got!;
+  };
+  try {
+    await rc.mailboxPut(inviteAddress(inv.id), request, 60);
+    const first = await answer();
+    assert.equal(first.ok, true);
+    await rc.mailboxPut(inviteAddress(inv.id), request, 60);
+    assert.deepEqual(await answer(), first);
+    await bob.call("join", ch, first.welcome);
+    // The invite's second use is still there for carol.
+    await carol.call("joinWithToken", ch, token);
+    assert.deepEqual((await alice.call<string[]>("members", ch)).sort(), ["alice", "bob", "carol"]);
+  } finally {
+    await rc.close();
+  }
 });

@@ -29,6 +29,8 @@ export interface InviteToken {
 export interface InviteRecord extends InviteToken {
   /** How many more joins it admits. */
   uses: number;
+  /** Reply addresses of the requests it admitted (so a request seen again is not counted twice). */
+  admitted?: string[] | undefined;
 }
 
 function b64url(bytes: Uint8Array): string {

@@ -16,7 +16,7 @@ import { localConnector } from "../relay/local.ts";
 import { env, homeDir, logLine } from "../runtime/env.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { FileStore } from "../store/file.ts";
-import type { ChannelRecord, Store, StoredMessage } from "../store/types.ts";
+import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
 import {
@@ -88,6 +88,8 @@ const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
 /** Own publish ids remembered until read back; older ones (never sequenced) are dropped. */
 const MAX_SENT_IDS = 4096;
+/** Welcomes of sequenced adds kept per channel for a repeated `addMember`. */
+const MAX_WELCOMES = 16;
 const WAIT_MS = 30_000;
 
 interface Live {
@@ -352,6 +354,11 @@ export class SkytaleChannelManager {
     if (pending && pending.id === id) {
       live.group = ctx.engine.decodeGroup(pending.group);
       live.record.pending = undefined;
+      if (pending.welcome) {
+        const ws = live.record.welcomes ??= [];
+        ws.push(pending.welcome);
+        if (ws.length > MAX_WELCOMES) ws.splice(0, ws.length - MAX_WELCOMES);
+      }
       live.record.recovered = undefined; // a new epoch: fresh sending keys
       return;
     }
@@ -421,13 +428,21 @@ export class SkytaleChannelManager {
   #commit<T>(
     ctx: Ctx,
     live: Live,
-    build: (g: Group) => Promise<{ commit: Uint8Array; newGroup: Group; result: T }>,
+    build: (g: Group) => Promise<{
+      commit: Uint8Array;
+      newGroup: Group;
+      result: T;
+      welcome?: RememberedWelcome;
+    }>,
     onlyIfPending = false,
+    reuse?: () => T | undefined,
   ): Promise<T | undefined> {
     return live.commitMutex.run(async () => {
       for (let attempt = 0; attempt < COMMIT_RETRIES; attempt++) {
         const built = await live.mutex.run(async () => {
           this.#assertActive(live);
+          const again = reuse?.();
+          if (again !== undefined) return { again };
           if (onlyIfPending && ctx.engine.pendingProposals(live.group) === 0) return undefined;
           const b = await build(live.group);
           const id = crypto.getRandomValues(new Uint8Array(16)).toHex();
@@ -437,11 +452,13 @@ export class SkytaleChannelManager {
             epoch,
             commit: b.commit,
             group: ctx.engine.encodeGroup(b.newGroup),
+            welcome: b.welcome,
           };
           await this.#save(ctx, live);
           return { ...b, id, epoch };
         });
         if (built === undefined) return undefined;
+        if ("again" in built) return built.again;
         const acked = await this.#publishPending(ctx, live, built.id, built.epoch, built.commit);
         if (acked) return built.result;
       }
@@ -562,6 +579,8 @@ export class SkytaleChannelManager {
 
   /**
    * Adds a member: commits an Add through the relay and returns the Welcome.
+   * Repeating the call with the same key package once the member is in (say
+   * the first answer was lost) returns the same Welcome and commits nothing.
    *
    * @param channel The channel.
    * @param keyPackageHex The new member's KeyPackage, hex (from its `keyPackage()`).
@@ -570,10 +589,27 @@ export class SkytaleChannelManager {
   async addMember(channel: string, keyPackageHex: string): Promise<string> {
     const kp = fromHex(keyPackageHex, "Key package");
     const { ctx, live } = await this.#get(channel);
-    const welcome = await this.#commit(ctx, live, async (g) => {
-      const r = await ctx.engine.commitAdd(g, kp);
-      return { commit: r.commit, newGroup: r.newGroup, result: r.welcome };
-    });
+    const key = new Uint8Array(await crypto.subtle.digest("SHA-256", kp as BufferSource)).toHex();
+    const welcome = await this.#commit(
+      ctx,
+      live,
+      async (g) => {
+        const r = await ctx.engine.commitAdd(g, kp);
+        return {
+          commit: r.commit,
+          newGroup: r.newGroup,
+          result: r.welcome,
+          welcome: { keyPackage: key, identity: r.identity, welcome: r.welcome },
+        };
+      },
+      false,
+      // The same key package again (an answer lost to a crash or a dropped connection): the
+      // member is in already, so the Welcome made then is the one to hand over.
+      () => {
+        const w = live.record.welcomes?.find((x) => x.keyPackage === key);
+        return w && ctx.engine.members(live.group).includes(w.identity) ? w.welcome : undefined;
+      },
+    );
     return welcome!.toHex();
   }
 
@@ -962,14 +998,21 @@ export class SkytaleChannelManager {
         if (!answer) {
           let reply: { ok: boolean; welcome?: string; error?: string };
           let admitted = false;
-          if (inv.uses <= 0) {
+          // A request handed out again after a crash may have been admitted already: addMember
+          // then returns the same Welcome, and the use it took is not counted twice.
+          const counted = inv.admitted ??= [];
+          const again = counted.includes(req.reply);
+          if (!again && inv.uses <= 0) {
             reply = { ok: false, error: "the invite has no uses left" };
           } else {
             try {
               reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
-              inv.uses -= 1;
-              admitted = true;
-              logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
+              if (!again) {
+                inv.uses -= 1;
+                counted.push(req.reply);
+                admitted = true;
+                logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
+              }
             } catch (e) {
               reply = { ok: false, error: message(e) };
             }

@@ -27,6 +27,18 @@ export interface PendingCommit {
   commit: Uint8Array;
   /** The encoded group state to adopt once the relay has sequenced the commit. */
   group: Uint8Array;
+  /** For a commit that adds a member: the Welcome to remember once it is sequenced. */
+  welcome?: RememberedWelcome | undefined;
+}
+
+/** A Welcome this member made, kept so a repeated `addMember` can return it again. */
+export interface RememberedWelcome {
+  /** SHA-256 of the key package it admits, hex. */
+  keyPackage: string;
+  /** The identity it admits. */
+  identity: string;
+  /** The Welcome. */
+  welcome: Uint8Array;
 }
 
 /** Everything kept for one channel. */
@@ -49,6 +61,12 @@ export interface ChannelRecord {
    * recognised and skipped, also after a restart.
    */
   sent?: string[] | undefined;
+  /**
+   * The Welcomes of this member's last sequenced adds (newest last, a few):
+   * an `addMember` repeated with the same key package, e.g. after a crash
+   * lost the first answer, returns the same Welcome instead of failing.
+   */
+  welcomes?: RememberedWelcome[] | undefined;
   /**
    * Set when the record was read from its backup copy: the lost newer copy may
    * have sent messages with keys this state would use again, so this member
