@@ -32,6 +32,7 @@ export type {
   ChannelRecord,
   KeyPackageRecord,
   PendingCommit,
+  RememberedWelcome,
   Store,
   StoredMessage,
 } from "./src/store/types.ts";
