@@ -8,6 +8,8 @@ import {
   RelayClient,
   type RelayClientOptions,
 } from "../src/relay/client.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsAuthStore } from "../src/relay/auth_nats.ts";
 import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
@@ -22,7 +24,7 @@ import {
   startRelayProcess,
   tempDir,
 } from "./_helpers.ts";
-import { SKIP, startNats } from "./_nats.ts";
+import { SKIP, startNats, startNatsCluster } from "./_nats.ts";
 
 const opaque = (n: number) => numbered(n, 16);
 
@@ -664,3 +666,68 @@ test(
     }
   },
 );
+
+test("relays on a 3-node NATS cluster with --nats-replicas 3 go on when a NATS node dies", {
+  skip: SKIP,
+}, async () => {
+  const { nodes, urls } = await startNatsCluster(3);
+  const rotated = [nodes[1]!.url, nodes[2]!.url, nodes[0]!.url].join(",");
+  const r1 = await startRelayProcess(["--store", urls, "--nats-replicas", "3"]);
+  const r2 = await startRelayProcess(["--store", rotated, "--nats-replicas", "3"]);
+  const a = at(r1.url);
+  const b = at(r2.url);
+  const ch = "acme/nats/cluster";
+  /** Publishes `n` with one publish id, again until the relay stores it (NATS may be electing). */
+  const publish = async (n: number) => {
+    const e = { id: rid(), kind: "application" as const, epoch: 0, payload: opaque(n) };
+    let seq = 0;
+    await eventually(
+      async () => {
+        const r = await a.publish(ch, e).catch(() => undefined);
+        if (r?.ok) seq = r.seq;
+        return seq > 0;
+      },
+      30_000,
+      `publish ${n}`,
+    );
+    return seq;
+  };
+  try {
+    assert.equal(await a.create(ch), true);
+    const got: LogEntry[] = [];
+    await b.subscribe(ch, { seq: 1 }, (e) => void got.push(e));
+    for (let i = 0; i < 20; i++) assert.equal(await publish(i), i + 1);
+    await eventually(() => got.length >= 20, 20_000, "20 deliveries");
+    // Every stream the relays made is replicated on all three nodes.
+    const nc = await connect({ servers: urls.split(",").map((u) => u.slice("nats://".length)) });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const replicas: Record<string, number> = {};
+      for await (const si of jsm.streams.list()) replicas[si.config.name] = si.config.num_replicas;
+      assert.equal(Object.keys(replicas).length, 3, JSON.stringify(replicas)); // IDS, MB, the channel
+      for (const [name, r] of Object.entries(replicas)) assert.equal(r, 3, name);
+    } finally {
+      await nc.close();
+    }
+    // r1's first NATS node dies: r1 reconnects to another, the replicated stream elects a leader.
+    await nodes[0]!.pause();
+    for (let i = 20; i < 40; i++) assert.equal(await publish(i), i + 1);
+    await eventually(() => got.length >= 40, 30_000, `40 deliveries (${got.length})`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got.map((e) => e.seq), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(got.map((e) => numOf(e.payload)), Array.from({ length: 40 }, (_, i) => i));
+    for (const port of [r1.port, r2.port]) {
+      await eventually(
+        async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).status === 200,
+        20_000,
+        `relay on ${port} healthy`,
+      );
+    }
+  } finally {
+    await a.close();
+    await b.close();
+    await r1.proc.kill();
+    await r2.proc.kill();
+    for (const n of nodes) await n.stop();
+  }
+});

@@ -54,6 +54,8 @@
  */
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import {
+  type Consumer,
+  type ConsumerMessages,
   jetstream,
   type JetStreamClient,
   type JetStreamManager,
@@ -96,6 +98,8 @@ interface _State {
 }
 
 const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
+/** How long a watch's pull lasts; heartbeats come twice as often. */
+const WATCH_PULL_MS = 4000;
 
 async function _hash(s: string): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
@@ -485,14 +489,16 @@ export class NatsLog implements RelayLog {
    * Calls `onAppend`, in seq order, for each entry any relay appends to a
    * channel from now on.
    *
-   * This is an ordered push consumer on the channel's stream, so it hands on
+   * This is an ordered (pull) consumer on the channel's stream, so it hands on
    * only what JetStream stored. A plain NATS subscription on the subject would
    * also receive publishes that the CAS refused or JetStream de-duplicated, and
    * the relay would fan out a payload at a seq that holds another entry. The
    * consumer starts after the stream's last message as read here, so nothing
-   * appended after this call resolves is missed. If the consumer falls behind,
-   * is reset or NATS reconnects, the library recreates it from the last seq it
-   * delivered.
+   * appended after this call resolves is missed. If the consumer falls behind
+   * or NATS reconnects, the library recreates it from the last seq it
+   * delivered; if it goes silent (no message or heartbeat for 1.5 pulls: an
+   * ordered consumer has one replica, lost with its NATS node), this replaces
+   * it the same way.
    *
    * @param channel The channel name.
    * @param onAppend Called with each entry.
@@ -509,27 +515,74 @@ export class NatsLog implements RelayLog {
       if (isNotFound(e)) throw new RelayError("unknown_channel", `Unknown channel "${channel}"`);
       throw e;
     }
-    const consumer = await this.#js.consumers.getPushConsumer(stream, {
-      name_prefix: `${this.#P}_W_${crypto.randomUUID().replaceAll("-", "")}`,
-      opt_start_seq: last + 1,
-    });
-    const msgs = await consumer.consume({
-      callback: (m) => {
-        const e = _entry(m.headers, m.data);
-        if (!e) return; // the creation marker
-        const st = this.#state.get(channel);
-        if (st && e.seq > st.head) {
-          st.head = e.seq;
-          st.epoch = Number(m.headers?.get("Sky-Chan-Epoch"));
+    // Stream seq of the last message handed on: a replacement consumer starts after it.
+    let done = last;
+    let stopped = false;
+    let current: { msgs: ConsumerMessages; consumer: Consumer } | undefined;
+    // When the consumer last showed life (a message or a heartbeat; a pending pull gets a
+    // heartbeat every WATCH_PULL_MS / 2).
+    let alive = Date.now();
+    let replacing = false;
+    const drop = (c: typeof current) => {
+      void c?.msgs.close().then(() => c.consumer.delete()).catch(() => {});
+    };
+    const start = async (): Promise<void> => {
+      const consumer = await this.#js.consumers.get(stream, {
+        name_prefix: `${this.#P}_W_${crypto.randomUUID().replaceAll("-", "")}`,
+        opt_start_seq: done + 1,
+      });
+      const msgs = await consumer.consume({
+        expires: WATCH_PULL_MS,
+        idle_heartbeat: WATCH_PULL_MS / 2,
+        callback: (m) => {
+          alive = Date.now();
+          if (stopped || m.seq <= done) return; // a replaced consumer's last words
+          done = m.seq;
+          const e = _entry(m.headers, m.data);
+          if (!e) return; // the creation marker
+          const st = this.#state.get(channel);
+          if (st && e.seq > st.head) {
+            st.head = e.seq;
+            st.epoch = Number(m.headers?.get("Sky-Chan-Epoch"));
+          }
+          onAppend(e);
+        },
+      });
+      current = { msgs, consumer };
+      alive = Date.now();
+      void (async () => {
+        for await (const st of msgs.status()) {
+          if (st.type === "heartbeat") alive = Date.now();
         }
-        onAppend(e);
-      },
-    });
+      })().catch(() => {});
+    };
+    // The library recovers from reconnects, but a consumer lost with its NATS node (ordered
+    // consumers have one replica) or a pull ended by a leader change (409) can leave it
+    // silent for good: replace a silent consumer, from where it stopped.
+    const replace = async (): Promise<void> => {
+      replacing = true;
+      drop(current);
+      current = undefined;
+      try {
+        for (let attempt = 0; !stopped && !this.#closed; attempt++) {
+          try {
+            return await start();
+          } catch {
+            await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+          }
+        }
+      } finally {
+        replacing = false;
+      }
+    };
+    await start();
+    const watchdog = setInterval(() => {
+      if (!replacing && Date.now() - alive > WATCH_PULL_MS * 1.5) void replace();
+    }, WATCH_PULL_MS / 2);
     return () => {
-      void msgs.close().then(async () => {
-        const name = (await consumer.info(true)).name;
-        await this.#jsm.consumers.delete(stream, name);
-      }).catch(() => {});
+      stopped = true;
+      clearInterval(watchdog);
+      drop(current);
     };
   }
 
