@@ -35,6 +35,30 @@ export function isNotFound(e: unknown): boolean {
 }
 
 /**
+ * Whether a NATS request failed in a way that passes: a timeout, no responders
+ * (a stream without a leader while JetStream elects one), a connection being
+ * re-established.
+ *
+ * @param e The error.
+ * @returns True when trying again shortly makes sense.
+ */
+export function isTransient(e: unknown): boolean {
+  let x = e as { name?: string; message?: string; cause?: unknown } | undefined;
+  for (let depth = 0; x && depth < 4; depth++) {
+    if (
+      ["TimeoutError", "NoResponders", "RequestError", "ConnectionError"].includes(x.name ?? "")
+    ) {
+      return true;
+    }
+    if (/timeout|no responders|temporarily unavailable|leadership/i.test(x.message ?? "")) {
+      return true;
+    }
+    x = x.cause as typeof x;
+  }
+  return false;
+}
+
+/**
  * Connects to NATS (reconnecting forever after that) and opens JetStream management.
  *
  * @param servers NATS URL(s), comma-separated.

@@ -62,7 +62,14 @@ import {
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { RelayError } from "../../errors.ts";
-import { connectNats, ensureStream, isNotFound, isWrongLast, noJetStream } from "../_nats.ts";
+import {
+  connectNats,
+  ensureStream,
+  isNotFound,
+  isTransient,
+  isWrongLast,
+  noJetStream,
+} from "../_nats.ts";
 import { fromHex } from "../../validate.ts";
 import type { EntryKind } from "../protocol.ts";
 import {
@@ -100,6 +107,8 @@ interface _State {
 const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
 /** How long a watch's pull lasts; heartbeats come twice as often. */
 const WATCH_PULL_MS = 4000;
+/** How long an append is tried again while NATS fails in a passing way. */
+const TRANSIENT_RETRY_MS = 8000;
 
 async function _hash(s: string): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
@@ -349,63 +358,91 @@ export class NatsLog implements RelayLog {
    */
   append(channel: string, e: AppendInput): Promise<AppendResult> {
     this.#check();
-    return this.#serial(channel, async (): Promise<AppendResult> => {
-      const h = await this.#h(channel);
-      const idHex = e.id.toHex();
-      const known = await this.#idLookup(h, idHex);
-      if (known !== undefined) return await this.#prior(h, known, e);
-      const isCommit = e.kind === "commit";
-      let st = this.#state.get(channel) ?? await this.#fetchState(channel);
-      for (let attempt = 0; attempt < 100; attempt++) {
-        if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
-        if (isCommit && e.epoch !== st.epoch) {
-          // The cached epoch may be behind another relay's commit: look before refusing.
-          st = await this.#fetchState(channel);
-          if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
-          if (e.epoch !== st.epoch) return { ok: false, code: "stale_epoch", epoch: st.epoch };
-        }
-        const seq = st.head + 1;
-        const chanEpoch = isCommit ? e.epoch + 1 : st.epoch;
-        const hd = natsHeaders();
-        hd.set("Sky-Seq", String(seq));
-        hd.set("Sky-Epoch", String(e.epoch));
-        hd.set("Sky-Chan-Epoch", String(chanEpoch));
-        hd.set("Sky-Kind", String(KINDS.indexOf(e.kind)));
-        hd.set("Sky-Time", String(e.time));
-        hd.set("Sky-Id", idHex);
-        let ack;
-        try {
-          ack = await this.#js.publish(this.#subject(h), e.payload, {
-            msgID: idHex,
-            expect: { lastSequence: st.head + 1 },
-            headers: hd,
+    // The whole append is idempotent (publish id = msg id, plus the id index), so a try cut
+    // short by NATS (a stream electing its leader after a node died) is simply made again.
+    return this.#serial(
+      channel,
+      () => this.#retrying(`append to "${channel}"`, () => this.#append(channel, e)),
+    );
+  }
+
+  /**
+   * Runs `fn` again while it fails in a passing way (see {@linkcode isTransient}), for up to
+   * {@linkcode TRANSIENT_RETRY_MS}.
+   */
+  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const end = Date.now() + TRANSIENT_RETRY_MS;
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isTransient(e) || this.#closed) throw e;
+        if (Date.now() >= end) {
+          throw new RelayError("relay_unavailable", `NATS did not answer the ${what} in time`, {
+            cause: e,
           });
-        } catch (err) {
-          if (!isWrongLast(err)) throw err;
-          st = await this.#fetchState(channel);
-          continue;
         }
-        let result: AppendResult;
-        if (ack.duplicate) {
-          result = await this.#prior(h, ack.seq - 1, e);
-        } else {
-          this.#state.set(channel, { head: seq, epoch: chanEpoch });
-          result = { ok: true, seq, epoch: isCommit ? chanEpoch : e.epoch };
-        }
-        await this.#js.publish(
-          `${this.#p}.id.${h}.${idHex}`,
-          new TextEncoder().encode(String(result.ok ? result.seq : 0)),
-        );
-        const max = this.#opts.retention?.maxCount;
-        if (max !== undefined && !ack.duplicate && seq > max) {
-          // Before the ack, as SQLite does: a reader after it sees the newest N only. A failed
-          // trim fails nothing; the next walk takes it up.
-          await this.#countTrim(channel, h, max).catch(() => {});
-        }
-        return result;
+        await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** attempt)));
       }
-      throw new RelayError("relay_error", `Too much contention appending to "${channel}"`);
-    });
+    }
+  }
+
+  async #append(channel: string, e: AppendInput): Promise<AppendResult> {
+    const h = await this.#h(channel);
+    const idHex = e.id.toHex();
+    const known = await this.#idLookup(h, idHex);
+    if (known !== undefined) return await this.#prior(h, known, e);
+    const isCommit = e.kind === "commit";
+    let st = this.#state.get(channel) ?? await this.#fetchState(channel);
+    for (let attempt = 0; attempt < 100; attempt++) {
+      if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
+      if (isCommit && e.epoch !== st.epoch) {
+        // The cached epoch may be behind another relay's commit: look before refusing.
+        st = await this.#fetchState(channel);
+        if (!st) return { ok: false, code: "unknown_channel", epoch: 0 };
+        if (e.epoch !== st.epoch) return { ok: false, code: "stale_epoch", epoch: st.epoch };
+      }
+      const seq = st.head + 1;
+      const chanEpoch = isCommit ? e.epoch + 1 : st.epoch;
+      const hd = natsHeaders();
+      hd.set("Sky-Seq", String(seq));
+      hd.set("Sky-Epoch", String(e.epoch));
+      hd.set("Sky-Chan-Epoch", String(chanEpoch));
+      hd.set("Sky-Kind", String(KINDS.indexOf(e.kind)));
+      hd.set("Sky-Time", String(e.time));
+      hd.set("Sky-Id", idHex);
+      let ack;
+      try {
+        ack = await this.#js.publish(this.#subject(h), e.payload, {
+          msgID: idHex,
+          expect: { lastSequence: st.head + 1 },
+          headers: hd,
+        });
+      } catch (err) {
+        if (!isWrongLast(err)) throw err;
+        st = await this.#fetchState(channel);
+        continue;
+      }
+      let result: AppendResult;
+      if (ack.duplicate) {
+        result = await this.#prior(h, ack.seq - 1, e);
+      } else {
+        this.#state.set(channel, { head: seq, epoch: chanEpoch });
+        result = { ok: true, seq, epoch: isCommit ? chanEpoch : e.epoch };
+      }
+      await this.#js.publish(
+        `${this.#p}.id.${h}.${idHex}`,
+        new TextEncoder().encode(String(result.ok ? result.seq : 0)),
+      );
+      const max = this.#opts.retention?.maxCount;
+      if (max !== undefined && !ack.duplicate && seq > max) {
+        // Before the ack, as SQLite does: a reader after it sees the newest N only. A failed
+        // trim fails nothing; the next walk takes it up.
+        await this.#countTrim(channel, h, max).catch(() => {});
+      }
+      return result;
+    }
+    throw new RelayError("relay_error", `Too much contention appending to "${channel}"`);
   }
 
   /**
@@ -497,8 +534,9 @@ export class NatsLog implements RelayLog {
    * appended after this call resolves is missed. If the consumer falls behind
    * or NATS reconnects, the library recreates it from the last seq it
    * delivered; if it goes silent (no message or heartbeat for 1.5 pulls: an
-   * ordered consumer has one replica, lost with its NATS node), this replaces
-   * it the same way.
+   * ordered consumer has one replica, lost with its NATS node) or stays
+   * behind the stream over two checks 8 s apart, this replaces it the same
+   * way. (The check is one direct get per quiet watched channel every 8 s.)
    *
    * @param channel The channel name.
    * @param onAppend Called with each entry.
@@ -523,6 +561,11 @@ export class NatsLog implements RelayLog {
     // heartbeat every WATCH_PULL_MS / 2).
     let alive = Date.now();
     let replacing = false;
+    // For the stall check: `done` as the last check found it behind the stream, if it was.
+    let behindAt: number | undefined;
+    let checking = false;
+    let delivered = false; // anything handed on since the last stall check
+    let tick = 0;
     const drop = (c: typeof current) => {
       void c?.msgs.close().then(() => c.consumer.delete()).catch(() => {});
     };
@@ -538,6 +581,7 @@ export class NatsLog implements RelayLog {
           alive = Date.now();
           if (stopped || m.seq <= done) return; // a replaced consumer's last words
           done = m.seq;
+          delivered = true;
           const e = _entry(m.headers, m.data);
           if (!e) return; // the creation marker
           const st = this.#state.get(channel);
@@ -576,8 +620,35 @@ export class NatsLog implements RelayLog {
       }
     };
     await start();
-    const watchdog = setInterval(() => {
-      if (!replacing && Date.now() - alive > WATCH_PULL_MS * 1.5) void replace();
+    const subject = this.#subject(await this.#h(channel));
+    const watchdog = setInterval(async () => {
+      if (replacing || checking || stopped) return;
+      if (Date.now() - alive > WATCH_PULL_MS * 1.5) return void replace();
+      // Alive but stuck (a CI run after a NATS node died: no messages for 30 s although the
+      // silence check above never fired): the stream has a message past `done` at two checks
+      // in a row while `done` did not move.
+      // Checked every 8 s, and only when nothing was handed on since the last check.
+      if (++tick % 4 !== 0) return;
+      if (delivered) {
+        delivered = false;
+        behindAt = undefined;
+        return;
+      }
+      checking = true;
+      try {
+        const m = await this.#jsm.direct.getMessage(stream, { last_by_subj: subject });
+        const behind = m !== null && m.seq > done;
+        if (behind && behindAt === done) {
+          behindAt = undefined;
+          void replace();
+        } else {
+          behindAt = behind ? done : undefined;
+        }
+      } catch {
+        // NATS unreachable: the library reconnects, the next check looks again
+      } finally {
+        checking = false;
+      }
     }, WATCH_PULL_MS / 2);
     return () => {
       stopped = true;
