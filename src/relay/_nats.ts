@@ -6,7 +6,7 @@
  * @module
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { RelayError } from "../errors.ts";
 
 /** JetStream's error code for a failed expected-last-sequence check. */
@@ -32,6 +32,48 @@ export function isWrongLast(e: unknown): boolean {
  */
 export function isNotFound(e: unknown): boolean {
   return /not found|no message found/i.test((e as Error)?.message ?? "");
+}
+
+/**
+ * A direct get that answers `null` for a message (or stream) that is not there.
+ *
+ * @param jsm The JetStream manager.
+ * @param stream The stream (with `allow_direct`).
+ * @param query Which message: `{ seq }`, `{ last_by_subj }` or `{ next_by_subj, seq }`.
+ * @returns The message, or `null`.
+ */
+export async function directGet(
+  jsm: JetStreamManager,
+  stream: string,
+  query: Parameters<JetStreamManager["direct"]["getMessage"]>[1],
+): Promise<StoredMsg | null> {
+  try {
+    return await jsm.direct.getMessage(stream, query);
+  } catch (e) {
+    if (isNotFound(e)) return null;
+    throw e;
+  }
+}
+
+/**
+ * Every stored message of a stream on `subject` (wildcards allowed), oldest first.
+ *
+ * @param jsm The JetStream manager.
+ * @param stream The stream (with `allow_direct`).
+ * @param subject The subject filter.
+ * @returns The messages, one direct get each.
+ */
+export async function* directScan(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+): AsyncGenerator<StoredMsg> {
+  for (let seq = 1;;) {
+    const m = await directGet(jsm, stream, { next_by_subj: subject, seq });
+    if (!m) return;
+    seq = m.seq + 1;
+    yield m;
+  }
 }
 
 /**

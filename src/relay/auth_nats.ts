@@ -26,7 +26,14 @@ import {
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { RelayError } from "../errors.ts";
-import { connectNats, ensureStream, isNotFound, isWrongLast, noJetStream } from "./_nats.ts";
+import {
+  connectNats,
+  directGet,
+  directScan,
+  ensureStream,
+  isWrongLast,
+  noJetStream,
+} from "./_nats.ts";
 import {
   apiKeyHash,
   type ApiKeyInfo,
@@ -104,13 +111,8 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
     if (this.#closed) throw new RelayError("closed", "The auth store is closed");
   }
 
-  async #last(subject: string): Promise<StoredMsg | null> {
-    try {
-      return await this.#jsm.direct.getMessage(this.#stream, { last_by_subj: subject });
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+  #last(subject: string): Promise<StoredMsg | null> {
+    return directGet(this.#jsm, this.#stream, { last_by_subj: subject });
   }
 
   #record(m: StoredMsg): _Record {
@@ -152,21 +154,8 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
   async list(): Promise<ApiKeyInfo[]> {
     this.#check();
     const out: ApiKeyInfo[] = [];
-    let seq = 1;
-    for (;;) {
-      let m: StoredMsg | null;
-      try {
-        m = await this.#jsm.direct.getMessage(this.#stream, {
-          next_by_subj: `${this.#p}.auth.key.*`,
-          seq,
-        });
-      } catch (e) {
-        if (isNotFound(e)) break;
-        throw e;
-      }
-      if (!m) break;
+    for await (const m of directScan(this.#jsm, this.#stream, `${this.#p}.auth.key.*`)) {
       out.push(_info(this.#record(m)));
-      seq = m.seq + 1;
     }
     return out.sort((a, b) =>
       a.created < b.created ? -1 : a.created > b.created ? 1 : a.id < b.id ? -1 : 1

@@ -64,6 +64,8 @@ import {
 import { RelayError } from "../../errors.ts";
 import {
   connectNats,
+  directGet,
+  directScan,
   ensureStream,
   isNotFound,
   isTransient,
@@ -220,13 +222,8 @@ export class NatsLog implements RelayLog {
     return next;
   }
 
-  async #get(stream: string, seq: number): Promise<StoredMsg | null> {
-    try {
-      return await this.#jsm.direct.getMessage(stream, { seq });
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+  #get(stream: string, seq: number): Promise<StoredMsg | null> {
+    return directGet(this.#jsm, stream, { seq });
   }
 
   /**
@@ -246,13 +243,7 @@ export class NatsLog implements RelayLog {
       throw e;
     }
     if (last === 0) return undefined; // created, the marker not yet published
-    let m: StoredMsg | null;
-    try {
-      m = await this.#jsm.direct.getMessage(this.#stream(h), { last_by_subj: this.#subject(h) });
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      m = null;
-    }
+    let m = await directGet(this.#jsm, this.#stream(h), { last_by_subj: this.#subject(h) });
     // nats-server 2.9 answers "not found" for the last message of a subject once the newest one
     // was deleted (age retention): find the last stored one by a binary search instead.
     if (!m) m = await this.#lastStored(h, last);
@@ -282,16 +273,11 @@ export class NatsLog implements RelayLog {
   }
 
   /** The first stored message at or after a stream seq, or `null`. */
-  async #next(h: string, streamSeq: number): Promise<StoredMsg | null> {
-    try {
-      return await this.#jsm.direct.getMessage(this.#stream(h), {
-        next_by_subj: this.#subject(h),
-        seq: streamSeq,
-      });
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+  #next(h: string, streamSeq: number): Promise<StoredMsg | null> {
+    return directGet(this.#jsm, this.#stream(h), {
+      next_by_subj: this.#subject(h),
+      seq: streamSeq,
+    });
   }
 
   /**
@@ -328,15 +314,10 @@ export class NatsLog implements RelayLog {
   }
 
   async #idLookup(h: string, idHex: string): Promise<number | undefined> {
-    try {
-      const m = await this.#jsm.direct.getMessage(`${this.#P}_IDS`, {
-        last_by_subj: `${this.#p}.id.${h}.${idHex}`,
-      });
-      return m ? Number(new TextDecoder().decode(m.data)) : undefined;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const m = await directGet(this.#jsm, `${this.#P}_IDS`, {
+      last_by_subj: `${this.#p}.id.${h}.${idHex}`,
+    });
+    return m ? Number(new TextDecoder().decode(m.data)) : undefined;
   }
 
   /** The result of an append repeated with the id of the entry at `seq`. */
@@ -636,7 +617,7 @@ export class NatsLog implements RelayLog {
       }
       checking = true;
       try {
-        const m = await this.#jsm.direct.getMessage(stream, { last_by_subj: subject });
+        const m = await directGet(this.#jsm, stream, { last_by_subj: subject });
         const behind = m !== null && m.seq > done;
         if (behind && behindAt === done) {
           behindAt = undefined;
@@ -827,21 +808,8 @@ export class NatsLog implements RelayLog {
   }
 
   /** The item messages of a mailbox subject, oldest first. */
-  async *#items(subject: string): AsyncGenerator<StoredMsg> {
-    const stream = `${this.#P}_MB`;
-    let seq = 1;
-    for (;;) {
-      let m: StoredMsg | null;
-      try {
-        m = await this.#jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
-      } catch (e) {
-        if (isNotFound(e)) return;
-        throw e;
-      }
-      if (!m) return;
-      seq = m.seq + 1;
-      yield m;
-    }
+  #items(subject: string): AsyncGenerator<StoredMsg> {
+    return directScan(this.#jsm, `${this.#P}_MB`, subject);
   }
 
   /**
@@ -857,13 +825,7 @@ export class NatsLog implements RelayLog {
     until: number,
   ): Promise<string | undefined> {
     const claimSubject = `${subject}.c.${itemSeq}`;
-    let last: StoredMsg | null;
-    try {
-      last = await this.#jsm.direct.getMessage(`${this.#P}_MB`, { last_by_subj: claimSubject });
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      last = null;
-    }
+    const last = await directGet(this.#jsm, `${this.#P}_MB`, { last_by_subj: claimSubject });
     // A claim without a lease header (an older relay's, whose take then purged the item)
     // counts as lapsed.
     if (Number(last?.header?.get("Sky-Lease-Until") ?? 0) > now) return undefined;
