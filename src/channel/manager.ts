@@ -159,8 +159,10 @@ export class SkytaleChannelManager {
   #inviteMutex = new Mutex();
   /**
    * Invite id → reply address → the answer this process made to that join
-   * request, so a request handed out again (its reply, save or ack failed) gets
-   * the same answer instead of being admitted twice.
+   * request and how far it got, so a request handed out again while this
+   * process runs (its reply, save or ack failed) resumes there instead of
+   * answering twice. After a restart `addMember`'s remembered Welcomes and the
+   * invite's `admitted` list give the same answer.
    */
   #answered = new Map<string, Map<string, _Answer>>();
 
@@ -1021,8 +1023,7 @@ export class SkytaleChannelManager {
           answers.set(req.reply, answer = { sealed, sent: false, saved: !admitted });
         }
         // The reply goes out before the uses are saved: a crash between the two hands the
-        // request out again, and a second admission of the same member is refused while the
-        // Welcome already waits for it.
+        // request out again, and addMember then returns the same Welcome, counted once.
         if (!answer.sent) {
           await ctx.relay.mailboxPut(req.reply, answer.sealed, 600);
           answer.sent = true;
