@@ -10,6 +10,10 @@
 export const ErrorCodes = {
   /** An argument is missing, of the wrong type or out of range. */
   invalidArgument: "invalid_argument",
+  /** A proposal or commit breaks the channel's rules (duplicate name, non-member, re-keying). */
+  refused: "refused",
+  /** A member claims a name that is pinned to another key in this channel. */
+  identityMismatch: "identity_mismatch",
   /** A channel name is not `org/namespace/service`. */
   invalidChannel: "invalid_channel",
   /** A hex string is malformed. */

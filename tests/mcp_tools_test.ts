@@ -65,7 +65,7 @@ function textOf(r: Record<string, unknown>): string {
   return (r.content as { text?: string }[]).map((c) => c.text ?? "").join("\n");
 }
 
-test("the server lists exactly the twelve tools with their argument names", async () => {
+test("the server lists exactly the thirteen tools with their argument names", async () => {
   const w = await world();
   try {
     const client = await w.connect(w.manager("alice"));
@@ -86,6 +86,7 @@ test("the server lists exactly the twelve tools with their argument names", asyn
       skytale_members: ["channel"],
       skytale_remove_member: ["channel", "identity"],
       skytale_leave: ["channel"],
+      skytale_whoami: [],
     });
     assert.deepEqual(Object.values(ToolNames).sort(), Object.keys(got).sort());
     for (const t of tools) assert.ok((t.description ?? "").length > 80, `${t.name} is described`);
@@ -130,8 +131,10 @@ test("skytale_receive waits 5 seconds by default and formats messages from anoth
     assert.equal(textOf(r), `1 message on "${CHANNEL}":\n[${time}] bob: hi`);
     assert.deepEqual(r.structuredContent, {
       channel: CHANNEL,
-      messages: [{ sender: "bob", seq, time, text: "hi" }],
+      messages: [{ sender: "bob", sender_id: (await bob.whoami()).did, seq, time, text: "hi" }],
     });
+    // The sender id is bob's identity key, the same one skytale_whoami reports to bob's side.
+    assert.match((await bob.whoami()).did, /^did:key:z6Mk[1-9A-HJ-NP-Za-km-z]{44}$/);
   } finally {
     await w.close();
   }
@@ -285,7 +288,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
     assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 1).`);
     await ta.terminateSession();
     await a.close();
-    assert.equal((await b.listTools()).tools.length, 12);
+    assert.equal((await b.listTools()).tools.length, 13);
     const r2 = await b.callTool({
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "n" },

@@ -6,8 +6,15 @@
  *
  * @module
  */
-import { RelayError, SkytaleError, ValidationError } from "../errors.ts";
+import { RelayError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import { MlsEngine } from "../mls/engine.ts";
+import {
+  decodeIdentityKey,
+  encodeIdentityKey,
+  type IdentityKey,
+  type Member,
+  memberOf,
+} from "../identity.ts";
 import type { Group } from "../mls/engine.ts";
 import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
@@ -49,8 +56,10 @@ export interface SkytaleOptions {
 
 /** A received message. */
 export interface Message {
-  /** The sender's identity, taken from its MLS credential. */
+  /** The sender's display name, taken from its MLS credential. */
   sender: string;
+  /** The sender's stable id: the `did:key` its credential is bound to (see {@linkcode Member}). */
+  senderId: string;
   /** The relay's per-channel sequence number. */
   seq: number;
   /** When the relay stored the message, ISO-8601. */
@@ -67,6 +76,8 @@ export interface ChannelSummary {
   epoch: number;
   /** Member identities. */
   members: string[];
+  /** The members with their dids and fingerprints. */
+  roster: Member[];
   /** False once this identity was removed. */
   active: boolean;
 }
@@ -75,6 +86,8 @@ export interface ChannelSummary {
 export interface TaggedData {
   /** The sender's identity, from its MLS credential. */
   sender: string;
+  /** The sender's did. */
+  senderId: string;
   /** The relay's per-channel sequence number. */
   seq: number;
   /** The body. */
@@ -82,8 +95,9 @@ export interface TaggedData {
 }
 
 const INVITES_BLOB = "invites";
+const IDENTITY_KEY_BLOB = "identity.key";
 const INVITE_POLL_MS = 250;
-const IDENTITY = /^[A-Za-z0-9._@+-]{1,128}$/;
+const IDENTITY = /^[A-Za-z0-9._@+:-]{1,128}$/;
 const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
 /** Own publish ids remembered until read back; older ones (never sequenced) are dropped. */
@@ -127,6 +141,7 @@ interface _Answer {
 
 interface Ctx {
   engine: MlsEngine;
+  key: IdentityKey;
   store: Store;
   relay: RelayClient;
 }
@@ -177,7 +192,7 @@ export class SkytaleChannelManager {
     if (!IDENTITY.test(identity)) {
       throw new ValidationError(
         "invalid_argument",
-        `Invalid identity "${identity}": use 1-128 letters, digits or . _ @ + -`,
+        `Invalid identity "${identity}": use 1-128 letters, digits or . _ @ + : -`,
       );
     }
     this.identity = identity;
@@ -227,7 +242,7 @@ export class SkytaleChannelManager {
           : failoverConnector(urls),
         ...(tokens ? { token: () => tokens.token() } : {}),
       });
-      const ctx = { engine, store, relay };
+      const ctx = { engine, store, relay, key: await this.#identityKey(engine, store) };
       for (const record of await store.loadChannels()) {
         const live = this.#live(ctx, record);
         if (record.active) await this.#subscribe(ctx, live);
@@ -252,6 +267,55 @@ export class SkytaleChannelManager {
       await store.close?.();
       throw e;
     }
+  }
+
+  /** This agent's identity key: made once, kept in its store (0600 in the file store). */
+  async #identityKey(engine: MlsEngine, store: Store): Promise<IdentityKey> {
+    const stored = await store.loadBlob(IDENTITY_KEY_BLOB);
+    if (stored !== undefined) {
+      const key = decodeIdentityKey(stored);
+      if (key === undefined) {
+        throw new StateError("state_corrupt", `Identity key of "${this.identity}" is unreadable`);
+      }
+      return key;
+    }
+    const key = await engine.newIdentityKey();
+    await store.saveBlob(IDENTITY_KEY_BLOB, encodeIdentityKey(key));
+    return key;
+  }
+
+  /**
+   * This agent's identity: its display name, its `did:key` (the stable id
+   * other members see as `senderId`) and a fingerprint to compare out of band.
+   *
+   * @returns Name, did and fingerprint.
+   */
+  async whoami(): Promise<Member> {
+    const ctx = await this.#context();
+    return memberOf(this.identity, ctx.key.publicKey);
+  }
+
+  /**
+   * Checks members against the dids pinned for their names in this channel
+   * and pins the new ones (known-hosts style: the first key seen for a name
+   * is the one it keeps).
+   *
+   * @throws {SkytaleError} `identity_mismatch` naming both dids.
+   */
+  #pin(live: Live, members: Member[], commit = true): void {
+    const pins = live.record.pins ?? {};
+    for (const m of members) {
+      const known = pins[m.name];
+      if (known !== undefined && known !== m.did) {
+        throw new SkytaleError(
+          "identity_mismatch",
+          `"${m.name}" in "${live.record.channel}" is pinned to ${known}, not ${m.did}`,
+        );
+      }
+    }
+    if (!commit) return;
+    for (const m of members) pins[m.name] = m.did;
+    live.record.pins = pins;
   }
 
   #live(ctx: Ctx, record: ChannelRecord): Live {
@@ -376,7 +440,10 @@ export class SkytaleChannelManager {
     if (e.kind !== "commit" && e.epoch > epoch) {
       throw new SkytaleError("invalid_message", `message from future epoch ${e.epoch}`);
     }
-    const r = await ctx.engine.process(live.group, e.payload);
+    const r = await ctx.engine.process(live.group, e.payload, e.kind);
+    // A commit whose new members claim a pinned name with another key is refused like an
+    // invalid one: the group stays at this epoch.
+    if (r.kind === "commit" && !r.removed) this.#pin(live, ctx.engine.roster(r.newGroup));
     live.group = r.newGroup;
     if (r.kind === "commit") {
       live.record.recovered = undefined; // a new epoch: fresh sending keys
@@ -393,9 +460,15 @@ export class SkytaleChannelManager {
       const { tag, body } = decodeEnvelope(r.data);
       const time = new Date(e.time).toISOString();
       if (tag === Tags.chat) {
-        live.record.buffer.push({ sender: r.sender, seq: e.seq, time, text: fromUtf8(body) });
+        live.record.buffer.push({
+          sender: r.sender,
+          senderId: r.senderId,
+          seq: e.seq,
+          time,
+          text: fromUtf8(body),
+        });
       } else {
-        const d: TaggedData = { sender: r.sender, seq: e.seq, data: body };
+        const d: TaggedData = { sender: r.sender, senderId: r.senderId, seq: e.seq, data: body };
         handOut.push(() => {
           for (const tap of live.taps.get(tag) ?? []) {
             try {
@@ -555,13 +628,14 @@ export class SkytaleChannelManager {
         `Channel "${channel}" already exists on the relay: join it with a Welcome or an invite`,
       );
     }
-    const group = await ctx.engine.createGroup(utf8(channel), this.identity);
+    const group = await ctx.engine.createGroup(utf8(channel), this.identity, ctx.key);
     const record: ChannelRecord = {
       channel,
       group: ctx.engine.encodeGroup(group),
       cursor: 0,
       buffer: [],
       active: true,
+      pins: { [this.identity]: memberOf(this.identity, ctx.key.publicKey).did },
     };
     await ctx.store.saveChannel(record);
     await this.#subscribe(ctx, this.#live(ctx, record));
@@ -574,7 +648,7 @@ export class SkytaleChannelManager {
    */
   async keyPackage(): Promise<string> {
     const ctx = await this.#context();
-    const kp = await ctx.engine.newKeyPackage(this.identity);
+    const kp = await ctx.engine.newKeyPackage(this.identity, ctx.key);
     await ctx.store.saveKeyPackage({ ...kp, created: Date.now() });
     return kp.keyPackage.toHex();
   }
@@ -597,6 +671,7 @@ export class SkytaleChannelManager {
       live,
       async (g) => {
         const r = await ctx.engine.commitAdd(g, kp);
+        this.#pin(live, ctx.engine.roster(r.newGroup), false);
         return {
           commit: r.commit,
           newGroup: r.newGroup,
@@ -638,12 +713,21 @@ export class SkytaleChannelManager {
         `Cannot join channel "${channel}": the Welcome is for "${groupChannel}"`,
       );
     }
+    const roster = ctx.engine.roster(group);
+    const names = new Set(roster.map((m) => m.name));
+    if (names.size !== roster.length) {
+      throw new SkytaleError(
+        "refused",
+        `Cannot join "${channel}": two of its members share a name`,
+      );
+    }
     const record: ChannelRecord = {
       channel,
       group: ctx.engine.encodeGroup(group),
       cursor: 0,
       buffer: [],
       active: true,
+      pins: Object.fromEntries(roster.map((m) => [m.name, m.did])),
     };
     await ctx.store.saveChannel(record);
     await ctx.store.deleteKeyPackage(ref);
@@ -789,7 +873,7 @@ export class SkytaleChannelManager {
       if (out.length === 0) return [];
       live.record.buffer = [];
       await this.#save(ctx, live);
-      return out.map((m) => ({ ...m }));
+      return out.map((m) => ({ ...m, senderId: m.senderId ?? "" }));
     });
   }
 
@@ -804,6 +888,7 @@ export class SkytaleChannelManager {
       channel: l.record.channel,
       epoch: ctx.engine.epoch(l.group),
       members: ctx.engine.members(l.group),
+      roster: ctx.engine.roster(l.group),
       active: l.record.active,
     })).sort((a, b) => a.channel.localeCompare(b.channel));
   }
@@ -817,6 +902,17 @@ export class SkytaleChannelManager {
   async members(channel: string): Promise<string[]> {
     const { ctx, live } = await this.#get(channel);
     return ctx.engine.members(live.group);
+  }
+
+  /**
+   * Lists a channel's members with the dids their names are bound to.
+   *
+   * @param channel The channel.
+   * @returns Name, did and fingerprint of each member, in leaf order.
+   */
+  async roster(channel: string): Promise<Member[]> {
+    const { ctx, live } = await this.#get(channel);
+    return ctx.engine.roster(live.group);
   }
 
   /**

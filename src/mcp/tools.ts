@@ -10,12 +10,15 @@ import { z } from "zod";
 import { SkytaleError } from "../errors.ts";
 import type { ErrorCode } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
+import type { Member } from "../identity.ts";
 import type { CallToolResult, McpServer } from "./_sdk.ts";
 
 /** A message returned by {@linkcode ChannelManagerLike.receive}. */
 export interface ReceivedMessage {
   /** The sender's identity (from its MLS credential). */
   sender: string;
+  /** The sender's did, the key its name is bound to. */
+  senderId: string;
   /** The relay's per-channel sequence number. */
   seq: number;
   /** When the relay stored it, ISO-8601. */
@@ -59,6 +62,10 @@ export interface ChannelManagerLike {
   channels(): Promise<ChannelListing[]>;
   /** The members of a channel. */
   members(channel: string): Promise<string[]>;
+  /** The members of a channel with their dids and fingerprints. */
+  roster(channel: string): Promise<Member[]>;
+  /** This agent's name, did and fingerprint. */
+  whoami(): Promise<Member>;
   /** Removes a member. */
   removeMember(channel: string, identity: string): Promise<unknown>;
   /** Leaves a channel. */
@@ -91,6 +98,7 @@ export const ToolNames = {
   members: "skytale_members",
   removeMember: "skytale_remove_member",
   leave: "skytale_leave",
+  whoami: "skytale_whoami",
 } as const;
 
 /** The name of one tool. */
@@ -400,6 +408,7 @@ export function registerSkytaleTools(
           channel,
           messages: messages.map((m) => ({
             sender: m.sender,
+            sender_id: m.senderId,
             seq: m.seq,
             time: m.time,
             text: m.text,
@@ -498,10 +507,26 @@ export function registerSkytaleTools(
     annotations: { readOnlyHint: true, openWorldHint: false },
   }, ({ channel }) =>
     run(ToolNames.members, async () => {
-      const members = await manager.members(channel);
+      const roster = await manager.roster(channel);
+      const lines = roster.map((m) => `- ${m.name} (${m.did}, fingerprint ${m.fingerprint})`);
       return text(
-        `${plural(members.length, "member")} of "${channel}": ${list(members)}.`,
-        { channel, members },
+        `${plural(roster.length, "member")} of "${channel}":\n${lines.join("\n")}`,
+        { channel, members: roster.map((m) => m.name), roster },
+      );
+    }));
+
+  server.registerTool(ToolNames.whoami, {
+    title: "Who am I",
+    description:
+      "Return this agent's name, its stable id (a did:key: the identity key other members see as sender_id) and a short fingerprint. " +
+      "Read the fingerprint to a human or another agent over a separate path to confirm they are talking to this agent.",
+    annotations: { readOnlyHint: true, openWorldHint: false },
+  }, () =>
+    run(ToolNames.whoami, async () => {
+      const me = await manager.whoami();
+      return text(
+        `You are "${me.name}", ${me.did} (fingerprint ${me.fingerprint}).`,
+        { name: me.name, did: me.did, fingerprint: me.fingerprint },
       );
     }));
 

@@ -27,21 +27,25 @@ import {
   emptyPskIndex,
   encodeMlsMessage,
   generateKeyPackage,
+  generateKeyPackageWithKey,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
+  type IncomingMessageCallback,
   joinGroup,
   type KeyPackage,
   mlsExporter,
   type MLSMessage,
   type PrivateMessage,
   processPrivateMessage,
+  processPublicMessage,
   type Proposal,
   type RatchetTree,
   zeroOutUint8Array,
 } from "ts-mls";
-import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { decodeKeyPackage, makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
+import { type IdentityKey, type Member, memberOf } from "../identity.ts";
 import {
   decodeGroupEnvelope,
   decodePrivateKeyPackage,
@@ -94,6 +98,8 @@ export type ProcessResult =
     kind: "application";
     /** The identity in the credential of the sending leaf. */
     sender: string;
+    /** The did of the sending leaf's signature key. */
+    senderId: string;
     /** The plaintext. */
     data: Uint8Array;
     /** The group after the message. */
@@ -114,6 +120,8 @@ export type ProcessResult =
     newGroup: Group;
     /** The identity in the credential of the proposing leaf. */
     sender: string;
+    /** The did of the proposing leaf's signature key. */
+    senderId: string;
   };
 
 let wrapGroup: (state: ClientState) => Group;
@@ -175,10 +183,29 @@ function decodeWhole(bytes: unknown): MLSMessage | undefined {
   }
 }
 
+/**
+ * A key package as other implementations send it: wrapped in an MLSMessage
+ * (RFC 9420 §6) or bare (OpenMLS' `tls_serialize` of a KeyPackage).
+ */
+function decodeKeyPackageBytes(bytes: Uint8Array): KeyPackage | undefined {
+  const msg = decodeWhole(bytes);
+  if (msg !== undefined) return msg.wireformat === "mls_key_package" ? msg.keyPackage : undefined;
+  if (!(bytes instanceof Uint8Array)) return undefined;
+  try {
+    const r = decodeKeyPackage(bytes, 0);
+    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefined {
   const node = tree[leafIndex * 2];
   if (node?.nodeType !== "leaf") return undefined;
-  const cred = node.leaf.credential;
+  return nameOf(node.leaf.credential);
+}
+
+function nameOf(cred: KeyPackage["leafNode"]["credential"]): string | undefined {
   if (cred.credentialType !== "basic") return undefined;
   try {
     return utf8Strict.decode(cred.identity);
@@ -187,12 +214,85 @@ function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefine
   }
 }
 
+/** The member at a leaf: its credential's name bound to the did of its signature key. */
+function memberAt(tree: RatchetTree, leafIndex: number): Member | undefined {
+  const node = tree[leafIndex * 2];
+  if (node?.nodeType !== "leaf") return undefined;
+  const name = nameOf(node.leaf.credential);
+  if (name === undefined) return undefined;
+  return memberOf(name, node.leaf.signaturePublicKey);
+}
+
+function rosterOf(tree: RatchetTree): Member[] {
+  const out: Member[] = [];
+  for (let i = 0; i * 2 < tree.length; i++) {
+    const m = memberAt(tree, i);
+    if (m !== undefined) out.push(m);
+  }
+  return out;
+}
+
 function leafOf(state: ClientState, identity: string): number | undefined {
   const tree = state.ratchetTree;
   for (let i = 0; i * 2 < tree.length; i++) {
     if (identityOfLeaf(tree, i) === identity) return i;
   }
   return undefined;
+}
+
+/**
+ * What a commit may do, checked by every member before it is applied: its
+ * sender is a member; it only adds (key packages with a valid name that no
+ * other member of the resulting group has), removes members that exist, and
+ * commits members' own leave proposals. Anything else (update, PSK, reinit,
+ * external init, extensions) is refused. Returns why it is refused, or
+ * `undefined`. `expect` receives the roster the commit must produce, checked
+ * once the commit is applied (a committer's path may not rename or re-key it).
+ */
+function checkCommit(
+  tree: RatchetTree,
+  sender: number | undefined,
+  proposals: { proposal: Proposal; senderLeafIndex: number | undefined }[],
+): { refused: string } | { expect: Set<string> } {
+  const committer = sender === undefined ? undefined : memberAt(tree, sender);
+  if (committer === undefined) return { refused: "the committer is not a member" };
+  const removed = new Set<number>();
+  const added: Member[] = [];
+  for (const { proposal: p, senderLeafIndex } of proposals) {
+    if (p.proposalType === "remove") {
+      const gone = memberAt(tree, p.remove.removed);
+      if (gone === undefined) return { refused: `it removes leaf ${p.remove.removed}, no member` };
+      if (senderLeafIndex !== sender && senderLeafIndex !== p.remove.removed) {
+        return { refused: "it commits a removal proposed by someone else than the leaver" };
+      }
+      removed.add(p.remove.removed);
+    } else if (p.proposalType === "add") {
+      const leaf = p.add.keyPackage.leafNode;
+      const name = nameOf(leaf.credential);
+      if (name === undefined || !validIdentity(name)) {
+        return { refused: "it adds a key package without a valid name" };
+      }
+      added.push(memberOf(name, leaf.signaturePublicKey));
+    } else {
+      return { refused: `it carries a "${String(p.proposalType)}" proposal` };
+    }
+  }
+  const roster: Member[] = [];
+  for (let i = 0; i * 2 < tree.length; i++) {
+    const m = memberAt(tree, i);
+    if (m !== undefined && !removed.has(i)) roster.push(m);
+  }
+  roster.push(...added);
+  const names = new Set<string>();
+  for (const m of roster) {
+    if (names.has(m.name)) return { refused: `it would make two members named "${m.name}"` };
+    names.add(m.name);
+  }
+  return { expect: new Set(roster.map((m) => `${m.name}\0${m.did}`)) };
+}
+
+function validIdentity(name: string): boolean {
+  return name.length > 0 && name.length <= 255;
 }
 
 function checkIdentity(identity: unknown): string {
@@ -277,17 +377,12 @@ export class MlsEngine {
    * Generates a fresh key package for an identity.
    *
    * @param identity The identity to put in the basic credential.
+   * @param key The agent's identity key, used as the leaf's signature key (a
+   *   fresh one when left out).
    * @returns The public key package (MLSMessage bytes), its private half and its ref.
    */
-  async newKeyPackage(identity: string): Promise<KeyPackageBundle> {
-    checkIdentity(identity);
-    const { publicPackage, privatePackage } = await generateKeyPackage(
-      { credentialType: "basic", identity: utf8.encode(identity) },
-      defaultCapabilities(),
-      defaultLifetime,
-      [],
-      this.#cs,
-    );
+  async newKeyPackage(identity: string, key?: IdentityKey): Promise<KeyPackageBundle> {
+    const { publicPackage, privatePackage } = await this.#generateKeyPackage(identity, key);
     const keyPackage = encodeMlsMessage({
       version: "mls10",
       wireformat: "mls_key_package",
@@ -302,20 +397,14 @@ export class MlsEngine {
    *
    * @param groupId The MLS group id.
    * @param identity The creator's identity.
+   * @param key The creator's identity key (a fresh signature key when left out).
    * @returns The group at epoch 0.
    */
-  async createGroup(groupId: Uint8Array, identity: string): Promise<Group> {
+  async createGroup(groupId: Uint8Array, identity: string, key?: IdentityKey): Promise<Group> {
     if (!(groupId instanceof Uint8Array) || groupId.length === 0) {
       throw new ValidationError("invalid_argument", "Group id must be non-empty bytes");
     }
-    checkIdentity(identity);
-    const kp = await generateKeyPackage(
-      { credentialType: "basic", identity: utf8.encode(identity) },
-      defaultCapabilities(),
-      defaultLifetime,
-      [],
-      this.#cs,
-    );
+    const kp = await this.#generateKeyPackage(identity, key);
     const state = await createGroup(
       groupId.slice(),
       kp.publicPackage,
@@ -396,11 +485,13 @@ export class MlsEngine {
   }
 
   #newMember(state: ClientState, keyPackage: Uint8Array): { kp: KeyPackage; identity: string } {
-    const msg = decodeWhole(keyPackage);
-    if (msg === undefined || msg.wireformat !== "mls_key_package") {
-      throw new CryptoError("invalid_message", "Expected an MLS KeyPackage message");
+    const kp = decodeKeyPackageBytes(keyPackage);
+    if (kp === undefined) {
+      throw new CryptoError(
+        "invalid_message",
+        "Expected an MLS KeyPackage (bare, or wrapped in an MLSMessage)",
+      );
     }
-    const kp: KeyPackage = msg.keyPackage;
     if (kp.cipherSuite !== state.groupContext.cipherSuite) {
       throw new CryptoError(
         "invalid_message",
@@ -613,52 +704,94 @@ export class MlsEngine {
    * @returns What the message was, with the group after it.
    * @throws {CryptoError} `invalid_message` if it cannot be decoded, decrypted or verified.
    */
-  async process(g: Group, message: Uint8Array): Promise<ProcessResult> {
+  async process(
+    g: Group,
+    message: Uint8Array,
+    kind?: "application" | "commit" | "proposal",
+  ): Promise<ProcessResult> {
     const state = this.#state(g);
     const msg = decodeWhole(message);
-    if (msg === undefined || msg.wireformat !== "mls_private_message") {
-      throw new CryptoError("invalid_message", "Expected an MLS private message");
+    if (
+      msg === undefined ||
+      (msg.wireformat !== "mls_private_message" && msg.wireformat !== "mls_public_message")
+    ) {
+      throw new CryptoError("invalid_message", "Expected an MLS private or public message");
     }
-    const pm = msg.privateMessage;
-    if (!bytesEqual(pm.groupId, state.groupContext.groupId)) {
+    const pub = msg.wireformat === "mls_public_message" ? msg.publicMessage : undefined;
+    const pm = msg.wireformat === "mls_private_message" ? msg.privateMessage : undefined;
+    const groupId = pub?.content.groupId ?? pm!.groupId;
+    const epoch = pub?.content.epoch ?? pm!.epoch;
+    const contentType = pub?.content.contentType ?? pm!.contentType;
+    if (!bytesEqual(groupId, state.groupContext.groupId)) {
       throw new CryptoError("invalid_message", "Message is for another group");
     }
-    if (pm.contentType === "application") return await this.#processApplication(state, pm);
-    let proposalSender: number | undefined;
-    let r: Awaited<ReturnType<typeof processPrivateMessage>>;
-    try {
-      r = await processPrivateMessage(state, pm, emptyPskIndex, this.#cs, (incoming) => {
-        if (incoming.kind === "proposal") proposalSender = incoming.proposal.senderLeafIndex;
-        return "accept";
-      });
-    } catch (e) {
+    if (kind !== undefined && kind !== contentType) {
       throw new CryptoError(
         "invalid_message",
-        `Cannot process message at epoch ${pm.epoch} (group is at ${state.groupContext.epoch}): ${
-          reason(e)
-        }`,
-        { cause: e },
+        `Entry declared as ${kind} carries an MLS ${contentType}`,
       );
     }
+    if (contentType === "application") {
+      if (pm === undefined) {
+        throw new CryptoError("invalid_message", "Application data must be a private message");
+      }
+      return await this.#processApplication(state, pm);
+    }
+    let proposalSender: number | undefined;
+    let refused: string | undefined;
+    let expect: Set<string> | undefined;
+    const callback = (incoming: Parameters<IncomingMessageCallback>[0]) => {
+      if (incoming.kind === "proposal") {
+        proposalSender = incoming.proposal.senderLeafIndex;
+        const p = incoming.proposal.proposal;
+        if (p.proposalType !== "remove" || p.remove.removed !== proposalSender) {
+          refused = "only a member's own leave may be proposed";
+        }
+      } else {
+        const c = checkCommit(state.ratchetTree, incoming.senderLeafIndex, incoming.proposals);
+        if ("refused" in c) refused = c.refused;
+        else expect = c.expect;
+      }
+      return refused === undefined ? "accept" : "reject";
+    };
+    const at =
+      `Cannot process ${contentType} at epoch ${epoch} (group is at ${state.groupContext.epoch})`;
+    let r: { newState: ClientState; consumed: Uint8Array[]; kind?: string };
+    try {
+      r = pub !== undefined
+        ? await processPublicMessage(state, pub, emptyPskIndex, this.#cs, callback)
+        : await processPrivateMessage(state, pm!, emptyPskIndex, this.#cs, callback);
+    } catch (e) {
+      throw new CryptoError("invalid_message", `${at}: ${reason(e)}`, { cause: e });
+    }
+    if (refused !== undefined) throw new CryptoError("refused", `${at}: refused, ${refused}`);
     if (r.kind === "applicationMessage") {
       throw new CryptoError("invalid_message", "Application data in a non-application message");
     }
-    r.consumed.forEach(zeroOutUint8Array);
-    const newGroup = wrapGroup(r.newState);
-    if (pm.contentType === "proposal") {
+    if (contentType === "proposal") {
       const sender = proposalSender === undefined
         ? undefined
-        : identityOfLeaf(state.ratchetTree, proposalSender);
+        : memberAt(state.ratchetTree, proposalSender);
       if (sender === undefined) {
         throw new CryptoError("invalid_message", "Proposal sender is not a member");
       }
-      return { kind: "proposal", newGroup, sender };
+      r.consumed.forEach(zeroOutUint8Array);
+      return {
+        kind: "proposal",
+        newGroup: wrapGroup(r.newState),
+        sender: sender.name,
+        senderId: sender.did,
+      };
     }
-    return {
-      kind: "commit",
-      newGroup,
-      removed: r.newState.groupActiveState.kind === "removedFromGroup",
-    };
+    const removed = r.newState.groupActiveState.kind === "removedFromGroup";
+    if (!removed) {
+      const got = rosterOf(r.newState.ratchetTree).map((m) => `${m.name}\0${m.did}`);
+      if (expect === undefined || got.length !== expect.size || got.some((m) => !expect!.has(m))) {
+        throw new CryptoError("refused", `${at}: refused, its path renames or re-keys a member`);
+      }
+    }
+    r.consumed.forEach(zeroOutUint8Array);
+    return { kind: "commit", newGroup: wrapGroup(r.newState), removed };
   }
 
   /**
@@ -770,6 +903,47 @@ export class MlsEngine {
     );
   }
 
+  /**
+   * Generates an agent identity key (Ed25519, the suite's signature scheme).
+   *
+   * @returns The key pair.
+   * @throws {ValidationError} `invalid_argument` if the suite does not sign with Ed25519.
+   */
+  async newIdentityKey(): Promise<IdentityKey> {
+    if (!this.suite.endsWith("_Ed25519")) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Agent identities are Ed25519 keys; suite "${this.suite}" signs with another scheme`,
+      );
+    }
+    return await this.#cs.signature.keygen();
+  }
+
+  /**
+   * The group's members with the dids their leaves are bound to, in leaf order.
+   *
+   * @param g The group.
+   * @returns Name, did and fingerprint of each member.
+   */
+  roster(g: Group): Member[] {
+    return rosterOf(this.#state(g).ratchetTree);
+  }
+
+  #generateKeyPackage(identity: string, key: IdentityKey | undefined) {
+    checkIdentity(identity);
+    const credential = { credentialType: "basic" as const, identity: utf8.encode(identity) };
+    return key === undefined
+      ? generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], this.#cs)
+      : generateKeyPackageWithKey(
+        credential,
+        defaultCapabilities(),
+        defaultLifetime,
+        [],
+        { signKey: key.signKey, publicKey: key.publicKey },
+        this.#cs,
+      );
+  }
+
   #state(g: Group): ClientState {
     const state = groupState(g);
     if (state.groupContext.cipherSuite !== this.suite) {
@@ -845,7 +1019,7 @@ export class MlsEngine {
     }
     const content = r.content.content;
     const sender = content.sender.senderType === "member"
-      ? identityOfLeaf(rd.ratchetTree, content.sender.leafIndex)
+      ? memberAt(rd.ratchetTree, content.sender.leafIndex)
       : undefined;
     if (content.contentType !== "application" || sender === undefined) {
       throw new CryptoError("invalid_message", "Application message sender is not a member");
@@ -863,7 +1037,8 @@ export class MlsEngine {
     r.consumed.forEach(zeroOutUint8Array);
     return {
       kind: "application",
-      sender,
+      sender: sender.name,
+      senderId: sender.did,
       data: content.applicationData,
       newGroup: wrapGroup(newState),
     };

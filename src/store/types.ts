@@ -9,6 +9,8 @@
 export interface StoredMessage {
   /** The sender's identity, from its MLS credential. */
   sender: string;
+  /** The sender's did (absent in records written before identities were keys). */
+  senderId?: string | undefined;
   /** The relay's sequence number of the message. */
   seq: number;
   /** When the relay stored it, as an ISO-8601 string. */
@@ -55,6 +57,8 @@ export interface ChannelRecord {
   pending?: PendingCommit | undefined;
   /** False once this member was removed or left. */
   active: boolean;
+  /** Member name → the did first seen for it in this channel (known-hosts style pinning). */
+  pins?: Record<string, string> | undefined;
   /**
    * Publish ids (hex) of this member's own entries not yet read back from the
    * relay: MLS cannot decrypt a message for its own sender, so these are
