@@ -43,9 +43,11 @@ import {
   zeroOutUint8Array,
 } from "ts-mls";
 import { decodeKeyPackage, makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { createGroupInfoWithRatchetTree } from "ts-mls/createCommit.js";
 import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
-import { type IdentityKey, type Member, memberOf } from "../identity.ts";
+import type { IdentityKey, Member } from "../identity.ts";
+import { checkCommit, identityOfLeaf, memberAt, nameOf, rosterOf } from "./_rules.ts";
 import {
   decodeGroupEnvelope,
   decodePrivateKeyPackage,
@@ -199,100 +201,12 @@ function decodeKeyPackageBytes(bytes: Uint8Array): KeyPackage | undefined {
   }
 }
 
-function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefined {
-  const node = tree[leafIndex * 2];
-  if (node?.nodeType !== "leaf") return undefined;
-  return nameOf(node.leaf.credential);
-}
-
-function nameOf(cred: KeyPackage["leafNode"]["credential"]): string | undefined {
-  if (cred.credentialType !== "basic") return undefined;
-  try {
-    return utf8Strict.decode(cred.identity);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The member at a leaf: its credential's name bound to the did of its signature key. */
-function memberAt(tree: RatchetTree, leafIndex: number): Member | undefined {
-  const node = tree[leafIndex * 2];
-  if (node?.nodeType !== "leaf") return undefined;
-  const name = nameOf(node.leaf.credential);
-  if (name === undefined) return undefined;
-  return memberOf(name, node.leaf.signaturePublicKey);
-}
-
-function rosterOf(tree: RatchetTree): Member[] {
-  const out: Member[] = [];
-  for (let i = 0; i * 2 < tree.length; i++) {
-    const m = memberAt(tree, i);
-    if (m !== undefined) out.push(m);
-  }
-  return out;
-}
-
 function leafOf(state: ClientState, identity: string): number | undefined {
   const tree = state.ratchetTree;
   for (let i = 0; i * 2 < tree.length; i++) {
     if (identityOfLeaf(tree, i) === identity) return i;
   }
   return undefined;
-}
-
-/**
- * What a commit may do, checked by every member before it is applied: its
- * sender is a member; it only adds (key packages with a valid name that no
- * other member of the resulting group has), removes members that exist, and
- * commits members' own leave proposals. Anything else (update, PSK, reinit,
- * external init, extensions) is refused. Returns why it is refused, or
- * `undefined`. `expect` receives the roster the commit must produce, checked
- * once the commit is applied (a committer's path may not rename or re-key it).
- */
-function checkCommit(
-  tree: RatchetTree,
-  sender: number | undefined,
-  proposals: { proposal: Proposal; senderLeafIndex: number | undefined }[],
-): { refused: string } | { expect: Set<string> } {
-  const committer = sender === undefined ? undefined : memberAt(tree, sender);
-  if (committer === undefined) return { refused: "the committer is not a member" };
-  const removed = new Set<number>();
-  const added: Member[] = [];
-  for (const { proposal: p, senderLeafIndex } of proposals) {
-    if (p.proposalType === "remove") {
-      const gone = memberAt(tree, p.remove.removed);
-      if (gone === undefined) return { refused: `it removes leaf ${p.remove.removed}, no member` };
-      if (senderLeafIndex !== sender && senderLeafIndex !== p.remove.removed) {
-        return { refused: "it commits a removal proposed by someone else than the leaver" };
-      }
-      removed.add(p.remove.removed);
-    } else if (p.proposalType === "add") {
-      const leaf = p.add.keyPackage.leafNode;
-      const name = nameOf(leaf.credential);
-      if (name === undefined || !validIdentity(name)) {
-        return { refused: "it adds a key package without a valid name" };
-      }
-      added.push(memberOf(name, leaf.signaturePublicKey));
-    } else {
-      return { refused: `it carries a "${String(p.proposalType)}" proposal` };
-    }
-  }
-  const roster: Member[] = [];
-  for (let i = 0; i * 2 < tree.length; i++) {
-    const m = memberAt(tree, i);
-    if (m !== undefined && !removed.has(i)) roster.push(m);
-  }
-  roster.push(...added);
-  const names = new Set<string>();
-  for (const m of roster) {
-    if (names.has(m.name)) return { refused: `it would make two members named "${m.name}"` };
-    names.add(m.name);
-  }
-  return { expect: new Set(roster.map((m) => `${m.name}\0${m.did}`)) };
-}
-
-function validIdentity(name: string): boolean {
-  return name.length > 0 && name.length <= 255;
 }
 
 function checkIdentity(identity: unknown): string {
@@ -904,6 +818,26 @@ export class MlsEngine {
   }
 
   /**
+   * The group's public state signed by this member, for the relay to validate
+   * later commits against: a GroupInfo with the ratchet tree (public keys only).
+   *
+   * @param g The group.
+   * @returns The MLSMessage-encoded GroupInfo.
+   */
+  async groupInfo(g: Group): Promise<Uint8Array> {
+    const state = this.#state(g);
+    const gi = await createGroupInfoWithRatchetTree(
+      state.groupContext,
+      state.confirmationTag,
+      state,
+      state.ratchetTree,
+      [],
+      this.#cs,
+    );
+    return encodeMlsMessage({ version: "mls10", wireformat: "mls_group_info", groupInfo: gi });
+  }
+
+  /**
    * Generates an agent identity key (Ed25519, the suite's signature scheme).
    *
    * @returns The key pair.
@@ -960,12 +894,25 @@ export class MlsEngine {
     proposals: Proposal[],
     what: "add" | "remove" | "update",
   ): Promise<Awaited<ReturnType<typeof createCommit>>> {
+    // Members' leave proposals are committed as removals by value, so the
+    // commit alone says what it does: the relay, which never sees private
+    // proposals, validates it (see src/relay/_group.ts).
+    const removing = new Set(
+      proposals.flatMap((p) => p.proposalType === "remove" ? [p.remove.removed] : []),
+    );
+    const all = [...proposals];
+    for (const { proposal } of Object.values(state.unappliedProposals)) {
+      if (proposal.proposalType === "remove" && !removing.has(proposal.remove.removed)) {
+        removing.add(proposal.remove.removed);
+        all.push(proposal);
+      }
+    }
     try {
       // `consumed` is not erased here: until the relay accepts the commit the
       // caller keeps `state`, which still references those secrets.
       return await createCommit(
-        { state, cipherSuite: this.#cs },
-        { extraProposals: proposals, ratchetTreeExtension: true },
+        { state: { ...state, unappliedProposals: {} }, cipherSuite: this.#cs },
+        { extraProposals: all, ratchetTreeExtension: true, wireAsPublicMessage: true },
       );
     } catch (e) {
       if (e instanceof SkytaleError) throw e;

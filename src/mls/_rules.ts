@@ -1,0 +1,105 @@
+/**
+ * The rules every member (and the relay, for commits it sequences) applies to
+ * a commit before it changes anything: who may commit, what a commit may do,
+ * and that names stay unique and bound to their keys.
+ *
+ * @module
+ */
+import type { KeyPackage, Proposal, RatchetTree } from "ts-mls";
+import { type Member, memberOf } from "../identity.ts";
+
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+export function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefined {
+  const node = tree[leafIndex * 2];
+  if (node?.nodeType !== "leaf") return undefined;
+  return nameOf(node.leaf.credential);
+}
+
+export function nameOf(cred: KeyPackage["leafNode"]["credential"]): string | undefined {
+  if (cred.credentialType !== "basic") return undefined;
+  try {
+    return utf8Strict.decode(cred.identity);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The member at a leaf.
+ *
+ * @param tree The ratchet tree.
+ * @param leafIndex The leaf.
+ * @returns Its credential's name bound to the did of its signature key, if it is a member.
+ */
+export function memberAt(tree: RatchetTree, leafIndex: number): Member | undefined {
+  const node = tree[leafIndex * 2];
+  if (node?.nodeType !== "leaf") return undefined;
+  const name = nameOf(node.leaf.credential);
+  if (name === undefined) return undefined;
+  return memberOf(name, node.leaf.signaturePublicKey);
+}
+
+export function rosterOf(tree: RatchetTree): Member[] {
+  const out: Member[] = [];
+  for (let i = 0; i * 2 < tree.length; i++) {
+    const m = memberAt(tree, i);
+    if (m !== undefined) out.push(m);
+  }
+  return out;
+}
+
+/**
+ * What a commit may do, checked by every member before it is applied: its
+ * sender is a member; it only adds (key packages with a valid name that no
+ * other member of the resulting group has), removes members that exist, and
+ * commits members' own leave proposals. Anything else (update, PSK, reinit,
+ * external init, extensions) is refused. Returns why it is refused, or
+ * `undefined`. `expect` receives the roster the commit must produce, checked
+ * once the commit is applied (a committer's path may not rename or re-key it).
+ */
+export function checkCommit(
+  tree: RatchetTree,
+  sender: number | undefined,
+  proposals: { proposal: Proposal; senderLeafIndex: number | undefined }[],
+): { refused: string } | { expect: Set<string> } {
+  const committer = sender === undefined ? undefined : memberAt(tree, sender);
+  if (committer === undefined) return { refused: "the committer is not a member" };
+  const removed = new Set<number>();
+  const added: Member[] = [];
+  for (const { proposal: p, senderLeafIndex } of proposals) {
+    if (p.proposalType === "remove") {
+      const gone = memberAt(tree, p.remove.removed);
+      if (gone === undefined) return { refused: `it removes leaf ${p.remove.removed}, no member` };
+      if (senderLeafIndex !== sender && senderLeafIndex !== p.remove.removed) {
+        return { refused: "it commits a removal proposed by someone else than the leaver" };
+      }
+      removed.add(p.remove.removed);
+    } else if (p.proposalType === "add") {
+      const leaf = p.add.keyPackage.leafNode;
+      const name = nameOf(leaf.credential);
+      if (name === undefined || !validIdentity(name)) {
+        return { refused: "it adds a key package without a valid name" };
+      }
+      added.push(memberOf(name, leaf.signaturePublicKey));
+    } else {
+      return { refused: `it carries a "${String(p.proposalType)}" proposal` };
+    }
+  }
+  const roster: Member[] = [];
+  for (let i = 0; i * 2 < tree.length; i++) {
+    const m = memberAt(tree, i);
+    if (m !== undefined && !removed.has(i)) roster.push(m);
+  }
+  roster.push(...added);
+  const names = new Set<string>();
+  for (const m of roster) {
+    if (names.has(m.name)) return { refused: `it would make two members named "${m.name}"` };
+    names.add(m.name);
+  }
+  return { expect: new Set(roster.map((m) => `${m.name}\0${m.did}`)) };
+}
+
+function validIdentity(name: string): boolean {
+  return name.length > 0 && name.length <= 255;
+}
