@@ -68,6 +68,7 @@ test("the MCP Inspector CLI lists all tools, creates a channel and lists it", as
     "skytale_receive",
     "skytale_remove_member",
     "skytale_send",
+    "skytale_whoami",
   ]);
 
   const create = await inspect(env, catalog, [

@@ -285,7 +285,8 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "m" },
     });
-    assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 1).`);
+    // Seq 1 is the channel's genesis (its public state for the relay); the first message is 2.
+    assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 2).`);
     await ta.terminateSession();
     await a.close();
     assert.equal((await b.listTools()).tools.length, 13);

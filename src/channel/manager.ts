@@ -416,6 +416,7 @@ export class SkytaleChannelManager {
     id: string,
     handOut: (() => void)[],
   ): Promise<void> {
+    if (e.kind === "genesis") return; // the relay's copy of the public state at creation
     const pending = live.record.pending;
     if (pending && pending.id === id) {
       live.group = ctx.engine.decodeGroup(pending.group);
@@ -622,13 +623,14 @@ export class SkytaleChannelManager {
     if (this.#channels.has(channel)) {
       throw new SkytaleError("channel_exists", `Channel "${channel}" already exists here`);
     }
-    if (!await ctx.relay.create(channel)) {
+    const group = await ctx.engine.createGroup(utf8(channel), this.identity, ctx.key);
+    // The relay validates every later commit against this public state.
+    if (!await ctx.relay.create(channel, await ctx.engine.groupInfo(group))) {
       throw new SkytaleError(
         "channel_exists",
         `Channel "${channel}" already exists on the relay: join it with a Welcome or an invite`,
       );
     }
-    const group = await ctx.engine.createGroup(utf8(channel), this.identity, ctx.key);
     const record: ChannelRecord = {
       channel,
       group: ctx.engine.encodeGroup(group),

@@ -39,7 +39,6 @@ import {
   processPrivateMessage,
   processPublicMessage,
   type Proposal,
-  type RatchetTree,
   zeroOutUint8Array,
 } from "ts-mls";
 import { decodeKeyPackage, makeKeyPackageRef } from "ts-mls/keyPackage.js";
@@ -47,7 +46,7 @@ import { createGroupInfoWithRatchetTree } from "ts-mls/createCommit.js";
 import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import type { IdentityKey, Member } from "../identity.ts";
-import { checkCommit, identityOfLeaf, memberAt, nameOf, rosterOf } from "./_rules.ts";
+import { checkCommit, identityOfLeaf, memberAt, rosterOf } from "./_rules.ts";
 import {
   decodeGroupEnvelope,
   decodePrivateKeyPackage,

@@ -38,7 +38,7 @@ import { applyUpdatePath } from "ts-mls/updatePath.js";
 import { checkCommit, memberAt, rosterOf } from "../mls/_rules.ts";
 
 /** The public state of one channel at one epoch. */
-interface PublicState {
+export interface PublicState {
   readonly groupContext: GroupContext;
   readonly tree: RatchetTree;
   readonly confirmationTag: Uint8Array;
@@ -165,13 +165,28 @@ export class GroupObserver {
    * @returns `undefined` once applied, or a refusal saying what was wrong.
    */
   async apply(bytes: Uint8Array): Promise<Refusal | undefined> {
-    const next = await this.#next(bytes);
+    const next = await this.check(bytes);
     if (next instanceof Refusal) return next;
-    this.#s = next;
+    this.adopt(next);
     return undefined;
   }
 
-  async #next(bytes: Uint8Array): Promise<PublicState | Refusal> {
+  /**
+   * Moves to a state {@linkcode check} returned (once the log sequenced its commit).
+   *
+   * @param next The state after the commit.
+   */
+  adopt(next: PublicState): void {
+    this.#s = next;
+  }
+
+  /**
+   * Checks a commit against the current state without changing it.
+   *
+   * @param bytes The MLSMessage-encoded commit.
+   * @returns The state the commit leads to, or a refusal saying what was wrong.
+   */
+  async check(bytes: Uint8Array): Promise<PublicState | Refusal> {
     const msg = decode(bytes);
     if (msg?.wireformat !== "mls_public_message") {
       return new Refusal("a commit must be an MLS PublicMessage");

@@ -271,10 +271,17 @@ export class RelayClient {
    * Creates a channel on the relay.
    *
    * @param channel The channel name.
+   * @param genesis The creator's GroupInfo at epoch 0 (`MlsEngine.groupInfo`):
+   *   with it, the relay validates every commit of the channel.
    * @returns `false` if it already existed.
    */
-  async create(channel: string): Promise<boolean> {
-    const f = await this.#request<"created">((reqId) => ({ type: "create", reqId, channel }));
+  async create(channel: string, genesis?: Uint8Array): Promise<boolean> {
+    const f = await this.#request<"created">((reqId) => ({
+      type: "create",
+      reqId,
+      channel,
+      ...(genesis ? { genesis } : {}),
+    }));
     return f.created;
   }
 

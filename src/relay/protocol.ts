@@ -62,13 +62,23 @@ export const EntryKind = {
   commit: "commit",
   /** An MLS proposal. */
   proposal: "proposal",
+  /**
+   * The creator's GroupInfo at epoch 0 (seq 1 of a channel created with one):
+   * the public state the relay validates commits against. Never trimmed.
+   */
+  genesis: "genesis",
 } as const;
 
 /** The kind of a log entry. */
 export type EntryKind = typeof EntryKind[keyof typeof EntryKind];
 
-const KIND_TO_BYTE: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2 };
-const BYTE_TO_KIND: readonly EntryKind[] = ["application", "commit", "proposal"];
+const KIND_TO_BYTE: Record<EntryKind, number> = {
+  application: 0,
+  commit: 1,
+  proposal: 2,
+  genesis: 3,
+};
+const BYTE_TO_KIND: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
 const TYPE_NAMES: ReadonlyMap<number, FrameType> = new Map(
   (Object.entries(FrameType) as [FrameType, number][]).map(([k, v]) => [v, k]),
 );
@@ -88,7 +98,13 @@ export interface MailboxItem {
 export type Frame =
   | { type: "hello"; reqId: number; token?: string }
   | { type: "helloOk"; reqId: number; maxFrameBytes: number }
-  | { type: "create"; reqId: number; channel: string }
+  | {
+    type: "create";
+    reqId: number;
+    channel: string;
+    /** The creator's GroupInfo (MLSMessage) at epoch 0; empty for a channel the relay does not validate. */
+    genesis?: Uint8Array | undefined;
+  }
   | { type: "created"; reqId: number; created: boolean }
   | { type: "subscribe"; reqId: number; channel: string; from: SubscribeFrom }
   | { type: "subscribed"; reqId: number; fromSeq: number; head: number; epoch: number }
@@ -337,6 +353,10 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
       w.u32(f.maxFrameBytes, "max frame bytes");
       break;
     case "create":
+      w.str(f.channel, "channel");
+      // The GroupInfo is optional on the wire: a frame without it is a version-1 create.
+      if (f.genesis !== undefined && f.genesis.length > 0) w.bytes(f.genesis, "genesis");
+      break;
     case "unsubscribe":
       w.str(f.channel, "channel");
       break;
@@ -461,7 +481,13 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
     case "helloOk":
       f = { type, reqId, maxFrameBytes: r.u32("max frame bytes") };
       break;
-    case "create":
+    case "create": {
+      const channel = r.str("channel");
+      f = r.pos < r.buf.length
+        ? { type, reqId, channel, genesis: r.bytes("genesis") }
+        : { type, reqId, channel };
+      break;
+    }
     case "unsubscribe":
       f = { type, reqId, channel: r.str("channel") };
       break;

@@ -23,6 +23,7 @@ import {
   SkytaleError,
   ValidationError,
 } from "../errors.ts";
+import { CommitGate, Refusal } from "./_commits.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
@@ -196,6 +197,7 @@ function _utf8Length(s: string): number {
 /** The relay's request handling, independent of how it is served. */
 export class RelayServer {
   readonly #log: RelayLog;
+  readonly #gate: CommitGate;
   readonly #limits: RelayLimits;
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
@@ -239,6 +241,7 @@ export class RelayServer {
    */
   constructor(opts: RelayServerOptions) {
     this.#log = opts.log;
+    this.#gate = new CommitGate(opts.log);
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#authenticate = opts.authenticate;
     this.#onRequest = opts.onRequest;
@@ -620,7 +623,35 @@ export class RelayServer {
 
   async #create(c: _Conn, f: FrameOf<"create">): Promise<void> {
     this.#checkChannel(c, f.channel);
+    if (f.genesis !== undefined) {
+      const refused = await this.#gate.checkGenesis(f.channel, f.genesis);
+      if (refused) {
+        this.#logger("warn", "refused a channel's genesis", {
+          channel: f.channel,
+          reason: refused.reason,
+          remote: c.ws.remote,
+        });
+        return this.#error(
+          c,
+          f.reqId,
+          "refused",
+          `Cannot create "${f.channel}": ${refused.reason}`,
+        );
+      }
+    }
     const created = await this.#log.create(f.channel);
+    if (created && f.genesis !== undefined) {
+      // Seq 1: the public state every later commit is validated against.
+      const id = new Uint8Array(await crypto.subtle.digest("SHA-256", f.genesis as BufferSource));
+      await this.#log.append(f.channel, {
+        id: id.subarray(0, 16),
+        kind: "genesis",
+        epoch: 0,
+        payload: f.genesis,
+        time: this.#now(),
+      });
+      this.#gate.forget(f.channel);
+    }
     this.#send(c, { type: "created", reqId: f.reqId, created });
   }
 
@@ -787,16 +818,38 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (f.kind === "genesis") {
+      return this.#error(
+        c,
+        f.reqId,
+        "invalid_argument",
+        "A genesis is given with create, not published",
+      );
+    }
     const time = this.#now();
     const t0 = performance.now();
-    const r = await this.#log.append(f.channel, {
-      id: f.id,
-      kind: f.kind,
-      epoch: f.epoch,
-      payload: f.payload,
-      time,
-    });
+    const append = () =>
+      this.#log.append(f.channel, {
+        id: f.id,
+        kind: f.kind,
+        epoch: f.epoch,
+        payload: f.payload,
+        time,
+      });
+    const r = f.kind === "commit"
+      ? await this.#gate.commit(f.channel, f.epoch, f.payload, append)
+      : await append();
     this.#observeAppend((performance.now() - t0) / 1000);
+    if (r instanceof Refusal) {
+      this.#metrics.nacked++;
+      this.#logger("warn", "refused a commit", {
+        channel: f.channel,
+        epoch: f.epoch,
+        reason: r.reason,
+        remote: c.ws.remote,
+      });
+      return this.#error(c, f.reqId, "refused", `Commit to "${f.channel}" refused: ${r.reason}`);
+    }
     if (!r.ok) {
       this.#metrics.nacked++;
       return this.#send(c, { type: "nack", reqId: f.reqId, code: r.code, epoch: r.epoch });

@@ -67,7 +67,7 @@ export class MemoryLog implements RelayLog {
       const e = c.entries[seq - 1];
       if (e === undefined) continue;
       if (!cutoff(e)) break;
-      if (e.kind !== "commit") {
+      if (e.kind !== "commit" && e.kind !== "genesis") {
         c.entries[seq - 1] = undefined;
         c.byId.delete(_key(e.id));
         n++;

@@ -106,7 +106,7 @@ interface _State {
   epoch: number;
 }
 
-const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
+const KINDS: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
 /** How long a watch's pull lasts; heartbeats come twice as often. */
 const WATCH_PULL_MS = 4000;
 /** How long an append is tried again while NATS fails in a passing way. */
@@ -659,7 +659,7 @@ export class NatsLog implements RelayLog {
         const m = await this.#next(h, from);
         if (!m) break;
         const e = _entry(m.header, m.data);
-        if (e && e.kind !== "commit") {
+        if (e && e.kind !== "commit" && e.kind !== "genesis") {
           if (e.seq > upToSeq && e.time >= before) break;
           try {
             if (await this.#jsm.streams.deleteMessage(stream, m.seq, false)) n++;

@@ -29,8 +29,8 @@ import {
   type Retention,
 } from "./types.ts";
 
-const KINDS: readonly EntryKind[] = ["application", "commit", "proposal"];
-const KIND_NUM: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2 };
+const KINDS: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
+const KIND_NUM: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2, genesis: 3 };
 const SCHEMA_VERSION = "1";
 const PURGE_EVERY_MS = 60_000;
 
@@ -183,8 +183,10 @@ export class SqliteLog implements RelayLog {
         "UPDATE mailbox SET lease_until = 0 WHERE address = ? AND id = ? AND lease_id = ?",
       ),
       mailboxPurge: p("DELETE FROM mailbox WHERE expires_at <= ?"),
-      trimCount: p("DELETE FROM entries WHERE cid = ? AND seq > ? AND seq <= ? AND kind != 1"),
-      trimAge: p("DELETE FROM entries WHERE time < ? AND kind != 1"),
+      trimCount: p(
+        "DELETE FROM entries WHERE cid = ? AND seq > ? AND seq <= ? AND kind NOT IN (1, 3)",
+      ),
+      trimAge: p("DELETE FROM entries WHERE time < ? AND kind NOT IN (1, 3)"),
       begin: p("BEGIN IMMEDIATE"),
       commit: p("COMMIT"),
       rollback: p("ROLLBACK"),
