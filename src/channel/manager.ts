@@ -421,6 +421,7 @@ export class SkytaleChannelManager {
     if (pending && pending.id === id) {
       live.group = ctx.engine.decodeGroup(pending.group);
       live.record.pending = undefined;
+      this.#pin(live, ctx.engine.roster(live.group));
       if (pending.welcome) {
         const ws = live.record.welcomes ??= [];
         ws.push(pending.welcome);
