@@ -4,7 +4,8 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import WebSocket from "ws";
-import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
+import { type IdentityKey, signWith } from "../src/identity.ts";
+import { decodeFrame, encodeFrame, type Frame, PROVE_CONTEXT } from "../src/relay/protocol.ts";
 
 /** One raw connection. */
 export class RawConn {
@@ -31,8 +32,11 @@ export class RawConn {
     });
   }
 
-  /** Connects and says hello. */
-  static async open(url: string): Promise<RawConn> {
+  /**
+   * Connects and says hello; given an identity key, proves it (the relay then
+   * treats the connection as that member's).
+   */
+  static async open(url: string, as?: IdentityKey): Promise<RawConn> {
     const ws = new WebSocket(url);
     ws.binaryType = "nodebuffer";
     await new Promise<void>((resolve, reject) => {
@@ -40,7 +44,11 @@ export class RawConn {
       ws.once("error", reject);
     });
     const c = new RawConn(ws);
-    await c.request({ type: "hello", reqId: 0 });
+    const ok = await c.request({ type: "hello", reqId: 0 });
+    if (as !== undefined && ok.type === "helloOk" && ok.nonce !== undefined) {
+      const signature = await signWith(as, new Uint8Array([...PROVE_CONTEXT, ...ok.nonce]));
+      await c.request({ type: "prove", reqId: 0, publicKey: as.publicKey, signature });
+    }
     return c;
   }
 

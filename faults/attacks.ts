@@ -5,7 +5,10 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import WebSocket, { WebSocketServer } from "ws";
+import { Buffer } from "node:buffer";
 import { decodeInviteToken } from "../src/channel/invite.ts";
+import { decodeIdentityKey } from "../src/identity.ts";
+import type { Frame } from "../src/relay/protocol.ts";
 import { MlsEngine } from "../src/mls/engine.ts";
 import { decodeRecord } from "../src/store/codec.ts";
 import type { ChannelRecord, KeyPackageRecord } from "../src/store/types.ts";
@@ -117,7 +120,39 @@ export async function attacks(): Promise<Outcome> {
   const { seq } = await alice.call<{ seq: number }>("send", channel, `${MARK} replay-me`);
   await bob.receiveN(channel, 1, 10_000);
   const row = readRelayLog(relay.dbFile).find((e) => e.channel === channel && e.seq === seq)!;
-  const raw = await RawConn.open(relay.url);
+  // A non-member's connection (it proves no member's key) can neither publish nor read.
+  const outsider = await RawConn.open(relay.url);
+  const outPub = await outsider.request({
+    type: "publish",
+    reqId: 0,
+    channel,
+    id: row.id,
+    kind: "application",
+    epoch: row.epoch,
+    payload: row.payload,
+  });
+  const outSub = await outsider.request({
+    type: "subscribe",
+    reqId: 0,
+    channel,
+    from: { seq: 1 },
+  });
+  outsider.close();
+  const refusedAuth = (f: Frame) => f.type === "error" && f.code === "auth";
+  r.fig(
+    "a non-member's connection publishes / reads",
+    `${outPub.type === "error" ? outPub.code : outPub.type} / ${
+      outSub.type === "error" ? outSub.code : outSub.type
+    }`,
+    refusedAuth(outPub) && refusedAuth(outSub),
+  );
+  // What follows is done by a member gone rogue: eve's connection, with eve's identity key.
+  const eveKey = decodeIdentityKey(
+    (await readStore<{ data: Uint8Array }>(
+      path.join(members, "eve", "blobs", `${Buffer.from("identity.key").toString("hex")}.json`),
+    )).data,
+  )!;
+  const raw = await RawConn.open(relay.url, eveKey);
   const same = await raw.request({
     type: "publish",
     reqId: 0,

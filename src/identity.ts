@@ -141,6 +141,24 @@ export function memberOf(name: string, publicKey: Uint8Array): Member {
   return { name, did, fingerprint: fingerprint(publicKey) };
 }
 
+/**
+ * Signs bytes with an identity key (WebCrypto Ed25519).
+ *
+ * @param key The key.
+ * @param data What to sign.
+ * @returns The 64-byte signature.
+ */
+export async function signWith(key: IdentityKey, data: Uint8Array): Promise<Uint8Array> {
+  const k = await crypto.subtle.importKey(
+    "pkcs8",
+    key.signKey as BufferSource,
+    "Ed25519",
+    false,
+    ["sign"],
+  );
+  return new Uint8Array(await crypto.subtle.sign("Ed25519", k, data as BufferSource));
+}
+
 /** The version byte of an encoded identity key. */
 const KEY_VERSION = 1;
 

@@ -11,6 +11,8 @@ import { decodeGroupEnvelope } from "../src/mls/_codec.ts";
 import { DEFAULT_SUITE } from "../src/mls/engine.ts";
 import { SkytaleError } from "../src/errors.ts";
 import { MemoryStore } from "../src/store/memory.ts";
+import { decodeIdentityKey, signWith } from "../src/identity.ts";
+import { PROVE_CONTEXT } from "../src/relay/protocol.ts";
 import { type Proc, relayClient, rid, startRelayProcess, tempDir } from "./_helpers.ts";
 
 const procs: Proc[] = [];
@@ -59,30 +61,59 @@ function refused(e: unknown): boolean {
   return true;
 }
 
+function notMember(e: unknown): boolean {
+  assert.ok(e instanceof SkytaleError, String(e));
+  assert.equal(e.code, "auth", e.message);
+  assert.match(e.message, /Only members/);
+  return true;
+}
+
+/** A raw relay client; given a member's store, it proves that member's identity key. */
+async function rawClient(url: string, as?: MemoryStore) {
+  const blob = as ? await as.loadBlob("identity.key") : undefined;
+  const key = blob ? decodeIdentityKey(blob) : undefined;
+  return relayClient(url, {
+    ...(key
+      ? {
+        prove: async (nonce: Uint8Array) => ({
+          publicKey: key.publicKey,
+          signature: await signWith(key, new Uint8Array([...PROVE_CONTEXT, ...nonce])),
+        }),
+      }
+      : {}),
+  });
+}
+
 async function epochOf(m: SkytaleChannelManager): Promise<number> {
   return (await m.channels()).find((c) => c.channel === CH)!.epoch;
 }
 
-test("junk published as a commit (by anyone) is refused, and removal and rotation still complete in under 5 s", async () => {
-  const { url, alice, bob, carol } = await world();
+test("junk published as a commit by a non-member or a member is refused, and removal and rotation still complete in under 5 s", async () => {
+  const { url, alice, bob, bobStore, carol } = await world();
   const epoch = await epochOf(alice);
-  const raw = relayClient(url);
+  const junk = (e: number) => ({
+    id: rid(),
+    kind: "commit" as const,
+    epoch: e,
+    payload: enc.encode("junk"),
+  });
+  // A non-member (no member's key) may neither publish nor read.
+  const outsider = await rawClient(url);
   try {
-    // 4 junk bytes at the channel's current epoch: the jam of the review.
-    await assert.rejects(
-      raw.publish(CH, { id: rid(), kind: "commit", epoch, payload: enc.encode("junk") }),
-      refused,
-    );
-    // Junk for another epoch is nacked as stale: it takes no epoch either.
-    const next = await raw.publish(CH, {
-      id: rid(),
-      kind: "commit",
-      epoch: epoch + 1,
-      payload: enc.encode("junk"),
-    });
-    assert.equal(next.ok, false);
+    await assert.rejects(outsider.publish(CH, junk(epoch)), notMember);
+    await assert.rejects(outsider.publish(CH, { ...junk(epoch), kind: "application" }), notMember);
+    await assert.rejects(outsider.subscribe(CH, { seq: 1 }, () => {}), notMember);
   } finally {
-    await raw.close();
+    await outsider.close();
+  }
+  // A member's connection: 4 junk bytes at the channel's current epoch, the jam of the review.
+  const member = await rawClient(url, bobStore);
+  try {
+    await assert.rejects(member.publish(CH, junk(epoch)), refused);
+    // Junk for another epoch is nacked as stale: it takes no epoch either.
+    assert.equal((await member.publish(CH, junk(epoch + 1))).ok, false);
+  } finally {
+    await member.close();
   }
   await within(5_000, "removing bob", alice.removeMember(CH, "bob"));
   await within(5_000, "rotating keys", alice.rotateKeys(CH));
@@ -111,7 +142,7 @@ test('a member\'s crafted commit adding a second "alice" with another key is ref
     extraProposals: [{ proposalType: "add", add: { keyPackage: fake.publicPackage } }],
     wireAsPublicMessage: true,
   });
-  const raw = relayClient(url);
+  const raw = await rawClient(url, bobStore);
   try {
     await assert.rejects(
       raw.publish(CH, {

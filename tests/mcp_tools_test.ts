@@ -294,7 +294,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "n" },
     });
-    assert.equal(textOf(r2), `Sent to "${CHANNEL}" (seq 2).`);
+    assert.equal(textOf(r2), `Sent to "${CHANNEL}" (seq 3).`);
     await b.close();
 
     const init = JSON.stringify({

@@ -18,7 +18,10 @@ const samples: Frame[] = [
   { type: "hello", reqId: 1 },
   { type: "hello", reqId: 2, token: "eyJ.tok.en" },
   { type: "helloOk", reqId: 2, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES },
+  { type: "helloOk", reqId: 2, maxFrameBytes: 1024, nonce: new Uint8Array(16).fill(7) },
+  { type: "prove", reqId: 2, publicKey: new Uint8Array(32).fill(1), signature: new Uint8Array(64) },
   { type: "create", reqId: 3, channel: "acme/research/results" },
+  { type: "create", reqId: 3, channel: "acme/research/results", genesis: new Uint8Array([1, 2]) },
   { type: "created", reqId: 3, created: true },
   { type: "created", reqId: 3, created: false },
   { type: "subscribe", reqId: 4, channel: "a/b/c", from: { seq: 17 } },
@@ -128,7 +131,16 @@ function isProtocolError(e: unknown): boolean {
 test("decodeFrame() refuses truncated frames with a protocol error", () => {
   for (const f of samples) {
     const b = encodeFrame(f);
+    // A frame cut exactly before an optional trailing field is the same frame without it.
+    const without = Object.fromEntries(
+      Object.entries(f).filter(([k]) => !["genesis", "nonce"].includes(k)),
+    ) as Frame;
+    const optionalAt = without === f ? -1 : encodeFrame(without).length;
     for (let n = 0; n < b.length; n++) {
+      if (n === optionalAt && n < b.length) {
+        assert.deepEqual(decodeFrame(b.subarray(0, n)), without);
+        continue;
+      }
       assert.throws(() => decodeFrame(b.subarray(0, n)), isProtocolError, `${f.type} cut at ${n}`);
     }
   }

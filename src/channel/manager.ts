@@ -14,7 +14,9 @@ import {
   type IdentityKey,
   type Member,
   memberOf,
+  signWith,
 } from "../identity.ts";
+import { PROVE_CONTEXT } from "../relay/protocol.ts";
 import type { Group } from "../mls/engine.ts";
 import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
@@ -224,6 +226,7 @@ export class SkytaleChannelManager {
     await store.open?.();
     let relay: RelayClient | undefined;
     try {
+      const key = await this.#identityKey(engine, store);
       const endpoint = this.endpoint;
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
       const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
@@ -241,8 +244,13 @@ export class SkytaleChannelManager {
           ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
           : failoverConnector(urls),
         ...(tokens ? { token: () => tokens.token() } : {}),
+        // The relay lets a connection use a channel only once it proves a member's key.
+        prove: async (nonce) => ({
+          publicKey: key.publicKey,
+          signature: await signWith(key, new Uint8Array([...PROVE_CONTEXT, ...nonce])),
+        }),
       });
-      const ctx = { engine, store, relay, key: await this.#identityKey(engine, store) };
+      const ctx = { engine, store, relay, key };
       for (const record of await store.loadChannels()) {
         const live = this.#live(ctx, record);
         if (record.active) await this.#subscribe(ctx, live);

@@ -44,17 +44,27 @@ export class CommitGate {
   }
 
   /**
-   * Whether a signature key belongs to a current member of a channel.
+   * The current members of a channel, caught up with the log.
    *
    * @param channel The channel.
-   * @param publicKey A raw signature public key.
-   * @returns `undefined` for a channel whose membership the relay does not know.
+   * @returns A test for a raw signature public key, or `undefined` for a
+   *   channel whose membership the relay does not know (created without a genesis).
    */
-  async isMember(channel: string, publicKey: Uint8Array): Promise<boolean | undefined> {
+  async members(channel: string): Promise<((publicKey: Uint8Array) => boolean) | undefined> {
     return await this.#serial(channel, async () => {
-      const v = await this.#view(channel);
-      return v.obs?.isMember(publicKey);
+      const obs = (await this.#view(channel)).obs;
+      return obs === undefined ? undefined : (k) => obs.isMember(k);
     });
+  }
+
+  /**
+   * The epoch this relay last saw a validated channel at, without reading the log.
+   *
+   * @param channel The channel.
+   * @returns The epoch, or `undefined` if the channel is not loaded or not validated.
+   */
+  knownEpoch(channel: string): number | undefined {
+    return this.#views.get(channel)?.obs?.epoch;
   }
 
   /**

@@ -31,6 +31,12 @@ export interface RelayClientOptions {
   connect: () => Promise<WebSocket>;
   /** Supplies the hello token, asked on every (re)connect. */
   token?: () => Promise<string | undefined>;
+  /**
+   * Signs a connection's challenge with the agent's identity key, on every
+   * (re)connect to a relay that asks (`PROVE_CONTEXT` then the nonce, Ed25519),
+   * so the relay lets it read and publish the channels it is a member of.
+   */
+  prove?: (nonce: Uint8Array) => Promise<{ publicKey: Uint8Array; signature: Uint8Array }>;
   /** How long a request may wait for its answer, reconnects included, in ms (default 15000). */
   requestTimeoutMs?: number;
   /** How often to ping an idle relay; a missed pong forces a reconnect (default 15000 ms). */
@@ -224,6 +230,7 @@ function _jwtTimes(token: string): { lifetimeMs: number; expiresAt: number } | u
 export class RelayClient {
   readonly #connect: () => Promise<WebSocket>;
   readonly #token: (() => Promise<string | undefined>) | undefined;
+  readonly #prove: RelayClientOptions["prove"];
   readonly #requestTimeoutMs: number;
   readonly #pingIntervalMs: number;
   readonly #backoffInitialMs: number;
@@ -255,6 +262,7 @@ export class RelayClient {
   constructor(opts: RelayClientOptions) {
     this.#connect = opts.connect;
     this.#token = opts.token;
+    this.#prove = opts.prove;
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 15_000;
     this.#pingIntervalMs = opts.pingIntervalMs ?? 15_000;
     this.#backoffInitialMs = opts.backoffInitialMs ?? 100;
@@ -697,6 +705,25 @@ export class RelayClient {
     if (this.#ws !== ws) {
       throw new RelayError("relay_unavailable", "The relay closed the connection");
     }
+    const ok = await this.#handshake(
+      ws,
+      (reqId) => token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token },
+      "hello",
+    );
+    if (token !== undefined) this.#scheduleRenewal(ws, token);
+    // Membership: sign this connection's challenge with the identity key, before any
+    // subscription is (re)sent, so a relay that validates the channel lets it through.
+    if (ok.type === "helloOk" && ok.nonce !== undefined && this.#prove !== undefined) {
+      const proof = await this.#prove(ok.nonce);
+      if (this.#ws !== ws) {
+        throw new RelayError("relay_unavailable", "The relay closed the connection");
+      }
+      await this.#handshake(ws, (reqId) => ({ type: "prove", reqId, ...proof }), "prove");
+    }
+  }
+
+  /** One request on a connection that is not ready yet (hello, prove). */
+  #handshake(ws: WebSocket, build: (reqId: number) => Frame, what: string): Promise<Frame> {
     const reqId = this.#nextReqId++;
     const answer = new Promise<Frame>((resolve, reject) => {
       const p: _Pending = {
@@ -707,17 +734,14 @@ export class RelayClient {
         reject,
         timer: setTimeout(() => {
           if (this.#settle(reqId)) {
-            reject(new RelayError("timeout", "The relay did not answer hello in time"));
+            reject(new RelayError("timeout", `The relay did not answer ${what} in time`));
           }
         }, Math.min(10_000, this.#requestTimeoutMs)),
       };
       this.#pending.set(reqId, p);
     });
-    ws.send(
-      encodeFrame(token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token }),
-    );
-    await answer;
-    if (token !== undefined) this.#scheduleRenewal(ws, token);
+    ws.send(encodeFrame(build(reqId)));
+    return answer;
   }
 
   /**

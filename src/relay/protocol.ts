@@ -25,6 +25,12 @@ export const ID_BYTES = 16;
 /** The largest channel name or mailbox address, in UTF-8 bytes. */
 export const MAX_NAME_BYTES = 255;
 
+/**
+ * What a `prove` signature covers, before the connection's nonce: a
+ * signature made for this purpose can serve no other.
+ */
+export const PROVE_CONTEXT: Uint8Array = new TextEncoder().encode("skytale relay membership v1\0");
+
 /** The most item ids one `mailboxAck` frame may carry. */
 export const MAX_ACK_IDS = 1024;
 
@@ -49,6 +55,7 @@ export const FrameType = {
   pong: 0x11,
   error: 0x12,
   mailboxAck: 0x13,
+  prove: 0x14,
 } as const;
 
 /** The name of a frame type. */
@@ -97,7 +104,21 @@ export interface MailboxItem {
 /** Every frame, as a discriminated union on `type`. */
 export type Frame =
   | { type: "hello"; reqId: number; token?: string }
-  | { type: "helloOk"; reqId: number; maxFrameBytes: number }
+  | {
+    type: "helloOk";
+    reqId: number;
+    maxFrameBytes: number;
+    /** This connection's challenge for `prove` (absent from relays that do not check members). */
+    nonce?: Uint8Array | undefined;
+  }
+  | {
+    type: "prove";
+    reqId: number;
+    /** A raw Ed25519 public key: the identity key of a member. */
+    publicKey: Uint8Array;
+    /** Its signature over `PROVE_CONTEXT` followed by the connection's nonce. */
+    signature: Uint8Array;
+  }
   | {
     type: "create";
     reqId: number;
@@ -351,6 +372,11 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
       break;
     case "helloOk":
       w.u32(f.maxFrameBytes, "max frame bytes");
+      if (f.nonce !== undefined) w.bytes(f.nonce, "nonce");
+      break;
+    case "prove":
+      w.bytes(f.publicKey, "public key");
+      w.bytes(f.signature, "signature");
       break;
     case "create":
       w.str(f.channel, "channel");
@@ -478,8 +504,15 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
       f = flag === 1 ? { type, reqId, token: r.str("token") } : { type, reqId };
       break;
     }
-    case "helloOk":
-      f = { type, reqId, maxFrameBytes: r.u32("max frame bytes") };
+    case "helloOk": {
+      const maxFrameBytes = r.u32("max frame bytes");
+      f = r.pos < r.buf.length
+        ? { type, reqId, maxFrameBytes, nonce: r.bytes("nonce") }
+        : { type, reqId, maxFrameBytes };
+      break;
+    }
+    case "prove":
+      f = { type, reqId, publicKey: r.bytes("public key"), signature: r.bytes("signature") };
       break;
     case "create": {
       const channel = r.str("channel");

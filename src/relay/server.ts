@@ -42,6 +42,7 @@ import {
   MAX_ACK_IDS,
   MAX_NAME_BYTES,
   peekRequestId,
+  PROVE_CONTEXT,
 } from "./protocol.ts";
 
 /** Severity of a relay log line. */
@@ -175,7 +176,16 @@ interface _Conn {
   expiry: ReturnType<typeof setTimeout> | undefined;
   /** Mailbox leases this connection took and has not acked: address → item id hex → lease. */
   leases: Map<string, Map<string, MailboxLease>>;
+  /** The challenge this connection's `prove` frames sign. */
+  nonce: Uint8Array;
+  /** Identity keys this connection proved it holds (at most `MAX_PROVEN_KEYS`). */
+  keys: Uint8Array[];
+  /** Validated channels this connection may use → the epoch at which that was checked. */
+  memberOf: Map<string, number>;
 }
+
+/** How many identity keys one connection may prove (one per agent it carries). */
+const MAX_PROVEN_KEYS = 16;
 
 function _sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -376,6 +386,9 @@ export class RelayServer {
       closed: false,
       expiry: undefined,
       leases: new Map(),
+      nonce: crypto.getRandomValues(new Uint8Array(16)),
+      keys: [],
+      memberOf: new Map(),
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
@@ -561,6 +574,8 @@ export class RelayServer {
         return await this.#mailboxTake(c, f);
       case "mailboxAck":
         return await this.#mailboxAck(c, f);
+      case "prove":
+        return await this.#prove(c, f);
       default:
         c.errors++;
         return this.#error(
@@ -602,7 +617,12 @@ export class RelayServer {
         }
       }, Math.min(ms, 0x7fff_ffff));
     }
-    this.#send(c, { type: "helloOk", reqId: f.reqId, maxFrameBytes: this.#limits.maxFrameBytes });
+    this.#send(c, {
+      type: "helloOk",
+      reqId: f.reqId,
+      maxFrameBytes: this.#limits.maxFrameBytes,
+      nonce: c.nonce,
+    });
   }
 
   #authFailed(c: _Conn, reqId: number, message: string): void {
@@ -655,8 +675,77 @@ export class RelayServer {
     this.#send(c, { type: "created", reqId: f.reqId, created });
   }
 
+  /** Records an identity key the connection proved it holds (a signature over its nonce). */
+  async #prove(c: _Conn, f: FrameOf<"prove">): Promise<void> {
+    let ok = false;
+    if (f.publicKey.length === 32 && f.signature.length === 64) {
+      try {
+        const key = await crypto.subtle.importKey(
+          "raw",
+          f.publicKey as BufferSource,
+          "Ed25519",
+          false,
+          ["verify"],
+        );
+        const signed = new Uint8Array([...PROVE_CONTEXT, ...c.nonce]);
+        ok = await crypto.subtle.verify("Ed25519", key, f.signature as BufferSource, signed);
+      } catch {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      this.#metrics.authFailures++;
+      this.#logger("warn", "membership proof failed", { remote: c.ws.remote });
+      return this.#error(c, f.reqId, "auth", "The proof does not verify for this connection");
+    }
+    const same = (k: Uint8Array) => k.every((x, i) => x === f.publicKey[i]);
+    if (!c.keys.some(same)) {
+      if (c.keys.length >= MAX_PROVEN_KEYS) {
+        return this.#limitError(
+          c,
+          f.reqId,
+          "proven_keys",
+          `At most ${MAX_PROVEN_KEYS} identity keys per connection`,
+        );
+      }
+      c.keys.push(f.publicKey.slice());
+    }
+    this.#send(c, { type: "ok", reqId: f.reqId });
+  }
+
+  /**
+   * Whether the connection may read or publish a channel: any connection for
+   * a channel the relay does not validate; otherwise only one that proved the
+   * key of a current member. A check holds until the channel's epoch moves.
+   */
+  async #mayUse(c: _Conn, channel: string): Promise<boolean> {
+    const known = this.#gate.knownEpoch(channel);
+    if (known !== undefined && c.memberOf.get(channel) === known) return true;
+    const member = await this.#gate.members(channel);
+    if (member === undefined) return true; // not validated: no membership to check
+    if (c.keys.some(member)) {
+      const epoch = this.#gate.knownEpoch(channel);
+      if (epoch !== undefined) c.memberOf.set(channel, epoch);
+      return true;
+    }
+    c.memberOf.delete(channel);
+    return false;
+  }
+
+  #notMember(c: _Conn, reqId: number, channel: string, what: string): void {
+    this.#metrics.authFailures++;
+    this.#logger("warn", "refused a non-member", { channel, what, remote: c.ws.remote });
+    this.#error(
+      c,
+      reqId,
+      "auth",
+      `Only members of "${channel}" may ${what} it: this connection proved no member's key`,
+    );
+  }
+
   async #subscribe(c: _Conn, f: FrameOf<"subscribe">): Promise<void> {
     this.#checkChannel(c, f.channel);
+    if (!await this.#mayUse(c, f.channel)) return this.#notMember(c, f.reqId, f.channel, "read");
     if (!c.subs.has(f.channel) && c.subs.size >= this.#limits.maxChannelsPerConnection) {
       return this.#limitError(
         c,
@@ -825,6 +914,9 @@ export class RelayServer {
         "invalid_argument",
         "A genesis is given with create, not published",
       );
+    }
+    if (!await this.#mayUse(c, f.channel)) {
+      return this.#notMember(c, f.reqId, f.channel, "publish to");
     }
     const time = this.#now();
     const t0 = performance.now();
