@@ -29,8 +29,20 @@ export interface InviteToken {
 export interface InviteRecord extends InviteToken {
   /** How many more joins it admits. */
   uses: number;
-  /** Reply addresses of the requests it admitted (so a request seen again is not counted twice). */
-  admitted?: string[] | undefined;
+  /**
+   * The requests it admitted: reply address and SHA-256 of the key package
+   * (hex). A request seen again with both the same gets the same Welcome and
+   * uses nothing; one that shares only one of them is refused.
+   */
+  admitted?: Admission[] | undefined;
+}
+
+/** One admission of an invite. */
+export interface Admission {
+  /** The reply address of the admitted request. */
+  reply: string;
+  /** SHA-256 of the admitted key package, hex. */
+  keyPackage: string;
 }
 
 function b64url(bytes: Uint8Array): string {

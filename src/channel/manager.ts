@@ -83,6 +83,12 @@ export interface TaggedData {
 
 const INVITES_BLOB = "invites";
 const INVITE_POLL_MS = 250;
+/**
+ * How long an invite that is used up or expired is still served, so that
+ * requests arriving late (a joiner whose clock is behind, a race lost) get a
+ * refusal instead of no answer; as long as the reply's mailbox TTL.
+ */
+const INVITE_GRACE_MS = 600_000;
 const IDENTITY = /^[A-Za-z0-9._@+-]{1,128}$/;
 const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
@@ -243,6 +249,13 @@ export class SkytaleChannelManager {
       const invites = await store.loadBlob(INVITES_BLOB);
       if (invites) {
         this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        for (const inv of this.#invites) {
+          // Records from before admissions named their key package: such a reply address is
+          // matched by no key package, so a request that reuses it is refused.
+          inv.admitted = inv.admitted?.map((a) =>
+            typeof a === "string" ? { reply: a, keyPackage: "" } : a
+          );
+        }
         this.#pollInvites(ctx);
       }
       return ctx;
@@ -945,7 +958,8 @@ export class SkytaleChannelManager {
 
   async #saveInvites(ctx: Ctx): Promise<void> {
     const now = Date.now();
-    this.#invites = this.#invites.filter((i) => i.uses > 0 && i.expires > now);
+    // A spent invite is kept (and refuses what still comes) until its grace ends.
+    this.#invites = this.#invites.filter((i) => i.expires + INVITE_GRACE_MS > now);
     await ctx.store.saveBlob(INVITES_BLOB, utf8(JSON.stringify(this.#invites)));
     // Nobody takes requests for a dropped invite any more.
     for (const id of this.#answered.keys()) {
@@ -976,9 +990,8 @@ export class SkytaleChannelManager {
     let changed = false;
     for (const inv of [...this.#invites]) {
       if (this.#closed) return;
-      if (inv.expires < Date.now()) {
+      if (inv.expires + INVITE_GRACE_MS <= Date.now()) {
         changed = true;
-        inv.uses = 0;
         continue;
       }
       const address = inviteAddress(inv.id);
@@ -989,38 +1002,24 @@ export class SkytaleChannelManager {
           `request:${inv.id}`,
           item.payload,
         );
-        if (!req || typeof req.reply !== "string" || typeof req.keyPackage !== "string") {
+        if (
+          !req || typeof req.reply !== "string" || typeof req.keyPackage !== "string" ||
+          typeof req.identity !== "string"
+        ) {
           logLine(`skytale: ignored a join request for invite ${inv.id} that fails its MAC`);
           await ctx.relay.mailboxAck(address, [item.id]);
           continue;
         }
+        // In flight answers are keyed by the request itself: two requests that share a reply
+        // address are two requests.
+        const reqKey = (await sha256(item.payload)).toHex();
         let answers = this.#answered.get(inv.id);
         if (!answers) this.#answered.set(inv.id, answers = new Map());
-        let answer = answers.get(req.reply);
+        let answer = answers.get(reqKey);
         if (!answer) {
-          let reply: { ok: boolean; welcome?: string; error?: string };
-          let admitted = false;
-          // A request handed out again after a crash may have been admitted already: addMember
-          // then returns the same Welcome, and the use it took is not counted twice.
-          const counted = inv.admitted ??= [];
-          const again = counted.includes(req.reply);
-          if (!again && inv.uses <= 0) {
-            reply = { ok: false, error: "the invite has no uses left" };
-          } else {
-            try {
-              reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
-              if (!again) {
-                inv.uses -= 1;
-                counted.push(req.reply);
-                admitted = true;
-                logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
-              }
-            } catch (e) {
-              reply = { ok: false, error: message(e) };
-            }
-          }
+          const { reply, admitted } = await this.#admit(ctx, inv, req);
           const sealed = await seal(inv.secret, `reply:${inv.id}`, reply);
-          answers.set(req.reply, answer = { sealed, sent: false, saved: !admitted });
+          answers.set(reqKey, answer = { sealed, sent: false, saved: !admitted });
         }
         // The reply goes out before the uses are saved: a crash between the two hands the
         // request out again, and addMember then returns the same Welcome, counted once.
@@ -1034,10 +1033,79 @@ export class SkytaleChannelManager {
         }
         // Used for good: the reply is with the relay and the uses it took are saved.
         await ctx.relay.mailboxAck(address, [item.id]);
-        answers.delete(req.reply);
+        answers.delete(reqKey);
       }
     }
     if (changed) await this.#saveInvites(ctx);
+  }
+
+  /**
+   * Decides one authenticated join request. Each admission takes one use; the
+   * same request again (same reply address, same key package) gets the same
+   * Welcome and takes none; everything else past the uses or the expiry (by
+   * this clock, not the joiner's) is refused, and every refusal is logged.
+   *
+   * @returns The reply to seal, and whether a use was taken (to be saved).
+   */
+  async #admit(
+    ctx: Ctx,
+    inv: InviteRecord,
+    req: { keyPackage: string; reply: string; identity: string },
+  ): Promise<{ reply: { ok: boolean; welcome?: string; error?: string }; admitted: boolean }> {
+    const refuse = (why: string) => {
+      logLine(
+        `skytale: refused a join request from "${req.identity}" to "${inv.channel}" by invite ${inv.id}: ${why}`,
+      );
+      return { reply: { ok: false, error: why }, admitted: false };
+    };
+    let kp: Uint8Array;
+    try {
+      kp = fromHex(req.keyPackage, "Key package");
+    } catch (e) {
+      return refuse(message(e));
+    }
+    const kpHash = (await sha256(kp)).toHex();
+    const counted = inv.admitted ??= [];
+    const prior = counted.find((a) => a.reply === req.reply || a.keyPackage === kpHash);
+    if (prior) {
+      if (prior.reply !== req.reply || prior.keyPackage !== kpHash) {
+        return refuse(
+          prior.reply === req.reply
+            ? "its reply address was admitted before with another key package"
+            : "its key package was admitted before under another reply address",
+        );
+      }
+      // The same request again (handed out again after a crash, or re-sent): the same
+      // Welcome, if the member is still in, and no use taken. Nothing is committed again.
+      const welcome = this.#rememberedWelcome(ctx, inv.channel, kpHash);
+      return welcome
+        ? { reply: { ok: true, welcome }, admitted: false }
+        : refuse("it was admitted before, and that Welcome is no longer kept");
+    }
+    if (inv.expires <= Date.now()) {
+      return refuse(`the invite expired at ${new Date(inv.expires).toISOString()}`);
+    }
+    if (inv.uses <= 0) return refuse("the invite has no uses left");
+    let welcome: string;
+    try {
+      // After a crash between this add and saving the use, addMember returns the same
+      // Welcome without committing, and the use is counted now, once.
+      welcome = await this.addMember(inv.channel, req.keyPackage);
+    } catch (e) {
+      return refuse(message(e));
+    }
+    inv.uses -= 1;
+    counted.push({ reply: req.reply, keyPackage: kpHash });
+    logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite ${inv.id}`);
+    return { reply: { ok: true, welcome }, admitted: true };
+  }
+
+  /** The Welcome this member made for a key package (SHA-256 hex), while that member is in. */
+  #rememberedWelcome(ctx: Ctx, channel: string, kpHash: string): string | undefined {
+    const live = this.#channels.get(channel);
+    const w = live?.record.welcomes?.find((x) => x.keyPackage === kpHash);
+    if (!live || !w) return undefined;
+    return ctx.engine.members(live.group).includes(w.identity) ? w.welcome.toHex() : undefined;
   }
 
   /**
@@ -1157,6 +1225,10 @@ export function relayUrl(url: string): string {
     );
   }
   return u.href;
+}
+
+async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource));
 }
 
 function message(e: unknown): string {
