@@ -6,6 +6,7 @@ import { Agent } from "./_agent.ts";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import {
   decodeInviteToken,
+  encodeInviteToken,
   inviteAddress,
   type InviteToken,
   open,
@@ -167,5 +168,65 @@ test("a join request that reaches the inviter after the invite expired is refuse
     assert.deepEqual(await alice.call<string[]>("members", ch), ["alice"]);
   } finally {
     await Promise.all([rc.close(), bob.close()]);
+  }
+});
+
+test("a refusal replayed into a joiner's reply address is ignored: a reply must name the joiner's request", async () => {
+  const { url } = await relay();
+  const ch = "acme/invite/replay";
+  // The test plays the inviter by hand (alice only makes the Welcome), so that it sees bob's
+  // reply address as the relay does, and replays there a refusal made for another request.
+  const alice = manager("alice", url);
+  const bob = manager("bob", url);
+  const rc = relayClient(url);
+  try {
+    await alice.create(ch);
+    const inv: InviteToken = {
+      relay: url,
+      channel: ch,
+      id: rid().toHex(),
+      secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
+      expires: Date.now() + 60_000,
+    };
+    let settled = false;
+    const join = bob.joinWithToken(ch, encodeInviteToken(inv), { timeout: 20 });
+    void join.then(() => (settled = true), () => (settled = true));
+    let request: Uint8Array | undefined;
+    await eventually(
+      async () => {
+        for (const item of await rc.mailboxLease(inviteAddress(inv.id))) request = item.payload;
+        return request !== undefined;
+      },
+      10_000,
+      "bob's request",
+    );
+    const req = await open<{ keyPackage: string; reply: string }>(
+      inv.secret,
+      `request:${inv.id}`,
+      request!,
+    );
+    assert.ok(req);
+    const hash = (r: Uint8Array) => crypto.subtle.digest("SHA-256", r as BufferSource);
+    const other = new Uint8Array(await hash(rid())).toHex();
+    const refusal = await seal(inv.secret, `reply:${inv.id}`, {
+      ok: false,
+      error: "the invite has no uses left",
+      req: other,
+    });
+    await rc.mailboxPut(req.reply, refusal, 60);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(settled, false, "bob took a refusal meant for another request");
+    // The answer to his own request admits him.
+    const welcome = await alice.addMember(ch, req.keyPackage);
+    const mine = new Uint8Array(await hash(request!)).toHex();
+    await rc.mailboxPut(
+      req.reply,
+      await seal(inv.secret, `reply:${inv.id}`, { ok: true, welcome, req: mine }),
+      60,
+    );
+    await join;
+    assert.deepEqual((await bob.members(ch)).sort(), ["alice", "bob"]);
+  } finally {
+    await Promise.all([rc.close(), alice.close(), bob.close()]);
   }
 });

@@ -1018,7 +1018,8 @@ export class SkytaleChannelManager {
         let answer = answers.get(reqKey);
         if (!answer) {
           const { reply, admitted } = await this.#admit(ctx, inv, req);
-          const sealed = await seal(inv.secret, `reply:${inv.id}`, reply);
+          // The reply names the request it answers, so it cannot be replayed to another joiner.
+          const sealed = await seal(inv.secret, `reply:${inv.id}`, { ...reply, req: reqKey });
           answers.set(reqKey, answer = { sealed, sent: false, saved: !admitted });
         }
         // The reply goes out before the uses are saved: a crash between the two hands the
@@ -1135,13 +1136,16 @@ export class SkytaleChannelManager {
     }
     const keyPackage = await this.keyPackage();
     const reply = `wel:${crypto.getRandomValues(new Uint8Array(16)).toHex()}`;
+    const request = await seal(inv.secret, `request:${inv.id}`, {
+      keyPackage,
+      reply,
+      identity: this.identity,
+    });
+    // Only a reply that names this request answers it.
+    const reqKey = (await sha256(request)).toHex();
     await ctx.relay.mailboxPut(
       inviteAddress(inv.id),
-      await seal(inv.secret, `request:${inv.id}`, {
-        keyPackage,
-        reply,
-        identity: this.identity,
-      }),
+      request,
       Math.max(1, Math.ceil((inv.expires - Date.now()) / 1000)),
     );
     const end = Date.now() + (options.timeout ?? 30) * 1000;
@@ -1153,12 +1157,17 @@ export class SkytaleChannelManager {
       );
     while (Date.now() < end && !this.#closed) {
       for (const item of await ctx.relay.mailboxLease(reply)) {
-        const r = await open<{ ok: boolean; welcome?: string; error?: string }>(
+        const r = await open<{ ok: boolean; welcome?: string; error?: string; req?: string }>(
           inv.secret,
           `reply:${inv.id}`,
           item.payload,
         );
-        if (!r) {
+        if (!r || r.req !== reqKey) {
+          logLine(
+            `skytale: ignored an invite reply for "${channel}" that ${
+              r ? "answers another request" : "fails its MAC"
+            }`,
+          );
           await ack(item.id);
           continue;
         }
