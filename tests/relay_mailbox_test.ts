@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import { decodeInviteToken } from "../src/channel/invite.ts";
+import { ApiKeyTokens } from "../src/relay/auth.ts";
 import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import {
@@ -423,5 +424,42 @@ test("an invite request taken by an inviter that died before using it is served 
     await proc.kill();
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.rm(aliceDir, { recursive: true, force: true });
+  }
+});
+
+/** A relay process with `--auth`, and a client for each org (API key → token). */
+async function authRelay(...orgs: string[]) {
+  const dir = await tempDir();
+  const keys: string[] = [];
+  for (const org of orgs) {
+    const p = spawnScript("mod.ts", ["keys", "create", "--org", org, "--json", "--data-dir", dir]);
+    assert.equal(await p.exited, 0, p.stderr());
+    keys.push((JSON.parse(p.stdout()) as { key: string }).key);
+  }
+  const r = await startRelayProcess(["--auth", "--data-dir", dir, "--store", "memory"]);
+  const clients = keys.map((apiKey) => {
+    const tokens = new ApiKeyTokens({ apiKey, apiUrls: [r.url.replace("ws://", "http://")] });
+    return relayClient(r.url, { token: () => tokens.token() });
+  });
+  return { ...r, clients };
+}
+
+test("mailboxes are scoped to the org: another org cannot see, take, ack or fill one of the same address", async () => {
+  const { proc, clients } = await authRelay("acme", "globex");
+  const [acme, globex] = clients as [RelayClient, RelayClient];
+  const box = "inv:shared";
+  try {
+    await acme.mailboxPut(box, opaque(1), 60);
+    // globex sees nothing there, and what it puts there acme never sees.
+    assert.deepEqual(await globex.mailboxLease(box), []);
+    await globex.mailboxPut(box, opaque(2), 60);
+    const mine = await acme.mailboxLease(box);
+    assert.deepEqual(mine.map((i) => numOf(i.payload)), [1]);
+    // globex acks acme's item by its id: nothing happens to it.
+    await globex.mailboxAck(box, [mine[0]!.id]);
+    assert.deepEqual((await globex.mailboxLease(box)).map((i) => numOf(i.payload)), [2]);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await proc.kill();
   }
 });
