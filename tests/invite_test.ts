@@ -7,12 +7,12 @@ import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import {
   decodeInviteToken,
   encodeInviteToken,
-  inviteAddress,
   type InviteToken,
   open,
   seal,
 } from "../src/channel/invite.ts";
 import type { RelayClient } from "../src/relay/client.ts";
+import { newMailbox, type OwnedMailbox } from "../src/relay/mailbox.ts";
 import { MemoryStore } from "../src/store/memory.ts";
 import { eventually, type Proc, relayClient, rid, startRelayProcess, tempDir } from "./_helpers.ts";
 
@@ -50,12 +50,21 @@ interface Reply {
 
 /** A join request made by hand, as a joiner holding the token (or the relay replaying one) can. */
 class Crafted {
-  readonly reply = `wel:${rid().toHex()}`;
   readonly rc: RelayClient;
   readonly inv: InviteToken;
-  constructor(rc: RelayClient, token: string) {
+  readonly box: OwnedMailbox;
+  constructor(rc: RelayClient, token: string, box: OwnedMailbox) {
     this.rc = rc;
     this.inv = decodeInviteToken(token);
+    this.box = box;
+  }
+
+  static async make(rc: RelayClient, token: string): Promise<Crafted> {
+    return new Crafted(rc, token, await newMailbox("wel:"));
+  }
+
+  get reply(): string {
+    return this.box.address;
   }
 
   async request(keyPackage: string, identity: string, reply = this.reply): Promise<Uint8Array> {
@@ -65,7 +74,7 @@ class Crafted {
 
   async put(request: Uint8Array): Promise<void> {
     const inv = this.inv;
-    await this.rc.mailboxPut(inviteAddress(inv.id), request, 60);
+    await this.rc.mailboxPut(inv.address, request, 60);
   }
 
   /** Answers taken from the reply address and not yet looked at. */
@@ -77,10 +86,10 @@ class Crafted {
     await eventually(
       async () => {
         if (this.#got.length > 0) return true;
-        for (const item of await this.rc.mailboxLease(this.reply)) {
+        for (const item of await this.rc.mailboxLease(this.reply, this.box.takeKey)) {
           const r = await open<Reply>(inv.secret, `reply:${inv.id}`, item.payload);
           if (r) this.#got.push(r);
-          await this.rc.mailboxAck(this.reply, [item.id]);
+          await this.rc.mailboxAck(this.reply, [item.id], this.box.takeKey);
         }
         return this.#got.length > 0;
       },
@@ -102,7 +111,7 @@ test("an invite with one use admits one member: racing joiners and a reused repl
   const joiners = [1, 2, 3, 4, 5].map((i) => manager(`joiner${i}`, url));
   try {
     // Mallory holds the token: her own request is admitted and takes the one use.
-    const crafted = new Crafted(rc, token);
+    const crafted = await Crafted.make(rc, token);
     const first = await crafted.request(await mallory.keyPackage(), "mallory");
     await crafted.put(first);
     const admitted = await crafted.answer();
@@ -156,7 +165,7 @@ test("a join request that reaches the inviter after the invite expired is refuse
   const rc = relayClient(url);
   const bob = manager("bob", url);
   try {
-    const crafted = new Crafted(rc, token);
+    const crafted = await Crafted.make(rc, token);
     const request = await crafted.request(await bob.keyPackage(), "bob");
     // Bob's clock is behind: his token still looks valid to him, but not to the inviter.
     await new Promise((r) => setTimeout(r, 1500));
@@ -181,10 +190,12 @@ test("a refusal replayed into a joiner's reply address is ignored: a reply must 
   const rc = relayClient(url);
   try {
     await alice.create(ch);
+    const requests = await newMailbox("inv:");
     const inv: InviteToken = {
       relay: url,
       channel: ch,
       id: rid().toHex(),
+      address: requests.address,
       secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
       expires: Date.now() + 60_000,
     };
@@ -194,7 +205,9 @@ test("a refusal replayed into a joiner's reply address is ignored: a reply must 
     let request: Uint8Array | undefined;
     await eventually(
       async () => {
-        for (const item of await rc.mailboxLease(inviteAddress(inv.id))) request = item.payload;
+        for (const item of await rc.mailboxLease(inv.address, requests.takeKey)) {
+          request = item.payload;
+        }
         return request !== undefined;
       },
       10_000,
@@ -228,5 +241,33 @@ test("a refusal replayed into a joiner's reply address is ignored: a reply must 
     assert.deepEqual((await bob.members(ch)).sort(), ["alice", "bob"]);
   } finally {
     await Promise.all([rc.close(), alice.close(), bob.close()]);
+  }
+});
+
+test("an invite request handed out again after it was admitted gets the same Welcome and uses no second use", async () => {
+  const { url } = await relay();
+  const ch = "acme/invite/again";
+  const alice = await agent("alice", url);
+  const bob = await agent("bob", url);
+  const carol = await agent("carol", url);
+  await alice.call("create", ch);
+  const token = await alice.call<string>("invite", ch, 2);
+  // Bob's request, as joinWithToken makes it, put twice: the second time stands for the relay
+  // handing it out again after the inviter crashed between admitting and acking it.
+  const rc = relayClient(url);
+  const crafted = await Crafted.make(rc, token);
+  const request = await crafted.request(await bob.call<string>("keyPackage"), "bob");
+  try {
+    await crafted.put(request);
+    const first = await crafted.answer();
+    assert.equal(first.ok, true);
+    await crafted.put(request);
+    assert.deepEqual(await crafted.answer(), first);
+    await bob.call("join", ch, first.welcome);
+    // The invite's second use is still there for carol.
+    await carol.call("joinWithToken", ch, token);
+    assert.deepEqual((await alice.call<string[]>("members", ch)).sort(), ["alice", "bob", "carol"]);
+  } finally {
+    await rc.close();
   }
 });

@@ -48,12 +48,21 @@ const samples: Frame[] = [
     payload: new Uint8Array(0),
   },
   { type: "mailboxPut", reqId: 8, address: "kp:abcd", id: id(2), ttl: 3600, payload: bytes(9) },
+  { type: "mailboxTake", reqId: 9, address: "kp:abcd", key: bytes(...Array(32).fill(7)) },
+  // Without the take key: frames of clients from before mailbox ownership still decode.
   { type: "mailboxTake", reqId: 9, address: "kp:abcd" },
   { type: "mailboxItems", reqId: 9, items: [] },
   {
     type: "mailboxItems",
     reqId: 9,
     items: [{ id: id(3), payload: bytes(1) }, { id: id(4), payload: bytes(2, 3) }],
+  },
+  {
+    type: "mailboxAck",
+    reqId: 11,
+    address: "inv:abcd",
+    ids: [id(3), id(4)],
+    key: bytes(...Array(32).fill(8)),
   },
   { type: "mailboxAck", reqId: 11, address: "inv:abcd", ids: [id(3), id(4)] },
   { type: "mailboxAck", reqId: 11, address: "inv:abcd", ids: [] },
@@ -119,6 +128,22 @@ test("a publish frame has the documented byte layout", () => {
 test("a mailboxAck frame has the documented byte layout", () => {
   const b = encodeFrame({ type: "mailboxAck", reqId: 0x01020304, address: "a", ids: [id(0xaa)] });
   assert.deepEqual([...b], [1, 0x13, 1, 2, 3, 4, 0, 1, 0x61, 0, 0, 0, 1, ...id(0xaa)]);
+  // The take key, when there (always, from current clients), ends the frame.
+  const key = bytes(...Array(32).fill(0xbb));
+  const k = encodeFrame({
+    type: "mailboxAck",
+    reqId: 0x01020304,
+    address: "a",
+    ids: [id(0xaa)],
+    key,
+  });
+  assert.deepEqual([...k], [1, 0x13, 1, 2, 3, 4, 0, 1, 0x61, 0, 0, 0, 1, ...id(0xaa), ...key]);
+  const t = encodeFrame({ type: "mailboxTake", reqId: 0x01020304, address: "a", key });
+  assert.deepEqual([...t], [1, 0x0e, 1, 2, 3, 4, 0, 1, 0x61, ...key]);
+  assert.throws(
+    () => encodeFrame({ type: "mailboxTake", reqId: 1, address: "a", key: bytes(1, 2) }),
+    /take key: expected 32 bytes, got 2/,
+  );
 });
 
 function isProtocolError(e: unknown): boolean {
@@ -128,7 +153,10 @@ function isProtocolError(e: unknown): boolean {
 test("decodeFrame() refuses truncated frames with a protocol error", () => {
   for (const f of samples) {
     const b = encodeFrame(f);
+    // A frame cut right before its take key is the same frame without one.
+    const keyless = "key" in f && f.key ? b.length - f.key.length : -1;
     for (let n = 0; n < b.length; n++) {
+      if (n === keyless) continue;
       assert.throws(() => decodeFrame(b.subarray(0, n)), isProtocolError, `${f.type} cut at ${n}`);
     }
   }

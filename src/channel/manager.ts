@@ -13,20 +13,14 @@ import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { localConnector } from "../relay/local.ts";
+import { newMailbox } from "../relay/mailbox.ts";
 import { env, homeDir, logLine } from "../runtime/env.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
-import {
-  decodeInviteToken,
-  encodeInviteToken,
-  inviteAddress,
-  type InviteRecord,
-  open,
-  seal,
-} from "./invite.ts";
+import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { decodeEnvelope, encodeEnvelope, fromUtf8, Tags, utf8 } from "./envelope.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
@@ -248,7 +242,16 @@ export class SkytaleChannelManager {
       }
       const invites = await store.loadBlob(INVITES_BLOB);
       if (invites) {
-        this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        const all = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        // Invites from before mailbox take keys have a request mailbox nobody can take from.
+        this.#invites = all.filter((i) => typeof i.takeKey === "string" && !!i.address);
+        if (this.#invites.length < all.length) {
+          logLine(
+            `skytale: dropped ${
+              all.length - this.#invites.length
+            } invite(s) made by an older version`,
+          );
+        }
         for (const inv of this.#invites) {
           // Records from before admissions named their key package: such a reply address is
           // matched by no key package, so a request that reuses it is refused.
@@ -940,10 +943,14 @@ export class SkytaleChannelManager {
     if (!Number.isFinite(ttl) || ttl <= 0 || ttl > 30 * 86400) {
       throw new ValidationError("invalid_argument", `Invite ttl must be 1s-30d, got ${ttl}`);
     }
+    // The request mailbox is the inviter's: its take key never leaves this record.
+    const box = await newMailbox("inv:");
     const record: InviteRecord = {
       relay: this.endpoint ?? `ws://127.0.0.1:${this.localPort}`,
       channel,
       id: crypto.getRandomValues(new Uint8Array(16)).toHex(),
+      address: box.address,
+      takeKey: box.takeKey.toHex(),
       secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
       expires: Date.now() + ttl * 1000,
       uses,
@@ -994,8 +1001,9 @@ export class SkytaleChannelManager {
         changed = true;
         continue;
       }
-      const address = inviteAddress(inv.id);
-      for (const item of await ctx.relay.mailboxLease(address)) {
+      const address = inv.address;
+      const takeKey = Uint8Array.fromHex(inv.takeKey);
+      for (const item of await ctx.relay.mailboxLease(address, takeKey)) {
         if (this.#closed) return;
         const req = await open<{ keyPackage: string; reply: string; identity: string }>(
           inv.secret,
@@ -1007,7 +1015,7 @@ export class SkytaleChannelManager {
           typeof req.identity !== "string"
         ) {
           logLine(`skytale: ignored a join request for invite ${inv.id} that fails its MAC`);
-          await ctx.relay.mailboxAck(address, [item.id]);
+          await ctx.relay.mailboxAck(address, [item.id], takeKey);
           continue;
         }
         // In flight answers are keyed by the request itself: two requests that share a reply
@@ -1033,7 +1041,7 @@ export class SkytaleChannelManager {
           answer.saved = true;
         }
         // Used for good: the reply is with the relay and the uses it took are saved.
-        await ctx.relay.mailboxAck(address, [item.id]);
+        await ctx.relay.mailboxAck(address, [item.id], takeKey);
         answers.delete(reqKey);
       }
     }
@@ -1135,7 +1143,8 @@ export class SkytaleChannelManager {
       throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
     }
     const keyPackage = await this.keyPackage();
-    const reply = `wel:${crypto.getRandomValues(new Uint8Array(16)).toHex()}`;
+    // The reply mailbox is this joiner's: only its take key, kept here, takes from it.
+    const { address: reply, takeKey } = await newMailbox("wel:");
     const request = await seal(inv.secret, `request:${inv.id}`, {
       keyPackage,
       reply,
@@ -1144,7 +1153,7 @@ export class SkytaleChannelManager {
     // Only a reply that names this request answers it.
     const reqKey = (await sha256(request)).toHex();
     await ctx.relay.mailboxPut(
-      inviteAddress(inv.id),
+      inv.address,
       request,
       Math.max(1, Math.ceil((inv.expires - Date.now()) / 1000)),
     );
@@ -1152,11 +1161,11 @@ export class SkytaleChannelManager {
     // The reply is acked once used (the refusal reported, the join saved); until then a
     // lost answer or a dropped connection leaves it with the relay for the next take.
     const ack = (id: Uint8Array) =>
-      ctx.relay.mailboxAck(reply, [id]).catch((e) =>
+      ctx.relay.mailboxAck(reply, [id], takeKey).catch((e) =>
         logLine(`skytale: could not ack the invite reply for "${channel}": ${message(e)}`)
       );
     while (Date.now() < end && !this.#closed) {
-      for (const item of await ctx.relay.mailboxLease(reply)) {
+      for (const item of await ctx.relay.mailboxLease(reply, takeKey)) {
         const r = await open<{ ok: boolean; welcome?: string; error?: string; req?: string }>(
           inv.secret,
           `reply:${inv.id}`,

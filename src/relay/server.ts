@@ -26,6 +26,7 @@ import {
 import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
+import { ownsMailbox } from "./mailbox.ts";
 import {
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
@@ -839,6 +840,21 @@ export class RelayServer {
     return org === undefined ? address : `${org}/${address}`;
   }
 
+  /**
+   * Refuses a take or ack that does not carry the mailbox's take key: a key
+   * whose SHA-256 (hex) ends the address. Putters need only the address.
+   */
+  async #checkOwner(address: string, key: Uint8Array | undefined): Promise<void> {
+    if (key === undefined) {
+      throw new AuthError(
+        `Mailbox "${address}" can only be taken from or acked with its take key: upgrade the client`,
+      );
+    }
+    if (!await ownsMailbox(address, key)) {
+      throw new AuthError(`The take key does not own mailbox "${address}"`);
+    }
+  }
+
   async #mailboxPut(c: _Conn, f: FrameOf<"mailboxPut">): Promise<void> {
     this.#checkAddress(f.address);
     if (f.ttl < 1) {
@@ -865,6 +881,7 @@ export class RelayServer {
 
   async #mailboxTake(c: _Conn, f: FrameOf<"mailboxTake">): Promise<void> {
     this.#checkAddress(f.address);
+    await this.#checkOwner(f.address, f.key);
     const box = this.#box(c, f.address);
     const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs);
     this.#metrics.mailboxTakes++;
@@ -894,6 +911,7 @@ export class RelayServer {
         `A mailbox ack must name 1 to ${MAX_ACK_IDS} item ids, got ${f.ids.length}`,
       );
     }
+    await this.#checkOwner(f.address, f.key);
     const box = this.#box(c, f.address);
     // Forget the leases first: if the connection closes meanwhile, they are not released.
     const held = c.leases.get(box);
