@@ -1,6 +1,7 @@
 // Shared test helpers: spawning our own entry points as real processes under the
 // runtime that runs the test, temp dirs, and bounded waits.
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import net from "node:net";
@@ -205,3 +206,12 @@ export function relayClient(url: string, extra: Partial<RelayClientOptions> = {}
 
 /** A fresh random 16-byte publish id. */
 export const rid = (): Uint8Array => crypto.getRandomValues(new Uint8Array(16));
+
+/**
+ * A mailbox for tests: its take key is derived from `name` (the same name, the same mailbox)
+ * and its address is `name:` + hex SHA-256 of that key, as the relay requires.
+ */
+export function box(name: string): { address: string; takeKey: Uint8Array } {
+  const takeKey = new Uint8Array(createHash("sha256").update(`test mailbox ${name}`).digest());
+  return { address: `${name}:${createHash("sha256").update(takeKey).digest("hex")}`, takeKey };
+}

@@ -16,6 +16,7 @@ import { NatsLog } from "../src/relay/log/nats.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
 import fsp from "node:fs/promises";
 import {
+  box,
   eventually,
   numbered,
   numOf,
@@ -76,9 +77,12 @@ test(
       assert.deepEqual(gotB.map((e) => e.seq), seqs);
       assert.deepEqual(gotA.map((e) => numOf(e.payload)), gotB.map((e) => numOf(e.payload)));
       // Mailboxes are shared too.
-      await a.mailboxPut("kp:bob", opaque(7), 60);
-      assert.deepEqual((await b.mailboxTake("kp:bob")).map(numOf), [7]);
-      assert.deepEqual(await a.mailboxTake("kp:bob"), []);
+      await a.mailboxPut(box("kp:bob").address, opaque(7), 60);
+      assert.deepEqual(
+        (await b.mailboxTake(box("kp:bob").address, box("kp:bob").takeKey)).map(numOf),
+        [7],
+      );
+      assert.deepEqual(await a.mailboxTake(box("kp:bob").address, box("kp:bob").takeKey), []);
     } finally {
       await a.close();
       await b.close();
@@ -594,7 +598,11 @@ test(
       const got: number[] = [];
       await eventually(
         async () => {
-          got.push(...(await cl.mailboxLease("wel:nats")).map((i) => numOf(i.payload)));
+          got.push(
+            ...(await cl.mailboxLease(box("wel:nats").address, box("wel:nats").takeKey)).map((i) =>
+              numOf(i.payload)
+            ),
+          );
           return got.length >= n;
         },
         15_000,
@@ -603,18 +611,22 @@ test(
       return got.sort((x, y) => x - y);
     };
     try {
-      for (const n of [1, 2, 3]) await a.mailboxPut("wel:nats", opaque(n), 60);
-      const taken = await a.mailboxLease("wel:nats");
+      for (const n of [1, 2, 3]) await a.mailboxPut(box("wel:nats").address, opaque(n), 60);
+      const taken = await a.mailboxLease(box("wel:nats").address, box("wel:nats").takeKey);
       assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
-      assert.deepEqual(await b.mailboxLease("wel:nats"), []);
+      assert.deepEqual(await b.mailboxLease(box("wel:nats").address, box("wel:nats").takeKey), []);
       // a goes away without acking: r1 hands its leases back, and b on r2 gets them.
       await a.close();
       assert.deepEqual(await leaseAll(b, 3), [1, 2, 3]);
       // b acks two and goes away: r2 hands back only the third, to c on r1.
-      await b.mailboxAck("wel:nats", [taken[0]!.id, taken[2]!.id]);
+      await b.mailboxAck(
+        box("wel:nats").address,
+        [taken[0]!.id, taken[2]!.id],
+        box("wel:nats").takeKey,
+      );
       await b.close();
       assert.deepEqual(await leaseAll(c, 1), [2]);
-      await c.mailboxAck("wel:nats", [taken[1]!.id]);
+      await c.mailboxAck(box("wel:nats").address, [taken[1]!.id], box("wel:nats").takeKey);
     } finally {
       await a.close();
       await b.close();

@@ -7,6 +7,7 @@ import { KeyStore } from "../src/relay/auth.ts";
 import type { RelayClient } from "../src/relay/client.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
 import {
+  box,
   eventually,
   relayClient,
   rid,
@@ -90,9 +91,9 @@ test("each limit breach gets an error the client sees: frame size, channels, pub
       assert.match(r.reason.message, /rate limit of 2 per second/);
     }
     // Mailbox TTL: a longer TTL is cut to the relay's 1 s.
-    await m.mailboxPut("kp:bob", opaque(), 3600);
+    await m.mailboxPut(box("kp:bob").address, opaque(), 3600);
     await new Promise((r) => setTimeout(r, 1500));
-    assert.deepEqual(await m.mailboxTake("kp:bob"), []);
+    assert.deepEqual(await m.mailboxTake(box("kp:bob").address, box("kp:bob").takeKey), []);
     // The connection survives every breach.
     assert.ok((await a.ping()) >= 0);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

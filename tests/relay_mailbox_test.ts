@@ -4,7 +4,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
-import { decodeInviteToken } from "../src/channel/invite.ts";
+import path from "node:path";
+import type { InviteRecord } from "../src/channel/invite.ts";
+import { ApiKeyTokens } from "../src/relay/auth.ts";
 import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import {
@@ -16,7 +18,9 @@ import {
 } from "../src/relay/protocol.ts";
 import { RelayServer } from "../src/relay/server.ts";
 import { serve } from "../src/runtime/serve.ts";
+import { FileStore } from "../src/store/file.ts";
 import {
+  box,
   eventually,
   numbered,
   numOf,
@@ -30,6 +34,8 @@ import { Agent } from "./_agent.ts";
 
 const opaque = (n: number) => numbered(n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The address and take key of a test mailbox, as `mailboxTake` and `mailboxAck` frames carry them. */
+const boxFrame = (name: string) => ({ address: box(name).address, key: box(name).takeKey });
 /** The relay's lease for these tests, in ms (env of the relay process). */
 const lease = (ms: number) => ({ SKYTALE_RELAY_MAILBOX_LEASE_MS: String(ms) });
 
@@ -37,11 +43,15 @@ const lease = (ms: number) => ({ SKYTALE_RELAY_MAILBOX_LEASE_MS: String(ms) });
  * Leases from `address` until `n` items came back (bounded; they may come back over several
  * takes); returns their numbers in the order taken. An item handed out twice shows as a repeat.
  */
-async function leaseAll(c: RelayClient, address: string, n: number): Promise<number[]> {
+async function leaseAll(
+  c: RelayClient,
+  { address, takeKey }: { address: string; takeKey: Uint8Array },
+  n: number,
+): Promise<number[]> {
   const got: number[] = [];
   await eventually(
     async () => {
-      got.push(...(await c.mailboxLease(address)).map((i) => numOf(i.payload)));
+      got.push(...(await c.mailboxLease(address, takeKey)).map((i) => numOf(i.payload)));
       return got.length >= n;
     },
     15_000,
@@ -111,26 +121,33 @@ test("a take leases its items: unacked ones come back once the lease lapses, ack
   const b = relayClient(url);
   const c = relayClient(url);
   try {
-    for (const n of [1, 2, 3]) await a.mailboxPut("inv:lease", opaque(n), 60);
-    const taken = await b.mailboxLease("inv:lease");
+    for (const n of [1, 2, 3]) await a.mailboxPut(box("inv:lease").address, opaque(n), 60);
+    const taken = await b.mailboxLease(box("inv:lease").address, box("inv:lease").takeKey);
     assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
     assert.ok(taken.every((i) => i.id.length === 16));
     // (That no other take gets them while the lease runs is checked with a long lease below:
     // this one is short, and a stalled machine could outlast it.)
     // b acks item 2, an id the relay never saw, and item 2 again: all fine.
-    await b.mailboxAck("inv:lease", [taken[1]!.id, rid()]);
-    await b.mailboxAck("inv:lease", [taken[1]!.id]);
+    await b.mailboxAck(box("inv:lease").address, [taken[1]!.id, rid()], box("inv:lease").takeKey);
+    await b.mailboxAck(box("inv:lease").address, [taken[1]!.id], box("inv:lease").takeKey);
     // The lease lapses without an ack for 1 and 3: they are handed out again, to c.
-    assert.deepEqual(await leaseAll(c, "inv:lease", 2), [1, 3]);
+    assert.deepEqual(await leaseAll(c, box("inv:lease"), 2), [1, 3]);
     // c acks them: even once every lease has lapsed, nothing comes back.
-    await c.mailboxAck("inv:lease", [taken[0]!.id, taken[2]!.id]);
+    await c.mailboxAck(
+      box("inv:lease").address,
+      [taken[0]!.id, taken[2]!.id],
+      box("inv:lease").takeKey,
+    );
     await sleep(1300);
-    assert.deepEqual(await c.mailboxLease("inv:lease"), []);
+    assert.deepEqual(await c.mailboxLease(box("inv:lease").address, box("inv:lease").takeKey), []);
     // mailboxTake() is lease + ack in one: the blob is gone for good at once.
-    await a.mailboxPut("inv:once", opaque(7), 60);
-    assert.deepEqual((await c.mailboxTake("inv:once")).map(numOf), [7]);
+    await a.mailboxPut(box("inv:once").address, opaque(7), 60);
+    assert.deepEqual(
+      (await c.mailboxTake(box("inv:once").address, box("inv:once").takeKey)).map(numOf),
+      [7],
+    );
     await sleep(1300);
-    assert.deepEqual(await c.mailboxTake("inv:once"), []);
+    assert.deepEqual(await c.mailboxTake(box("inv:once").address, box("inv:once").takeKey), []);
     // Ids acked: 2 + 1 by b, 2 by c, 1 by mailboxTake().
     assert.equal(await metric(port, "skytale_relay_mailbox_acks_total"), 6);
   } finally {
@@ -149,22 +166,26 @@ test("a take whose answer never reaches its client: the items come back to the n
   const b = relayClient(url);
   try {
     // A client that took the items, got the answer, and died before it used them.
-    for (const n of [1, 2]) await a.mailboxPut("wel:crash", opaque(n), 60);
+    for (const n of [1, 2]) await a.mailboxPut(box("wel:crash").address, opaque(n), 60);
     const raw = await rawSocket(url);
-    raw.send({ type: "mailboxTake", reqId: 2, address: "wel:crash" });
+    raw.send({ type: "mailboxTake", reqId: 2, ...boxFrame("wel:crash") });
     const items = await raw.answer(2);
     assert.equal(items.type === "mailboxItems" && items.items.length, 2);
-    assert.deepEqual(await b.mailboxLease("wel:crash"), [], "leased while the taker is connected");
+    assert.deepEqual(
+      await b.mailboxLease(box("wel:crash").address, box("wel:crash").takeKey),
+      [],
+      "leased while the taker is connected",
+    );
     raw.ws.close();
-    assert.deepEqual(await leaseAll(b, "wel:crash", 2), [1, 2]);
+    assert.deepEqual(await leaseAll(b, box("wel:crash"), 2), [1, 2]);
 
     // A client whose connection is closed right after it sent the take: it never reads the
     // answer, whether or not the relay got to send it.
-    for (const n of [3, 4]) await a.mailboxPut("wel:lost", opaque(n), 60);
+    for (const n of [3, 4]) await a.mailboxPut(box("wel:lost").address, opaque(n), 60);
     const raw2 = await rawSocket(url);
-    raw2.send({ type: "mailboxTake", reqId: 2, address: "wel:lost" });
+    raw2.send({ type: "mailboxTake", reqId: 2, ...boxFrame("wel:lost") });
     raw2.ws.close();
-    assert.deepEqual(await leaseAll(b, "wel:lost", 2), [3, 4]);
+    assert.deepEqual(await leaseAll(b, box("wel:lost"), 2), [3, 4]);
   } finally {
     await a.close();
     await b.close();
@@ -191,13 +212,17 @@ test("a RelayClient whose connection drops as the take's answer arrives still ge
     },
   });
   try {
-    for (const n of [1, 2, 3]) await a.mailboxPut("wel:drop", opaque(n), 60);
+    for (const n of [1, 2, 3]) await a.mailboxPut(box("wel:drop").address, opaque(n), 60);
     // The relay handed the items out; the client re-sends its take after the reconnect, and
     // it or the next take finds them again.
     const got: number[] = [];
     await eventually(
       async () => {
-        got.push(...(await b.mailboxLease("wel:drop")).map((i) => numOf(i.payload)));
+        got.push(
+          ...(await b.mailboxLease(box("wel:drop").address, box("wel:drop").takeKey)).map((i) =>
+            numOf(i.payload)
+          ),
+        );
         return got.length >= 3;
       },
       15_000,
@@ -221,16 +246,25 @@ test("clients taking one mailbox at once never get the same item", async () => {
     const N = 40;
     const got: number[] = [];
     for (let i = 0; i < N; i++) {
-      await put.mailboxPut("kp:race", opaque(i), 60);
+      await put.mailboxPut(box("kp:race").address, opaque(i), 60);
       if (i % 5 === 4) {
         const takes = await Promise.all(
-          takers.flatMap((t) => [t.mailboxLease("kp:race"), t.mailboxLease("kp:race")]),
+          takers.flatMap((
+            t,
+          ) => [
+            t.mailboxLease(box("kp:race").address, box("kp:race").takeKey),
+            t.mailboxLease(box("kp:race").address, box("kp:race").takeKey),
+          ]),
         );
         for (const t of takes) got.push(...t.map((x) => numOf(x.payload)));
       }
     }
     for (const t of takers) {
-      got.push(...(await t.mailboxLease("kp:race")).map((x) => numOf(x.payload)));
+      got.push(
+        ...(await t.mailboxLease(box("kp:race").address, box("kp:race").takeKey)).map((x) =>
+          numOf(x.payload)
+        ),
+      );
     }
     assert.deepEqual(got.sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
   } finally {
@@ -246,20 +280,27 @@ test("a SQLite relay killed while items are leased: after a restart the unacked 
   let r = await startRelayProcess(["--data-dir", dir], lease(1500));
   const a = relayClient(r.url);
   try {
-    for (const n of [1, 2, 3]) await a.mailboxPut("inv:restart", opaque(n), 600);
-    const taken = await a.mailboxLease("inv:restart");
+    for (const n of [1, 2, 3]) await a.mailboxPut(box("inv:restart").address, opaque(n), 600);
+    const taken = await a.mailboxLease(box("inv:restart").address, box("inv:restart").takeKey);
     assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2, 3]);
-    await a.mailboxAck("inv:restart", [taken[1]!.id]);
+    await a.mailboxAck(box("inv:restart").address, [taken[1]!.id], box("inv:restart").takeKey);
     await a.close();
     // SIGKILL: the relay cannot hand anything back on its way out.
     await r.proc.kill("SIGKILL");
     r = await startRelayProcess(["--data-dir", dir], lease(1500));
     const b = relayClient(r.url);
     try {
-      assert.deepEqual(await leaseAll(b, "inv:restart", 2), [1, 3]);
-      await b.mailboxAck("inv:restart", taken.map((i) => i.id));
+      assert.deepEqual(await leaseAll(b, box("inv:restart"), 2), [1, 3]);
+      await b.mailboxAck(
+        box("inv:restart").address,
+        taken.map((i) => i.id),
+        box("inv:restart").takeKey,
+      );
       await sleep(1700);
-      assert.deepEqual(await b.mailboxLease("inv:restart"), []);
+      assert.deepEqual(
+        await b.mailboxLease(box("inv:restart").address, box("inv:restart").takeKey),
+        [],
+      );
     } finally {
       await b.close();
     }
@@ -296,7 +337,7 @@ test("bad mailbox acks get an error that says what is wrong; the connection stay
     assert.equal(t.type === "error" && t.code, "protocol");
     assert.match((t as Extract<Frame, { type: "error" }>).message, /Truncated "mailboxAck"/);
     // An unknown id is fine.
-    raw.send({ type: "mailboxAck", reqId: 6, address: "inv:x", ids: [rid()] });
+    raw.send({ type: "mailboxAck", reqId: 6, ...boxFrame("inv:x"), ids: [rid()] });
     assert.equal((await raw.answer(6)).type, "ok");
     // Before hello, an ack is refused like every other request.
     const fresh = await connectWebSocket(url, 5000);
@@ -307,13 +348,16 @@ test("bad mailbox acks get an error that says what is wrong; the connection stay
     assert.equal(frames[0]!.type === "error" && frames[0]!.code, "protocol");
     fresh.close();
     // The client checks ids itself; an empty ack sends nothing.
-    await assert.rejects(() => c.mailboxAck("inv:x", [new Uint8Array(3)]), {
-      code: "invalid_argument",
-      message: /Mailbox item id must be 16 bytes, got 3/,
-    });
-    await c.mailboxAck("inv:x", []);
+    await assert.rejects(
+      () => c.mailboxAck(box("inv:x").address, [new Uint8Array(3)], box("inv:x").takeKey),
+      {
+        code: "invalid_argument",
+        message: /Mailbox item id must be 16 bytes, got 3/,
+      },
+    );
+    await c.mailboxAck(box("inv:x").address, [], box("inv:x").takeKey);
     // What the relay refuses, the client reports.
-    await assert.rejects(() => c.mailboxAck("", [rid()]), {
+    await assert.rejects(() => c.mailboxAck("", [rid()], box("inv:x").takeKey), {
       code: "invalid_argument",
       message: /Mailbox address must be 1 to 255 bytes/,
     });
@@ -350,9 +394,12 @@ test("against a relay from before mailboxAck, takes and acks still work", async 
   });
   const c = relayClient(`ws://127.0.0.1:${http.port}`);
   try {
-    for (const n of [1, 2]) await c.mailboxPut("wel:old", opaque(n), 60);
-    assert.deepEqual((await c.mailboxTake("wel:old")).map(numOf), [1, 2]);
-    await c.mailboxAck("wel:old", [rid()]);
+    for (const n of [1, 2]) await c.mailboxPut(box("wel:old").address, opaque(n), 60);
+    assert.deepEqual(
+      (await c.mailboxTake(box("wel:old").address, box("wel:old").takeKey)).map(numOf),
+      [1, 2],
+    );
+    await c.mailboxAck(box("wel:old").address, [rid()], box("wel:old").takeKey);
   } finally {
     await c.close();
     await relay.close();
@@ -395,9 +442,12 @@ test("an invite request taken by an inviter that died before using it is served 
     const joined = bob.call("joinWithToken", ch, token);
     // Stands in for an inviter that took bob's request and died before it answered: it
     // holds the lease, then its connection goes away without an ack.
-    const address = `inv:${decodeInviteToken(token).id}`;
+    // (It holds the request mailbox's take key, which only the inviter's own store has.)
+    const blob = await new FileStore(path.join(aliceDir, "alice")).loadBlob("invites");
+    const [inv] = JSON.parse(new TextDecoder().decode(blob!)) as InviteRecord[];
     await eventually(
-      async () => (await thief.mailboxLease(address)).length === 1,
+      async () =>
+        (await thief.mailboxLease(inv!.address, Uint8Array.fromHex(inv!.takeKey))).length === 1,
       20_000,
       "the request",
     );
@@ -423,5 +473,97 @@ test("an invite request taken by an inviter that died before using it is served 
     await proc.kill();
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.rm(aliceDir, { recursive: true, force: true });
+  }
+});
+
+/** A relay process with `--auth`, and a client maker for each org (API key → token). */
+async function authRelay(...orgs: string[]) {
+  const dir = await tempDir();
+  const keys: string[] = [];
+  for (const org of orgs) {
+    const p = spawnScript("mod.ts", ["keys", "create", "--org", org, "--json", "--data-dir", dir]);
+    assert.equal(await p.exited, 0, p.stderr());
+    keys.push((JSON.parse(p.stdout()) as { key: string }).key);
+  }
+  const r = await startRelayProcess(["--auth", "--data-dir", dir, "--store", "memory"]);
+  const made: RelayClient[] = [];
+  const client = (org: number) => {
+    const tokens = new ApiKeyTokens({
+      apiKey: keys[org]!,
+      apiUrls: [r.url.replace("ws://", "http://")],
+    });
+    const c = relayClient(r.url, { token: () => tokens.token() });
+    made.push(c);
+    return c;
+  };
+  const close = async () => {
+    await Promise.all(made.map((c) => c.close()));
+    await r.proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  };
+  return { ...r, client, close };
+}
+
+test("mailboxes are scoped to the org: another org cannot see, take, ack or fill one of the same address", async () => {
+  const relay = await authRelay("acme", "globex");
+  const acme = relay.client(0);
+  const globex = relay.client(1);
+  // globex even holds the take key: the same address names another mailbox in its org.
+  const { address, takeKey } = box("inv:shared");
+  try {
+    await acme.mailboxPut(address, opaque(1), 60);
+    // globex sees nothing there, and what it puts there acme never sees.
+    assert.deepEqual(await globex.mailboxLease(address, takeKey), []);
+    await globex.mailboxPut(address, opaque(2), 60);
+    const mine = await acme.mailboxLease(address, takeKey);
+    assert.deepEqual(mine.map((i) => numOf(i.payload)), [1]);
+    // globex acks acme's item by its id: nothing happens to it.
+    await globex.mailboxAck(address, [mine[0]!.id], takeKey);
+    assert.deepEqual(
+      (await globex.mailboxLease(address, takeKey)).map((i) => numOf(i.payload)),
+      [2],
+    );
+    // acme's connection goes without an ack: its item comes back to acme, still there.
+    await acme.close();
+    assert.deepEqual(await leaseAll(relay.client(0), box("inv:shared"), 1), [1]);
+  } finally {
+    await relay.close();
+  }
+});
+
+test("only the holder of a mailbox's take key can take from it or ack its items", async () => {
+  const { proc, url } = await startRelayProcess(["--store", "memory"]);
+  const owner = relayClient(url);
+  const other = relayClient(url);
+  const { address, takeKey } = box("wel:owned");
+  const wrongKey = box("wel:other").takeKey;
+  try {
+    for (const n of [1, 2]) await other.mailboxPut(address, opaque(n), 60);
+    // Without the key, or with another one, nothing is taken and nothing acked.
+    await assert.rejects(other.mailboxLease(address, wrongKey), {
+      code: "auth",
+      message: /The take key does not own mailbox "wel:owned:[0-9a-f]{64}"/,
+    });
+    const raw = await rawSocket(url);
+    raw.send({ type: "mailboxTake", reqId: 2, address });
+    const e = await raw.answer(2);
+    assert.equal(e.type === "error" && e.code, "auth");
+    assert.match((e as Extract<Frame, { type: "error" }>).message, /only be taken .* take key/);
+    raw.ws.close();
+    const taken = await owner.mailboxLease(address, takeKey);
+    assert.deepEqual(taken.map((i) => numOf(i.payload)), [1, 2]);
+    await assert.rejects(other.mailboxAck(address, [taken[0]!.id], wrongKey), { code: "auth" });
+    // The owner's connection goes without an ack: both items are still there for it.
+    await owner.close();
+    const again = relayClient(url);
+    try {
+      assert.deepEqual(await leaseAll(again, box("wel:owned"), 2), [1, 2]);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await owner.close();
+    await other.close();
+    await proc.kill();
   }
 });

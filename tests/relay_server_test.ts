@@ -9,6 +9,7 @@ import { closeLocalRelays, localConnector } from "../src/relay/local.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import { startRelay } from "../src/relay/server.ts";
 import {
+  box,
   eventually,
   freePort,
   numbered,
@@ -195,12 +196,21 @@ test("mailbox put/take hands each blob over once, oldest first", async () => {
   const a = client(url);
   const b = client(url);
   try {
-    await a.mailboxPut("welcome:bob", opaque(1), 60);
-    await a.mailboxPut("welcome:bob", opaque(2), 60);
-    await a.mailboxPut("welcome:carol", opaque(3), 60);
-    assert.deepEqual((await b.mailboxTake("welcome:bob")).map(numOf), [1, 2]);
-    assert.deepEqual(await b.mailboxTake("welcome:bob"), []);
-    assert.deepEqual((await b.mailboxTake("welcome:carol")).map(numOf), [3]);
+    await a.mailboxPut(box("welcome:bob").address, opaque(1), 60);
+    await a.mailboxPut(box("welcome:bob").address, opaque(2), 60);
+    await a.mailboxPut(box("welcome:carol").address, opaque(3), 60);
+    assert.deepEqual(
+      (await b.mailboxTake(box("welcome:bob").address, box("welcome:bob").takeKey)).map(numOf),
+      [1, 2],
+    );
+    assert.deepEqual(
+      await b.mailboxTake(box("welcome:bob").address, box("welcome:bob").takeKey),
+      [],
+    );
+    assert.deepEqual(
+      (await b.mailboxTake(box("welcome:carol").address, box("welcome:carol").takeKey)).map(numOf),
+      [3],
+    );
   } finally {
     await a.close();
     await b.close();
@@ -297,7 +307,7 @@ test("the SQLite log and the relay's output hold no marker the clients sent outs
     for (let i = 0; i < 20; i++) {
       await a.publish(CH, { id: rid(), kind: "application", epoch: 0, payload: opaque(i) });
     }
-    await a.mailboxPut("kp:x", opaque(99), 60);
+    await a.mailboxPut(box("kp:x").address, opaque(99), 60);
     await a.close();
     await proc.kill("SIGTERM");
     await assertCleanExit(proc);

@@ -1,7 +1,9 @@
 /**
  * Invite tokens (`skt_inv_…`) and the authenticated join requests and replies
- * that travel through the relay's mailbox. The relay sees only the invite id
- * and opaque, HMAC-authenticated payloads; it never learns the secret.
+ * that travel through the relay's mailboxes. The relay sees only mailbox
+ * addresses and opaque, HMAC-authenticated payloads; it never learns the
+ * secret. Only the inviter holds the take key of the request mailbox, and only
+ * each joiner that of its reply mailbox.
  *
  * @module
  */
@@ -17,8 +19,13 @@ export interface InviteToken {
   relay: string;
   /** The channel. */
   channel: string;
-  /** The invite id (hex); the mailbox address is derived from it. */
+  /** The invite id (hex); bound into the MACs of requests and replies. */
   id: string;
+  /**
+   * The inviter's request mailbox, `inv:` + 64 hex digits. Its take key stays
+   * with the inviter (in its {@linkcode InviteRecord}), never in the token.
+   */
+  address: string;
   /** The shared secret (hex) that authenticates requests and replies. */
   secret: string;
   /** Expiry, ms since the epoch. */
@@ -27,10 +34,24 @@ export interface InviteToken {
 
 /** A stored, still-usable invite on the inviter's side. */
 export interface InviteRecord extends InviteToken {
+  /** The take key of the request mailbox (hex): only the inviter can take requests. */
+  takeKey: string;
   /** How many more joins it admits. */
   uses: number;
-  /** Reply addresses of the requests it admitted (so a request seen again is not counted twice). */
-  admitted?: string[] | undefined;
+  /**
+   * The requests it admitted: reply address and SHA-256 of the key package
+   * (hex). A request seen again with both the same gets the same Welcome and
+   * uses nothing; one that shares only one of them is refused.
+   */
+  admitted?: Admission[] | undefined;
+}
+
+/** One admission of an invite. */
+export interface Admission {
+  /** The reply address of the admitted request. */
+  reply: string;
+  /** SHA-256 of the admitted key package, hex. */
+  keyPackage: string;
 }
 
 function b64url(bytes: Uint8Array): string {
@@ -44,7 +65,7 @@ function b64url(bytes: Uint8Array): string {
  * @returns `skt_inv_…`.
  */
 export function encodeInviteToken(t: InviteToken): string {
-  const body = { v: 1, r: t.relay, c: t.channel, i: t.id, s: t.secret, e: t.expires };
+  const body = { v: 2, r: t.relay, c: t.channel, i: t.id, a: t.address, s: t.secret, e: t.expires };
   return PREFIX + b64url(enc.encode(JSON.stringify(body)));
 }
 
@@ -61,7 +82,15 @@ export function decodeInviteToken(token: unknown): InviteToken {
   if (typeof token !== "string" || !token.startsWith(PREFIX)) {
     throw bad(`expected a string starting with "${PREFIX}"`);
   }
-  let body: { v?: unknown; r?: unknown; c?: unknown; i?: unknown; s?: unknown; e?: unknown };
+  let body: {
+    v?: unknown;
+    r?: unknown;
+    c?: unknown;
+    i?: unknown;
+    a?: unknown;
+    s?: unknown;
+    e?: unknown;
+  };
   try {
     body = JSON.parse(
       dec.decode(Uint8Array.fromBase64(token.slice(PREFIX.length), { alphabet: "base64url" })),
@@ -69,25 +98,26 @@ export function decodeInviteToken(token: unknown): InviteToken {
   } catch {
     throw bad("it is truncated or altered");
   }
+  if (body?.v === 1) {
+    throw bad("it was made by an older version of Skytale: ask the inviter for a new one");
+  }
   if (
-    body?.v !== 1 || typeof body.r !== "string" || typeof body.c !== "string" ||
+    body?.v !== 2 || typeof body.a !== "string" || !/^inv:[0-9a-f]{64}$/.test(body.a) ||
+    typeof body.r !== "string" || typeof body.c !== "string" ||
     typeof body.i !== "string" || !/^[0-9a-f]{32}$/.test(body.i) ||
     typeof body.s !== "string" || !/^[0-9a-f]{64}$/.test(body.s) || typeof body.e !== "number"
   ) {
     throw bad("it is truncated or altered");
   }
   if (body.e < Date.now()) throw bad(`it expired at ${new Date(body.e).toISOString()}`);
-  return { relay: body.r, channel: body.c, id: body.i, secret: body.s, expires: body.e };
-}
-
-/**
- * The mailbox address where join requests for an invite are posted.
- *
- * @param id The invite id.
- * @returns The address.
- */
-export function inviteAddress(id: string): string {
-  return `inv:${id}`;
+  return {
+    relay: body.r,
+    channel: body.c,
+    id: body.i,
+    address: body.a,
+    secret: body.s,
+    expires: body.e,
+  };
 }
 
 async function hmac(secretHex: string, label: string, data: Uint8Array): Promise<Uint8Array> {

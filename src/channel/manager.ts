@@ -22,20 +22,14 @@ import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { localConnector } from "../relay/local.ts";
+import { newMailbox } from "../relay/mailbox.ts";
 import { env, homeDir, logLine } from "../runtime/env.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
-import {
-  decodeInviteToken,
-  encodeInviteToken,
-  inviteAddress,
-  type InviteRecord,
-  open,
-  seal,
-} from "./invite.ts";
+import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { decodeEnvelope, encodeEnvelope, fromUtf8, Tags, utf8 } from "./envelope.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
@@ -99,6 +93,12 @@ export interface TaggedData {
 const INVITES_BLOB = "invites";
 const IDENTITY_KEY_BLOB = "identity.key";
 const INVITE_POLL_MS = 250;
+/**
+ * How long an invite that is used up or expired is still served, so that
+ * requests arriving late (a joiner whose clock is behind, a race lost) get a
+ * refusal instead of no answer; as long as the reply's mailbox TTL.
+ */
+const INVITE_GRACE_MS = 600_000;
 const IDENTITY = /^[A-Za-z0-9._@+:-]{1,128}$/;
 const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
@@ -265,7 +265,23 @@ export class SkytaleChannelManager {
       }
       const invites = await store.loadBlob(INVITES_BLOB);
       if (invites) {
-        this.#invites = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        const all = JSON.parse(new TextDecoder().decode(invites)) as InviteRecord[];
+        // Invites from before mailbox take keys have a request mailbox nobody can take from.
+        this.#invites = all.filter((i) => typeof i.takeKey === "string" && !!i.address);
+        if (this.#invites.length < all.length) {
+          logLine(
+            `skytale: dropped ${
+              all.length - this.#invites.length
+            } invite(s) made by an older version`,
+          );
+        }
+        for (const inv of this.#invites) {
+          // Records from before admissions named their key package: such a reply address is
+          // matched by no key package, so a request that reuses it is refused.
+          inv.admitted = inv.admitted?.map((a) =>
+            typeof a === "string" ? { reply: a, keyPackage: "" } : a
+          );
+        }
         this.#pollInvites(ctx);
       }
       return ctx;
@@ -1034,10 +1050,14 @@ export class SkytaleChannelManager {
     if (!Number.isFinite(ttl) || ttl <= 0 || ttl > 30 * 86400) {
       throw new ValidationError("invalid_argument", `Invite ttl must be 1s-30d, got ${ttl}`);
     }
+    // The request mailbox is the inviter's: its take key never leaves this record.
+    const box = await newMailbox("inv:");
     const record: InviteRecord = {
       relay: this.endpoint ?? `ws://127.0.0.1:${this.localPort}`,
       channel,
       id: crypto.getRandomValues(new Uint8Array(16)).toHex(),
+      address: box.address,
+      takeKey: box.takeKey.toHex(),
       secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
       expires: Date.now() + ttl * 1000,
       uses,
@@ -1052,7 +1072,8 @@ export class SkytaleChannelManager {
 
   async #saveInvites(ctx: Ctx): Promise<void> {
     const now = Date.now();
-    this.#invites = this.#invites.filter((i) => i.uses > 0 && i.expires > now);
+    // A spent invite is kept (and refuses what still comes) until its grace ends.
+    this.#invites = this.#invites.filter((i) => i.expires + INVITE_GRACE_MS > now);
     await ctx.store.saveBlob(INVITES_BLOB, utf8(JSON.stringify(this.#invites)));
     // Nobody takes requests for a dropped invite any more.
     for (const id of this.#answered.keys()) {
@@ -1083,51 +1104,38 @@ export class SkytaleChannelManager {
     let changed = false;
     for (const inv of [...this.#invites]) {
       if (this.#closed) return;
-      if (inv.expires < Date.now()) {
+      if (inv.expires + INVITE_GRACE_MS <= Date.now()) {
         changed = true;
-        inv.uses = 0;
         continue;
       }
-      const address = inviteAddress(inv.id);
-      for (const item of await ctx.relay.mailboxLease(address)) {
+      const address = inv.address;
+      const takeKey = Uint8Array.fromHex(inv.takeKey);
+      for (const item of await ctx.relay.mailboxLease(address, takeKey)) {
         if (this.#closed) return;
         const req = await open<{ keyPackage: string; reply: string; identity: string }>(
           inv.secret,
           `request:${inv.id}`,
           item.payload,
         );
-        if (!req || typeof req.reply !== "string" || typeof req.keyPackage !== "string") {
+        if (
+          !req || typeof req.reply !== "string" || typeof req.keyPackage !== "string" ||
+          typeof req.identity !== "string"
+        ) {
           logLine(`skytale: ignored a join request for invite ${inv.id} that fails its MAC`);
-          await ctx.relay.mailboxAck(address, [item.id]);
+          await ctx.relay.mailboxAck(address, [item.id], takeKey);
           continue;
         }
+        // In flight answers are keyed by the request itself: two requests that share a reply
+        // address are two requests.
+        const reqKey = (await sha256(item.payload)).toHex();
         let answers = this.#answered.get(inv.id);
         if (!answers) this.#answered.set(inv.id, answers = new Map());
-        let answer = answers.get(req.reply);
+        let answer = answers.get(reqKey);
         if (!answer) {
-          let reply: { ok: boolean; welcome?: string; error?: string };
-          let admitted = false;
-          // A request handed out again after a crash may have been admitted already: addMember
-          // then returns the same Welcome, and the use it took is not counted twice.
-          const counted = inv.admitted ??= [];
-          const again = counted.includes(req.reply);
-          if (!again && inv.uses <= 0) {
-            reply = { ok: false, error: "the invite has no uses left" };
-          } else {
-            try {
-              reply = { ok: true, welcome: await this.addMember(inv.channel, req.keyPackage) };
-              if (!again) {
-                inv.uses -= 1;
-                counted.push(req.reply);
-                admitted = true;
-                logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite`);
-              }
-            } catch (e) {
-              reply = { ok: false, error: message(e) };
-            }
-          }
-          const sealed = await seal(inv.secret, `reply:${inv.id}`, reply);
-          answers.set(req.reply, answer = { sealed, sent: false, saved: !admitted });
+          const { reply, admitted } = await this.#admit(ctx, inv, req);
+          // The reply names the request it answers, so it cannot be replayed to another joiner.
+          const sealed = await seal(inv.secret, `reply:${inv.id}`, { ...reply, req: reqKey });
+          answers.set(reqKey, answer = { sealed, sent: false, saved: !admitted });
         }
         // The reply goes out before the uses are saved: a crash between the two hands the
         // request out again, and addMember then returns the same Welcome, counted once.
@@ -1140,11 +1148,80 @@ export class SkytaleChannelManager {
           answer.saved = true;
         }
         // Used for good: the reply is with the relay and the uses it took are saved.
-        await ctx.relay.mailboxAck(address, [item.id]);
-        answers.delete(req.reply);
+        await ctx.relay.mailboxAck(address, [item.id], takeKey);
+        answers.delete(reqKey);
       }
     }
     if (changed) await this.#saveInvites(ctx);
+  }
+
+  /**
+   * Decides one authenticated join request. Each admission takes one use; the
+   * same request again (same reply address, same key package) gets the same
+   * Welcome and takes none; everything else past the uses or the expiry (by
+   * this clock, not the joiner's) is refused, and every refusal is logged.
+   *
+   * @returns The reply to seal, and whether a use was taken (to be saved).
+   */
+  async #admit(
+    ctx: Ctx,
+    inv: InviteRecord,
+    req: { keyPackage: string; reply: string; identity: string },
+  ): Promise<{ reply: { ok: boolean; welcome?: string; error?: string }; admitted: boolean }> {
+    const refuse = (why: string) => {
+      logLine(
+        `skytale: refused a join request from "${req.identity}" to "${inv.channel}" by invite ${inv.id}: ${why}`,
+      );
+      return { reply: { ok: false, error: why }, admitted: false };
+    };
+    let kp: Uint8Array;
+    try {
+      kp = fromHex(req.keyPackage, "Key package");
+    } catch (e) {
+      return refuse(message(e));
+    }
+    const kpHash = (await sha256(kp)).toHex();
+    const counted = inv.admitted ??= [];
+    const prior = counted.find((a) => a.reply === req.reply || a.keyPackage === kpHash);
+    if (prior) {
+      if (prior.reply !== req.reply || prior.keyPackage !== kpHash) {
+        return refuse(
+          prior.reply === req.reply
+            ? "its reply address was admitted before with another key package"
+            : "its key package was admitted before under another reply address",
+        );
+      }
+      // The same request again (handed out again after a crash, or re-sent): the same
+      // Welcome, if the member is still in, and no use taken. Nothing is committed again.
+      const welcome = this.#rememberedWelcome(ctx, inv.channel, kpHash);
+      return welcome
+        ? { reply: { ok: true, welcome }, admitted: false }
+        : refuse("it was admitted before, and that Welcome is no longer kept");
+    }
+    if (inv.expires <= Date.now()) {
+      return refuse(`the invite expired at ${new Date(inv.expires).toISOString()}`);
+    }
+    if (inv.uses <= 0) return refuse("the invite has no uses left");
+    let welcome: string;
+    try {
+      // After a crash between this add and saving the use, addMember returns the same
+      // Welcome without committing, and the use is counted now, once.
+      welcome = await this.addMember(inv.channel, req.keyPackage);
+    } catch (e) {
+      return refuse(message(e));
+    }
+    inv.uses -= 1;
+    counted.push({ reply: req.reply, keyPackage: kpHash });
+    logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite ${inv.id}`);
+    return { reply: { ok: true, welcome }, admitted: true };
+  }
+
+  /** The Welcome this member made for a key package (SHA-256 hex), while that member is in. */
+  #rememberedWelcome(ctx: Ctx, channel: string, kpHash: string): string | undefined {
+    const live = this.#channels.get(channel);
+    const w = live?.record.welcomes?.find((x) => x.keyPackage === kpHash);
+    if (!live || !w) return undefined;
+    return ctx.engine.members(live.group).includes(w.identity) ? w.welcome.toHex() : undefined;
   }
 
   /**
@@ -1173,31 +1250,40 @@ export class SkytaleChannelManager {
       throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
     }
     const keyPackage = await this.keyPackage();
-    const reply = `wel:${crypto.getRandomValues(new Uint8Array(16)).toHex()}`;
+    // The reply mailbox is this joiner's: only its take key, kept here, takes from it.
+    const { address: reply, takeKey } = await newMailbox("wel:");
+    const request = await seal(inv.secret, `request:${inv.id}`, {
+      keyPackage,
+      reply,
+      identity: this.identity,
+    });
+    // Only a reply that names this request answers it.
+    const reqKey = (await sha256(request)).toHex();
     await ctx.relay.mailboxPut(
-      inviteAddress(inv.id),
-      await seal(inv.secret, `request:${inv.id}`, {
-        keyPackage,
-        reply,
-        identity: this.identity,
-      }),
+      inv.address,
+      request,
       Math.max(1, Math.ceil((inv.expires - Date.now()) / 1000)),
     );
     const end = Date.now() + (options.timeout ?? 30) * 1000;
     // The reply is acked once used (the refusal reported, the join saved); until then a
     // lost answer or a dropped connection leaves it with the relay for the next take.
     const ack = (id: Uint8Array) =>
-      ctx.relay.mailboxAck(reply, [id]).catch((e) =>
+      ctx.relay.mailboxAck(reply, [id], takeKey).catch((e) =>
         logLine(`skytale: could not ack the invite reply for "${channel}": ${message(e)}`)
       );
     while (Date.now() < end && !this.#closed) {
-      for (const item of await ctx.relay.mailboxLease(reply)) {
-        const r = await open<{ ok: boolean; welcome?: string; error?: string }>(
+      for (const item of await ctx.relay.mailboxLease(reply, takeKey)) {
+        const r = await open<{ ok: boolean; welcome?: string; error?: string; req?: string }>(
           inv.secret,
           `reply:${inv.id}`,
           item.payload,
         );
-        if (!r) {
+        if (!r || r.req !== reqKey) {
+          logLine(
+            `skytale: ignored an invite reply for "${channel}" that ${
+              r ? "answers another request" : "fails its MAC"
+            }`,
+          );
           await ack(item.id);
           continue;
         }
@@ -1264,6 +1350,10 @@ export function relayUrl(url: string): string {
     );
   }
   return u.href;
+}
+
+async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource));
 }
 
 function message(e: unknown): string {

@@ -21,6 +21,7 @@ import {
   type MailboxItem,
   MAX_ACK_IDS,
   type SubscribeFrom,
+  TAKE_KEY_BYTES,
 } from "./protocol.ts";
 
 export type { MailboxItem } from "./protocol.ts";
@@ -433,13 +434,17 @@ export class RelayClient {
    * the relay has seen the old connection close.
    *
    * @param address The mailbox address.
+   * @param takeKey The mailbox's take key (see `newMailbox` in `mailbox.ts`).
    * @returns The items (id and blob), oldest first.
+   * @throws {RelayError} `auth` if the key does not own the address.
    */
-  async mailboxLease(address: string): Promise<MailboxItem[]> {
+  async mailboxLease(address: string, takeKey: Uint8Array): Promise<MailboxItem[]> {
+    _checkTakeKey(takeKey);
     const f = await this.#request<"mailboxItems">((reqId) => ({
       type: "mailboxTake",
       reqId,
       address,
+      key: takeKey,
     }));
     return f.items;
   }
@@ -452,9 +457,16 @@ export class RelayClient {
    *
    * @param address The mailbox address.
    * @param ids The ids of items from {@linkcode mailboxLease}.
-   * @throws {ValidationError} `invalid_argument` if an id is not 16 bytes.
+   * @param takeKey The mailbox's take key.
+   * @throws {ValidationError} `invalid_argument` if an id is not 16 bytes or the key not 32.
+   * @throws {RelayError} `auth` if the key does not own the address.
    */
-  async mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<void> {
+  async mailboxAck(
+    address: string,
+    ids: readonly Uint8Array[],
+    takeKey: Uint8Array,
+  ): Promise<void> {
+    _checkTakeKey(takeKey);
     for (const id of ids) {
       if (id.length !== ID_BYTES) {
         throw new ValidationError(
@@ -466,7 +478,13 @@ export class RelayClient {
     for (let i = 0; i < ids.length && !this.#noAcks; i += MAX_ACK_IDS) {
       const chunk = ids.slice(i, i + MAX_ACK_IDS);
       try {
-        await this.#request<"ok">((reqId) => ({ type: "mailboxAck", reqId, address, ids: chunk }));
+        await this.#request<"ok">((reqId) => ({
+          type: "mailboxAck",
+          reqId,
+          address,
+          ids: chunk,
+          key: takeKey,
+        }));
       } catch (e) {
         if (
           !(e instanceof RelayError && e.code === "protocol" &&
@@ -485,11 +503,12 @@ export class RelayClient {
    * {@linkcode mailboxLease} and {@linkcode mailboxAck} to keep them until used.
    *
    * @param address The mailbox address.
+   * @param takeKey The mailbox's take key.
    * @returns The blobs, oldest first.
    */
-  async mailboxTake(address: string): Promise<Uint8Array[]> {
-    const items = await this.mailboxLease(address);
-    await this.mailboxAck(address, items.map((i) => i.id));
+  async mailboxTake(address: string, takeKey: Uint8Array): Promise<Uint8Array[]> {
+    const items = await this.mailboxLease(address, takeKey);
+    await this.mailboxAck(address, items.map((i) => i.id), takeKey);
     return items.map((i) => i.payload);
   }
 
@@ -927,4 +946,13 @@ function _closeSocket(ws: WebSocket): Promise<void> {
       resolve();
     }
   });
+}
+
+function _checkTakeKey(key: Uint8Array): void {
+  if (key.length !== TAKE_KEY_BYTES) {
+    throw new ValidationError(
+      "invalid_argument",
+      `Mailbox take key must be ${TAKE_KEY_BYTES} bytes, got ${key.length}`,
+    );
+  }
 }

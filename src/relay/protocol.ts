@@ -31,6 +31,13 @@ export const MAX_NAME_BYTES = 255;
  */
 export const PROVE_CONTEXT: Uint8Array = new TextEncoder().encode("skytale relay membership v1\0");
 
+/**
+ * The length of the take key that ends `mailboxTake` and `mailboxAck` frames.
+ * The field is absent in frames of clients from before mailbox ownership; the
+ * codec still reads those (the relay refuses them with `auth`).
+ */
+export const TAKE_KEY_BYTES = 32;
+
 /** The most item ids one `mailboxAck` frame may carry. */
 export const MAX_ACK_IDS = 1024;
 
@@ -160,9 +167,9 @@ export type Frame =
     ttl: number;
     payload: Uint8Array;
   }
-  | { type: "mailboxTake"; reqId: number; address: string }
+  | { type: "mailboxTake"; reqId: number; address: string; key?: Uint8Array }
   | { type: "mailboxItems"; reqId: number; items: MailboxItem[] }
-  | { type: "mailboxAck"; reqId: number; address: string; ids: Uint8Array[] }
+  | { type: "mailboxAck"; reqId: number; address: string; ids: Uint8Array[]; key?: Uint8Array }
   | { type: "ping"; reqId: number }
   | { type: "pong"; reqId: number }
   | { type: "error"; reqId: number; code: string; message: string };
@@ -236,6 +243,15 @@ class _Writer {
       throw new ProtocolError(
         "protocol",
         `Cannot encode ${what}: expected ${ID_BYTES} bytes, got ${b.length}`,
+      );
+    }
+    this.raw(b);
+  }
+  fixed(b: Uint8Array, n: number, what: string): void {
+    if (b.length !== n) {
+      throw new ProtocolError(
+        "protocol",
+        `Cannot encode ${what}: expected ${n} bytes, got ${b.length}`,
       );
     }
     this.raw(b);
@@ -319,6 +335,15 @@ class _Reader {
     this.pos += n;
     return b;
   }
+  left(): number {
+    return this.buf.length - this.pos;
+  }
+  fixed(n: number, what: string): Uint8Array {
+    this.need(n, what);
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
   id(what: string): Uint8Array {
     this.need(ID_BYTES, what);
     const b = this.buf.subarray(this.pos, this.pos + ID_BYTES);
@@ -356,7 +381,9 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
     : f.type === "mailboxItems"
     ? f.items.reduce((n, i) => n + i.payload.length + ID_BYTES + 4, 0)
     : f.type === "mailboxAck"
-    ? f.ids.length * ID_BYTES
+    ? f.ids.length * ID_BYTES + TAKE_KEY_BYTES
+    : f.type === "mailboxTake"
+    ? TAKE_KEY_BYTES
     : 0;
   const w = new _Writer(64 + extra + ("channel" in f ? f.channel.length * 3 : 0));
   w.u8(PROTOCOL_VERSION);
@@ -440,6 +467,7 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
       break;
     case "mailboxTake":
       w.str(f.address, "address");
+      if (f.key !== undefined) w.fixed(f.key, TAKE_KEY_BYTES, "take key");
       break;
     case "mailboxItems":
       w.u32(f.items.length, "item count");
@@ -452,6 +480,7 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
       w.str(f.address, "address");
       w.u32(f.ids.length, "id count");
       for (const id of f.ids) w.id(id, "mailbox id");
+      if (f.key !== undefined) w.fixed(f.key, TAKE_KEY_BYTES, "take key");
       break;
     case "error":
       w.str(f.code, "code");
@@ -577,9 +606,13 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
       f = { type, reqId, address, id, ttl, payload: r.bytes("payload") };
       break;
     }
-    case "mailboxTake":
-      f = { type, reqId, address: r.str("address") };
+    case "mailboxTake": {
+      const address = r.str("address");
+      f = r.left() === 0
+        ? { type, reqId, address }
+        : { type, reqId, address, key: r.fixed(TAKE_KEY_BYTES, "take key") };
       break;
+    }
     case "mailboxItems": {
       const n = r.u32("item count");
       // Each item takes at least 20 bytes, so a lying count fails fast instead of looping.
@@ -598,7 +631,9 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
       r.need(n * ID_BYTES, "ids");
       const ids: Uint8Array[] = [];
       for (let i = 0; i < n; i++) ids.push(r.id("mailbox id"));
-      f = { type, reqId, address, ids };
+      f = r.left() === 0
+        ? { type, reqId, address, ids }
+        : { type, reqId, address, ids, key: r.fixed(TAKE_KEY_BYTES, "take key") };
       break;
     }
     case "error":

@@ -27,6 +27,7 @@ import { CommitGate, Refusal } from "./_commits.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
+import { ownsMailbox } from "./mailbox.ts";
 import {
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
@@ -96,7 +97,10 @@ export const DEFAULT_LIMITS: RelayLimits = {
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
-  /** When set, the connection may only use channels `org/…` (and mailboxes of any name). */
+  /**
+   * When set, the connection may only use channels `org/…`, and its mailbox
+   * addresses name mailboxes of that org only.
+   */
   org?: string;
   /**
    * When the credentials expire, in ms since the Unix epoch. The relay then
@@ -174,7 +178,7 @@ interface _Conn {
   chain: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
-  /** Mailbox leases this connection took and has not acked: address → item id hex → lease. */
+  /** Mailbox leases this connection took and has not acked: log address → item id hex → lease. */
   leases: Map<string, Map<string, MailboxLease>>;
   /** The challenge this connection's `prove` frames sign. */
   nonce: Uint8Array;
@@ -970,6 +974,32 @@ export class RelayServer {
     }
   }
 
+  /**
+   * Where the log keeps a mailbox: an org-scoped session's addresses live in
+   * its org's namespace (`<org>/<address>`), so sessions of another org never
+   * reach them; sessions without an org (a relay without auth) share one.
+   * Org names hold no `/`, so no two orgs' names meet.
+   */
+  #box(c: _Conn, address: string): string {
+    const org = c.session?.org;
+    return org === undefined ? address : `${org}/${address}`;
+  }
+
+  /**
+   * Refuses a take or ack that does not carry the mailbox's take key: a key
+   * whose SHA-256 (hex) ends the address. Putters need only the address.
+   */
+  async #checkOwner(address: string, key: Uint8Array | undefined): Promise<void> {
+    if (key === undefined) {
+      throw new AuthError(
+        `Mailbox "${address}" can only be taken from or acked with its take key: upgrade the client`,
+      );
+    }
+    if (!await ownsMailbox(address, key)) {
+      throw new AuthError(`The take key does not own mailbox "${address}"`);
+    }
+  }
+
   async #mailboxPut(c: _Conn, f: FrameOf<"mailboxPut">): Promise<void> {
     this.#checkAddress(f.address);
     if (f.ttl < 1) {
@@ -989,23 +1019,25 @@ export class RelayServer {
       );
     }
     const ttl = Math.min(f.ttl, this.#limits.maxMailboxTtlSeconds);
-    await this.#log.mailboxPut(f.address, f.id, f.payload, this.#now() + ttl * 1000);
+    await this.#log.mailboxPut(this.#box(c, f.address), f.id, f.payload, this.#now() + ttl * 1000);
     this.#metrics.mailboxPuts++;
     this.#send(c, { type: "ok", reqId: f.reqId });
   }
 
   async #mailboxTake(c: _Conn, f: FrameOf<"mailboxTake">): Promise<void> {
     this.#checkAddress(f.address);
-    const items = await this.#log.mailboxTake(f.address, this.#now(), this.#leaseMs);
+    await this.#checkOwner(f.address, f.key);
+    const box = this.#box(c, f.address);
+    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs);
     this.#metrics.mailboxTakes++;
     const leases: MailboxLease[] = [];
     for (const i of items) if (i.lease !== undefined) leases.push({ id: i.id, lease: i.lease });
     if (c.closed) {
       // The connection went away while the log leased them: the answer cannot be sent.
-      return this.#release(f.address, leases);
+      return this.#release(box, leases);
     }
-    let held = c.leases.get(f.address);
-    if (!held && leases.length > 0) c.leases.set(f.address, held = new Map());
+    let held = c.leases.get(box);
+    if (!held && leases.length > 0) c.leases.set(box, held = new Map());
     for (const l of leases) held!.set(l.id.toHex(), l);
     this.#send(c, {
       type: "mailboxItems",
@@ -1024,13 +1056,15 @@ export class RelayServer {
         `A mailbox ack must name 1 to ${MAX_ACK_IDS} item ids, got ${f.ids.length}`,
       );
     }
+    await this.#checkOwner(f.address, f.key);
+    const box = this.#box(c, f.address);
     // Forget the leases first: if the connection closes meanwhile, they are not released.
-    const held = c.leases.get(f.address);
+    const held = c.leases.get(box);
     if (held) {
       for (const id of f.ids) held.delete(id.toHex());
-      if (held.size === 0) c.leases.delete(f.address);
+      if (held.size === 0) c.leases.delete(box);
     }
-    await this.#log.mailboxAck(f.address, f.ids);
+    await this.#log.mailboxAck(box, f.ids);
     this.#metrics.mailboxAcks += f.ids.length;
     this.#send(c, { type: "ok", reqId: f.reqId });
   }
