@@ -36,6 +36,13 @@ export type {
   Store,
   StoredMessage,
 } from "./src/store/types.ts";
+export {
+  didKey,
+  didPublicKey,
+  fingerprint,
+  type IdentityKey,
+  type Member,
+} from "./src/identity.ts";
 export { type ChannelName, parseChannelName } from "./src/validate.ts";
 export {
   AuthError,

@@ -12,7 +12,10 @@
  * const mgr = new SkytaleChannelManager({ identity: "mcp-agent" });
  * await mgr.joinWithToken("org/ns/mcp-rpc", "skt_inv_…"); // from `skytale expose`
  * const client = new Client({ name: "agent", version: "1.0.0" });
- * await client.connect(new SkytaleTransport(mgr, "org/ns/mcp-rpc"));
+ * // the server's did, as `skytale expose` (or the server's `whoami()`) prints it
+ * await client.connect(
+ *   new SkytaleTransport(mgr, "org/ns/mcp-rpc", { serverDid: "did:key:z6Mk…" }),
+ * );
  * const { tools } = await client.listTools();
  * ```
  *
@@ -30,5 +33,6 @@ export {
   SkytaleTransport,
   type SkytaleTransportOptions,
   type TaggedChannels,
+  type TaggedMessage,
   type TransportSendOptions,
 } from "./src/mcp/transport.ts";

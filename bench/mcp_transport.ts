@@ -84,6 +84,7 @@ export async function run(h: Harness): Promise<void> {
       ...pre,
       path.join(ROOT, "bench/_mcp_min.ts"),
     ], { SKYTALE_RELAY: relay.url, SKYTALE_DATA_DIR: await dir(), SKYTALE_IDENTITY: "exposer" });
+    const did = (await expose.waitFor(/server did: (did:key:\S+)/, 60_000))[1]!;
     const token = (await expose.waitFor(/invite token for "[^"]+": (skt_inv_\S+)/, 60_000))[1]!;
 
     const plain = await stdioClient([path.join(ROOT, "bench/_mcp_min.ts")]);
@@ -95,10 +96,12 @@ export async function run(h: Harness): Promise<void> {
     });
     await mgr.joinWithToken(CHANNEL, token);
     const overChannel = new Client({ name: "skytale-bench", version: "0.0.0" });
-    await overChannel.connect(new SkytaleTransport(mgr, CHANNEL), { timeout: 60_000 });
+    await overChannel.connect(new SkytaleTransport(mgr, CHANNEL, { serverDid: did }), {
+      timeout: 60_000,
+    });
     clients.push(overChannel);
     const bridged = await stdioClient(
-      [path.join(ROOT, "mod.ts"), "connect", CHANNEL, "--invite", token],
+      [path.join(ROOT, "mod.ts"), "connect", CHANNEL, "--server", did, "--invite", token],
       { SKYTALE_RELAY: relay.url, SKYTALE_DATA_DIR: await dir(), SKYTALE_IDENTITY: "bench-bridge" },
     );
     clients.push(bridged);

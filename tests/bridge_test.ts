@@ -16,6 +16,8 @@ import {
   tempDir,
 } from "./_helpers.ts";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
+import { SkytaleChannelManager } from "../src/channel/manager.ts";
+import { impersonate } from "./_impostor.ts";
 
 const EVERYTHING = path.join(
   ROOT,
@@ -48,17 +50,24 @@ function relayUrl(): Promise<string> {
   return relay;
 }
 
-/** Starts `mod.ts expose CHANNEL -- command…`; resolves with its invite token. */
-async function expose(channel: string, command: string[]): Promise<{ proc: Proc; token: string }> {
+/** Starts `mod.ts expose CHANNEL -- command…`; resolves with its invite token and did. */
+async function expose(
+  channel: string,
+  command: string[],
+): Promise<{ proc: Proc; token: string; did: string }> {
   const proc = spawnScript("mod.ts", ["expose", channel, "--uses", "20", "--", ...command], {
     SKYTALE_RELAY: await relayUrl(),
     SKYTALE_DATA_DIR: await tempDir(),
     SKYTALE_IDENTITY: "exposer",
   });
   procs.push(proc);
+  const did = (await proc.waitFor(/server did: (did:key:\S+)/))[1]!;
   const token = (await proc.waitFor(/invite token for "[^"]+": (skt_inv_\S+)/))[1]!;
+  // the command line it prints for clients is the one they run
+  const line = (await proc.waitFor(/clients run: (skytale connect .*)/))[1]!;
+  assert.equal(line, `skytale connect ${channel} --server ${did} --invite ${token}`);
   await proc.waitFor(/serving "/);
-  return { proc, token };
+  return { proc, token, did };
 }
 
 /** The environment of a `connect` process for `identity`. */
@@ -74,13 +83,23 @@ async function connectEnv(identity: string): Promise<Record<string, string>> {
 async function connectClient(
   identity: string,
   channel: string,
-  token: string,
+  server: { token: string; did: string },
   extra: string[] = [],
 ): Promise<{ client: Client; stderr: () => string }> {
   const [cmd, pre] = runtimeCommand();
   const transport = new StdioClientTransport({
     command: cmd,
-    args: [...pre, path.join(ROOT, "mod.ts"), "connect", channel, "--invite", token, ...extra],
+    args: [
+      ...pre,
+      path.join(ROOT, "mod.ts"),
+      "connect",
+      channel,
+      "--server",
+      server.did,
+      "--invite",
+      server.token,
+      ...extra,
+    ],
     env: await connectEnv(identity),
     cwd: ROOT,
     stderr: "pipe",
@@ -103,8 +122,8 @@ function text(r: unknown): string {
 
 test("an MCP SDK client reaches server-everything, exposed on a channel, through `connect`", async () => {
   const ch = "acme/bridge/everything";
-  const { proc, token } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
-  const { client } = await connectClient("sdk-client", ch, token);
+  const { proc, ...server } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
+  const { client } = await connectClient("sdk-client", ch, server);
   assert.equal(client.getServerVersion()?.name, "mcp-servers/everything");
   const { tools } = await client.listTools();
   const names = tools.map((t) => t.name);
@@ -119,10 +138,10 @@ test("an MCP SDK client reaches server-everything, exposed on a channel, through
 
 test("two clients at once against one exposed server get their own sessions (a child each) and correct answers", async () => {
   const ch = "acme/bridge/two";
-  const { proc, token } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
+  const { proc, ...server } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
   const [a, b] = await Promise.all([
-    connectClient("client-a", ch, token),
-    connectClient("client-b", ch, token),
+    connectClient("client-a", ch, server),
+    connectClient("client-b", ch, server),
   ]);
   const calls: Promise<string>[] = [];
   for (let i = 0; i < 4; i++) {
@@ -143,7 +162,7 @@ test("two clients at once against one exposed server get their own sessions (a c
 
 test("the MCP Inspector CLI lists and calls server-everything's tools through `connect`", async () => {
   const ch = "acme/bridge/inspector";
-  const { token } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
+  const { token, did } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
   const env = await connectEnv("inspector");
   const dir = env.SKYTALE_DATA_DIR!;
   const [cmd, pre] = runtimeCommand();
@@ -160,6 +179,8 @@ test("the MCP Inspector CLI lists and calls server-everything's tools through `c
         path.join(ROOT, "mod.ts"),
         "connect",
         ch,
+        "--server",
+        did,
         "--invite",
         token,
       ], {
@@ -203,8 +224,8 @@ rl.on("line", (l) => {
 
 test("a child that exits surfaces as a JSON-RPC error to the client, and later requests fail fast", async () => {
   const ch = "acme/bridge/crash";
-  const { proc, token } = await expose(ch, [NODE, "-e", CRASHER]);
-  const { client } = await connectClient("crash-client", ch, token);
+  const { proc, ...server } = await expose(ch, [NODE, "-e", CRASHER]);
+  const { client } = await connectClient("crash-client", ch, server);
   assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ["crash"]);
   const t0 = Date.now();
   await assert.rejects(
@@ -227,4 +248,43 @@ test("a child that exits surfaces as a JSON-RPC error to the client, and later r
     },
   );
   assert.ok(Date.now() - t1 < 5_000, "a request after the session ended is answered at once");
+});
+
+test("`connect` refuses to start without the server's did", async () => {
+  const proc = spawnScript("mod.ts", ["connect", "acme/bridge/nodid", "--invite", "skt_inv_x"], {
+    SKYTALE_RELAY: await relayUrl(),
+    SKYTALE_DATA_DIR: await tempDir(),
+  });
+  procs.push(proc);
+  assert.notEqual(await proc.exited, 0);
+  assert.match(proc.stderr(), /Missing --server DID/);
+});
+
+test("through `connect`, a member answering first is ignored and reads no tool argument or result", async () => {
+  const ch = "acme/bridge/impostor";
+  const { proc, ...server } = await expose(ch, [NODE, EVERYTHING, "stdio"]);
+  const mallory = new SkytaleChannelManager({
+    identity: "mallory",
+    endpoint: await relayUrl(),
+    dataDir: await tempDir(),
+  });
+  try {
+    await mallory.joinWithToken(ch, server.token);
+    const { seen } = await impersonate(mallory, ch, server.did);
+    const { client, stderr } = await connectClient("victim", ch, server);
+    assert.equal(client.getServerVersion()?.name, "mcp-servers/everything");
+    const marker = `marker-${crypto.randomUUID()}`;
+    const echoed = await client.callTool({ name: "echo", arguments: { message: marker } });
+    assert.equal(text(echoed), `Echo: ${marker}`);
+    assert.ok((await client.listTools()).tools.length > 2);
+    await client.close();
+    await proc.waitFor(/session of "victim" ended/, 20_000);
+    assert.match(stderr(), /ignored MCP frames on "acme\/bridge\/impostor" from "mallory"/);
+    assert.ok(seen.length >= 4, `mallory saw ${seen.length} frames`);
+    const all = Buffer.concat(seen);
+    assert.equal(all.includes(marker), false, "mallory read the tool call");
+    assert.equal(all.includes("tools/call"), false, "mallory read a JSON-RPC method");
+  } finally {
+    await mallory.close();
+  }
 });

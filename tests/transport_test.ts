@@ -13,6 +13,7 @@ import {
   type Transport,
 } from "../src/mcp/_sdk.ts";
 import { type JsonRpcMessage, SkytaleTransport } from "../src/mcp/transport.ts";
+import { impersonate } from "./_impostor.ts";
 
 const CHANNEL = "acme/tools/mcp-rpc";
 const procs: Proc[] = [];
@@ -22,7 +23,9 @@ after(async () => {
   await Promise.all(procs.map((p) => p.kill("SIGKILL")));
 });
 
-let shared: Promise<{ url: string; relayDir: string; peer: Proc; token: string }> | undefined;
+let shared:
+  | Promise<{ url: string; relayDir: string; peer: Proc; token: string; did: string }>
+  | undefined;
 /** One relay process and one serving process for the whole file. */
 function setup() {
   shared ??= (async () => {
@@ -36,21 +39,29 @@ function setup() {
     });
     procs.push(peer);
     const token = (await peer.waitFor(/invite: (skt_inv_\S+)/))[1]!;
-    await peer.waitFor(/serving /);
-    return { url: relay.url, relayDir, peer, token };
+    const did = (await peer.waitFor(/serving \S+ as \S+ (did:key:\S+)/))[1]!;
+    return { url: relay.url, relayDir, peer, token, did };
   })();
   return shared;
 }
 
-async function member(identity: string): Promise<SkytaleChannelManager> {
+async function member(identity: string, dataDir?: string): Promise<SkytaleChannelManager> {
   const { url, token } = await setup();
-  const mgr = new SkytaleChannelManager({ identity, endpoint: url, dataDir: await tempDir() });
+  const mgr = new SkytaleChannelManager({
+    identity,
+    endpoint: url,
+    dataDir: dataDir ?? await tempDir(),
+  });
   managers.push(mgr);
   await mgr.joinWithToken(CHANNEL, token);
   return mgr;
 }
 
-async function connectClient(mgr: SkytaleChannelManager, options: { server?: string } = {}) {
+async function connectClient(
+  mgr: SkytaleChannelManager,
+  options: { server?: string; serverDid?: string } = {},
+) {
+  if (options.server === undefined) options.serverDid ??= (await setup()).did;
   const client = new Client({ name: `client-${mgr.identity}`, version: "1.0.0" }, {
     capabilities: { sampling: {} },
   });
@@ -206,7 +217,7 @@ test("SkytaleTransport keeps the Transport contract: start twice throws, close i
 
 test("the seed's shape: write() and read() on a SkytaleTransport without an SDK client", async () => {
   const frank = await member("frank");
-  const transport = new SkytaleTransport(frank, CHANNEL);
+  const transport = new SkytaleTransport(frank, CHANNEL, { serverDid: (await setup()).did });
   await transport.write({
     jsonrpc: "2.0",
     id: 1,
@@ -228,4 +239,60 @@ test("the seed's shape: write() and read() on a SkytaleTransport without an SDK 
   await assert.rejects(transport.read({ timeout: 0.2 }), /No MCP message/);
   await transport.close();
   await assert.rejects(transport.read(), /closed/);
+});
+
+test("a member that answers first, or replays the server's frames, is ignored: the client talks only to the server's did", async () => {
+  const { did } = await setup();
+  const mallory = await impersonate(await member("mallory"), CHANNEL, did);
+  const grace = await member("grace");
+  const { client, transport } = await connectClient(grace, { serverDid: did });
+  try {
+    assert.equal(client.getServerVersion()?.name, "peer");
+    const { tools } = await client.listTools();
+    assert.equal(tools.length, 4);
+    for (let i = 0; i < 3; i++) {
+      const r = await client.callTool({ name: "add", arguments: { a: i, b: 40 } });
+      assert.equal(text(r), String(i + 40));
+    }
+    assert.equal(
+      text(await client.callTool({ name: "whoami" })),
+      `grace ${transport.sessionId}`,
+    );
+    assert.equal(transport.serverDid, did);
+  } finally {
+    mallory.stop();
+    await client.close();
+  }
+});
+
+test("a third member reads none of another client's tool arguments or results; the relay stores none", async () => {
+  const { relayDir } = await setup();
+  const eveDir = await tempDir();
+  const eve = await member("eve", eveDir);
+  const tapped: Uint8Array[] = [];
+  await eve.onTagged(CHANNEL, "mcp", (d) => tapped.push(d.data));
+  const heidi = await member("heidi");
+  const { client } = await connectClient(heidi);
+  const marker = `marker-${crypto.randomUUID()}`;
+  try {
+    const asked = await client.callTool({ name: "ask", arguments: { question: marker } });
+    assert.equal(text(asked), `sampled: heidi says 42 to ${marker}`);
+  } finally {
+    await client.close();
+  }
+  // eve was there all along: it got every frame of heidi's session, as ciphertext
+  assert.ok(tapped.length >= 4, `eve saw ${tapped.length} MCP frames`);
+  const files = (dir: string): Buffer[] =>
+    fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => fs.readFileSync(path.join(e.parentPath, e.name)));
+  const search: [string, Buffer][] = [
+    ["eve's MCP taps", Buffer.concat(tapped)],
+    ["eve's data dir", Buffer.concat(files(eveDir))],
+    ["the relay's files", Buffer.concat(files(relayDir))],
+  ];
+  for (const [where, bytes] of search) {
+    assert.equal(bytes.includes(marker), false, `the marker is in ${where}`);
+    assert.equal(bytes.includes("tools/call"), false, `a JSON-RPC method is in ${where}`);
+  }
 });

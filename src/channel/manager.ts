@@ -8,6 +8,7 @@
  */
 import { RelayError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import { MlsEngine } from "../mls/engine.ts";
+import { type BoxPrivateKey, identityBoxKey, openBox } from "../seal.ts";
 import {
   decodeIdentityKey,
   encodeIdentityKey,
@@ -317,6 +318,27 @@ export class SkytaleChannelManager {
   async whoami(): Promise<Member> {
     const ctx = await this.#context();
     return memberOf(this.identity, ctx.key.publicKey);
+  }
+
+  #boxKey: Promise<BoxPrivateKey> | undefined;
+
+  /**
+   * Opens an HPKE box sealed to this agent's did (see `src/seal.ts`), with
+   * the X25519 form of its identity key. The key itself never leaves the
+   * manager; this is the one use the MCP transport (`serveChannel`) makes of
+   * it, so that a client's requests can be sealed to the server's did.
+   *
+   * @internal
+   * @param box `enc || ciphertext`, as `sealBox` makes it for this agent's did.
+   * @param info The HPKE `info` it was sealed with.
+   * @param aad The data it was bound to.
+   * @returns The plaintext.
+   * @throws {CryptoError} `invalid_message` if it was not sealed to this did with this `info` and `aad`.
+   */
+  async openSealed(box: Uint8Array, info: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+    const ctx = await this.#context();
+    this.#boxKey ??= identityBoxKey(ctx.key);
+    return await openBox(await this.#boxKey, box, info, aad);
   }
 
   /**

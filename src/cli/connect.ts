@@ -1,9 +1,16 @@
 /**
- * `skytale connect CHANNEL [--invite TOKEN]`: a stdio MCP server that
- * forwards everything, end-to-end encrypted, to the server exposed on the
+ * `skytale connect CHANNEL --server DID [--invite TOKEN]`: a stdio MCP server
+ * that forwards everything, end-to-end encrypted, to the server exposed on the
  * channel (`skytale expose`). Any stdio MCP client (Claude Desktop, the MCP
  * Inspector, an SDK `Client`) uses the remote server with no code on either
  * side.
+ *
+ * The server is named by its did, which `expose` prints, and is required:
+ * only frames that member sent (as MLS proves) are accepted, and requests are
+ * sealed to its key, so another member of the channel can neither answer
+ * first and take the session over nor read it. Without `--server` there is
+ * nobody to seal the first request to, and locking on to whoever answers
+ * first is exactly the take-over this prevents, so `connect` refuses.
  *
  * Every request gets exactly one answer: the server's, or a JSON-RPC error
  * when the session ends (the exposed process exited, the server stopped or
@@ -13,19 +20,21 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import { didPublicKey } from "../identity.ts";
 import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
 import { StdioServerTransport } from "../mcp/_sdk.ts";
 import { BridgeErrorCodes, type JsonRpcMessage } from "../mcp/transport.ts";
 
-const USAGE =
-  `Usage: skytale connect CHANNEL [--invite TOKEN] [--server IDENTITY] [--timeout SECONDS]
+const USAGE = `Usage: skytale connect CHANNEL --server DID [--invite TOKEN] [--timeout SECONDS]
 
 A stdio MCP server that forwards to the MCP server exposed on CHANNEL with
 \`skytale expose\`, end-to-end encrypted. Put it in an MCP client's config.
+\`skytale expose\` prints the whole command line.
 
+  --server DID        the exposing member's did (did:key:z6Mk…, printed by expose);
+                      nothing from any other member is accepted
   --invite TOKEN      join CHANNEL with this invite first (skipped if already a member)
-  --server IDENTITY   the exposing member (default: whoever answers first)
   --timeout SECONDS   answer a waiting request with an error after this long
                       without any message from the server (default 120)
 
@@ -37,8 +46,8 @@ export interface ConnectOptions {
   channel: string;
   /** An invite token to join with. */
   invite?: string;
-  /** The exposing member's identity. */
-  server?: string;
+  /** The exposing member's did. */
+  server: string;
   /** Seconds without a message from the server before waiting requests fail. */
   timeout: number;
 }
@@ -52,7 +61,7 @@ export interface ConnectOptions {
  */
 export function parseConnectArgs(argv: string[]): ConnectOptions | undefined {
   let channel: string | undefined;
-  const out: Omit<ConnectOptions, "channel"> = { timeout: 120 };
+  const out: Omit<ConnectOptions, "channel" | "server"> & { server?: string } = { timeout: 120 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -69,9 +78,18 @@ export function parseConnectArgs(argv: string[]): ConnectOptions | undefined {
       case "--invite":
         out.invite = value();
         break;
-      case "--server":
-        out.server = value();
+      case "--server": {
+        const v = value();
+        try {
+          didPublicKey(v);
+        } catch {
+          throw new UsageError(
+            `Option --server needs the server's did ("did:key:z6Mk…", printed by \`skytale expose\`), got "${v}"`,
+          );
+        }
+        out.server = v;
         break;
+      }
       case "--timeout": {
         const v = value();
         const n = Number(v);
@@ -89,7 +107,12 @@ export function parseConnectArgs(argv: string[]): ConnectOptions | undefined {
     }
   }
   if (channel === undefined) throw new UsageError(`Missing CHANNEL\n${USAGE}`);
-  return { channel, ...out };
+  if (out.server === undefined) {
+    throw new UsageError(
+      `Missing --server DID: name the exposing member's did, as \`skytale expose\` prints it\n${USAGE}`,
+    );
+  }
+  return { channel, ...out, server: out.server };
 }
 
 const idKey = (id: string | number) => `${typeof id}:${id}`;
@@ -124,11 +147,13 @@ export async function connectCommand(argv: string[]): Promise<number> {
 
   const { stdin, stdout } = processStdio();
   const local = new StdioServerTransport(stdin, stdout);
-  const remote = new SkytaleTransport(
-    mgr,
-    opts.channel,
-    opts.server !== undefined ? { server: opts.server } : {},
-  );
+  let remote: InstanceType<typeof SkytaleTransport>;
+  try {
+    remote = new SkytaleTransport(mgr, opts.channel, { serverDid: opts.server });
+  } catch (e) {
+    await mgr.close();
+    throw new UsageError(`Option --server: ${(e as Error).message}`, { cause: e });
+  }
   const timeoutMs = opts.timeout * 1000;
   /** Requests from the local client still waiting for an answer, by id, with their deadline. */
   const pending = new Map<string, { id: string | number; deadline: number }>();
@@ -207,7 +232,11 @@ export async function connectCommand(argv: string[]): Promise<number> {
 
   await remote.start();
   await local.start();
-  logLine(`skytale connect: forwarding stdio to the MCP server on "${opts.channel}"`);
+  logLine(
+    `skytale connect: forwarding stdio to the MCP server ${
+      remote.server === undefined ? "" : `"${remote.server}" `
+    }(${opts.server}) on "${opts.channel}"`,
+  );
 
   const reason = await new Promise<string>((resolve) => {
     onStdinEnd(() => resolve("stdin closed"));

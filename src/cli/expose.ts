@@ -12,6 +12,11 @@
  * process per session, bounded by `--max-sessions` and reaped when the
  * client closes or leaves the channel.
  *
+ * Clients reach it by its did, which it prints with the invite: `connect`
+ * talks only to that did, and requests and results are sealed between the
+ * two (see `src/mcp/transport.ts`), so other members of the channel can
+ * neither answer in its place nor read the traffic.
+ *
  * @module
  */
 import { UsageError } from "../errors.ts";
@@ -30,7 +35,10 @@ const USAGE =
 
 Serves the stdio MCP server COMMAND to the members of CHANNEL (created if this
 identity is not a member yet), one child process per remote client session.
-Prints an invite token on stderr: give it to \`skytale connect CHANNEL --invite TOKEN\`.
+Prints this identity's did and an invite token on stderr, and the command a
+client runs: \`skytale connect CHANNEL --server DID --invite TOKEN\`. Requests and
+results are sealed between each client and this server: other members of the
+channel see neither.
 
   --uses N            how many members the invite admits (default 10)
   --ttl SECONDS       how long the invite is valid (default 86400)
@@ -229,14 +237,22 @@ export async function exposeCommand(argv: string[]): Promise<number> {
       },
     },
   );
+  const me = await mgr.whoami();
+  logLine(`skytale expose: server did: ${me.did} (fingerprint ${me.fingerprint})`);
+  let token: string | undefined;
   if (opts.uses > 0) {
-    const token = await mgr.invite(opts.channel, { uses: opts.uses, ttl: opts.ttl });
+    token = await mgr.invite(opts.channel, { uses: opts.uses, ttl: opts.ttl });
     logLine(`skytale expose: invite token for "${opts.channel}": ${token}`);
   }
   logLine(
+    `skytale expose: clients run: skytale connect ${opts.channel} --server ${me.did}${
+      token === undefined ? "" : ` --invite ${token}`
+    }`,
+  );
+  logLine(
     `skytale expose: serving "${
       [opts.command, ...opts.args].join(" ")
-    }" on "${opts.channel}" as "${mgr.identity}"`,
+    }" on "${opts.channel}" as "${mgr.identity}" (${me.did})`,
   );
   const signal = await new Promise<string>((resolve) => onShutdownSignal(resolve));
   logLine(`skytale expose: shutting down (${signal})`);

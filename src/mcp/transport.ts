@@ -3,29 +3,64 @@
  * MCP SDK `Transport` for a client; {@linkcode serveChannel} answers many
  * remote clients on one channel, one MCP session per remote member.
  *
- * ## Wire format
+ * ## Who talks to whom
+ * A client talks to exactly one server: the member whose did it was given
+ * (`serverDid`; `skytale expose` prints it). Every frame is checked against the
+ * sender's did as MLS proves it (the `senderId` of the message), never against
+ * a field of the frame: a frame from any other member is ignored and logged,
+ * so a member that answers first cannot take a session over.
+ *
+ * ## Wire format (frame version 2)
  * Each JSON-RPC message travels as one MLS application message tagged `mcp`
- * (chat messages use tag `chat`; neither layer sees the other's traffic). The
- * body is a UTF-8 JSON frame:
+ * (chat messages use tag `chat`; neither layer sees the other's traffic). Its
+ * body is a clear header followed by an HPKE box (RFC 9180 base mode,
+ * DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM):
  *
  * ```text
- * { "v": 1, "dir": "c" | "s", "sid": string, "to"?: string, "msg"?: JSON-RPC, "bye"?: string }
+ * u8 version = 2 | u8 dir ("c" | "s") | u8 n | sid (n bytes, UTF-8)
+ *   | u8 m | to (m bytes, the recipient's did) | enc (32 bytes) | ciphertext
  * ```
  *
  * `dir` is `c` from a client to a server and `s` back. `sid` is the client
- * transport's random session id. `to` names the recipient's identity: a
- * server's replies always carry the client's identity, so clients sharing a
- * channel ignore each other's traffic; a client that was not told its
- * server's identity sends without `to` until the first reply, then locks on
- * to that server. `bye` ends the session (with a reason). The sender's
- * identity is never read from the frame: it is the MLS credential of the
- * sending member, so a session is keyed by (sender identity, `sid`).
+ * transport's random session id; `to` is the recipient's did. HPKE `info` is
+ * `skytale mcp frame v2`; the AAD is the header bytes, `\n`, the channel,
+ * `\n` and the sender's did, so a box cannot be moved to another session,
+ * channel or sender. The box holds UTF-8 JSON
+ * `{ "ck"?: hex, "msg"?: JSON-RPC, "bye"?: string }`:
+ *
+ * - a client seals to the X25519 form of the server's Ed25519 did key, and
+ *   puts its session key `ck` (a fresh X25519 public key per transport, never
+ *   stored) in every frame;
+ * - the server opens with its identity key (the manager's `openSealed`) and
+ *   seals its answers to the latest `ck` of that session.
+ *
+ * `bye` ends the session (with a reason). A session is keyed by (the
+ * sender's did, `sid`). Other members of the channel, and the relay, see the
+ * header (who talks to whom, the session id), sizes and timing, never a
+ * request or a result. Version 1 frames (unsealed JSON) are refused with a
+ * line on stderr.
  *
  * @module
  */
 import { SkytaleError, ValidationError } from "../errors.ts";
-import { fromUtf8, Tags, utf8 } from "../channel/envelope.ts";
+import { Tags } from "../channel/envelope.ts";
 import { logLine } from "../runtime/env.ts";
+import {
+  type BoxPrivateKey,
+  type BoxPublicKey,
+  boxPublicKey,
+  didBoxKey,
+  newBoxKey,
+} from "../seal.ts";
+import {
+  decodeFrame,
+  type Frame,
+  type FrameBody,
+  type FrameHeader,
+  legacyFrame,
+  openFrame,
+  sealFrame,
+} from "./_frame.ts";
 
 /** A JSON-RPC 2.0 message as MCP sends it: structurally the SDK's `JSONRPCMessage`. */
 export interface JsonRpcMessage {
@@ -75,10 +110,28 @@ export interface McpTransport {
   sessionId?: string | undefined;
 }
 
+/** A message under one tag, as {@linkcode TaggedChannels.onTagged} hands it over. */
+export interface TaggedMessage {
+  /** The sender's display name, from its MLS credential (a label). */
+  sender: string;
+  /** The sender's did, proven by MLS: the only thing the transport trusts. */
+  senderId: string;
+  /** The relay's sequence number. */
+  seq: number;
+  /** The body. */
+  data: Uint8Array;
+}
+
 /** What the transport needs from a channel manager (`SkytaleChannelManager` fits). */
 export interface TaggedChannels {
-  /** This member's identity. */
+  /** This member's display name. */
   readonly identity: string;
+  /**
+   * This member's did.
+   *
+   * @returns At least its did (`SkytaleChannelManager.whoami` gives name and fingerprint too).
+   */
+  whoami(): Promise<{ did: string }>;
   /**
    * Sends bytes under a tag.
    *
@@ -93,21 +146,30 @@ export interface TaggedChannels {
    *
    * @param channel The channel.
    * @param tag The tag.
-   * @param handler Called per message, in order, with the sender from its MLS credential.
+   * @param handler Called per message, in order, with the sender's name and did.
    * @returns A function removing the handler.
    */
   onTagged(
     channel: string,
     tag: string,
-    handler: (d: { sender: string; seq: number; data: Uint8Array }) => void,
+    handler: (d: TaggedMessage) => void,
   ): Promise<() => void>;
   /**
-   * Lists the channel's members.
+   * Lists the channel's members with their dids.
    *
    * @param channel The channel.
-   * @returns Their identities.
+   * @returns At least the name and did of each.
    */
-  members(channel: string): Promise<string[]>;
+  roster(channel: string): Promise<{ name: string; did: string }[]>;
+  /**
+   * Opens an HPKE box sealed to this member's did (needed by {@linkcode serveChannel} only).
+   *
+   * @param box `enc || ciphertext`.
+   * @param info The HPKE `info`.
+   * @param aad The data the box is bound to.
+   * @returns The plaintext.
+   */
+  openSealed(box: Uint8Array, info: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
 }
 
 /** JSON-RPC error codes the bridge answers with (the MCP SDK's own values). */
@@ -123,42 +185,15 @@ export const BridgeErrorCodes = {
 /** A code of {@linkcode BridgeErrorCodes}. */
 export type BridgeErrorCodes = typeof BridgeErrorCodes[keyof typeof BridgeErrorCodes];
 
-/** One frame inside an `mcp`-tagged message (see the module doc). */
-interface Frame {
-  v: 1;
-  dir: "c" | "s";
-  sid: string;
-  to?: string;
-  msg?: JsonRpcMessage;
-  bye?: string;
-}
-
-const FRAME_VERSION = 1;
 const BYE_WAIT_MS = 2000;
+/** At most this many senders are remembered per transport for "ignored" log lines. */
+const MAX_LOGGED = 64;
 
-function encodeFrame(f: Frame): Uint8Array {
-  return utf8(JSON.stringify(f));
-}
-
-function decodeFrame(data: Uint8Array): Frame | undefined {
-  let f: unknown;
-  try {
-    f = JSON.parse(fromUtf8(data));
-  } catch {
-    return undefined;
-  }
-  if (typeof f !== "object" || f === null) return undefined;
-  const o = f as Record<string, unknown>;
-  if (o.v !== FRAME_VERSION || (o.dir !== "c" && o.dir !== "s") || typeof o.sid !== "string") {
-    return undefined;
-  }
-  if (o.to !== undefined && typeof o.to !== "string") return undefined;
-  if (o.bye !== undefined && typeof o.bye !== "string") return undefined;
-  if (o.msg !== undefined) {
-    const m = o.msg as Record<string, unknown> | null;
-    if (typeof m !== "object" || m === null || m.jsonrpc !== "2.0") return undefined;
-  } else if (o.bye === undefined) return undefined;
-  return o as unknown as Frame;
+/** Logs `line` once per `key` (bounded), so a noisy member cannot flood stderr. */
+function logOnce(seen: Set<string>, key: string, line: string): void {
+  if (seen.has(key) || seen.size >= MAX_LOGGED) return;
+  seen.add(key);
+  logLine(line);
 }
 
 function errorOf(e: unknown): Error {
@@ -174,12 +209,33 @@ function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   ]).finally(() => clearTimeout(timer));
 }
 
+/** What a client session knows about its two ends. */
+interface Peer {
+  /** This member's did. */
+  me: string;
+  /** The server's did. */
+  server: string;
+  /** The server's box key (from its did). */
+  serverKey: BoxPublicKey;
+  /** This session's private key: the server seals its answers to it. */
+  own: BoxPrivateKey;
+  /** Its public half, sent in every frame. */
+  ck: Uint8Array;
+}
+
 /** Options of {@linkcode SkytaleTransport}. */
 export interface SkytaleTransportOptions {
   /**
-   * The identity of the member serving MCP on the channel. Left out, the
-   * first messages go to any server and the transport locks on to the first
-   * one that answers; give it when a channel has more than one server.
+   * The did of the member serving MCP on the channel (`did:key:z6Mk…`, as
+   * `skytale expose` prints it): the authority. Requests are sealed to it and
+   * only frames its key sent (as MLS proves) are accepted.
+   */
+  serverDid?: string;
+  /**
+   * The display name of the server, used only when `serverDid` is left out:
+   * it is looked up once in the channel's roster (names are unique and pinned
+   * per channel) and from then on the did found is the authority. Prefer
+   * `serverDid`: a name is only as good as whoever claimed it first.
    */
   server?: string;
   /**
@@ -193,8 +249,9 @@ export interface SkytaleTransportOptions {
 
 /**
  * The MCP SDK `Transport` for a client over an end-to-end encrypted channel:
- * JSON-RPC messages are MLS application messages tagged `mcp`, addressed to
- * the member serving MCP there (see {@linkcode serveChannel}).
+ * JSON-RPC messages are MLS application messages tagged `mcp`, sealed to the
+ * one member serving MCP there (see {@linkcode serveChannel}), whose did it
+ * is given; frames from any other member are ignored and logged.
  *
  * Pass it to an SDK `Client`'s `connect`, or use `write`/`read` directly.
  *
@@ -204,7 +261,9 @@ export interface SkytaleTransportOptions {
  * import { SkytaleTransport } from "@skytale/mcp/transport";
  * const mgr = new SkytaleChannelManager({ identity: "mcp-agent" });
  * await mgr.joinWithToken("org/ns/mcp-rpc", "skt_inv_…");
- * const transport = new SkytaleTransport(mgr, "org/ns/mcp-rpc");
+ * const transport = new SkytaleTransport(mgr, "org/ns/mcp-rpc", {
+ *   serverDid: "did:key:z6Mk…", // printed by `skytale expose`
+ * });
  * await transport.write({ jsonrpc: "2.0", method: "tools/list", id: 1 });
  * const response = await transport.read();
  * await transport.close();
@@ -227,7 +286,11 @@ export class SkytaleTransport implements McpTransport {
   onmessage?: ((message: JsonRpcMessage) => void) | undefined;
   #mgr: TaggedChannels;
   #sid: string;
-  #server: string | undefined;
+  #serverDid: string | undefined;
+  #serverName: string | undefined;
+  #peer: Peer | undefined;
+  #inbound: Promise<void> = Promise.resolve();
+  #logged = new Set<string>();
   #readTimeout: number;
   #startCalled = false;
   #tap: Promise<void> | undefined;
@@ -244,12 +307,22 @@ export class SkytaleTransport implements McpTransport {
    *
    * @param manager The channel manager (`SkytaleChannelManager`), already a member of `channel`.
    * @param channel The channel on which the server is served.
-   * @param options The server's identity, a fixed session id, the read timeout.
+   * @param options The server's did (or name), a fixed session id, the read timeout.
+   * @throws {ValidationError} `invalid_argument` without a server did or name, or with a did
+   * that is not an Ed25519 `did:key`.
    */
   constructor(manager: TaggedChannels, channel: string, options: SkytaleTransportOptions = {}) {
+    if (options.serverDid !== undefined) didBoxKey(options.serverDid);
+    else if (options.server === undefined) {
+      throw new ValidationError(
+        "invalid_argument",
+        `SkytaleTransport on "${channel}" needs the server's did (options.serverDid), as \`skytale expose\` prints it`,
+      );
+    }
     this.#mgr = manager;
     this.channel = channel;
-    this.#server = options.server;
+    this.#serverDid = options.serverDid;
+    this.#serverName = options.serverDid === undefined ? options.server : undefined;
     this.sessionId = options.sessionId;
     this.#sid = options.sessionId ?? crypto.randomUUID();
     this.#readTimeout = options.readTimeout ?? 30;
@@ -260,9 +333,14 @@ export class SkytaleTransport implements McpTransport {
     return this.#closed ? (this.#endReason ?? "closed") : undefined;
   }
 
-  /** The identity of the server this session talks to, once known. */
+  /** The display name of the server this session talks to, once known. */
   get server(): string | undefined {
-    return this.#server;
+    return this.#serverName;
+  }
+
+  /** The did of the server this session talks to (given, or once looked up by name). */
+  get serverDid(): string | undefined {
+    return this.#serverDid;
   }
 
   /**
@@ -284,12 +362,39 @@ export class SkytaleTransport implements McpTransport {
 
   #ensureTap(): Promise<void> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    this.#tap ??= this.#mgr.onTagged(this.channel, Tags.mcp, (d) => this.#onData(d))
-      .then((untap) => {
-        if (this.#closed) untap();
-        else this.#untap = untap;
-      });
+    this.#tap ??= (async () => {
+      this.#peer = await this.#resolvePeer();
+      const untap = await this.#mgr.onTagged(this.channel, Tags.mcp, (d) => this.#onData(d));
+      if (this.#closed) untap();
+      else this.#untap = untap;
+    })();
     return this.#tap;
+  }
+
+  /** Who this member is, the server's did and key, and this session's own key. */
+  async #resolvePeer(): Promise<Peer> {
+    const me = (await this.#mgr.whoami()).did;
+    if (this.#serverDid === undefined || this.#serverName === undefined) {
+      const roster = await this.#mgr.roster(this.channel);
+      if (this.#serverDid === undefined) {
+        const m = roster.find((r) => r.name === this.#serverName);
+        if (!m) {
+          throw new SkytaleError(
+            "unknown_member",
+            `No member named "${this.#serverName}" on "${this.channel}" to talk MCP to`,
+          );
+        }
+        this.#serverDid = m.did;
+      } else this.#serverName = roster.find((r) => r.did === this.#serverDid)?.name;
+    }
+    const own = await newBoxKey();
+    return {
+      me,
+      server: this.#serverDid,
+      serverKey: await boxPublicKey(didBoxKey(this.#serverDid)),
+      own: own.privateKey,
+      ck: own.publicKey,
+    };
   }
 
   #closedError(): SkytaleError {
@@ -299,15 +404,49 @@ export class SkytaleTransport implements McpTransport {
     );
   }
 
-  #onData(d: { sender: string; data: Uint8Array }): void {
+  #onData(d: TaggedMessage): void {
+    // In order, one at a time: opening a box is asynchronous.
+    this.#inbound = this.#inbound.then(() => this.#receive(d)).catch((e) =>
+      logLine(`skytale: an MCP frame on "${this.channel}" failed: ${errorOf(e).message}`)
+    );
+  }
+
+  #ignore(d: TaggedMessage, why: string): void {
+    logOnce(
+      this.#logged,
+      `${d.senderId}\n${why}`,
+      `skytale: ignored MCP frames on "${this.channel}" from "${d.sender}" (${d.senderId}): ${why}`,
+    );
+  }
+
+  async #receive(d: TaggedMessage): Promise<void> {
+    const peer = this.#peer;
+    if (this.#closed || !peer) return;
     const f = decodeFrame(d.data);
-    if (!f || f.dir !== "s" || f.sid !== this.#sid || f.to !== this.#mgr.identity) return;
-    if (this.#server !== undefined && d.sender !== this.#server) return;
-    this.#server ??= d.sender;
+    if (!f) {
+      const old = legacyFrame(d.data);
+      if (old?.dir === "s" && old.sid === this.#sid) {
+        this.#ignore(d, "an unsealed (version 1) frame; the server needs an update");
+      }
+      return;
+    }
+    if (f.dir !== "s" || f.sid !== this.#sid) return; // another session's traffic
+    if (d.senderId !== peer.server) {
+      this.#ignore(d, `not the server this session talks to (${peer.server})`);
+      return;
+    }
+    if (f.to !== peer.me) return;
+    const body = await openFrame(f, peer.own, this.channel, d.senderId);
+    if (!body) {
+      this.#ignore(d, "a frame that does not open with this session's key");
+      return;
+    }
+    if (this.#closed) return;
+    this.#serverName = d.sender;
     this.sessionId ??= this.#sid;
-    if (f.msg) this.#deliver(f.msg);
-    if (f.bye !== undefined) {
-      this.#endReason = `server "${d.sender}" ended the session (${f.bye})`;
+    if (body.msg) this.#deliver(body.msg);
+    if (body.bye !== undefined) {
+      this.#endReason = `server "${d.sender}" ended the session (${body.bye})`;
       void this.#close(false);
     }
   }
@@ -336,14 +475,23 @@ export class SkytaleTransport implements McpTransport {
   async send(message: JsonRpcMessage, _options?: TransportSendOptions): Promise<void> {
     if (this.#closed) throw this.#closedError();
     await this.#ensureTap();
-    const frame: Frame = { v: FRAME_VERSION, dir: "c", sid: this.#sid, msg: message };
-    if (this.#server !== undefined) frame.to = this.#server;
-    await this.#enqueue(frame);
+    await this.#enqueue({ msg: message });
   }
 
-  #enqueue(frame: Frame): Promise<void> {
-    const body = encodeFrame(frame);
-    const p = this.#sending.then(() => this.#mgr.sendTagged(this.channel, Tags.mcp, body));
+  #enqueue(part: { msg?: JsonRpcMessage; bye?: string }): Promise<void> {
+    const peer = this.#peer!;
+    // Sealed at once, sent in call order.
+    const sealed = sealFrame(
+      { dir: "c", sid: this.#sid, to: peer.server },
+      { ck: peer.ck, ...part },
+      peer.serverKey,
+      this.channel,
+      peer.me,
+    );
+    sealed.catch(() => {});
+    const p = this.#sending.then(async () =>
+      this.#mgr.sendTagged(this.channel, Tags.mcp, await sealed)
+    );
     this.#sending = p.catch(() => {});
     return p.then(() => {});
   }
@@ -412,9 +560,10 @@ export class SkytaleTransport implements McpTransport {
     // Deferred, so that an onclose handler calling close() again finds #closing set.
     this.#closing = Promise.resolve().then(async () => {
       if (sayBye && this.#tap) {
-        const frame: Frame = { v: FRAME_VERSION, dir: "c", sid: this.#sid, bye: "closed" };
-        if (this.#server !== undefined) frame.to = this.#server;
-        await bounded(this.#enqueue(frame), BYE_WAIT_MS);
+        await bounded(
+          this.#tap.then(() => this.#enqueue({ bye: "closed" })),
+          BYE_WAIT_MS,
+        );
       }
       this.#untap?.();
       const err = this.#closedError();
@@ -429,8 +578,10 @@ export class SkytaleTransport implements McpTransport {
 export interface ChannelSession {
   /** The channel. */
   channel: string;
-  /** The client's identity, from its MLS credential. */
+  /** The client's display name, from its MLS credential (a label). */
   identity: string;
+  /** The client's did, as MLS proves it: sessions are keyed by it. */
+  did: string;
   /** The client transport's session id. */
   sessionId: string;
 }
@@ -486,6 +637,9 @@ class SessionTransport implements McpTransport {
   onmessage?: ((message: JsonRpcMessage) => void) | undefined;
   readonly session: ChannelSession;
   #mgr: TaggedChannels;
+  #me: string;
+  #clientKey: Promise<BoxPublicKey> | undefined;
+  #clientKeyHex = "";
   #started = false;
   #closing: Promise<void> | undefined;
   #queue: JsonRpcMessage[] = [];
@@ -495,8 +649,14 @@ class SessionTransport implements McpTransport {
   silent = false;
   reason = "closed by the server";
 
-  constructor(mgr: TaggedChannels, session: ChannelSession, onEnd: (reason: string) => void) {
+  constructor(
+    mgr: TaggedChannels,
+    me: string,
+    session: ChannelSession,
+    onEnd: (reason: string) => void,
+  ) {
     this.#mgr = mgr;
+    this.#me = me;
     this.session = session;
     this.sessionId = session.sessionId;
     this.#onEnd = onEnd;
@@ -514,6 +674,14 @@ class SessionTransport implements McpTransport {
     this.#started = true;
     for (const m of this.#queue.splice(0)) this.deliver(m);
     return Promise.resolve();
+  }
+
+  /** Takes the client's session key from its latest frame: answers are sealed to it. */
+  setClientKey(ck: Uint8Array): void {
+    const hex = ck.toHex();
+    if (hex === this.#clientKeyHex) return;
+    this.#clientKeyHex = hex;
+    this.#clientKey = boxPublicKey(ck);
   }
 
   deliver(m: JsonRpcMessage): void {
@@ -558,16 +726,15 @@ class SessionTransport implements McpTransport {
   }
 
   #frame(part: { msg?: JsonRpcMessage; bye?: string }): Promise<void> {
-    const f: Frame = {
-      v: FRAME_VERSION,
-      dir: "s",
-      sid: this.sessionId,
-      to: this.session.identity,
-      ...part,
-    };
-    const body = encodeFrame(f);
     const ch = this.session.channel;
-    const p = this.#sending.then(() => this.#mgr.sendTagged(ch, Tags.mcp, body));
+    const sealed = sealServerFrame(
+      this.session,
+      part,
+      this.#clientKey!,
+      this.#me,
+    );
+    sealed.catch(() => {});
+    const p = this.#sending.then(async () => this.#mgr.sendTagged(ch, Tags.mcp, await sealed));
     this.#sending = p.catch(() => {});
     return p.then(() => {});
   }
@@ -582,17 +749,31 @@ class SessionTransport implements McpTransport {
   }
 }
 
+/** Seals a server frame to a client's session key. */
+async function sealServerFrame(
+  session: ChannelSession,
+  body: FrameBody,
+  clientKey: Promise<BoxPublicKey>,
+  me: string,
+): Promise<Uint8Array> {
+  const header: FrameHeader = { dir: "s", sid: session.sessionId, to: session.did };
+  return await sealFrame(header, body, await clientKey, session.channel, me);
+}
+
 interface Served {
   transport: SessionTransport;
   server: Promise<McpServerLike | undefined>;
 }
 
 /**
- * Serves MCP on a channel: every remote member (keyed by its identity from
- * the MLS credential, and its client's session id) gets its own session, with
+ * Serves MCP on a channel: every remote member (keyed by its did, as MLS
+ * proves it, and its client's session id) gets its own session, with
  * a server made by `factory`, so one factory answers them all without request
  * id clashes. A session ends when its client closes, when its member leaves
- * or is removed from the channel, or when its server closes.
+ * or is removed from the channel, or when its server closes. Requests are
+ * sealed to this member's did and answers to the client's session key (see
+ * the module doc): other members see neither. Clients need this member's did
+ * (`(await manager.whoami()).did`) to connect.
  *
  * @example
  * ```ts ignore
@@ -613,6 +794,7 @@ interface Served {
  * @param factory Makes the server of one session (called once per session).
  * @param options Session limit, membership check interval, session events.
  * @returns The running service.
+ * @throws {ValidationError} `invalid_argument` if this member's identity is not an Ed25519 did.
  */
 export async function serveChannel(
   manager: TaggedChannels,
@@ -625,7 +807,16 @@ export async function serveChannel(
   const ended = new Set<string>();
   const max = options.maxSessions ?? 64;
   let closed = false;
-  const keyOf = (identity: string, sid: string) => `${identity}\n${sid}`;
+  const keyOf = (did: string, sid: string) => `${did}\n${sid}`;
+  const me = (await manager.whoami()).did;
+  didBoxKey(me); // only an Ed25519 did:key can be sealed to
+  const logged = new Set<string>();
+  const ignore = (d: TaggedMessage, why: string) =>
+    logOnce(
+      logged,
+      `${d.senderId}\n${why}`,
+      `skytale: ignored MCP frames on "${channel}" from "${d.sender}" (${d.senderId}): ${why}`,
+    );
 
   const end = (s: Served, reason: string, silent: boolean): Promise<void> => {
     s.transport.silent ||= silent;
@@ -638,27 +829,22 @@ export async function serveChannel(
     })();
   };
 
-  const refuse = (identity: string, sid: string, id: string | number, why: string) => {
-    const f: Frame = {
-      v: FRAME_VERSION,
-      dir: "s",
-      sid,
-      to: identity,
-      msg: {
-        jsonrpc: "2.0",
-        id,
-        error: { code: BridgeErrorCodes.connectionClosed, message: why },
-      },
-      bye: why,
+  const refuse = (session: ChannelSession, ck: Uint8Array, id: string | number, why: string) => {
+    const msg: JsonRpcMessage = {
+      jsonrpc: "2.0",
+      id,
+      error: { code: BridgeErrorCodes.connectionClosed, message: why },
     };
-    manager.sendTagged(channel, Tags.mcp, encodeFrame(f)).catch((e) =>
-      logLine(`skytale: could not refuse an MCP session on "${channel}": ${errorOf(e).message}`)
-    );
+    sealServerFrame(session, { msg, bye: why }, boxPublicKey(ck), me)
+      .then((body) => manager.sendTagged(channel, Tags.mcp, body))
+      .catch((e) =>
+        logLine(`skytale: could not refuse an MCP session on "${channel}": ${errorOf(e).message}`)
+      );
   };
 
   const open = (session: ChannelSession): Served => {
-    const key = keyOf(session.identity, session.sessionId);
-    const transport = new SessionTransport(manager, session, (reason) => {
+    const key = keyOf(session.did, session.sessionId);
+    const transport = new SessionTransport(manager, me, session, (reason) => {
       if (sessions.get(key)?.transport !== transport) return;
       sessions.delete(key);
       ended.add(key);
@@ -689,43 +875,70 @@ export async function serveChannel(
     return served;
   };
 
-  const untap = await manager.onTagged(channel, Tags.mcp, ({ sender, data }) => {
-    if (closed || sender === manager.identity) return;
-    const f = decodeFrame(data);
-    if (!f || f.dir !== "c" || (f.to !== undefined && f.to !== manager.identity)) return;
-    const key = keyOf(sender, f.sid);
-    let s = sessions.get(key);
-    if (f.bye !== undefined) {
-      if (s) void end(s, `the client ended it (${f.bye})`, true);
+  const receive = async (d: TaggedMessage): Promise<void> => {
+    if (closed || d.senderId === me) return;
+    const f: Frame | undefined = decodeFrame(d.data);
+    if (!f) {
+      if (legacyFrame(d.data)?.dir === "c") {
+        ignore(d, "an unsealed (version 1) frame; the client needs an update");
+      }
       return;
     }
-    const msg = f.msg!;
+    if (f.dir !== "c" || f.to !== me) return; // an answer, or a request for another server
+    const body = await openFrame(
+      f,
+      (box, info, aad) => manager.openSealed(box, info, aad),
+      channel,
+      d.senderId,
+    );
+    if (!body?.ck) {
+      ignore(d, "a frame that does not open with this member's key");
+      return;
+    }
+    if (closed) return;
+    const key = keyOf(d.senderId, f.sid);
+    let s = sessions.get(key);
+    s?.transport.setClientKey(body.ck);
+    if (body.bye !== undefined) {
+      if (s) void end(s, `the client ended it (${body.bye})`, true);
+      return;
+    }
+    const msg = body.msg!;
     if (!s) {
       // Only a request opens a session; stray responses and notifications are dropped.
       if (msg.method === undefined || msg.id === undefined) return;
+      const session = { channel, identity: d.sender, did: d.senderId, sessionId: f.sid };
       if (ended.has(key)) {
-        refuse(sender, f.sid, msg.id, "This MCP session has ended; start a new one");
+        refuse(session, body.ck, msg.id, "This MCP session has ended; start a new one");
         return;
       }
       if (sessions.size >= max) {
-        refuse(sender, f.sid, msg.id, `This server has ${max} sessions open; try again later`);
+        refuse(session, body.ck, msg.id, `This server has ${max} sessions open; try again later`);
         return;
       }
-      s = open({ channel, identity: sender, sessionId: f.sid });
+      s = open(session);
+      s.transport.setClientKey(body.ck);
     }
     s.transport.deliver(msg);
+  };
+  // Frames are handled in order, one at a time: opening a box is asynchronous.
+  let inbound = Promise.resolve();
+  const untap = await manager.onTagged(channel, Tags.mcp, (d) => {
+    inbound = inbound.then(() => receive(d)).catch((e) =>
+      logLine(`skytale: an MCP frame on "${channel}" failed: ${errorOf(e).message}`)
+    );
   });
 
   const timer = setInterval(async () => {
     if (closed || sessions.size === 0) return;
     let members: Set<string>;
     try {
-      members = new Set(await manager.members(channel));
+      members = new Set((await manager.roster(channel)).map((m) => m.did));
     } catch {
       return;
     }
     for (const s of [...sessions.values()]) {
-      if (!members.has(s.transport.session.identity)) {
+      if (!members.has(s.transport.session.did)) {
         void end(s, `"${s.transport.session.identity}" left the channel`, true);
       }
     }
