@@ -180,6 +180,31 @@ test("a join request that reaches the inviter after the invite expired is refuse
   }
 });
 
+test("a join request whose identity is not its key package's credential is refused and logged", async () => {
+  const { url } = await relay();
+  const ch = "acme/invite/liar";
+  const alice = await agent("alice", url);
+  await alice.call("create", ch);
+  const token = await alice.call<string>("invite", ch, 60, 2);
+  const rc = relayClient(url);
+  const mallory = manager("mallory", url);
+  try {
+    const crafted = await Crafted.make(rc, token);
+    // Mallory's key package, presented as bob's: the inviter's log would say "bob" was admitted.
+    await crafted.put(await crafted.request(await mallory.keyPackage(), "bob"));
+    const a = await crafted.answer();
+    assert.equal(a.ok, false);
+    assert.match(a.error ?? "", /names "bob" but its key package is for "mallory"/);
+    assert.match(
+      alice.proc.stderr(),
+      /refused a join request from "bob".*key package is for "mallory"/,
+    );
+    assert.deepEqual(await alice.call<string[]>("members", ch), ["alice"]);
+  } finally {
+    await Promise.all([rc.close(), mallory.close()]);
+  }
+});
+
 test("a refusal replayed into a joiner's reply address is ignored: a reply must name the joiner's request", async () => {
   const { url } = await relay();
   const ch = "acme/invite/replay";

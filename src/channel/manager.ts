@@ -1202,6 +1202,15 @@ export class SkytaleChannelManager {
     } catch (e) {
       return refuse(message(e));
     }
+    let claimed: Member;
+    try {
+      claimed = ctx.engine.keyPackageMember(kp);
+    } catch (e) {
+      return refuse(message(e));
+    }
+    if (claimed.name !== req.identity) {
+      return refuse(`it names "${req.identity}" but its key package is for "${claimed.name}"`);
+    }
     const kpHash = (await sha256(kp)).toHex();
     const counted = inv.admitted ??= [];
     const prior = counted.find((a) => a.reply === req.reply || a.keyPackage === kpHash);
@@ -1234,7 +1243,9 @@ export class SkytaleChannelManager {
     }
     inv.uses -= 1;
     counted.push({ reply: req.reply, keyPackage: kpHash });
-    logLine(`skytale: admitted "${req.identity}" to "${inv.channel}" by invite ${inv.id}`);
+    logLine(
+      `skytale: admitted "${req.identity}" (${claimed.did}) to "${inv.channel}" by invite ${inv.id}`,
+    );
     return { reply: { ok: true, welcome }, admitted: true };
   }
 

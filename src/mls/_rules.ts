@@ -34,10 +34,20 @@ export function nameOf(cred: KeyPackage["leafNode"]["credential"]): string | und
  */
 export function memberAt(tree: RatchetTree, leafIndex: number): Member | undefined {
   const node = tree[leafIndex * 2];
-  if (node?.nodeType !== "leaf") return undefined;
-  const name = nameOf(node.leaf.credential);
-  if (name === undefined) return undefined;
-  return memberOf(name, node.leaf.signaturePublicKey);
+  return node?.nodeType === "leaf" ? memberOfLeaf(node.leaf) : undefined;
+}
+
+/**
+ * The member a leaf node names.
+ *
+ * @param leaf A leaf node (of a tree or a key package).
+ * @returns Its credential's name bound to the did of its signature key, if it has a basic credential.
+ */
+export function memberOfLeaf(
+  leaf: Pick<KeyPackage["leafNode"], "credential" | "signaturePublicKey">,
+): Member | undefined {
+  const name = nameOf(leaf.credential);
+  return name === undefined ? undefined : memberOf(name, leaf.signaturePublicKey);
 }
 
 export function rosterOf(tree: RatchetTree): Member[] {

@@ -46,7 +46,7 @@ import { createGroupInfoWithRatchetTree } from "ts-mls/createCommit.js";
 import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import type { IdentityKey, Member } from "../identity.ts";
-import { checkCommit, identityOfLeaf, memberAt, rosterOf } from "./_rules.ts";
+import { checkCommit, identityOfLeaf, memberAt, memberOfLeaf, rosterOf } from "./_rules.ts";
 import {
   decodeGroupEnvelope,
   decodePrivateKeyPackage,
@@ -834,6 +834,25 @@ export class MlsEngine {
       this.#cs,
     );
     return encodeMlsMessage({ version: "mls10", wireformat: "mls_group_info", groupInfo: gi });
+  }
+
+  /**
+   * Who a key package is for, without using it.
+   *
+   * @param keyPackage A key package, bare or wrapped in an MLSMessage.
+   * @returns Its credential's name and the did of its signature key.
+   * @throws {CryptoError} `invalid_message` if it is not a key package with a basic credential.
+   */
+  keyPackageMember(keyPackage: Uint8Array): Member {
+    const kp = decodeKeyPackageBytes(keyPackage);
+    const m = kp === undefined ? undefined : memberOfLeaf(kp.leafNode);
+    if (m === undefined) {
+      throw new CryptoError(
+        "invalid_message",
+        "Expected an MLS KeyPackage with a basic credential naming its member",
+      );
+    }
+    return m;
   }
 
   /**
