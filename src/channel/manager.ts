@@ -105,6 +105,16 @@ const COMMIT_RETRIES = 20;
 const LEAVE_WAIT_MS = 10_000;
 /** Own publish ids remembered until read back; older ones (never sequenced) are dropped. */
 const MAX_SENT_IDS = 4096;
+/**
+ * Application generations reserved per journal write: a crash skips at most
+ * this many (plus those of the pass under way), well inside the 200 a receiver
+ * ratchets forward.
+ */
+const RESERVE_AHEAD = 64;
+/** A channel's record is rewritten at most this often while messages flow… */
+const SNAPSHOT_MS = 1000;
+/** …or once this many entries were applied since the last write. */
+const SNAPSHOT_ENTRIES = 512;
 /** Welcomes of sequenced adds kept per channel for a repeated `addMember`. */
 const MAX_WELCOMES = 16;
 const WAIT_MS = 30_000;
@@ -121,6 +131,20 @@ interface Live {
   proposalTimer?: ReturnType<typeof setTimeout> | undefined;
   /** The key update that a channel recovered from its backup makes before sending. */
   rekey?: Promise<unknown> | undefined;
+  /** Generations below `gen` at `epoch` are journaled as possibly used by this member. */
+  reserved: { epoch: number; gen: number } | undefined;
+  /** Chat messages up to this seq were handed to `receive()`'s callers. */
+  delivered: number;
+  /** Entries up to this seq were handed to tag handlers. */
+  tapped: number;
+  /** Publish ids of this process's own entries not read back yet. */
+  ownIds: Set<string>;
+  /** The 8-byte prefix of this member's publish ids in this channel. */
+  ownTag: Uint8Array;
+  /** Entries applied since the record was last written, and when that was. */
+  dirty: number;
+  savedAt: number;
+  snapshotTimer?: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface _Sealed {
@@ -253,7 +277,7 @@ export class SkytaleChannelManager {
       });
       const ctx = { engine, store, relay, key };
       for (const record of await store.loadChannels()) {
-        const live = this.#live(ctx, record);
+        const live = await this.#live(ctx, record);
         if (record.active) await this.#subscribe(ctx, live);
       }
       for (const live of this.#channels.values()) {
@@ -364,15 +388,54 @@ export class SkytaleChannelManager {
     live.record.pins = pins;
   }
 
-  #live(ctx: Ctx, record: ChannelRecord): Live {
+  /**
+   * Brings a stored channel back: its record, plus what the journal adds since
+   * the record was written (generations possibly used, messages handed out).
+   */
+  async #live(ctx: Ctx, record: ChannelRecord): Promise<Live> {
+    let group = ctx.engine.decodeGroup(record.group);
+    let reserved = record.reserved;
+    let delivered = record.delivered ?? 0;
+    let tapped = record.tapped ?? 0;
+    for (const j of await ctx.store.loadJournal(record.channel)) {
+      const r = j.reserve;
+      if (r && typeof r.epoch === "number" && typeof r.gen === "number") {
+        if (
+          !reserved || r.epoch > reserved.epoch ||
+          (r.epoch === reserved.epoch && r.gen > reserved.gen)
+        ) {
+          reserved = r;
+        }
+      }
+      if (typeof j.delivered === "number") delivered = Math.max(delivered, j.delivered);
+      if (typeof j.tapped === "number") tapped = Math.max(tapped, j.tapped);
+    }
+    // Sends after the record was written may have used generations up to the reservation:
+    // never use them again, and move to a new epoch before sending (as after a recovery from
+    // `.bak`), so receivers never face a jump longer than they ratchet.
+    if (
+      reserved && reserved.epoch === ctx.engine.epoch(group) &&
+      reserved.gen > ctx.engine.sendGeneration(group)
+    ) {
+      group = await ctx.engine.skipSendGeneration(group, reserved.gen);
+      record.recovered = true;
+    }
+    record.buffer = record.buffer.filter((m) => m.seq > delivered);
     const live: Live = {
       record,
-      group: ctx.engine.decodeGroup(record.group),
+      group,
       mutex: new Mutex(),
       commitMutex: new Mutex(),
       waiters: new Set(),
       taps: new Map(),
       outbox: [],
+      reserved,
+      delivered,
+      tapped,
+      ownIds: new Set(record.sent ?? []),
+      ownTag: await ownTag(ctx.key, record.channel),
+      dirty: 0,
+      savedAt: Date.now(),
     };
     this.#channels.set(record.channel, live);
     return live;
@@ -395,8 +458,45 @@ export class SkytaleChannelManager {
    * them. Send ratchets and handed-out buffers are always flushed.
    */
   async #save(ctx: Ctx, live: Live, durable = true): Promise<void> {
+    clearTimeout(live.snapshotTimer);
+    live.snapshotTimer = undefined;
     live.record.group = ctx.engine.encodeGroup(live.group);
+    // The record's own ratchet is exact; reservations beyond it live in the journal.
+    const exact = {
+      epoch: ctx.engine.epoch(live.group),
+      gen: ctx.engine.sendGeneration(live.group),
+    };
+    live.record.reserved = exact;
+    live.record.delivered = live.delivered;
+    live.record.tapped = live.tapped;
+    live.record.sent = undefined; // own ids are recognised by their prefix
     await ctx.store.saveChannel(live.record, { durable });
+    live.dirty = 0;
+    live.savedAt = Date.now();
+    // A record on disk covers everything the journal says: start it afresh (and reserve anew).
+    if (durable) {
+      await ctx.store.clearJournal(live.record.channel);
+      live.reserved = exact;
+    }
+  }
+
+  /**
+   * Writes the record after a burst only now and then (see SNAPSHOT_MS): the
+   * relay replays whatever a crash loses, and the journal keeps what it cannot
+   * (reserved generations, what was handed out).
+   */
+  async #snapshotLater(ctx: Ctx, live: Live, now: boolean): Promise<void> {
+    if (now || live.dirty >= SNAPSHOT_ENTRIES || Date.now() - live.savedAt >= SNAPSHOT_MS) {
+      await this.#save(ctx, live, false);
+      return;
+    }
+    live.snapshotTimer ??= setTimeout(() => {
+      live.snapshotTimer = undefined;
+      if (this.#closed) return;
+      void live.mutex.run(async () => {
+        if (live.dirty > 0 && !this.#closed) await this.#save(ctx, live, false);
+      }).catch((e) => logLine(`skytale: saving "${live.record.channel}" failed: ${message(e)}`));
+    }, SNAPSHOT_MS);
   }
 
   #notify(live: Live): void {
@@ -434,6 +534,9 @@ export class SkytaleChannelManager {
     const handOut: (() => void)[] = [];
     await live.mutex.run(async () => {
       let advanced = false;
+      const epoch = ctx.engine.epoch(live.group);
+      const pending = live.record.pending;
+      const tapped = handOut.length;
       for (const e of es) {
         if (e.seq <= live.record.cursor || !live.record.active) continue;
         try {
@@ -444,11 +547,20 @@ export class SkytaleChannelManager {
           );
         }
         live.record.cursor = e.seq;
+        live.dirty++;
         advanced = true;
       }
       if (!advanced) return;
-      // Replayable from the relay, so no flush: a lost write only means re-applying.
-      await this.#save(ctx, live, false);
+      // Replayable from the relay, so no flush: a lost write only means re-applying. A new
+      // epoch, a settled commit or a removal is written at once; messages only now and then.
+      const changed = ctx.engine.epoch(live.group) !== epoch || live.record.pending !== pending ||
+        !live.record.active;
+      if (handOut.length > tapped && !changed) {
+        // What tag handlers get is not handed to them again after a crash.
+        live.tapped = live.record.cursor;
+        await ctx.store.appendJournal(live.record.channel, { tapped: live.tapped });
+      } else if (handOut.length > tapped) live.tapped = live.record.cursor;
+      await this.#snapshotLater(ctx, live, changed);
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
     for (const f of handOut) f();
@@ -477,18 +589,21 @@ export class SkytaleChannelManager {
       return;
     }
     // Our own message read back: MLS does not decrypt a message for its sender.
-    const sent = live.record.sent;
-    const own = sent ? sent.indexOf(id) : -1;
-    if (own >= 0) {
-      sent!.splice(own, 1);
-      return;
-    }
+    if (live.ownIds.delete(id)) return;
     const epoch = ctx.engine.epoch(live.group);
     if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
     if (e.kind !== "commit" && e.epoch > epoch) {
       throw new SkytaleError("invalid_message", `message from future epoch ${e.epoch}`);
     }
-    const r = await ctx.engine.process(live.group, e.payload, e.kind);
+    let r: Awaited<ReturnType<MlsEngine["process"]>>;
+    try {
+      r = await ctx.engine.process(live.group, e.payload, e.kind);
+    } catch (err) {
+      // Ours from before a restart (its id carries our tag, and MLS cannot decrypt it for
+      // its sender): nothing to do. Another member copying the tag only loses its message.
+      if (e.kind === "application" && bytesStartWith(e.id, live.ownTag)) return;
+      throw err;
+    }
     // A commit whose new members claim a pinned name with another key is refused like an
     // invalid one: the group stays at this epoch.
     if (r.kind === "commit" && !r.removed) this.#pin(live, ctx.engine.roster(r.newGroup));
@@ -508,6 +623,7 @@ export class SkytaleChannelManager {
       const { tag, body } = decodeEnvelope(r.data);
       const time = new Date(e.time).toISOString();
       if (tag === Tags.chat) {
+        if (e.seq <= live.delivered) return; // handed out before a crash lost the record
         live.record.buffer.push({
           sender: r.sender,
           senderId: r.senderId,
@@ -516,6 +632,7 @@ export class SkytaleChannelManager {
           text: fromUtf8(body),
         });
       } else {
+        if (e.seq <= live.tapped) return; // handed out before a crash lost the record
         const d: TaggedData = { sender: r.sender, senderId: r.senderId, seq: e.seq, data: body };
         handOut.push(() => {
           for (const tap of live.taps.get(tag) ?? []) {
@@ -687,7 +804,7 @@ export class SkytaleChannelManager {
       pins: { [this.identity]: memberOf(this.identity, ctx.key.publicKey).did },
     };
     await ctx.store.saveChannel(record);
-    await this.#subscribe(ctx, this.#live(ctx, record));
+    await this.#subscribe(ctx, await this.#live(ctx, record));
   }
 
   /**
@@ -780,7 +897,7 @@ export class SkytaleChannelManager {
     };
     await ctx.store.saveChannel(record);
     await ctx.store.deleteKeyPackage(ref);
-    await this.#subscribe(ctx, this.#live(ctx, record));
+    await this.#subscribe(ctx, await this.#live(ctx, record));
   }
 
   /**
@@ -836,40 +953,49 @@ export class SkytaleChannelManager {
    * restart. Ids of publishes that never got sequenced age out past the cap.
    */
   #remember(live: Live, id: Uint8Array): void {
-    const sent = live.record.sent ??= [];
-    sent.push(id.toHex());
-    if (sent.length > MAX_SENT_IDS) sent.splice(0, sent.length - MAX_SENT_IDS);
+    live.ownIds.add(id.toHex());
+    if (live.ownIds.size > MAX_SENT_IDS) {
+      live.ownIds.delete(live.ownIds.values().next().value!);
+    }
   }
 
   /**
    * Encrypts a plaintext for sending. Sends that queue up while the channel is
-   * busy are encrypted together in one pass, and the advanced ratchet is
-   * persisted once for the pass, before any of them is released to the relay:
-   * a crash can never make a key or nonce be used twice.
+   * busy are encrypted together in one pass. No key or nonce is ever used
+   * twice, even after a crash: before a generation is used, the journal
+   * durably reserves it (with the next `RESERVE_AHEAD`), and a restarted member
+   * skips every reserved generation. So a burst costs one small fsync per
+   * `RESERVE_AHEAD` messages, not a rewrite of the group per pass.
    */
   #seal(ctx: Ctx, live: Live, plaintext: Uint8Array): Promise<_Sealed> {
     return new Promise((resolve, reject) => {
       live.outbox.push({ plaintext, resolve, reject });
       if (live.outbox.length > 1) return; // a pass is already queued and will take it
       void live.mutex.run(async () => {
-        const items = live.outbox;
-        live.outbox = [];
+        // At most RESERVE_AHEAD per pass, so a crash never skips more than a receiver takes.
+        const items = live.outbox.splice(0, RESERVE_AHEAD);
+        if (live.outbox.length > 0) {
+          const rest = live.outbox;
+          live.outbox = [];
+          for (const r of rest) void this.#seal(ctx, live, r.plaintext).then(r.resolve, r.reject);
+        }
         const sealed: [_Outgoing, _Sealed][] = [];
         try {
           this.#assertActive(live);
+          await this.#reserve(ctx, live, items.length);
           for (const item of items) {
             try {
               const r = await ctx.engine.encrypt(live.group, item.plaintext);
               live.group = r.newGroup;
-              const id = crypto.getRandomValues(new Uint8Array(16));
+              const id = new Uint8Array(16);
+              id.set(live.ownTag);
+              crypto.getRandomValues(id.subarray(8));
               this.#remember(live, id);
               sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
             } catch (e) {
               item.reject(e);
             }
           }
-          // Persist the advanced ratchet before anything leaves: a crash must never reuse a key.
-          if (sealed.length > 0) await this.#save(ctx, live);
         } catch (e) {
           for (const item of items) item.reject(e);
           return;
@@ -877,6 +1003,17 @@ export class SkytaleChannelManager {
         for (const [item, s] of sealed) item.resolve(s);
       });
     });
+  }
+
+  /** Makes sure the next `n` send generations are durably reserved in the journal. */
+  async #reserve(ctx: Ctx, live: Live, n: number): Promise<void> {
+    const epoch = ctx.engine.epoch(live.group);
+    const next = ctx.engine.sendGeneration(live.group);
+    const r = live.reserved;
+    if (r && r.epoch === epoch && next + n <= r.gen) return;
+    const reserved = { epoch, gen: next + n + RESERVE_AHEAD };
+    await ctx.store.appendJournal(live.record.channel, { reserve: reserved }, { durable: true });
+    live.reserved = reserved;
   }
 
   /**
@@ -920,8 +1057,13 @@ export class SkytaleChannelManager {
     return await live.mutex.run(async () => {
       const out: StoredMessage[] = live.record.buffer;
       if (out.length === 0) return [];
+      // Exactly once: what is handed out is journaled (a few bytes, flushed) before it is.
+      const delivered = out[out.length - 1]!.seq;
+      await ctx.store.appendJournal(live.record.channel, { delivered }, { durable: true });
+      live.delivered = Math.max(live.delivered, delivered);
       live.record.buffer = [];
-      await this.#save(ctx, live);
+      live.dirty++;
+      void this.#snapshotLater(ctx, live, false);
       return out.map((m) => ({ ...m, senderId: m.senderId ?? "" }));
     });
   }
@@ -1353,12 +1495,35 @@ export class SkytaleChannelManager {
     if (ctx) {
       const c = await ctx.catch(() => undefined);
       if (c) {
-        for (const live of this.#channels.values()) await live.mutex.run(() => Promise.resolve());
+        for (const live of this.#channels.values()) {
+          await live.mutex.run(async () => {
+            clearTimeout(live.snapshotTimer);
+            // Written once, flushed, so the next start reads one record and an empty journal.
+            if (live.dirty > 0 || live.snapshotTimer !== undefined) {
+              await this.#save(c, live).catch((e) =>
+                logLine(`skytale: saving "${live.record.channel}" failed: ${message(e)}`)
+              );
+            }
+          });
+        }
         await c.relay.close();
         await c.store.close?.();
       }
     }
   }
+}
+
+/**
+ * The first 8 bytes of this member's publish ids in a channel, so it knows its
+ * own entries after a restart without storing their ids.
+ */
+async function ownTag(key: IdentityKey, channel: string): Promise<Uint8Array> {
+  const data = new Uint8Array([...key.publicKey, ...utf8(channel)]);
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data)).subarray(0, 8);
+}
+
+function bytesStartWith(b: Uint8Array, prefix: Uint8Array): boolean {
+  return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
 }
 
 /**

@@ -43,6 +43,7 @@ import {
 } from "ts-mls";
 import { decodeKeyPackage, makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { createGroupInfoWithRatchetTree } from "ts-mls/createCommit.js";
+import { deriveTreeSecret } from "ts-mls/crypto/kdf.js";
 import { unprotectPrivateMessage } from "ts-mls/messageProtection.js";
 import { CryptoError, SkytaleError, StateError, ValidationError } from "../errors.ts";
 import type { IdentityKey, Member } from "../identity.ts";
@@ -834,6 +835,43 @@ export class MlsEngine {
       this.#cs,
     );
     return encodeMlsMessage({ version: "mls10", wireformat: "mls_group_info", groupInfo: gi });
+  }
+
+  /**
+   * The application generation this member's next message will use.
+   *
+   * @param g The group.
+   * @returns The generation in the current epoch.
+   */
+  sendGeneration(g: Group): number {
+    const s = this.#state(g);
+    return s.secretTree[s.privatePath.leafIndex * 2]?.application.generation ?? 0;
+  }
+
+  /**
+   * Moves this member's application ratchet forward to `generation` (never
+   * back), so that no key or nonce below it is used again: what a member does
+   * after a crash that lost its last sends' state. Receivers accept a jump of
+   * up to 200 generations (ts-mls' `maximumForwardRatchetSteps`).
+   *
+   * @param g The group.
+   * @param generation The first generation still free.
+   * @returns The group with the ratchet moved.
+   */
+  async skipSendGeneration(g: Group, generation: number): Promise<Group> {
+    const s = this.#state(g);
+    const i = s.privatePath.leafIndex * 2;
+    const node = s.secretTree[i];
+    if (node === undefined || generation <= node.application.generation) return g;
+    let secret = node.application.secret;
+    for (let gen = node.application.generation; gen < generation; gen++) {
+      const next = await deriveTreeSecret(secret, "secret", gen, this.#cs.kdf.size, this.#cs.kdf);
+      if (secret !== node.application.secret) zeroOutUint8Array(secret);
+      secret = next;
+    }
+    const secretTree = s.secretTree.slice();
+    secretTree[i] = { ...node, application: { secret, generation, unusedGenerations: {} } };
+    return wrapGroup({ ...s, secretTree });
   }
 
   /**

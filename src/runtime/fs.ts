@@ -176,3 +176,25 @@ function processAlive(pid: number): boolean {
     return (e as { code?: string }).code === "EPERM";
   }
 }
+
+/**
+ * Appends bytes to a file, created owner-only if missing. With `sync` the data
+ * is on disk when the promise resolves; a crash can tear only the last append.
+ *
+ * @param file The path.
+ * @param data The bytes to append.
+ * @param options `sync: true` flushes the file to disk.
+ */
+export async function appendFile(
+  file: string,
+  data: Uint8Array,
+  options: { sync?: boolean } = {},
+): Promise<void> {
+  const fh = await fsp.open(file, "a", 0o600);
+  try {
+    await fh.write(data);
+    if (options.sync) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

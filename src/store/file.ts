@@ -9,6 +9,7 @@ import { StateError } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
 import {
   acquireLockFile,
+  appendFile,
   ensureDir,
   joinPath,
   listDir,
@@ -18,7 +19,7 @@ import {
   writeFileAtomic,
 } from "../runtime/fs.ts";
 import { decodeRecord, encodeRecord } from "./codec.ts";
-import type { ChannelRecord, KeyPackageRecord, Store } from "./types.ts";
+import type { ChannelRecord, JournalEntry, KeyPackageRecord, Store } from "./types.ts";
 
 const enc = new TextEncoder();
 
@@ -169,6 +170,59 @@ export class FileStore implements Store {
    */
   async deleteChannel(channel: string): Promise<void> {
     await this.#remove("channels", channelFile(channel));
+    await removeFile(this.#journalFile(channel));
+  }
+
+  #journalFile(channel: string): string {
+    return joinPath(this.#dir, "channels", `${enc.encode(channel).toHex()}.journal`);
+  }
+
+  /**
+   * Appends one line to a channel's journal (`channels/<hex>.journal`).
+   *
+   * @param channel The channel.
+   * @param entry What to append.
+   * @param options `durable: true` flushes it to disk before resolving.
+   */
+  async appendJournal(
+    channel: string,
+    entry: JournalEntry,
+    options: { durable?: boolean } = {},
+  ): Promise<void> {
+    await this.#ensure();
+    const line = enc.encode(JSON.stringify(entry) + "\n");
+    await appendFile(this.#journalFile(channel), line, { sync: options.durable ?? false });
+  }
+
+  /**
+   * Reads a channel's journal; a line torn by a crash (the last one) is dropped.
+   *
+   * @param channel The channel.
+   * @returns Its entries, oldest first.
+   */
+  async loadJournal(channel: string): Promise<JournalEntry[]> {
+    const bytes = await readFileIfExists(this.#journalFile(channel));
+    if (bytes === undefined) return [];
+    const out: JournalEntry[] = [];
+    for (const line of new TextDecoder().decode(bytes).split("\n")) {
+      if (line === "") continue;
+      try {
+        const e = JSON.parse(line) as JournalEntry;
+        if (e !== null && typeof e === "object") out.push(e);
+      } catch {
+        // A torn append: everything before it is whole.
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Empties a channel's journal.
+   *
+   * @param channel The channel.
+   */
+  async clearJournal(channel: string): Promise<void> {
+    await removeFile(this.#journalFile(channel));
   }
 
   /**

@@ -3,13 +3,14 @@
  *
  * @module
  */
-import type { ChannelRecord, KeyPackageRecord, Store } from "./types.ts";
+import type { ChannelRecord, JournalEntry, KeyPackageRecord, Store } from "./types.ts";
 
 /** Keeps every record in memory (deep-copied on the way in and out). */
 export class MemoryStore implements Store {
   #channels = new Map<string, ChannelRecord>();
   #keyPackages = new Map<string, KeyPackageRecord>();
   #blobs = new Map<string, Uint8Array>();
+  #journals = new Map<string, JournalEntry[]>();
 
   /**
    * Loads every stored channel.
@@ -35,6 +36,37 @@ export class MemoryStore implements Store {
    */
   deleteChannel(channel: string): Promise<void> {
     this.#channels.delete(channel);
+    this.#journals.delete(channel);
+    return Promise.resolve();
+  }
+  /**
+   * Appends to a channel's journal.
+   *
+   * @param channel The channel.
+   * @param entry What to append.
+   */
+  appendJournal(channel: string, entry: JournalEntry): Promise<void> {
+    const j = this.#journals.get(channel) ?? [];
+    j.push(structuredClone(entry));
+    this.#journals.set(channel, j);
+    return Promise.resolve();
+  }
+  /**
+   * Reads a channel's journal.
+   *
+   * @param channel The channel.
+   * @returns Its entries, oldest first.
+   */
+  loadJournal(channel: string): Promise<JournalEntry[]> {
+    return Promise.resolve(structuredClone(this.#journals.get(channel) ?? []));
+  }
+  /**
+   * Empties a channel's journal.
+   *
+   * @param channel The channel.
+   */
+  clearJournal(channel: string): Promise<void> {
+    this.#journals.delete(channel);
     return Promise.resolve();
   }
   /**

@@ -57,6 +57,12 @@ export interface ChannelRecord {
   pending?: PendingCommit | undefined;
   /** False once this member was removed or left. */
   active: boolean;
+  /** What the journal held when this record was written: generations reserved for sending. */
+  reserved?: { epoch: number; gen: number } | undefined;
+  /** Chat messages up to this seq were handed out already. */
+  delivered?: number | undefined;
+  /** Entries up to this seq were handed to tag handlers already. */
+  tapped?: number | undefined;
   /** Member name → the did first seen for it in this channel (known-hosts style pinning). */
   pins?: Record<string, string> | undefined;
   /**
@@ -92,6 +98,20 @@ export interface KeyPackageRecord {
   created: number;
 }
 
+/**
+ * A small record appended to a channel's journal between snapshots of its
+ * record, so that a message costs a few bytes on disk instead of a rewrite of
+ * the whole group state (see `docs/DECISIONS.md`, "Durability per burst").
+ */
+export interface JournalEntry {
+  /** Application generations below `gen` at `epoch` may have been used by this member's sends. */
+  reserve?: { epoch: number; gen: number } | undefined;
+  /** Chat messages up to this seq were handed to the application (`receive()`). */
+  delivered?: number | undefined;
+  /** Entries up to this seq were handed to tag handlers (the MCP transport). */
+  tapped?: number | undefined;
+}
+
 /** Durable storage for one identity. */
 export interface Store {
   /** Claims the state for this process (a store on disk refuses a second live process). */
@@ -106,8 +126,21 @@ export interface Store {
    * replay, never for state that must survive a power loss (advanced send ratchets).
    */
   saveChannel(record: ChannelRecord, options?: { durable?: boolean }): Promise<void>;
-  /** Removes a channel's record. */
+  /** Removes a channel's record (and its journal). */
   deleteChannel(channel: string): Promise<void>;
+  /**
+   * Appends to a channel's journal. `durable: true` resolves once it is on
+   * disk; otherwise it survives a process crash but maybe not a power loss.
+   */
+  appendJournal(
+    channel: string,
+    entry: JournalEntry,
+    options?: { durable?: boolean },
+  ): Promise<void>;
+  /** A channel's journal since it was last cleared, oldest first (a torn last entry is dropped). */
+  loadJournal(channel: string): Promise<JournalEntry[]>;
+  /** Empties a channel's journal, once a durable record covers everything in it. */
+  clearJournal(channel: string): Promise<void>;
   /** Every pending key package. */
   loadKeyPackages(): Promise<KeyPackageRecord[]>;
   /** Stores a key package's private part until it is used. */
