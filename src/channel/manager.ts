@@ -283,9 +283,12 @@ export class SkytaleChannelManager {
       for (const live of this.#channels.values()) {
         const pending = live.record.pending;
         if (live.record.active && pending) {
-          // A commit was in flight when the process stopped: settle it now.
-          void this.#publishPending(ctx, live, pending.id, pending.epoch, pending.commit)
-            .catch((e) => logLine(`skytale: could not settle a pending commit: ${message(e)}`));
+          // A commit was in flight when the process stopped: settle it now, before any other
+          // commit of this channel is built (a second one would replace it as pending, and this
+          // one, read back, would then look like another member's).
+          void live.commitMutex.run(() =>
+            this.#publishPending(ctx, live, pending.id, pending.epoch, pending.commit)
+          ).catch((e) => logLine(`skytale: could not settle a pending commit: ${message(e)}`));
         }
       }
       const invites = await store.loadBlob(INVITES_BLOB);
@@ -470,7 +473,16 @@ export class SkytaleChannelManager {
     live.record.delivered = live.delivered;
     live.record.tapped = live.tapped;
     live.record.sent = undefined; // own ids are recognised by their prefix
-    await ctx.store.saveChannel(live.record, { durable });
+    // A copy taken now: the write may yield before the store serialises it, and the group and
+    // the cursor written must be those of one moment.
+    const r = live.record;
+    const copy: ChannelRecord = {
+      ...r,
+      buffer: r.buffer.slice(),
+      welcomes: r.welcomes?.slice(),
+      pins: r.pins ? { ...r.pins } : undefined,
+    };
+    await ctx.store.saveChannel(copy, { durable });
     live.dirty = 0;
     live.savedAt = Date.now();
     // A record on disk covers everything the journal says: start it afresh (and reserve anew).
@@ -1063,7 +1075,7 @@ export class SkytaleChannelManager {
       live.delivered = Math.max(live.delivered, delivered);
       live.record.buffer = [];
       live.dirty++;
-      void this.#snapshotLater(ctx, live, false);
+      await this.#snapshotLater(ctx, live, false);
       return out.map((m) => ({ ...m, senderId: m.senderId ?? "" }));
     });
   }
