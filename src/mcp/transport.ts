@@ -245,6 +245,14 @@ export interface SkytaleTransportOptions {
   sessionId?: string;
   /** How long {@linkcode SkytaleTransport.read} waits by default, in seconds (default 30). */
   readTimeout?: number;
+  /**
+   * `server`: this end serves MCP (an SDK `McpServer` connects to it) to one
+   * client at a time, the first whose requests reach it; a client of another
+   * member at once is answered with a JSON-RPC error. For many clients, use
+   * {@linkcode serveChannel}. Default: `client` when `serverDid` or `server`
+   * is given, `server` otherwise (`server.connect(new SkytaleTransport(mgr, channel))`).
+   */
+  role?: "client" | "server";
 }
 
 /**
@@ -301,6 +309,8 @@ export class SkytaleTransport implements McpTransport {
   #readers: { resolve: (m: JsonRpcMessage) => void; reject: (e: Error) => void }[] = [];
   #sending: Promise<unknown> = Promise.resolve();
   #endReason: string | undefined;
+  /** The serving end, when `role` is `server`. */
+  #end: _ServerEnd | undefined;
 
   /**
    * Creates a client transport for a channel (nothing is sent before `start`, `send` or `write`).
@@ -312,12 +322,20 @@ export class SkytaleTransport implements McpTransport {
    * that is not an Ed25519 `did:key`.
    */
   constructor(manager: TaggedChannels, channel: string, options: SkytaleTransportOptions = {}) {
+    const role = options.role ??
+      (options.serverDid === undefined && options.server === undefined ? "server" : "client");
     if (options.serverDid !== undefined) didBoxKey(options.serverDid);
-    else if (options.server === undefined) {
+    else if (options.server === undefined && role === "client") {
       throw new ValidationError(
         "invalid_argument",
         `SkytaleTransport on "${channel}" needs the server's did (options.serverDid), as \`skytale expose\` prints it`,
       );
+    }
+    if (role === "server") {
+      this.#end = new _ServerEnd(manager, channel, (m) => this.#deliver(m), (reason) => {
+        this.#endReason = reason;
+        void this.#close(false);
+      });
     }
     this.#mgr = manager;
     this.channel = channel;
@@ -357,7 +375,8 @@ export class SkytaleTransport implements McpTransport {
       );
     }
     this.#startCalled = true;
-    await this.#ensureTap();
+    if (this.#end) await this.#end.start();
+    else await this.#ensureTap();
   }
 
   #ensureTap(): Promise<void> {
@@ -474,6 +493,12 @@ export class SkytaleTransport implements McpTransport {
    */
   async send(message: JsonRpcMessage, _options?: TransportSendOptions): Promise<void> {
     if (this.#closed) throw this.#closedError();
+    if (this.#end) {
+      await this.#end.start();
+      await this.#end.send(message);
+      this.sessionId = this.#end.sessionId;
+      return;
+    }
     await this.#ensureTap();
     await this.#enqueue({ msg: message });
   }
@@ -518,7 +543,8 @@ export class SkytaleTransport implements McpTransport {
     const queued = this.#queue.shift();
     if (queued) return queued;
     if (this.#closed) throw this.#closedError();
-    await this.#ensureTap();
+    if (this.#end) await this.#end.start();
+    else await this.#ensureTap();
     const ms = (options.timeout ?? this.#readTimeout) * 1000;
     return await new Promise<JsonRpcMessage>((resolve, reject) => {
       const reader = {
@@ -559,6 +585,7 @@ export class SkytaleTransport implements McpTransport {
     this.#closed = true;
     // Deferred, so that an onclose handler calling close() again finds #closing set.
     this.#closing = Promise.resolve().then(async () => {
+      await this.#end?.close();
       if (sayBye && this.#tap) {
         await bounded(
           this.#tap.then(() => this.#enqueue({ bye: "closed" })),
@@ -571,6 +598,69 @@ export class SkytaleTransport implements McpTransport {
       this.onclose?.();
     });
     return this.#closing;
+  }
+}
+
+/**
+ * The serving end of a {@linkcode SkytaleTransport} with `role: "server"`:
+ * {@linkcode serveChannel} limited to one session, whose messages it hands to
+ * the transport. When that session ends, the transport closes.
+ */
+class _ServerEnd {
+  #mgr: TaggedChannels;
+  #channel: string;
+  #deliver: (m: JsonRpcMessage) => void;
+  #ended: (reason: string) => void;
+  #serving: Promise<ChannelServing> | undefined;
+  #session: McpTransport | undefined;
+  sessionId: string | undefined;
+
+  constructor(
+    mgr: TaggedChannels,
+    channel: string,
+    deliver: (m: JsonRpcMessage) => void,
+    ended: (reason: string) => void,
+  ) {
+    this.#mgr = mgr;
+    this.#channel = channel;
+    this.#deliver = deliver;
+    this.#ended = ended;
+  }
+
+  start(): Promise<ChannelServing> {
+    this.#serving ??= serveChannel(this.#mgr, this.#channel, () => ({
+      connect: async (t: McpTransport) => {
+        this.#session = t;
+        this.sessionId = t.sessionId;
+        t.onmessage = (m) => this.#deliver(m);
+        await t.start();
+      },
+      close: () => Promise.resolve(),
+    }), {
+      maxSessions: 1,
+      onSession: (e) => {
+        if (e.type === "end") {
+          this.#ended(`client "${e.session.identity}" ended the session (${e.reason ?? "closed"})`);
+        }
+      },
+    });
+    return this.#serving;
+  }
+
+  async send(m: JsonRpcMessage): Promise<void> {
+    if (!this.#session) {
+      throw new SkytaleError(
+        "invalid_argument",
+        `No MCP client has opened a session on "${this.#channel}" yet: a server end only answers`,
+      );
+    }
+    await this.#session.send(m);
+  }
+
+  async close(): Promise<void> {
+    const serving = this.#serving;
+    this.#serving = undefined;
+    await (await serving?.catch(() => undefined))?.close();
   }
 }
 
