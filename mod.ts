@@ -30,6 +30,7 @@ export { MemoryStore } from "./src/store/memory.ts";
 export { FileStore } from "./src/store/file.ts";
 export type {
   ChannelRecord,
+  JournalEntry,
   KeyPackageRecord,
   PendingCommit,
   RememberedWelcome,
