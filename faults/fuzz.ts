@@ -328,6 +328,9 @@ export async function fuzz(o: FuzzOptions): Promise<Outcome> {
             const kps = path.join(alicePath, "keypackages");
             for (const f of await fsp.readdir(kps)) await fsp.rm(path.join(kps, f));
           }
+          // A valid call may leave a record to be written later (durability per burst): write it
+          // now, so a change seen after a refused call is the refused call's.
+          await manager.flush();
           state = await snapshot();
         }
       },

@@ -1493,7 +1493,26 @@ export class SkytaleChannelManager {
     );
   }
 
-  /** Closes the relay connection; stored state is already durable. */
+  /**
+   * Writes every channel's state that is only in memory or in the journal to
+   * its record now, flushed to disk. Nothing is lost without it (the journal
+   * and the relay cover a crash); it makes the records on disk current, e.g.
+   * before copying the data directory.
+   */
+  async flush(): Promise<void> {
+    const ctx = await this.#context();
+    await this.#flush(ctx);
+  }
+
+  async #flush(ctx: Ctx): Promise<void> {
+    for (const live of this.#channels.values()) {
+      await live.mutex.run(async () => {
+        if (live.dirty > 0 || live.snapshotTimer !== undefined) await this.#save(ctx, live);
+      });
+    }
+  }
+
+  /** Writes what is only in memory (see {@linkcode flush}) and closes the relay connection. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -1507,17 +1526,8 @@ export class SkytaleChannelManager {
     if (ctx) {
       const c = await ctx.catch(() => undefined);
       if (c) {
-        for (const live of this.#channels.values()) {
-          await live.mutex.run(async () => {
-            clearTimeout(live.snapshotTimer);
-            // Written once, flushed, so the next start reads one record and an empty journal.
-            if (live.dirty > 0 || live.snapshotTimer !== undefined) {
-              await this.#save(c, live).catch((e) =>
-                logLine(`skytale: saving "${live.record.channel}" failed: ${message(e)}`)
-              );
-            }
-          });
-        }
+        // Written once, flushed, so the next start reads one record and an empty journal.
+        await this.#flush(c).catch((e) => logLine(`skytale: saving state failed: ${message(e)}`));
         await c.relay.close();
         await c.store.close?.();
       }
