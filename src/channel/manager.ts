@@ -22,10 +22,10 @@ import type { Group } from "../mls/engine.ts";
 import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
-import { localConnector } from "../relay/local.ts";
+import { localRelay } from "../relay/local.ts";
 import { newMailbox } from "../relay/mailbox.ts";
-import { env, homeDir, logLine } from "../runtime/env.ts";
-import { joinPath } from "../runtime/fs.ts";
+import { env, logLine, skytaleHome } from "../runtime/env.ts";
+import { ensureDir, joinPath } from "../runtime/fs.ts";
 import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
@@ -43,7 +43,11 @@ export interface SkytaleOptions {
   apiKey?: string;
   /** Token API URL (`SKYTALE_API_URL`, default: the relay's own origin). */
   apiUrl?: string;
-  /** Where state lives (`SKYTALE_DATA_DIR`, default `~/.skytale`). */
+  /**
+   * Where this identity's MLS state lives (`SKYTALE_DATA_DIR`, default
+   * `$SKYTALE_HOME`, i.e. `~/.skytale`). The embedded local relay does not
+   * live here but in `$SKYTALE_HOME`, shared by every data dir of the user.
+   */
   dataDir?: string;
   /** MLS ciphersuite name (default `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`). */
   suite?: string;
@@ -200,7 +204,7 @@ export class SkytaleChannelManager {
     }
     this.identity = identity;
     this.#opts = options;
-    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale");
+    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? skytaleHome();
   }
 
   /** The relay URL this manager uses, or `undefined` for the embedded local relay. */
@@ -223,6 +227,7 @@ export class SkytaleChannelManager {
 
   async #init(): Promise<Ctx> {
     const engine = await MlsEngine.create(this.#opts.suite);
+    if (!this.#opts.store) await ensureDir(this.#dataDir);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
     let relay: RelayClient | undefined;
@@ -233,7 +238,7 @@ export class SkytaleChannelManager {
       const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
       const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
       const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
-      // The embedded local relay is loopback-only and needs no credentials.
+      // The embedded local relay needs no API key: its connections prove the user's local.key.
       const tokens = apiKey !== undefined && urls !== undefined
         ? new ApiKeyTokens({
           apiKey,
@@ -241,9 +246,9 @@ export class SkytaleChannelManager {
         })
         : undefined;
       relay = new RelayClient({
-        connect: urls === undefined
-          ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
-          : failoverConnector(urls),
+        ...(urls === undefined
+          ? localRelay({ port: this.localPort, home: skytaleHome() })
+          : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
         prove: async (nonce) => ({
