@@ -8,9 +8,10 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { Agent, type AgentError } from "./_agent.ts";
 import { freePort, relayClient, startRelayProcess, tempDir } from "./_helpers.ts";
-import { AuthError } from "../src/errors.ts";
+import { AuthError, RelayError } from "../src/errors.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import { startRelay } from "../src/relay/server.ts";
+import { errorResult } from "../src/mcp/tools.ts";
 
 const agents: Agent[] = [];
 after(async () => {
@@ -203,4 +204,46 @@ test("relay and agent files are 0600 and directories 0700, whatever existed befo
   } finally {
     await relay.proc.kill();
   }
+});
+
+test("joining from a relay that lacks the channel names that relay and keeps the Welcome usable", async () => {
+  const port = String(await freePort());
+  const homeA = await tempDir();
+  const homeB = await tempDir();
+  const bobData = await tempDir();
+  const ch = "acme/local/elsewhere";
+  const alice = await start("alice", {
+    SKYTALE_LOCAL_PORT: port,
+    SKYTALE_HOME: homeA,
+    SKYTALE_RELAY: "",
+  });
+  await alice.call("create", ch);
+  const bobEnv = { SKYTALE_LOCAL_PORT: port, SKYTALE_DATA_DIR: bobData, SKYTALE_RELAY: "" };
+  let bob = await start("bob", { ...bobEnv, SKYTALE_HOME: homeB });
+  const welcome = await alice.call<string>("addMember", ch, await bob.call<string>("keyPackage"));
+  await alice.call("send", ch, "on A's relay");
+  await alice.stop();
+  // Bob's SKYTALE_HOME is another one: he hosts a relay that never saw the channel.
+  await assert.rejects(bob.call("join", ch, welcome), (e: AgentError) => {
+    assert.equal(e.code, "wrong_relay");
+    assert.ok(e.message.includes(`ws://127.0.0.1:${port}`), e.message);
+    assert.match(e.message, /created on another relay/);
+    assert.match(e.message, /SKYTALE_HOME/);
+    return true;
+  });
+  assert.deepEqual(await bob.call("channels"), []);
+  await bob.stop();
+  // The MCP tool's advice points at the relay setting, not at skytale_channels.
+  const result = errorResult(
+    "skytale_join_channel",
+    new RelayError("wrong_relay", "The relay has no channel"),
+  );
+  const text = (result.content[0] as { text: string }).text;
+  assert.match(text, /SKYTALE_RELAY/);
+  assert.doesNotMatch(text, /Call skytale_channels/);
+  // With the right SKYTALE_HOME, the same Welcome joins.
+  bob = await start("bob", { ...bobEnv, SKYTALE_HOME: homeA });
+  await bob.call("join", ch, welcome);
+  assert.deepEqual((await bob.receiveN(ch, 1)).map((m) => m.text), ["on A's relay"]);
+  await bob.stop();
 });

@@ -217,6 +217,13 @@ export class SkytaleChannelManager {
     return Number(env("SKYTALE_LOCAL_PORT") ?? 5000);
   }
 
+  /** The relay this manager talks to, as a user would name it in an error message. */
+  #relayName(): string {
+    return this.endpoint !== undefined
+      ? `"${this.endpoint}"`
+      : `"ws://127.0.0.1:${this.localPort}" (the embedded local relay of SKYTALE_HOME "${skytaleHome()}")`;
+  }
+
   #context(): Promise<Ctx> {
     if (this.#closed) {
       return Promise.reject(new SkytaleError("closed", "This channel manager is closed"));
@@ -259,7 +266,13 @@ export class SkytaleChannelManager {
       const ctx = { engine, store, relay, key };
       for (const record of await store.loadChannels()) {
         const live = this.#live(ctx, record);
-        if (record.active) await this.#subscribe(ctx, live);
+        try {
+          if (record.active) await this.#subscribe(ctx, live);
+        } catch (e) {
+          if (!(e instanceof RelayError && e.code === "wrong_relay")) throw e;
+          // The other channels still work; this one's calls say what is wrong.
+          logLine(`skytale: ${e.message}`);
+        }
       }
       for (const live of this.#channels.values()) {
         const pending = live.record.pending;
@@ -387,11 +400,23 @@ export class SkytaleChannelManager {
     const from = live.record.cursor > 0
       ? { seq: live.record.cursor + 1 }
       : { epoch: ctx.engine.epoch(live.group) };
-    await ctx.relay.subscribeBatch(
-      live.record.channel,
-      from,
-      (es) => this.#onEntries(ctx, live, es),
-    );
+    try {
+      await ctx.relay.subscribeBatch(
+        live.record.channel,
+        from,
+        (es) => this.#onEntries(ctx, live, es),
+      );
+    } catch (e) {
+      if (!(e instanceof RelayError && e.code === "unknown_channel")) throw e;
+      // This identity has the channel, the relay does not: two relays (or two SKYTALE_HOMEs).
+      throw new RelayError(
+        "wrong_relay",
+        `The relay ${this.#relayName()} has no channel "${live.record.channel}": it was created on another relay. ` +
+          `Give this agent the same relay as the channel's other members (the same SKYTALE_RELAY, or for the ` +
+          `embedded relay the same SKYTALE_HOME and SKYTALE_LOCAL_PORT)`,
+        { cause: e },
+      );
+    }
   }
 
   /**
@@ -785,7 +810,22 @@ export class SkytaleChannelManager {
     };
     await ctx.store.saveChannel(record);
     await ctx.store.deleteKeyPackage(ref);
-    await this.#subscribe(ctx, this.#live(ctx, record));
+    try {
+      await this.#subscribe(ctx, this.#live(ctx, record));
+    } catch (e) {
+      if (!(e instanceof RelayError && e.code === "wrong_relay")) throw e;
+      // Not joined: the key package is kept, so the same Welcome works once the relay is right.
+      const kp = candidates.find((c) => c.ref === ref);
+      if (kp) await ctx.store.saveKeyPackage(kp);
+      this.#channels.delete(channel);
+      if (existing) this.#channels.set(channel, existing);
+      await (existing ? ctx.store.saveChannel(existing.record) : ctx.store.deleteChannel(channel));
+      throw new RelayError(
+        "wrong_relay",
+        `Cannot join "${channel}" yet: ${e.message}. The Welcome stays usable: join with it again then`,
+        { cause: e },
+      );
+    }
   }
 
   /**
