@@ -10,12 +10,25 @@ import process from "node:process";
 /**
  * Creates a directory (and its parents) readable by the owner only. A
  * directory that existed already is made owner-only too (0700), whatever
- * its mode was.
+ * its mode was, unless `restrict` is false or it is a shared directory (sticky
+ * bit, like `/tmp`).
  *
  * @param dir The directory.
+ * @param options `restrict: false` leaves an existing directory's mode alone.
  */
-export async function ensureDir(dir: string): Promise<void> {
+export async function ensureDir(dir: string, options: { restrict?: boolean } = {}): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  if (options.restrict ?? true) await _chmodDir(dir);
+}
+
+/** Makes a directory 0700, but never a shared one (sticky bit, like `/tmp`). */
+async function _chmodDir(dir: string): Promise<void> {
+  try {
+    if ((await fsp.stat(dir)).mode & 0o1000) return;
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return;
+    throw e;
+  }
   await _chmod(dir, 0o700);
 }
 
@@ -39,7 +52,7 @@ async function _chmod(file: string, mode: number): Promise<void> {
  * @param depth How many levels of subdirectories to visit (default 2).
  */
 export async function restrictTree(dir: string, depth = 2): Promise<void> {
-  await _chmod(dir, 0o700);
+  await _chmodDir(dir);
   let entries;
   try {
     entries = await fsp.readdir(dir, { withFileTypes: true });
@@ -51,7 +64,7 @@ export async function restrictTree(dir: string, depth = 2): Promise<void> {
     const p = path.join(dir, ent.name);
     if (ent.isDirectory()) {
       if (depth > 0) await restrictTree(p, depth - 1);
-      else await _chmod(p, 0o700);
+      else await _chmodDir(p);
     } else if (ent.isFile()) await _chmod(p, 0o600);
   }
 }
