@@ -17,6 +17,7 @@ test("the MCP conformance server scenarios pass over --http, but for the baselin
   const server = spawnScript("mod.ts", ["mcp", "--http", "127.0.0.1:0"], {
     SKYTALE_IDENTITY: "conformance",
     SKYTALE_DATA_DIR: dir,
+    SKYTALE_HOME: dir,
     SKYTALE_LOCAL_PORT: String(await freePort()),
     SKYTALE_RELAY: "",
   });

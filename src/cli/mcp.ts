@@ -21,7 +21,8 @@ loopback name or the bound address are refused (DNS-rebinding protection);
 
 Environment: SKYTALE_IDENTITY (default mcp-agent), SKYTALE_RELAY (unset: the
 embedded local relay), SKYTALE_API_KEY, SKYTALE_API_URL, SKYTALE_DATA_DIR
-(default ~/.skytale).`;
+(default $SKYTALE_HOME), SKYTALE_HOME (default ~/.skytale: the embedded local
+relay's log and its local.key), SKYTALE_LOCAL_PORT (default 5000).`;
 
 /** Parsed `skytale mcp` options. */
 export interface McpCommandOptions {

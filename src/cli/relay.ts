@@ -5,13 +5,19 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { env, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts";
-import { joinPath, readFileIfExists } from "../runtime/fs.ts";
+import { env, logLine, onShutdownSignal, skytaleHome } from "../runtime/env.ts";
+import { ensureDir, joinPath, readFileIfExists, restrictTree } from "../runtime/fs.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
 import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
-import { DEFAULT_LIMITS, jsonLog, type RelayLimits, startRelay } from "../relay/server.ts";
+import {
+  DEFAULT_LIMITS,
+  jsonLog,
+  type Relay,
+  type RelayLimits,
+  startRelay,
+} from "../relay/server.ts";
 import type { Retention } from "../relay/log/types.ts";
 
 const USAGE = `Usage: skytale relay [options]
@@ -19,7 +25,11 @@ const USAGE = `Usage: skytale relay [options]
 Options:
   --host HOST             interface to listen on (default 127.0.0.1)
   --port N                port (default 5000; 0 picks a free one)
-  --data-dir DIR          where the log lives (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
+  --local                 serve this user's embedded local relay, as an agent would host it:
+                          127.0.0.1 only, port $SKYTALE_LOCAL_PORT (default 5000), log in
+                          $SKYTALE_HOME/relay, every connection proves $SKYTALE_HOME/local.key
+                          (with --port, --max-*, --publish-rate and --retention-* only)
+  --data-dir DIR          where the log lives (default $SKYTALE_HOME/relay, i.e. ~/.skytale/relay)
   --store sqlite|memory|nats://HOST:PORT[,…]
                           log backend (default sqlite); nats:// shares one channel space
                           between every relay on the same NATS JetStream
@@ -90,6 +100,7 @@ export async function relayCommand(args: string[]): Promise<number> {
       options: {
         host: { type: "string" },
         port: { type: "string" },
+        local: { type: "boolean" },
         "data-dir": { type: "string" },
         store: { type: "string" },
         "nats-replicas": { type: "string" },
@@ -117,7 +128,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     return 0;
   }
   const hostname = values.host ?? "127.0.0.1";
-  const port = _int("port", values.port, 0, 65535) ?? 5000;
+  const port = _int("port", values.port, 0, 65535) ??
+    (values.local ? _int("port", env("SKYTALE_LOCAL_PORT"), 1, 65535) : undefined) ?? 5000;
   const maxFrameBytes = _int("max-frame-bytes", values["max-frame-bytes"], 1024, 64 * 1024 * 1024);
   const maxChannels = _int(
     "max-channels-per-connection",
@@ -146,6 +158,35 @@ export async function relayCommand(args: string[]): Promise<number> {
   const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined
     ? { cert: await _readText(values["tls-cert"]), key: await _readText(values["tls-key"]) }
     : undefined;
+  if (values.local) {
+    const other = [
+      "data-dir",
+      "store",
+      "nats-replicas",
+      "tls-cert",
+      "tls-key",
+      "auth",
+      "token-lifetime",
+    ]
+      .filter((o) => values[o as keyof typeof values] !== undefined);
+    if (other.length > 0 || hostname !== "127.0.0.1") {
+      throw new UsageError(
+        `Option --local serves 127.0.0.1 from $SKYTALE_HOME and cannot be combined with ${
+          other.length > 0 ? other.map((o) => `--${o}`).join(", ") : `--host ${hostname}`
+        }\n${USAGE}`,
+      );
+    }
+    const { hostLocalRelay } = await import("../relay/local.ts");
+    const home = skytaleHome();
+    const relay = await hostLocalRelay({ port, home, limits, retention });
+    return await _serveUntilSignal(relay, {
+      local: true,
+      home,
+      log: joinPath(home, "relay", "relay.db"),
+      limits: relay.server.limits,
+      retention,
+    });
+  }
   const store = values.store ?? "sqlite";
   const nats = store.startsWith("nats://");
   if (store !== "sqlite" && store !== "memory" && !nats) {
@@ -157,8 +198,12 @@ export async function relayCommand(args: string[]): Promise<number> {
   if (replicas !== undefined && !nats) {
     throw new UsageError(`Option --nats-replicas needs --store nats://…\n${USAGE}`);
   }
-  const dataDir = values["data-dir"] ??
-    joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
+  const dataDir = values["data-dir"] ?? joinPath(skytaleHome(), "relay");
+  if (store === "sqlite" || values.auth) {
+    // Owner-only, whatever an older version or a copy left behind (the log, auth.db, the key).
+    await ensureDir(dataDir);
+    await restrictTree(dataDir, 0);
+  }
   const log: RelayLog = store === "sqlite"
     ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
     : nats
@@ -207,9 +252,7 @@ export async function relayCommand(args: string[]): Promise<number> {
     await auth?.close();
     throw e;
   }
-  const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
-  jsonLog("info", `skytale relay listening on ${relay.url}`, {
-    url: relay.url,
+  return await _serveUntilSignal(relay, {
     store: nats ? "nats" : store,
     ...(store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
     auth: auth !== undefined,
@@ -217,11 +260,21 @@ export async function relayCommand(args: string[]): Promise<number> {
     tls: tls !== undefined,
     limits: relay.server.limits,
     retention,
-  });
+  }, () => auth?.close());
+}
+
+/** Logs that the relay listens, waits for SIGINT or SIGTERM, then stops it. */
+async function _serveUntilSignal(
+  relay: Relay,
+  fields: Record<string, unknown>,
+  cleanup?: () => Promise<void> | undefined,
+): Promise<number> {
+  const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
+  jsonLog("info", `skytale relay listening on ${relay.url}`, { url: relay.url, ...fields });
   const signal = await stopped;
   jsonLog("info", `skytale relay: ${signal}, shutting down`, { signal });
   await relay.close();
-  await auth?.close();
+  await cleanup?.();
   jsonLog("info", "skytale relay: stopped");
   return 0;
 }

@@ -108,6 +108,24 @@ export interface RelaySession {
    * `hello` with a fresh token first.
    */
   expiresAt?: number;
+  /**
+   * Sent back in `helloOk` as `proof`: the relay's answer to a challenge the
+   * client put in its token (the embedded local relay proves it knows the
+   * user's secret, see `local_auth.ts`).
+   */
+  proof?: Uint8Array;
+  /**
+   * The hello only began a handshake: it is answered with `helloOk` (and
+   * `proof`), but the connection stays unauthenticated until a later hello
+   * completes it.
+   */
+  incomplete?: boolean;
+}
+
+/** What {@linkcode RelayServerOptions.authenticate} knows about the connection. */
+export interface HelloContext {
+  /** The connection's challenge, sent in `helloOk` (16 random bytes). */
+  nonce: Uint8Array;
 }
 
 /** Options of {@linkcode RelayServer}. */
@@ -120,7 +138,7 @@ export interface RelayServerOptions {
    * Checks the hello token. Throw (ideally an `AuthError`) to refuse the
    * connection. Unset: every connection is accepted.
    */
-  authenticate?: (token: string | undefined) => Promise<RelaySession>;
+  authenticate?: (token: string | undefined, hello: HelloContext) => Promise<RelaySession>;
   /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
   onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
   /** The clock, in ms since the Unix epoch (tests). */
@@ -594,7 +612,10 @@ export class RelayServer {
   async #hello(c: _Conn, f: FrameOf<"hello">): Promise<void> {
     let session: RelaySession;
     try {
-      session = this.#authenticate ? await this.#authenticate(f.token) : {};
+      session = this.#authenticate ? await this.#authenticate(f.token, { nonce: c.nonce }) : {};
+      if (session.incomplete && c.session !== undefined) {
+        throw new AuthError("This connection is authenticated already");
+      }
       if (c.session !== undefined && session.org !== c.session.org) {
         // A renewal may extend the session, never move it to another org.
         throw new AuthError(
@@ -608,6 +629,16 @@ export class RelayServer {
       return;
     }
     if (c.closed) return;
+    if (session.incomplete) {
+      // A handshake step: the connection stays unauthenticated until it is completed.
+      return this.#send(c, {
+        type: "helloOk",
+        reqId: f.reqId,
+        maxFrameBytes: this.#limits.maxFrameBytes,
+        nonce: c.nonce,
+        ...(session.proof ? { proof: session.proof } : {}),
+      });
+    }
     c.session = session;
     clearTimeout(c.expiry);
     c.expiry = undefined;
@@ -626,6 +657,7 @@ export class RelayServer {
       reqId: f.reqId,
       maxFrameBytes: this.#limits.maxFrameBytes,
       nonce: c.nonce,
+      ...(session.proof ? { proof: session.proof } : {}),
     });
   }
 

@@ -204,7 +204,8 @@ export class SqliteLog implements RelayLog {
   static async open(path: string, opts: SqliteLogOptions = {}): Promise<SqliteLog> {
     if (path !== ":memory:") {
       const dir = path.replace(/[\\/][^\\/]*$/, "");
-      if (dir !== path && dir !== "") await ensureDir(dir);
+      // Made 0700 if new; an existing directory is the caller's to restrict (the relay does).
+      if (dir !== path && dir !== "") await ensureDir(dir, { restrict: false });
     }
     const db = openSqlite(path);
     try {
