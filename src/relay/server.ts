@@ -28,6 +28,7 @@ import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
 import { ownsMailbox } from "./mailbox.ts";
+import { normalizeOrigin, requestGate } from "./_doors.ts";
 import {
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
@@ -82,6 +83,8 @@ export interface RelayLimits {
   maxProtocolErrors: number;
   /** A connection that sends nothing (not even a ping) for this long is closed, in ms. */
   idleTimeoutMs: number;
+  /** A connection that has not sent a successful `hello` by then is closed (1008), in ms. */
+  helloTimeoutMs: number;
 }
 
 /** The default limits. */
@@ -93,7 +96,18 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxMailboxTtlSeconds: 7 * 24 * 3600,
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
+  helloTimeoutMs: 10_000,
 };
+
+/**
+ * What a connection may send before its `hello` succeeded: this many frames,
+ * none larger than {@linkcode PRE_HELLO_MAX_FRAME_BYTES} (a hello with the
+ * longest token fits). Beyond it the connection is closed, so an unknown
+ * peer costs the relay a few small frames, not megabytes.
+ */
+export const PRE_HELLO_MAX_FRAMES = 16;
+/** The largest frame accepted before `hello` succeeded (see {@linkcode PRE_HELLO_MAX_FRAMES}). */
+export const PRE_HELLO_MAX_FRAME_BYTES: number = 64 * 1024 + 64;
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
@@ -178,6 +192,10 @@ interface _Conn {
   chain: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
+  /** Closes the connection if no hello succeeded in time; cleared by the first that does. */
+  helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Frames received before a successful hello. */
+  preHelloFrames: number;
   /** Mailbox leases this connection took and has not acked: log address → item id hex → lease. */
   leases: Map<string, Map<string, MailboxLease>>;
   /** The challenge this connection's `prove` frames sign. */
@@ -389,6 +407,8 @@ export class RelayServer {
       chain: CLOSED,
       closed: false,
       expiry: undefined,
+      helloTimer: undefined,
+      preHelloFrames: 0,
       leases: new Map(),
       nonce: crypto.getRandomValues(new Uint8Array(16)),
       keys: [],
@@ -399,6 +419,15 @@ export class RelayServer {
       return { message() {}, close() {} };
     }
     this.#conns.add(c);
+    c.helloTimer = setTimeout(() => {
+      if (c.session !== undefined || c.closed) return;
+      this.#logger("warn", "no hello in time", {
+        remote: c.ws.remote,
+        helloTimeoutMs: this.#limits.helloTimeoutMs,
+      });
+      c.ws.close(1008, "no hello in time");
+      this.#onClose(c);
+    }, this.#limits.helloTimeoutMs);
     return {
       message: (data) => this.#onMessage(c, data),
       close: () => this.#onClose(c),
@@ -438,6 +467,7 @@ export class RelayServer {
     if (c.closed) return;
     c.closed = true;
     clearTimeout(c.expiry);
+    clearTimeout(c.helloTimer);
     this.#conns.delete(c);
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
@@ -496,6 +526,7 @@ export class RelayServer {
     c.lastSeen = this.#now();
     this.#metrics.framesIn++;
     this.#metrics.bytesIn += data.length;
+    if (c.session === undefined && !this.#preHello(c, data.length)) return;
     let frame: Frame;
     try {
       if (data.length > this.#limits.maxFrameBytes) {
@@ -537,6 +568,25 @@ export class RelayServer {
         this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
       }
     });
+  }
+
+  /**
+   * Counts a frame against the budget of a connection that has not said
+   * hello yet; closes the connection and returns `false` when it is spent.
+   */
+  #preHello(c: _Conn, bytes: number): boolean {
+    c.preHelloFrames++;
+    const what = bytes > PRE_HELLO_MAX_FRAME_BYTES
+      ? `a ${bytes}-byte frame (at most ${PRE_HELLO_MAX_FRAME_BYTES} before hello)`
+      : c.preHelloFrames > PRE_HELLO_MAX_FRAMES
+      ? `more than ${PRE_HELLO_MAX_FRAMES} frames before hello`
+      : undefined;
+    if (what === undefined) return true;
+    this.#metrics.limitBreaches++;
+    this.#logger("warn", "closed a connection before hello", { remote: c.ws.remote, what });
+    c.ws.close(bytes > PRE_HELLO_MAX_FRAME_BYTES ? 1009 : 1008, "hello first");
+    this.#onClose(c);
+    return false;
   }
 
   async #handle(c: _Conn, f: Frame): Promise<void> {
@@ -609,6 +659,7 @@ export class RelayServer {
     }
     if (c.closed) return;
     c.session = session;
+    clearTimeout(c.helloTimer);
     clearTimeout(c.expiry);
     c.expiry = undefined;
     if (session.expiresAt !== undefined) {
@@ -1078,6 +1129,20 @@ export interface StartRelayOptions extends RelayServerOptions {
   port: number;
   /** Serve `wss://` (and HTTPS) with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
+  /**
+   * Origins (`scheme://host[:port]`) whose web pages may use the relay. A
+   * request or upgrade that carries any other `Origin` is refused with 403;
+   * one without `Origin` (not a browser) passes. Default: none.
+   */
+  allowOrigins?: readonly string[];
+  /**
+   * `Host` names accepted besides the default (`name` for any port, or
+   * `name:port`), e.g. the name a reverse proxy forwards. On a loopback
+   * address only loopback names with the relay's port are accepted by
+   * default; on any other address any name is, unless this is given (then
+   * only these and loopback names).
+   */
+  allowHosts?: readonly string[];
 }
 
 /** A running relay. */
@@ -1110,20 +1175,41 @@ export interface Relay {
  */
 export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
   let server: RelayServer;
+  const allowOrigins: string[] = [];
   try {
+    for (const o of opts.allowOrigins ?? []) {
+      const origin = normalizeOrigin(o);
+      if (origin === undefined) {
+        throw new ValidationError(
+          "invalid_argument",
+          `An allowed origin must be scheme://host[:port], got "${o}"`,
+        );
+      }
+      allowOrigins.push(origin);
+    }
     server = new RelayServer(opts);
   } catch (e) {
     await opts.log.close();
     throw e;
   }
-  let http;
+  let http: Awaited<ReturnType<typeof serve>> | undefined;
+  const logger = opts.logger ?? jsonLog;
+  const gate = requestGate({
+    hostname: opts.hostname,
+    port: () => http?.port ?? (opts.port || undefined),
+    tls: opts.tls !== undefined,
+    allowOrigins,
+    ...(opts.allowHosts ? { allowHosts: opts.allowHosts } : {}),
+    onRefuse: (reason, fields) => logger("warn", "refused a request", { reason, ...fields }),
+  });
   try {
     http = await serve({
       hostname: opts.hostname,
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
       ...(opts.tls ? { tls: opts.tls } : {}),
-      onRequest: (req) => server.handleRequest(req),
+      onRequest: (req) => gate(req) ?? server.handleRequest(req),
+      onUpgrade: gate,
       onSocket: (conn) => server.openConnection(conn),
     });
   } catch (e) {
