@@ -327,3 +327,44 @@ test("before hello a connection gets a small budget: a 200 KiB frame closes it, 
     await proc.kill();
   }
 });
+
+test("a take of 40 items of 1 MiB comes back in pages under the frame limit, and the client collects all 40", async () => {
+  const { proc, url } = await startRelayProcess(["--store", "memory"]);
+  const c = relayClient(url);
+  const raw = await rawSocket(url);
+  try {
+    const item = 1024 * 1024 - 1024;
+    const a = box("page:a");
+    const b = box("page:b");
+    for (let i = 0; i < 40; i++) {
+      const p = new Uint8Array(item);
+      p[0] = i;
+      await c.mailboxPut(a.address, p, 600);
+      await c.mailboxPut(b.address, p, 600);
+    }
+    raw.send({ type: "hello", reqId: 1 });
+    await eventually(() => raw.frames.length === 1, 5000, "helloOk");
+    const limit = (raw.frames[0] as { maxFrameBytes: number }).maxFrameBytes;
+    const got = new Set<number>();
+    for (let reqId = 2; reqId < 100; reqId++) {
+      const n = raw.frames.length;
+      raw.send({ type: "mailboxTake", reqId, address: a.address, key: a.takeKey });
+      await eventually(() => raw.frames.length > n, 20_000, `take ${reqId}`);
+      const f = raw.frames[n]!;
+      assert.equal(f.type, "mailboxItems", f.type === "error" ? f.message : f.type);
+      assert.ok(raw.sizes[n]! <= limit, `a ${raw.sizes[n]}-byte frame, limit ${limit}`);
+      if (f.type !== "mailboxItems" || f.items.length === 0) break;
+      for (const i of f.items) got.add(i.payload[0]!);
+    }
+    assert.equal(got.size, 40);
+    // The client's lease helper pages by itself and returns them all, oldest first.
+    const leased = await c.mailboxLease(b.address, b.takeKey);
+    assert.deepEqual(leased.map((i) => i.payload[0]), Array.from({ length: 40 }, (_, i) => i));
+    await c.mailboxAck(b.address, leased.map((i) => i.id), b.takeKey);
+    assert.deepEqual(await c.mailboxTake(b.address, b.takeKey), []);
+  } finally {
+    raw.close();
+    await c.close();
+    await proc.kill();
+  }
+});

@@ -41,6 +41,7 @@ import {
   encodeFrame,
   type Frame,
   type FrameOf,
+  ID_BYTES,
   MAX_ACK_IDS,
   MAX_NAME_BYTES,
   peekRequestId,
@@ -171,6 +172,8 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const PUMP_BATCH = 64;
 const CLOSED: Promise<void> = Promise.resolve();
+/** A `mailboxItems` frame's bytes before its items: version, type, request id, count. */
+const MAILBOX_ITEMS_HEADER_BYTES = 1 + 1 + 4 + 4;
 
 interface _Sub {
   conn: _Conn;
@@ -1079,7 +1082,12 @@ export class RelayServer {
     this.#checkAddress(f.address);
     await this.#checkOwner(f.address, f.key);
     const box = this.#box(c, f.address);
-    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs);
+    // One page: as many items, oldest first, as fit one frame under the limit (at least one).
+    // The client takes again until a take comes back empty; the rest stays unleased till then.
+    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs, {
+      maxBytes: this.#limits.maxFrameBytes - MAILBOX_ITEMS_HEADER_BYTES,
+      perItemBytes: ID_BYTES + 4,
+    });
     this.#metrics.mailboxTakes++;
     const leases: MailboxLease[] = [];
     for (const i of items) if (i.lease !== undefined) leases.push({ id: i.id, lease: i.lease });
