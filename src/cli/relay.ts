@@ -19,6 +19,7 @@ import {
   startRelay,
 } from "../relay/server.ts";
 import type { Retention } from "../relay/log/types.ts";
+import { normalizeHost, normalizeOrigin } from "../relay/_doors.ts";
 
 const USAGE = `Usage: skytale relay [options]
 
@@ -52,7 +53,15 @@ Options:
                           (API keys: skytale keys create --org ORG, same --data-dir;
                           with --store nats://… keys and signing key live in NATS:
                           skytale keys create --org ORG --store nats://…)
-  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
+  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})
+  --allow-origin ORIGIN   let web pages of ORIGIN (scheme://host[:port]) use the relay;
+                          repeatable. Requests with any other Origin header get 403
+                          (requests without one, i.e. non-browser clients, pass)
+  --allow-host NAME       accept Host NAME (or NAME:PORT), e.g. behind a reverse proxy;
+                          repeatable. Default on a loopback --host: loopback names with
+                          the relay's port only; on another --host: any Host, unless
+                          --allow-host is given (then only these and loopback names)
+  --hello-timeout DUR     close connections that have not said hello by then (default 10s)`;
 
 const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
 
@@ -115,6 +124,9 @@ export async function relayCommand(args: string[]): Promise<number> {
         "tls-key": { type: "string" },
         auth: { type: "boolean" },
         "token-lifetime": { type: "string" },
+        "allow-origin": { type: "string", multiple: true },
+        "allow-host": { type: "string", multiple: true },
+        "hello-timeout": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -142,11 +154,31 @@ export async function relayCommand(args: string[]): Promise<number> {
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
   const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
+  const helloTimeout = _duration("hello-timeout", values["hello-timeout"]);
+  const allowOrigins = (values["allow-origin"] ?? []).map((o) => {
+    const origin = normalizeOrigin(o);
+    if (origin === undefined) {
+      throw new UsageError(
+        `Option --allow-origin must be an origin like https://app.example or http://localhost:3000, got "${o}"\n${USAGE}`,
+      );
+    }
+    return origin;
+  });
+  const allowHosts = (values["allow-host"] ?? []).map((h) => {
+    const host = normalizeHost(h);
+    if (host === undefined) {
+      throw new UsageError(
+        `Option --allow-host must be a host name, optionally with :port, got "${h}"\n${USAGE}`,
+      );
+    }
+    return host;
+  });
   const limits: Partial<RelayLimits> = {
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
     ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
     ...(mailboxTtl !== undefined ? { maxMailboxTtlSeconds: mailboxTtl } : {}),
+    ...(helloTimeout !== undefined ? { helloTimeoutMs: helloTimeout * 1000 } : {}),
   };
   const retention: Retention = {
     ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
@@ -241,6 +273,8 @@ export async function relayCommand(args: string[]): Promise<number> {
       limits,
       ...(mailboxLease !== undefined ? { mailboxLeaseMs: mailboxLease * 1000 } : {}),
       ...(tls ? { tls } : {}),
+      allowOrigins,
+      allowHosts,
       ...(auth
         ? {
           authenticate: (token: string | undefined) => auth.authenticate(token),
@@ -258,6 +292,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     auth: auth !== undefined,
     ...(auth ? { tokenLifetimeSeconds: auth.tokenLifetimeSeconds } : {}),
     tls: tls !== undefined,
+    allowOrigins,
+    allowHosts,
     limits: relay.server.limits,
     retention,
   }, () => auth?.close());

@@ -125,6 +125,8 @@ interface _Sub {
 }
 
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+/** The most take pages one `mailboxLease` collects (a mailbox filled as fast as it is read ends). */
+const MAX_TAKE_PAGES = 256;
 
 function _relayError(code: string, message: string): RelayError | AuthError {
   if (code === "auth") return new AuthError(message);
@@ -444,6 +446,10 @@ export class RelayClient {
    * is lost to a reconnect is sent again, and then finds its items again once
    * the relay has seen the old connection close.
    *
+   * The relay answers a take with one page, as many items as fit its frame
+   * limit; this takes again until a take comes back empty (at most
+   * 256 pages; the rest waits for the next call).
+   *
    * @param address The mailbox address.
    * @param takeKey The mailbox's take key (see `newMailbox` in `mailbox.ts`).
    * @returns The items (id and blob), oldest first.
@@ -451,13 +457,18 @@ export class RelayClient {
    */
   async mailboxLease(address: string, takeKey: Uint8Array): Promise<MailboxItem[]> {
     _checkTakeKey(takeKey);
-    const f = await this.#request<"mailboxItems">((reqId) => ({
-      type: "mailboxTake",
-      reqId,
-      address,
-      key: takeKey,
-    }));
-    return f.items;
+    const out: MailboxItem[] = [];
+    for (let page = 0; page < MAX_TAKE_PAGES; page++) {
+      const f = await this.#request<"mailboxItems">((reqId) => ({
+        type: "mailboxTake",
+        reqId,
+        address,
+        key: takeKey,
+      }));
+      if (f.items.length === 0) break;
+      out.push(...f.items);
+    }
+    return out;
   }
 
   /**

@@ -28,6 +28,7 @@ import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
 import { ownsMailbox } from "./mailbox.ts";
+import { normalizeOrigin, requestGate } from "./_doors.ts";
 import {
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
@@ -40,6 +41,7 @@ import {
   encodeFrame,
   type Frame,
   type FrameOf,
+  ID_BYTES,
   MAX_ACK_IDS,
   MAX_NAME_BYTES,
   peekRequestId,
@@ -82,6 +84,8 @@ export interface RelayLimits {
   maxProtocolErrors: number;
   /** A connection that sends nothing (not even a ping) for this long is closed, in ms. */
   idleTimeoutMs: number;
+  /** A connection that has not sent a successful `hello` by then is closed (1008), in ms. */
+  helloTimeoutMs: number;
 }
 
 /** The default limits. */
@@ -93,7 +97,18 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxMailboxTtlSeconds: 7 * 24 * 3600,
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
+  helloTimeoutMs: 10_000,
 };
+
+/**
+ * What a connection may send before its `hello` succeeded: this many frames,
+ * none larger than {@linkcode PRE_HELLO_MAX_FRAME_BYTES} (a hello with the
+ * longest token fits). Beyond it the connection is closed, so an unknown
+ * peer costs the relay a few small frames, not megabytes.
+ */
+export const PRE_HELLO_MAX_FRAMES = 16;
+/** The largest frame accepted before `hello` succeeded (see {@linkcode PRE_HELLO_MAX_FRAMES}). */
+export const PRE_HELLO_MAX_FRAME_BYTES: number = 64 * 1024 + 64;
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
@@ -175,6 +190,8 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const PUMP_BATCH = 64;
 const CLOSED: Promise<void> = Promise.resolve();
+/** A `mailboxItems` frame's bytes before its items: version, type, request id, count. */
+const MAILBOX_ITEMS_HEADER_BYTES = 1 + 1 + 4 + 4;
 
 interface _Sub {
   conn: _Conn;
@@ -196,6 +213,10 @@ interface _Conn {
   chain: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
+  /** Closes the connection if no hello succeeded in time; cleared by the first that does. */
+  helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Frames received before a successful hello. */
+  preHelloFrames: number;
   /** Mailbox leases this connection took and has not acked: log address → item id hex → lease. */
   leases: Map<string, Map<string, MailboxLease>>;
   /** The challenge this connection's `prove` frames sign. */
@@ -407,6 +428,8 @@ export class RelayServer {
       chain: CLOSED,
       closed: false,
       expiry: undefined,
+      helloTimer: undefined,
+      preHelloFrames: 0,
       leases: new Map(),
       nonce: crypto.getRandomValues(new Uint8Array(16)),
       keys: [],
@@ -417,6 +440,15 @@ export class RelayServer {
       return { message() {}, close() {} };
     }
     this.#conns.add(c);
+    c.helloTimer = setTimeout(() => {
+      if (c.session !== undefined || c.closed) return;
+      this.#logger("warn", "no hello in time", {
+        remote: c.ws.remote,
+        helloTimeoutMs: this.#limits.helloTimeoutMs,
+      });
+      c.ws.close(1008, "no hello in time");
+      this.#onClose(c);
+    }, this.#limits.helloTimeoutMs);
     return {
       message: (data) => this.#onMessage(c, data),
       close: () => this.#onClose(c),
@@ -456,6 +488,7 @@ export class RelayServer {
     if (c.closed) return;
     c.closed = true;
     clearTimeout(c.expiry);
+    clearTimeout(c.helloTimer);
     this.#conns.delete(c);
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
@@ -514,6 +547,7 @@ export class RelayServer {
     c.lastSeen = this.#now();
     this.#metrics.framesIn++;
     this.#metrics.bytesIn += data.length;
+    if (c.session === undefined && !this.#preHello(c, data.length)) return;
     let frame: Frame;
     try {
       if (data.length > this.#limits.maxFrameBytes) {
@@ -555,6 +589,25 @@ export class RelayServer {
         this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
       }
     });
+  }
+
+  /**
+   * Counts a frame against the budget of a connection that has not said
+   * hello yet; closes the connection and returns `false` when it is spent.
+   */
+  #preHello(c: _Conn, bytes: number): boolean {
+    c.preHelloFrames++;
+    const what = bytes > PRE_HELLO_MAX_FRAME_BYTES
+      ? `a ${bytes}-byte frame (at most ${PRE_HELLO_MAX_FRAME_BYTES} before hello)`
+      : c.preHelloFrames > PRE_HELLO_MAX_FRAMES
+      ? `more than ${PRE_HELLO_MAX_FRAMES} frames before hello`
+      : undefined;
+    if (what === undefined) return true;
+    this.#metrics.limitBreaches++;
+    this.#logger("warn", "closed a connection before hello", { remote: c.ws.remote, what });
+    c.ws.close(bytes > PRE_HELLO_MAX_FRAME_BYTES ? 1009 : 1008, "hello first");
+    this.#onClose(c);
+    return false;
   }
 
   async #handle(c: _Conn, f: Frame): Promise<void> {
@@ -640,6 +693,7 @@ export class RelayServer {
       });
     }
     c.session = session;
+    clearTimeout(c.helloTimer);
     clearTimeout(c.expiry);
     c.expiry = undefined;
     if (session.expiresAt !== undefined) {
@@ -1060,7 +1114,12 @@ export class RelayServer {
     this.#checkAddress(f.address);
     await this.#checkOwner(f.address, f.key);
     const box = this.#box(c, f.address);
-    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs);
+    // One page: as many items, oldest first, as fit one frame under the limit (at least one).
+    // The client takes again until a take comes back empty; the rest stays unleased till then.
+    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs, {
+      maxBytes: this.#limits.maxFrameBytes - MAILBOX_ITEMS_HEADER_BYTES,
+      perItemBytes: ID_BYTES + 4,
+    });
     this.#metrics.mailboxTakes++;
     const leases: MailboxLease[] = [];
     for (const i of items) if (i.lease !== undefined) leases.push({ id: i.id, lease: i.lease });
@@ -1110,6 +1169,20 @@ export interface StartRelayOptions extends RelayServerOptions {
   port: number;
   /** Serve `wss://` (and HTTPS) with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
+  /**
+   * Origins (`scheme://host[:port]`) whose web pages may use the relay. A
+   * request or upgrade that carries any other `Origin` is refused with 403;
+   * one without `Origin` (not a browser) passes. Default: none.
+   */
+  allowOrigins?: readonly string[];
+  /**
+   * `Host` names accepted besides the default (`name` for any port, or
+   * `name:port`), e.g. the name a reverse proxy forwards. On a loopback
+   * address only loopback names with the relay's port are accepted by
+   * default; on any other address any name is, unless this is given (then
+   * only these and loopback names).
+   */
+  allowHosts?: readonly string[];
 }
 
 /** A running relay. */
@@ -1142,20 +1215,41 @@ export interface Relay {
  */
 export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
   let server: RelayServer;
+  const allowOrigins: string[] = [];
   try {
+    for (const o of opts.allowOrigins ?? []) {
+      const origin = normalizeOrigin(o);
+      if (origin === undefined) {
+        throw new ValidationError(
+          "invalid_argument",
+          `An allowed origin must be scheme://host[:port], got "${o}"`,
+        );
+      }
+      allowOrigins.push(origin);
+    }
     server = new RelayServer(opts);
   } catch (e) {
     await opts.log.close();
     throw e;
   }
-  let http;
+  let http: Awaited<ReturnType<typeof serve>> | undefined;
+  const logger = opts.logger ?? jsonLog;
+  const gate = requestGate({
+    hostname: opts.hostname,
+    port: () => http?.port ?? (opts.port || undefined),
+    tls: opts.tls !== undefined,
+    allowOrigins,
+    ...(opts.allowHosts ? { allowHosts: opts.allowHosts } : {}),
+    onRefuse: (reason, fields) => logger("warn", "refused a request", { reason, ...fields }),
+  });
   try {
     http = await serve({
       hostname: opts.hostname,
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
       ...(opts.tls ? { tls: opts.tls } : {}),
-      onRequest: (req) => server.handleRequest(req),
+      onRequest: (req) => gate(req) ?? server.handleRequest(req),
+      onUpgrade: gate,
       onSocket: (conn) => server.openConnection(conn),
     });
   } catch (e) {
