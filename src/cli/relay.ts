@@ -10,7 +10,12 @@ import { joinPath, readFileIfExists } from "../runtime/fs.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
-import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
+import {
+  DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS,
+  DEFAULT_TOKEN_LIFETIME_SECONDS,
+  DEFAULT_TOKEN_MAX_FAILURES,
+  RelayAuth,
+} from "../relay/auth.ts";
 import { DEFAULT_LIMITS, jsonLog, type RelayLimits, startRelay } from "../relay/server.ts";
 import type { Retention } from "../relay/log/types.ts";
 
@@ -30,6 +35,15 @@ Options:
                           subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
   --publish-rate N        publishes and mailbox puts per second per connection
                           (default ${DEFAULT_LIMITS.publishPerSecond}; bursts up to twice that)
+  --max-channels-per-org N
+                          channels one organisation may create on this relay, counted
+                          since it started (default ${DEFAULT_LIMITS.maxChannelsPerOrg}; --auth only)
+  --max-connections-per-org N
+                          connections one organisation may hold open at once
+                          (default ${DEFAULT_LIMITS.maxConnectionsPerOrg}; --auth only)
+  --org-publish-rate N    publishes and mailbox puts per second of one organisation, all its
+                          connections together (default ${DEFAULT_LIMITS.orgPublishPerSecond}; bursts up to
+                          twice that; --auth only)
   --retention-count N     keep the newest N seqs per channel (default: all)
   --retention-age DUR     delete entries older than DUR, e.g. 3600, 90m, 7d (default: never)
                           (retention never deletes commits; see docs/PROTOCOL.md)
@@ -42,7 +56,11 @@ Options:
                           (API keys: skytale keys create --org ORG, same --data-dir;
                           with --store nats://… keys and signing key live in NATS:
                           skytale keys create --org ORG --store nats://…)
-  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
+  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})
+  --token-max-failures N  refused POST /v1/tokens per address (and per presented key) in a
+                          window before the rest get 429 (default ${DEFAULT_TOKEN_MAX_FAILURES})
+  --token-failure-window DUR
+                          that window (default ${DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS}s)`;
 
 const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
 
@@ -96,6 +114,11 @@ export async function relayCommand(args: string[]): Promise<number> {
         "max-frame-bytes": { type: "string" },
         "max-channels-per-connection": { type: "string" },
         "publish-rate": { type: "string" },
+        "max-channels-per-org": { type: "string" },
+        "max-connections-per-org": { type: "string" },
+        "org-publish-rate": { type: "string" },
+        "token-max-failures": { type: "string" },
+        "token-failure-window": { type: "string" },
         "retention-count": { type: "string" },
         "retention-age": { type: "string" },
         "mailbox-ttl": { type: "string" },
@@ -126,6 +149,14 @@ export async function relayCommand(args: string[]): Promise<number> {
     1_000_000,
   );
   const rate = _int("publish-rate", values["publish-rate"], 1, 10_000_000);
+  const orgChannels = _int("max-channels-per-org", values["max-channels-per-org"], 1, 2 ** 52);
+  const orgConns = _int(
+    "max-connections-per-org",
+    values["max-connections-per-org"],
+    1,
+    10_000_000,
+  );
+  const orgRate = _int("org-publish-rate", values["org-publish-rate"], 1, 100_000_000);
   const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
@@ -135,6 +166,11 @@ export async function relayCommand(args: string[]): Promise<number> {
     ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
     ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
     ...(mailboxTtl !== undefined ? { maxMailboxTtlSeconds: mailboxTtl } : {}),
+    ...(orgChannels !== undefined ? { maxChannelsPerOrg: orgChannels } : {}),
+    ...(orgConns !== undefined ? { maxConnectionsPerOrg: orgConns } : {}),
+    ...(orgRate !== undefined
+      ? { orgPublishPerSecond: orgRate, orgPublishBurst: orgRate * 2 }
+      : {}),
   };
   const retention: Retention = {
     ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
@@ -168,6 +204,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     })
     : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
+  const tokenFailures = _int("token-max-failures", values["token-max-failures"], 1, 1_000_000);
+  const tokenWindow = _duration("token-failure-window", values["token-failure-window"]);
   let auth: RelayAuth | undefined;
   try {
     if (values.auth) {
@@ -181,6 +219,8 @@ export async function relayCommand(args: string[]): Promise<number> {
         dataDir,
         ...(shared ? { keys: shared, signingKey: shared } : {}),
         ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
+        ...(tokenFailures !== undefined ? { maxTokenFailures: tokenFailures } : {}),
+        ...(tokenWindow !== undefined ? { tokenFailureWindowSeconds: tokenWindow } : {}),
       });
     }
   } catch (e) {
@@ -199,7 +239,8 @@ export async function relayCommand(args: string[]): Promise<number> {
       ...(auth
         ? {
           authenticate: (token: string | undefined) => auth.authenticate(token),
-          onRequest: (req: Request) => auth.handleRequest(req),
+          onRequest: (req: Request, remote: string) => auth.handleRequest(req, remote),
+          metrics: () => auth.metricsText(),
         }
         : {}),
     });

@@ -82,6 +82,18 @@ export interface RelayLimits {
   maxProtocolErrors: number;
   /** A connection that sends nothing (not even a ping) for this long is closed, in ms. */
   idleTimeoutMs: number;
+  /**
+   * Channels one organisation may create on this relay (`limit`). Counted by
+   * this relay process since it started; relays without auth have no orgs and
+   * no per-org quotas.
+   */
+  maxChannelsPerOrg: number;
+  /** Connections one organisation may hold open at once on this relay (`limit` at hello). */
+  maxConnectionsPerOrg: number;
+  /** Sustained publishes (and mailbox puts) per second of one organisation, all its connections together (`limit`). */
+  orgPublishPerSecond: number;
+  /** How many publishes an organisation may burst above its sustained rate. */
+  orgPublishBurst: number;
 }
 
 /** The default limits. */
@@ -93,7 +105,19 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxMailboxTtlSeconds: 7 * 24 * 3600,
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
+  maxChannelsPerOrg: 10_000,
+  maxConnectionsPerOrg: 1000,
+  orgPublishPerSecond: 20_000,
+  orgPublishBurst: 40_000,
 };
+
+/** What an organisation uses of its quotas on this relay. */
+interface _Org {
+  conns: number;
+  channels: number;
+  tokens: number;
+  refilled: number;
+}
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
@@ -121,8 +145,16 @@ export interface RelayServerOptions {
    * connection. Unset: every connection is accepted.
    */
   authenticate?: (token: string | undefined) => Promise<RelaySession>;
-  /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
-  onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
+  /**
+   * Answers HTTP requests other than `/healthz` and `/metrics`, given the peer
+   * address when known; `undefined` → 404.
+   */
+  onRequest?: (
+    req: Request,
+    remote: string,
+  ) => Response | undefined | Promise<Response | undefined>;
+  /** More Prometheus text appended to `/metrics` (e.g. the token API's counters). */
+  metrics?: () => string;
   /** The clock, in ms since the Unix epoch (tests). */
   now?: () => number;
   /** Where log lines go (default {@linkcode jsonLog}). */
@@ -186,6 +218,8 @@ interface _Conn {
   keys: Uint8Array[];
   /** Validated channels this connection may use → the epoch at which that was checked. */
   memberOf: Map<string, number>;
+  /** The org whose connection quota this connection counts against. */
+  org: _Org | undefined;
 }
 
 /** How many identity keys one connection may prove (one per agent it carries). */
@@ -215,6 +249,9 @@ export class RelayServer {
   readonly #limits: RelayLimits;
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
+  readonly #extraMetrics: RelayServerOptions["metrics"];
+  /** Per-org quota use (orgs of authenticated sessions only). */
+  readonly #orgs = new Map<string, _Org>();
   readonly #now: () => number;
   readonly #logger: RelayLogger;
   readonly #leaseMs: number;
@@ -259,6 +296,7 @@ export class RelayServer {
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#authenticate = opts.authenticate;
     this.#onRequest = opts.onRequest;
+    this.#extraMetrics = opts.metrics;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
     this.#leaseMs = _leaseMs(opts.mailboxLeaseMs);
@@ -291,9 +329,10 @@ export class RelayServer {
    * Prometheus text, the rest to the `onRequest` hook or 404.
    *
    * @param req The request.
+   * @param remote The peer address, when known.
    * @returns The response.
    */
-  async handleRequest(req: Request): Promise<Response> {
+  async handleRequest(req: Request, remote = ""): Promise<Response> {
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/healthz") {
       try {
@@ -311,7 +350,7 @@ export class RelayServer {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     }
-    const r = await this.#onRequest?.(req);
+    const r = await this.#onRequest?.(req, remote);
     return r ?? new Response("not found", { status: 404 });
   }
 
@@ -367,7 +406,7 @@ export class RelayServer {
     });
     out += `${h}_bucket{le="+Inf"} ${this.#latency.count}\n`;
     out += `${h}_sum ${this.#latency.sum}\n${h}_count ${this.#latency.count}\n`;
-    return out;
+    return out + (this.#extraMetrics?.() ?? "");
   }
 
   /**
@@ -393,6 +432,7 @@ export class RelayServer {
       nonce: crypto.getRandomValues(new Uint8Array(16)),
       keys: [],
       memberOf: new Map(),
+      org: undefined,
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
@@ -439,6 +479,8 @@ export class RelayServer {
     c.closed = true;
     clearTimeout(c.expiry);
     this.#conns.delete(c);
+    if (c.org) c.org.conns--;
+    c.org = undefined;
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
     // Whatever this connection took and did not ack goes back to its mailbox now, not only
@@ -483,7 +525,12 @@ export class RelayServer {
 
   #limitError(c: _Conn, reqId: number, what: string, message: string): void {
     this.#metrics.limitBreaches++;
-    this.#logger("warn", "limit exceeded", { limit: what, remote: c.ws.remote });
+    const org = c.session?.org;
+    this.#logger("warn", "limit exceeded", {
+      limit: what,
+      remote: c.ws.remote,
+      ...(org !== undefined ? { org } : {}),
+    });
     this.#error(c, reqId, "limit", message);
   }
 
@@ -608,6 +655,23 @@ export class RelayServer {
       return;
     }
     if (c.closed) return;
+    if (session.org !== undefined && c.org === undefined) {
+      const org = this.#org(session.org);
+      if (org.conns >= this.#limits.maxConnectionsPerOrg) {
+        this.#limitError(
+          c,
+          f.reqId,
+          "connections_per_org",
+          `Organisation "${session.org}" already has ${org.conns} connections to this relay, ` +
+            `the limit (--max-connections-per-org)`,
+        );
+        c.ws.close(1008, "connection limit of the organisation");
+        this.#onClose(c);
+        return;
+      }
+      org.conns++;
+      c.org = org;
+    }
     c.session = session;
     clearTimeout(c.expiry);
     c.expiry = undefined;
@@ -663,7 +727,30 @@ export class RelayServer {
         );
       }
     }
-    const created = await this.#log.create(f.channel);
+    // Reserve a place in the org's channel quota before creating, so concurrent creates
+    // cannot overshoot it; give it back when the channel existed already.
+    const org = c.session?.org === undefined ? undefined : this.#org(c.session.org);
+    if (org && org.channels >= this.#limits.maxChannelsPerOrg) {
+      if (await this.#log.info(f.channel) === undefined) {
+        return this.#limitError(
+          c,
+          f.reqId,
+          "channels_per_org",
+          `Cannot create "${f.channel}": organisation "${c.session!.org}" has created ` +
+            `${org.channels} channels on this relay, the limit (--max-channels-per-org)`,
+        );
+      }
+      return this.#send(c, { type: "created", reqId: f.reqId, created: false });
+    }
+    if (org) org.channels++;
+    let created: boolean;
+    try {
+      created = await this.#log.create(f.channel);
+    } catch (e) {
+      if (org) org.channels--;
+      throw e;
+    }
+    if (org && !created) org.channels--;
     if (created && f.genesis !== undefined) {
       // Seq 1: the public state every later commit is validated against.
       const id = new Uint8Array(await crypto.subtle.digest("SHA-256", f.genesis as BufferSource));
@@ -901,6 +988,41 @@ export class RelayServer {
     return true;
   }
 
+  #org(name: string): _Org {
+    let o = this.#orgs.get(name);
+    if (!o) {
+      o = { conns: 0, channels: 0, tokens: this.#limits.orgPublishBurst, refilled: this.#now() };
+      this.#orgs.set(name, o);
+    }
+    return o;
+  }
+
+  /** Takes one publish from the connection's org's bucket (always true without an org). */
+  #takeOrgToken(c: _Conn): boolean {
+    const org = c.org;
+    if (!org) return true;
+    const now = this.#now();
+    const l = this.#limits;
+    org.tokens = Math.min(
+      l.orgPublishBurst,
+      org.tokens + ((now - org.refilled) / 1000) * l.orgPublishPerSecond,
+    );
+    org.refilled = now;
+    if (org.tokens < 1) return false;
+    org.tokens -= 1;
+    return true;
+  }
+
+  #orgRateError(c: _Conn, reqId: number): void {
+    this.#limitError(
+      c,
+      reqId,
+      "org_publish_rate",
+      `Publish rate limit of organisation "${c.session?.org ?? ""}" of ` +
+        `${this.#limits.orgPublishPerSecond} per second exceeded (--org-publish-rate)`,
+    );
+  }
+
   async #publish(c: _Conn, f: FrameOf<"publish">): Promise<void> {
     this.#checkChannel(c, f.channel);
     if (!this.#takeToken(c)) {
@@ -911,6 +1033,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     if (f.kind === "genesis") {
       return this.#error(
         c,
@@ -1018,6 +1141,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     const ttl = Math.min(f.ttl, this.#limits.maxMailboxTtlSeconds);
     await this.#log.mailboxPut(this.#box(c, f.address), f.id, f.payload, this.#now() + ttl * 1000);
     this.#metrics.mailboxPuts++;
@@ -1123,7 +1247,7 @@ export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
       ...(opts.tls ? { tls: opts.tls } : {}),
-      onRequest: (req) => server.handleRequest(req),
+      onRequest: (req, remote) => server.handleRequest(req, remote),
       onSocket: (conn) => server.openConnection(conn),
     });
   } catch (e) {

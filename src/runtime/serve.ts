@@ -47,8 +47,8 @@ export interface ServeOptions {
   hostname: string;
   /** The port; 0 picks a free one. */
   port: number;
-  /** Answers plain HTTP requests. */
-  onRequest(req: Request): Response | Promise<Response>;
+  /** Answers plain HTTP requests; `remote` is the peer address, when known. */
+  onRequest(req: Request, remote: string): Response | Promise<Response>;
   /** Called when a WebSocket connection opens; returns its handlers. */
   onSocket(conn: WsConnection): WsHandlers;
   /** The largest WebSocket message the runtime accepts before closing the connection (1009). */
@@ -169,9 +169,9 @@ function _serveDeno(opts: ServeOptions): Promise<Server> {
     ...(opts.tls ? { cert: opts.tls.cert, key: opts.tls.key } : {}),
     onListen: () => {},
     handler(req, info) {
-      if (!_isUpgrade(req.headers)) return opts.onRequest(req);
       // Read before upgrading: Deno refuses request info once the request is taken over.
       const remote = info.remoteAddr?.hostname ?? "";
+      if (!_isUpgrade(req.headers)) return opts.onRequest(req, remote);
       const { socket, response } = D.upgradeWebSocket(req);
       socket.binaryType = "arraybuffer";
       let h: WsHandlers | undefined;
@@ -246,6 +246,7 @@ interface _BunWs {
 interface _BunServer {
   port: number;
   upgrade(req: Request, o: { data: unknown }): boolean;
+  requestIP(req: Request): { address: string } | null;
   stop(force?: boolean): Promise<void> | void;
 }
 interface _BunNs {
@@ -275,7 +276,7 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
         if (srv.upgrade(req, { data: {} })) return undefined;
         return new Response("WebSocket upgrade failed", { status: 400 });
       }
-      return opts.onRequest(req);
+      return opts.onRequest(req, srv.requestIP(req)?.address ?? "");
     },
     websocket: {
       ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
@@ -354,7 +355,7 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
         headers,
         ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
       });
-      const response = await opts.onRequest(request);
+      const response = await opts.onRequest(request, req.socket.remoteAddress ?? "");
       const out = new Uint8Array(await response.arrayBuffer());
       const outHeaders: Record<string, string> = {};
       response.headers.forEach((v, k) => (outHeaders[k] = v));
