@@ -10,7 +10,12 @@ import { ensureDir, joinPath, readFileIfExists, restrictTree } from "../runtime/
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
-import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
+import {
+  DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS,
+  DEFAULT_TOKEN_LIFETIME_SECONDS,
+  DEFAULT_TOKEN_MAX_FAILURES,
+  RelayAuth,
+} from "../relay/auth.ts";
 import {
   DEFAULT_LIMITS,
   jsonLog,
@@ -41,6 +46,15 @@ Options:
                           subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
   --publish-rate N        publishes and mailbox puts per second per connection
                           (default ${DEFAULT_LIMITS.publishPerSecond}; bursts up to twice that)
+  --max-channels-per-org N
+                          channels one organisation may create on this relay, counted
+                          since it started (default ${DEFAULT_LIMITS.maxChannelsPerOrg}; --auth only)
+  --max-connections-per-org N
+                          connections one organisation may hold open at once
+                          (default ${DEFAULT_LIMITS.maxConnectionsPerOrg}; --auth only)
+  --org-publish-rate N    publishes and mailbox puts per second of one organisation, all its
+                          connections together (default ${DEFAULT_LIMITS.orgPublishPerSecond}; bursts up to
+                          twice that; --auth only)
   --retention-count N     keep the newest N seqs per channel (default: all)
   --retention-age DUR     delete entries older than DUR, e.g. 3600, 90m, 7d (default: never)
                           (retention never deletes commits; see docs/PROTOCOL.md)
@@ -61,7 +75,11 @@ Options:
                           repeatable. Default on a loopback --host: loopback names with
                           the relay's port only; on another --host: any Host, unless
                           --allow-host is given (then only these and loopback names)
-  --hello-timeout DUR     close connections that have not said hello by then (default 10s)`;
+  --hello-timeout DUR     close connections that have not said hello by then (default 10s)
+  --token-max-failures N  refused POST /v1/tokens per address (and per presented key) in a
+                          window before the rest get 429 (default ${DEFAULT_TOKEN_MAX_FAILURES})
+  --token-failure-window DUR
+                          that window (default ${DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS}s)`;
 
 const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
 
@@ -116,6 +134,11 @@ export async function relayCommand(args: string[]): Promise<number> {
         "max-frame-bytes": { type: "string" },
         "max-channels-per-connection": { type: "string" },
         "publish-rate": { type: "string" },
+        "max-channels-per-org": { type: "string" },
+        "max-connections-per-org": { type: "string" },
+        "org-publish-rate": { type: "string" },
+        "token-max-failures": { type: "string" },
+        "token-failure-window": { type: "string" },
         "retention-count": { type: "string" },
         "retention-age": { type: "string" },
         "mailbox-ttl": { type: "string" },
@@ -150,6 +173,14 @@ export async function relayCommand(args: string[]): Promise<number> {
     1_000_000,
   );
   const rate = _int("publish-rate", values["publish-rate"], 1, 10_000_000);
+  const orgChannels = _int("max-channels-per-org", values["max-channels-per-org"], 1, 2 ** 52);
+  const orgConns = _int(
+    "max-connections-per-org",
+    values["max-connections-per-org"],
+    1,
+    10_000_000,
+  );
+  const orgRate = _int("org-publish-rate", values["org-publish-rate"], 1, 100_000_000);
   const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
@@ -179,6 +210,11 @@ export async function relayCommand(args: string[]): Promise<number> {
     ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
     ...(mailboxTtl !== undefined ? { maxMailboxTtlSeconds: mailboxTtl } : {}),
     ...(helloTimeout !== undefined ? { helloTimeoutMs: helloTimeout * 1000 } : {}),
+    ...(orgChannels !== undefined ? { maxChannelsPerOrg: orgChannels } : {}),
+    ...(orgConns !== undefined ? { maxConnectionsPerOrg: orgConns } : {}),
+    ...(orgRate !== undefined
+      ? { orgPublishPerSecond: orgRate, orgPublishBurst: orgRate * 2 }
+      : {}),
   };
   const retention: Retention = {
     ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
@@ -245,6 +281,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     })
     : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
+  const tokenFailures = _int("token-max-failures", values["token-max-failures"], 1, 1_000_000);
+  const tokenWindow = _duration("token-failure-window", values["token-failure-window"]);
   let auth: RelayAuth | undefined;
   try {
     if (values.auth) {
@@ -258,6 +296,8 @@ export async function relayCommand(args: string[]): Promise<number> {
         dataDir,
         ...(shared ? { keys: shared, signingKey: shared } : {}),
         ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
+        ...(tokenFailures !== undefined ? { maxTokenFailures: tokenFailures } : {}),
+        ...(tokenWindow !== undefined ? { tokenFailureWindowSeconds: tokenWindow } : {}),
       });
     }
   } catch (e) {
@@ -278,7 +318,8 @@ export async function relayCommand(args: string[]): Promise<number> {
       ...(auth
         ? {
           authenticate: (token: string | undefined) => auth.authenticate(token),
-          onRequest: (req: Request) => auth.handleRequest(req),
+          onRequest: (req: Request, remote: string) => auth.handleRequest(req, remote),
+          metrics: () => auth.metricsText(),
         }
         : {}),
     });

@@ -86,6 +86,18 @@ export interface RelayLimits {
   idleTimeoutMs: number;
   /** A connection that has not sent a successful `hello` by then is closed (1008), in ms. */
   helloTimeoutMs: number;
+  /**
+   * Channels one organisation may create on this relay (`limit`). Counted by
+   * this relay process since it started; relays without auth have no orgs and
+   * no per-org quotas.
+   */
+  maxChannelsPerOrg: number;
+  /** Connections one organisation may hold open at once on this relay (`limit` at hello). */
+  maxConnectionsPerOrg: number;
+  /** Sustained publishes (and mailbox puts) per second of one organisation, all its connections together (`limit`). */
+  orgPublishPerSecond: number;
+  /** How many publishes an organisation may burst above its sustained rate. */
+  orgPublishBurst: number;
 }
 
 /** The default limits. */
@@ -98,6 +110,10 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
   helloTimeoutMs: 10_000,
+  maxChannelsPerOrg: 10_000,
+  maxConnectionsPerOrg: 1000,
+  orgPublishPerSecond: 20_000,
+  orgPublishBurst: 40_000,
 };
 
 /**
@@ -109,6 +125,14 @@ export const DEFAULT_LIMITS: RelayLimits = {
 export const PRE_HELLO_MAX_FRAMES = 16;
 /** The largest frame accepted before `hello` succeeded (see {@linkcode PRE_HELLO_MAX_FRAMES}). */
 export const PRE_HELLO_MAX_FRAME_BYTES: number = 64 * 1024 + 64;
+
+/** What an organisation uses of its quotas on this relay. */
+interface _Org {
+  conns: number;
+  channels: number;
+  tokens: number;
+  refilled: number;
+}
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
@@ -154,8 +178,16 @@ export interface RelayServerOptions {
    * connection. Unset: every connection is accepted.
    */
   authenticate?: (token: string | undefined, hello: HelloContext) => Promise<RelaySession>;
-  /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
-  onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
+  /**
+   * Answers HTTP requests other than `/healthz` and `/metrics`, given the peer
+   * address when known; `undefined` → 404.
+   */
+  onRequest?: (
+    req: Request,
+    remote: string,
+  ) => Response | undefined | Promise<Response | undefined>;
+  /** More Prometheus text appended to `/metrics` (e.g. the token API's counters). */
+  metrics?: () => string;
   /** The clock, in ms since the Unix epoch (tests). */
   now?: () => number;
   /** Where log lines go (default {@linkcode jsonLog}). */
@@ -225,6 +257,8 @@ interface _Conn {
   keys: Uint8Array[];
   /** Validated channels this connection may use → the epoch at which that was checked. */
   memberOf: Map<string, number>;
+  /** The org whose connection quota this connection counts against. */
+  org: _Org | undefined;
 }
 
 /** How many identity keys one connection may prove (one per agent it carries). */
@@ -254,6 +288,9 @@ export class RelayServer {
   readonly #limits: RelayLimits;
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
+  readonly #extraMetrics: RelayServerOptions["metrics"];
+  /** Per-org quota use (orgs of authenticated sessions only). */
+  readonly #orgs = new Map<string, _Org>();
   readonly #now: () => number;
   readonly #logger: RelayLogger;
   readonly #leaseMs: number;
@@ -298,6 +335,7 @@ export class RelayServer {
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#authenticate = opts.authenticate;
     this.#onRequest = opts.onRequest;
+    this.#extraMetrics = opts.metrics;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
     this.#leaseMs = _leaseMs(opts.mailboxLeaseMs);
@@ -330,9 +368,10 @@ export class RelayServer {
    * Prometheus text, the rest to the `onRequest` hook or 404.
    *
    * @param req The request.
+   * @param remote The peer address, when known.
    * @returns The response.
    */
-  async handleRequest(req: Request): Promise<Response> {
+  async handleRequest(req: Request, remote = ""): Promise<Response> {
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/healthz") {
       try {
@@ -350,7 +389,7 @@ export class RelayServer {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     }
-    const r = await this.#onRequest?.(req);
+    const r = await this.#onRequest?.(req, remote);
     return r ?? new Response("not found", { status: 404 });
   }
 
@@ -406,7 +445,7 @@ export class RelayServer {
     });
     out += `${h}_bucket{le="+Inf"} ${this.#latency.count}\n`;
     out += `${h}_sum ${this.#latency.sum}\n${h}_count ${this.#latency.count}\n`;
-    return out;
+    return out + (this.#extraMetrics?.() ?? "");
   }
 
   /**
@@ -434,6 +473,7 @@ export class RelayServer {
       nonce: crypto.getRandomValues(new Uint8Array(16)),
       keys: [],
       memberOf: new Map(),
+      org: undefined,
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
@@ -490,6 +530,8 @@ export class RelayServer {
     clearTimeout(c.expiry);
     clearTimeout(c.helloTimer);
     this.#conns.delete(c);
+    if (c.org) c.org.conns--;
+    c.org = undefined;
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
     // Whatever this connection took and did not ack goes back to its mailbox now, not only
@@ -534,7 +576,12 @@ export class RelayServer {
 
   #limitError(c: _Conn, reqId: number, what: string, message: string): void {
     this.#metrics.limitBreaches++;
-    this.#logger("warn", "limit exceeded", { limit: what, remote: c.ws.remote });
+    const org = c.session?.org;
+    this.#logger("warn", "limit exceeded", {
+      limit: what,
+      remote: c.ws.remote,
+      ...(org !== undefined ? { org } : {}),
+    });
     this.#error(c, reqId, "limit", message);
   }
 
@@ -692,6 +739,23 @@ export class RelayServer {
         ...(session.proof ? { proof: session.proof } : {}),
       });
     }
+    if (session.org !== undefined && c.org === undefined) {
+      const org = this.#org(session.org);
+      if (org.conns >= this.#limits.maxConnectionsPerOrg) {
+        this.#limitError(
+          c,
+          f.reqId,
+          "connections_per_org",
+          `Organisation "${session.org}" already has ${org.conns} connections to this relay, ` +
+            `the limit (--max-connections-per-org)`,
+        );
+        c.ws.close(1008, "connection limit of the organisation");
+        this.#onClose(c);
+        return;
+      }
+      org.conns++;
+      c.org = org;
+    }
     c.session = session;
     clearTimeout(c.helloTimer);
     clearTimeout(c.expiry);
@@ -749,7 +813,30 @@ export class RelayServer {
         );
       }
     }
-    const created = await this.#log.create(f.channel);
+    // Reserve a place in the org's channel quota before creating, so concurrent creates
+    // cannot overshoot it; give it back when the channel existed already.
+    const org = c.session?.org === undefined ? undefined : this.#org(c.session.org);
+    if (org && org.channels >= this.#limits.maxChannelsPerOrg) {
+      if (await this.#log.info(f.channel) === undefined) {
+        return this.#limitError(
+          c,
+          f.reqId,
+          "channels_per_org",
+          `Cannot create "${f.channel}": organisation "${c.session!.org}" has created ` +
+            `${org.channels} channels on this relay, the limit (--max-channels-per-org)`,
+        );
+      }
+      return this.#send(c, { type: "created", reqId: f.reqId, created: false });
+    }
+    if (org) org.channels++;
+    let created: boolean;
+    try {
+      created = await this.#log.create(f.channel);
+    } catch (e) {
+      if (org) org.channels--;
+      throw e;
+    }
+    if (org && !created) org.channels--;
     if (created && f.genesis !== undefined) {
       // Seq 1: the public state every later commit is validated against.
       const id = new Uint8Array(await crypto.subtle.digest("SHA-256", f.genesis as BufferSource));
@@ -987,6 +1074,41 @@ export class RelayServer {
     return true;
   }
 
+  #org(name: string): _Org {
+    let o = this.#orgs.get(name);
+    if (!o) {
+      o = { conns: 0, channels: 0, tokens: this.#limits.orgPublishBurst, refilled: this.#now() };
+      this.#orgs.set(name, o);
+    }
+    return o;
+  }
+
+  /** Takes one publish from the connection's org's bucket (always true without an org). */
+  #takeOrgToken(c: _Conn): boolean {
+    const org = c.org;
+    if (!org) return true;
+    const now = this.#now();
+    const l = this.#limits;
+    org.tokens = Math.min(
+      l.orgPublishBurst,
+      org.tokens + ((now - org.refilled) / 1000) * l.orgPublishPerSecond,
+    );
+    org.refilled = now;
+    if (org.tokens < 1) return false;
+    org.tokens -= 1;
+    return true;
+  }
+
+  #orgRateError(c: _Conn, reqId: number): void {
+    this.#limitError(
+      c,
+      reqId,
+      "org_publish_rate",
+      `Publish rate limit of organisation "${c.session?.org ?? ""}" of ` +
+        `${this.#limits.orgPublishPerSecond} per second exceeded (--org-publish-rate)`,
+    );
+  }
+
   async #publish(c: _Conn, f: FrameOf<"publish">): Promise<void> {
     this.#checkChannel(c, f.channel);
     if (!this.#takeToken(c)) {
@@ -997,6 +1119,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     if (f.kind === "genesis") {
       return this.#error(
         c,
@@ -1104,6 +1227,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     const ttl = Math.min(f.ttl, this.#limits.maxMailboxTtlSeconds);
     await this.#log.mailboxPut(this.#box(c, f.address), f.id, f.payload, this.#now() + ttl * 1000);
     this.#metrics.mailboxPuts++;
@@ -1248,7 +1372,7 @@ export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
       ...(opts.tls ? { tls: opts.tls } : {}),
-      onRequest: (req) => gate(req) ?? server.handleRequest(req),
+      onRequest: (req, remote) => gate(req) ?? server.handleRequest(req, remote),
       onUpgrade: gate,
       onSocket: (conn) => server.openConnection(conn),
     });

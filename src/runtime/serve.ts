@@ -55,8 +55,8 @@ export interface ServeOptions {
   hostname: string;
   /** The port; 0 picks a free one. */
   port: number;
-  /** Answers plain HTTP requests. */
-  onRequest(req: Request): Response | Promise<Response>;
+  /** Answers plain HTTP requests; `remote` is the peer address, when known. */
+  onRequest(req: Request, remote: string): Response | Promise<Response>;
   /** Called when a WebSocket connection opens; returns its handlers. */
   onSocket(conn: WsConnection): WsHandlers;
   /**
@@ -170,6 +170,7 @@ interface _BunWs {
 interface _BunServer {
   port: number;
   upgrade(req: Request, o: { data: unknown }): boolean;
+  requestIP(req: Request): { address: string } | null;
   stop(force?: boolean): Promise<void> | void;
 }
 interface _BunNs {
@@ -201,7 +202,7 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
         if (srv.upgrade(req, { data: {} })) return undefined;
         return new Response("WebSocket upgrade failed", { status: 400 });
       }
-      return opts.onRequest(req);
+      return opts.onRequest(req, srv.requestIP(req)?.address ?? "");
     },
     websocket: {
       ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
@@ -290,7 +291,7 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
         for await (const c of req) chunks.push(c as Uint8Array);
       }
       const request = toRequest(req, chunks.length ? _toBytes(chunks) : undefined);
-      const response = await opts.onRequest(request);
+      const response = await opts.onRequest(request, req.socket.remoteAddress ?? "");
       const out = new Uint8Array(await response.arrayBuffer());
       const outHeaders: Record<string, string> = {};
       response.headers.forEach((v, k) => (outHeaders[k] = v));
