@@ -6,7 +6,9 @@
  * Run directly, this module is the stdio MCP server, configured by
  * `SKYTALE_IDENTITY`, `SKYTALE_RELAY` (unset: an embedded relay on
  * `127.0.0.1:5000`), `SKYTALE_API_KEY`, `SKYTALE_API_URL` and
- * `SKYTALE_DATA_DIR`; `--http HOST:PORT` serves Streamable HTTP instead.
+ * `SKYTALE_DATA_DIR`; `--http HOST:PORT` serves Streamable HTTP instead, where
+ * every request carries `Authorization: Bearer <token>` (`SKYTALE_MCP_TOKEN`, or
+ * the token kept in `<SKYTALE_DATA_DIR>/mcp-http.token`).
  *
  * @example
  * ```ts ignore
@@ -41,6 +43,8 @@ export {
 export { serveStdio, type StdioServing } from "./src/mcp/stdio.ts";
 export {
   checkHostAndOrigin,
+  DEFAULT_MAX_SESSIONS,
+  DEFAULT_SESSION_IDLE_MS,
   type HttpServeOptions,
   type HttpServing,
   serveHttp,

@@ -22,6 +22,8 @@ export const ErrorCodes = {
   invalidMessage: "invalid_message",
   /** The channel is not known to this identity. */
   unknownChannel: "unknown_channel",
+  /** The relay does not know a channel this identity has: it was made on another relay. */
+  wrongRelay: "wrong_relay",
   /** The channel already exists. */
   channelExists: "channel_exists",
   /** The Welcome is not addressed to any key package of this identity. */

@@ -2,6 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
+import process from "node:process";
+import { importJWK, SignJWT } from "jose";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { ApiKeyTokens, RelayAuth } from "../src/relay/auth.ts";
 import { connectWebSocket } from "../src/relay/client.ts";
@@ -313,5 +315,125 @@ test("a long-running client renews its 3 s token on the open connection and neve
     await pub.close();
     await sub.close();
     await r.close();
+  }
+});
+
+test("POST /v1/tokens: 500 wrong keys from one address get 429 after 10, logged without the key and counted in /metrics", async () => {
+  const dir = await tempDir();
+  const { key } = await createKey(dir, "acme");
+  const { proc, port } = await startRelayProcess([
+    "--auth",
+    "--data-dir",
+    dir,
+    "--store",
+    "memory",
+  ]);
+  try {
+    const wrong = Array.from({ length: 500 }, (_, i) => `sk_live_${String(i).padStart(43, "W")}`);
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    const t0 = Date.now();
+    for (let i = 0; i < wrong.length; i += 50) {
+      const batch = await Promise.all(
+        wrong.slice(i, i + 50).map(async (k) => {
+          const res = await fetch(`http://127.0.0.1:${port}/v1/tokens`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${k}` },
+          });
+          if (res.status === 429) retryAfter = res.headers.get("retry-after");
+          await res.body?.cancel();
+          return res.status;
+        }),
+      );
+      statuses.push(...batch);
+    }
+    const ms = Date.now() - t0;
+    const count = (s: number) => statuses.filter((x) => x === s).length;
+    assert.equal(count(401), 10, `statuses: ${count(401)} × 401, ${count(429)} × 429`);
+    assert.equal(count(429), 490);
+    assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 60, `Retry-After ${retryAfter}`);
+    // The right key from that address waits for the window too.
+    const right = await postToken(port, `Bearer ${key}`);
+    assert.equal(right.status, 429);
+    assert.equal((right.body.error as { reason: string }).reason, "too_many_failures");
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^skytale_token_failures_total 10$/m);
+    assert.match(metrics, /^skytale_token_throttled_total 491$/m);
+    const lines = proc.stderr().trim().split("\n").map((l) => JSON.parse(l));
+    const refused = lines.filter((l) => l.msg === "token request refused");
+    assert.equal(refused.length, 10);
+    assert.ok(refused.every((l) => l.reason === "invalid_key" && l.remote !== undefined));
+    assert.ok(refused.at(-1).throttled_for_seconds === 60);
+    assert.ok(!proc.stderr().includes("WWWW"), "a presented key reached the log");
+    // Figure for docs/RELIABILITY.md.
+    process.stderr.write(`500 wrong keys answered in ${ms} ms: 10 × 401, 490 × 429\n`);
+  } finally {
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("POST /v1/tokens: the throttle ends with its window (--token-max-failures, --token-failure-window)", async () => {
+  const dir = await tempDir();
+  const { key } = await createKey(dir, "acme");
+  const { proc, port } = await startRelayProcess([
+    "--auth",
+    "--data-dir",
+    dir,
+    "--store",
+    "memory",
+    "--token-max-failures",
+    "2",
+    "--token-failure-window",
+    "2s",
+  ]);
+  try {
+    assert.equal((await postToken(port, "Bearer sk_live_" + "A".repeat(43))).status, 401);
+    assert.equal((await postToken(port)).status, 401);
+    const held = await postToken(port, `Bearer ${key}`);
+    assert.equal(held.status, 429);
+    await new Promise((r) => setTimeout(r, 2200));
+    assert.equal((await postToken(port, `Bearer ${key}`)).status, 200);
+  } finally {
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a validly signed token whose org is not its API key's org is refused at hello", async () => {
+  const dir = await tempDir();
+  const { key, id } = await createKey(dir, "acme");
+  const { proc, url, port } = await startRelayProcess([
+    "--auth",
+    "--data-dir",
+    dir,
+    "--store",
+    "memory",
+  ]);
+  try {
+    assert.equal((await postToken(port, `Bearer ${key}`)).status, 200);
+    // Whoever holds the signing key (a leaked file, a buggy issuer) signs acme's key id into globex.
+    const jwk = JSON.parse(await fsp.readFile(path.join(dir, "signing-key.jwk"), "utf8"));
+    const now = Math.floor(Date.now() / 1000);
+    const forged = await new SignJWT({ org: "globex" })
+      .setProtectedHeader({ alg: "EdDSA", kid: jwk.kid, typ: "JWT" })
+      .setIssuer("skytale-relay")
+      .setSubject(id)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .setJti("feedface")
+      .sign(await importJWK(jwk, "EdDSA"));
+    const c = client(url, { token: () => Promise.resolve(forged) });
+    try {
+      await assert.rejects(c.create("globex/a/b"), {
+        code: "auth",
+        message: /org "globex" is not the org of its API key/,
+      });
+    } finally {
+      await c.close();
+    }
+  } finally {
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
   }
 });

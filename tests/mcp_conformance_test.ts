@@ -1,7 +1,9 @@
 // The official MCP conformance suite's server scenarios against `skytale mcp --http`.
 // Failures we expect (scenarios that need the suite's own fixture tools, resources and
 // prompts) are listed with a reason each in tests/conformance-baseline.yml; the suite
-// fails on any other failure and on any baseline entry that starts passing.
+// fails on any other failure and on any baseline entry that starts passing. The suite
+// sends no credentials, so the server runs with --no-auth (loopback only; the token is
+// tested in mcp_http_test.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -14,9 +16,10 @@ const BASELINE = path.join(ROOT, "tests/conformance-baseline.yml");
 
 test("the MCP conformance server scenarios pass over --http, but for the baselined ones", async () => {
   const dir = await tempDir("skytale-conformance-");
-  const server = spawnScript("mod.ts", ["mcp", "--http", "127.0.0.1:0"], {
+  const server = spawnScript("mod.ts", ["mcp", "--http", "127.0.0.1:0", "--no-auth"], {
     SKYTALE_IDENTITY: "conformance",
     SKYTALE_DATA_DIR: dir,
+    SKYTALE_HOME: dir,
     SKYTALE_LOCAL_PORT: String(await freePort()),
     SKYTALE_RELAY: "",
   });

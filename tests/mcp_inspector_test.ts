@@ -48,6 +48,7 @@ test("the MCP Inspector CLI lists all tools, creates a channel and lists it", as
   const env = {
     SKYTALE_IDENTITY: "inspector-agent",
     SKYTALE_DATA_DIR: dir,
+    SKYTALE_HOME: dir,
     SKYTALE_LOCAL_PORT: String(await freePort()),
   };
   const catalog = path.join(dir, "inspector-catalog.json");

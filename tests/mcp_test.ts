@@ -28,6 +28,8 @@ interface ToolAnswer {
   structured: Record<string, unknown>;
 }
 
+const homes = new Map<number, string>();
+
 /** One MCP server process and the client driving it. */
 class Agent {
   readonly identity: string;
@@ -47,6 +49,9 @@ class Agent {
 
   static async start(identity: string, dataDir: string, port: number): Promise<Agent> {
     const [cmd, pre] = runtimeCommand();
+    // One SKYTALE_HOME per local relay port: its log and local.key, shared by the agents on it.
+    let home = homes.get(port);
+    if (home === undefined) homes.set(port, home = await tempDir("skytale-mcp-home-"));
     const transport = new StdioClientTransport({
       command: cmd,
       args: [...pre, path.join(ROOT, "mod.ts")],
@@ -54,6 +59,7 @@ class Agent {
       env: serverEnv({
         SKYTALE_IDENTITY: identity,
         SKYTALE_DATA_DIR: dataDir,
+        SKYTALE_HOME: home,
         SKYTALE_LOCAL_PORT: String(port),
       }),
       stderr: "pipe",
@@ -265,6 +271,7 @@ test("the stdio server writes only JSON-RPC to stdout and stops cleanly on SIGTE
   const proc = spawnScript("mod.ts", [], {
     SKYTALE_IDENTITY: "carol",
     SKYTALE_DATA_DIR: await tempDir("skytale-mcp-sig-"),
+    SKYTALE_HOME: await tempDir("skytale-mcp-sig-home-"),
     SKYTALE_LOCAL_PORT: String(port),
     SKYTALE_RELAY: "",
   });

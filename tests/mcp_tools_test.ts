@@ -20,6 +20,7 @@ import { parseHostPort, parseMcpArgs } from "../src/cli/mcp.ts";
 import { startRelayProcess } from "./_helpers.ts";
 
 const CHANNEL = "acme/tools/test";
+const TOKEN = "mcp-tools-test-token-0123456789";
 
 /** An in-process relay on 127.0.0.1 and managers on it, all closed by `close`. */
 async function world() {
@@ -271,12 +272,13 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
   const w = await world();
   const alice = w.manager("alice");
   await alice.create(CHANNEL);
-  const http = await serveHttp(alice, { host: "127.0.0.1", port: 0 });
+  const http = await serveHttp(alice, { host: "127.0.0.1", port: 0, token: TOKEN });
   try {
     const a = new Client({ name: "a", version: "0" });
     const b = new Client({ name: "b", version: "0" });
-    const ta = new StreamableHTTPClientTransport(new URL(http.url));
-    const tb = new StreamableHTTPClientTransport(new URL(http.url));
+    const requestInit = { headers: { authorization: `Bearer ${TOKEN}` } };
+    const ta = new StreamableHTTPClientTransport(new URL(http.url), { requestInit });
+    const tb = new StreamableHTTPClientTransport(new URL(http.url), { requestInit });
     await a.connect(ta);
     await b.connect(tb);
     assert.notEqual(ta.sessionId, tb.sessionId);
@@ -310,6 +312,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
     const headers = {
       "content-type": "application/json",
       accept: "application/json, text/event-stream",
+      authorization: `Bearer ${TOKEN}`,
     };
     const evilOrigin = await fetch(http.url, {
       method: "POST",
@@ -346,7 +349,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
 
 test("the HTTP server refuses a Host header that is not allowed (DNS rebinding)", async () => {
   const w = await world();
-  const http = await serveHttp(w.manager("alice"), { host: "127.0.0.1", port: 0 });
+  const http = await serveHttp(w.manager("alice"), { host: "127.0.0.1", port: 0, token: TOKEN });
   try {
     const post = (host: string) =>
       new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -377,6 +380,21 @@ test("the HTTP server refuses a Host header that is not allowed (DNS rebinding)"
   }
 });
 
+test("serveHttp refuses to start without a token, and without one on a non-loopback address", async () => {
+  const w = await world();
+  const m = w.manager("alice");
+  try {
+    await assert.rejects(serveHttp(m, { host: "127.0.0.1", port: 0 }), /needs a token/);
+    await assert.rejects(
+      serveHttp(m, { host: "0.0.0.0", port: 0, noAuth: true }),
+      /refused on "0\.0\.0\.0"/,
+    );
+    await assert.rejects(serveHttp(m, { port: 0, token: "short" }), /at least 16/);
+  } finally {
+    await w.close();
+  }
+});
+
 test("mcp command arguments: --http HOST:PORT, allowed hosts and origins, bad input", () => {
   assert.deepEqual(parseMcpArgs([]), { allowHosts: [], allowOrigins: [], help: false });
   assert.deepEqual(
@@ -399,4 +417,35 @@ test("mcp command arguments: --http HOST:PORT, allowed hosts and origins, bad in
   assert.throws(() => parseMcpArgs(["--http", "3000"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--http", "h:99999"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--verbose"]), /Unknown option "--verbose"/);
+  assert.deepEqual(
+    parseMcpArgs([
+      "--http",
+      "127.0.0.1:0",
+      "--token",
+      "t".repeat(16),
+      "--max-sessions",
+      "3",
+      "--session-idle",
+      "15m",
+    ]),
+    {
+      http: { host: "127.0.0.1", port: 0 },
+      allowHosts: [],
+      allowOrigins: [],
+      token: "t".repeat(16),
+      maxSessions: 3,
+      sessionIdleSeconds: 900,
+      help: false,
+    },
+  );
+  assert.throws(() => parseMcpArgs(["--token", "t".repeat(16)]), /need --http/);
+  assert.throws(
+    () => parseMcpArgs(["--http", "127.0.0.1:0", "--no-auth", "--token", "t".repeat(16)]),
+    /exclude each other/,
+  );
+  assert.throws(() => parseMcpArgs(["--http", "127.0.0.1:0", "--max-sessions", "0"]), /1 to/);
+  assert.throws(
+    () => parseMcpArgs(["--http", "127.0.0.1:0", "--session-idle", "soon"]),
+    /duration/,
+  );
 });

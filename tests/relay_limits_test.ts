@@ -4,7 +4,8 @@ import { execFileSync } from "node:child_process";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { KeyStore } from "../src/relay/auth.ts";
-import type { RelayClient } from "../src/relay/client.ts";
+import { connectWebSocket, type RelayClient } from "../src/relay/client.ts";
+import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
 import {
   box,
@@ -220,6 +221,9 @@ test("skytale relay refuses malformed limit options", async () => {
       ["--mailbox-ttl", "-1"],
       ["--nats-replicas", "3"], // needs --store nats://
       ["--mailbox-lease", "0"],
+      ["--org-publish-rate", "0"],
+      ["--max-connections-per-org", "x"],
+      ["--token-failure-window", "soon"],
     ]
   ) {
     const p = spawnScript("mod.ts", ["relay", "--store", "memory", ...args]);
@@ -308,4 +312,86 @@ test("a relay whose client died without closing still exits promptly and cleanly
   assert.equal(proc.child.signalCode, null, "the relay had to be SIGKILLed");
   assert.equal(proc.child.exitCode, 0);
   assert.match(proc.stderr(), /skytale relay: stopped/);
+});
+
+test("per-org quotas on an --auth relay: channels, connections and publish rate each answer limit naming the flag", async () => {
+  const dir = await tempDir();
+  const keys = await KeyStore.open(dir);
+  const { key: acmeKey } = await keys.create("acme");
+  const { key: globexKey } = await keys.create("globex");
+  await keys.close();
+  const { proc, url, port } = await startRelayProcess([
+    "--auth",
+    "--data-dir",
+    dir,
+    "--store",
+    "memory",
+    "--max-channels-per-org",
+    "2",
+    "--max-connections-per-org",
+    "2",
+    "--org-publish-rate",
+    "2",
+  ]);
+  const token = async (key: string) => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/tokens`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}` },
+    });
+    return ((await res.json()) as { token: string }).token;
+  };
+  const acmeToken = await token(acmeKey);
+  const a = client(url, { token: () => Promise.resolve(acmeToken) });
+  const b = client(url, { token: () => Promise.resolve(acmeToken) });
+  const g = client(url, { token: async () => await token(globexKey) });
+  try {
+    // Channels per org.
+    assert.equal(await a.create("acme/q/one"), true);
+    assert.equal(await b.create("acme/q/two"), true);
+    await assert.rejects(a.create("acme/q/three"), {
+      code: "limit",
+      message: /organisation "acme" has created 2 channels.*\(--max-channels-per-org\)/,
+    });
+    assert.equal(await a.create("acme/q/one"), false, "an existing channel is no new channel");
+    assert.equal(await g.create("globex/q/one"), true, "another org has its own quota");
+
+    // Connections per org: a and b are acme's two; a third hello is refused.
+    const ws = await connectWebSocket(url, 5000);
+    const frames: Frame[] = [];
+    ws.onmessage = (ev) => frames.push(decodeFrame(new Uint8Array(ev.data as ArrayBuffer)));
+    ws.send(encodeFrame({ type: "hello", reqId: 1, token: acmeToken }));
+    await eventually(() => frames.length >= 1, 5000, "an answer to hello");
+    const err = frames[0]!;
+    assert.ok(err.type === "error" && err.code === "limit", JSON.stringify(err));
+    assert.match(
+      err.type === "error" ? err.message : "",
+      /"acme" already has 2 connections.*\(--max-connections-per-org\)/,
+    );
+    ws.close();
+
+    // Publish rate per org: 2 per second, bursts of 4, shared by a and b.
+    const results = await Promise.allSettled([
+      ...Array.from({ length: 4 }, () => pub(a, "acme/q/one")),
+      ...Array.from({ length: 4 }, () => pub(b, "acme/q/two")),
+    ]);
+    const refused = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+    assert.ok(refused.length >= 3 && refused.length <= 4, `${refused.length} refused`);
+    for (const r of refused) {
+      assert.equal(r.reason.code, "limit");
+      assert.match(r.reason.message, /organisation "acme" of 2 per second.*\(--org-publish-rate\)/);
+    }
+    assert.ok((await pub(g, "globex/q/one")).ok, "another org publishes on");
+    const lines = proc.stderr().trim().split("\n").map((l) => JSON.parse(l));
+    const limits = new Set(lines.filter((l) => l.msg === "limit exceeded").map((l) => l.limit));
+    assert.deepEqual(
+      [...limits].sort(),
+      ["channels_per_org", "connections_per_org", "org_publish_rate"],
+    );
+  } finally {
+    await a.close();
+    await b.close();
+    await g.close();
+    await proc.kill();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 });

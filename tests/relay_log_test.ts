@@ -192,6 +192,25 @@ for (const b of backends) {
   );
 
   t(
+    "mailboxTake() with a page returns what fits, oldest first (at least one), and leaves the rest for the next take",
+    async (log) => {
+      for (const n of [1, 2, 3, 4]) {
+        await log.mailboxPut("pg:1", id(n), new Uint8Array(40), 100_000);
+      }
+      await log.mailboxPut("pg:1", id(5), new Uint8Array(500), 100_000);
+      await log.mailboxPut("pg:1", id(6), new Uint8Array(10), 100_000);
+      const page = { maxBytes: 120, perItemBytes: 20 };
+      const ids = (es: { id: Uint8Array }[]) => es.map((e) => e.id[15]);
+      assert.deepEqual(ids(await log.mailboxTake("pg:1", 1000, 5000, page)), [1, 2]);
+      assert.deepEqual(ids(await log.mailboxTake("pg:1", 1000, 5000, page)), [3, 4]);
+      // An item larger than the page comes alone rather than never.
+      assert.deepEqual(ids(await log.mailboxTake("pg:1", 1000, 5000, page)), [5]);
+      assert.deepEqual(ids(await log.mailboxTake("pg:1", 1000, 5000, page)), [6]);
+      assert.deepEqual(await log.mailboxTake("pg:1", 1000, 5000, page), []);
+    },
+  );
+
+  t(
     "mailboxTake() leases: held items skip other takes, come back when the lease lapses, and are gone once acked",
     async (log) => {
       for (const n of [1, 2, 3]) await log.mailboxPut("inv:1", id(n), p(`m${n}`), 100_000);

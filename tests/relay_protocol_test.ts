@@ -19,6 +19,13 @@ const samples: Frame[] = [
   { type: "hello", reqId: 2, token: "eyJ.tok.en" },
   { type: "helloOk", reqId: 2, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES },
   { type: "helloOk", reqId: 2, maxFrameBytes: 1024, nonce: new Uint8Array(16).fill(7) },
+  {
+    type: "helloOk",
+    reqId: 2,
+    maxFrameBytes: 1024,
+    nonce: new Uint8Array(16).fill(7),
+    proof: new Uint8Array(32).fill(9),
+  },
   { type: "prove", reqId: 2, publicKey: new Uint8Array(32).fill(1), signature: new Uint8Array(64) },
   { type: "create", reqId: 3, channel: "acme/research/results" },
   { type: "create", reqId: 3, channel: "acme/research/results", genesis: new Uint8Array([1, 2]) },
@@ -158,12 +165,20 @@ test("decodeFrame() refuses truncated frames with a protocol error", () => {
     const b = encodeFrame(f);
     // A frame cut exactly before an optional trailing field is the same frame without it.
     const without = Object.fromEntries(
-      Object.entries(f).filter(([k]) => !["genesis", "nonce", "key"].includes(k)),
+      Object.entries(f).filter(([k]) => !["genesis", "nonce", "proof", "key"].includes(k)),
     ) as Frame;
-    const optionalAt = encodeFrame(without).length;
+    // helloOk's proof follows its nonce: a cut before the proof is the frame without it.
+    const withoutProof = Object.fromEntries(
+      Object.entries(f).filter(([k]) => k !== "proof"),
+    ) as Frame;
+    const valid = new Map([
+      [encodeFrame(without).length, without],
+      [encodeFrame(withoutProof).length, withoutProof],
+    ]);
     for (let n = 0; n < b.length; n++) {
-      if (n === optionalAt && n < b.length) {
-        assert.deepEqual(decodeFrame(b.subarray(0, n)), without);
+      const same = valid.get(n);
+      if (same !== undefined) {
+        assert.deepEqual(decodeFrame(b.subarray(0, n)), same);
         continue;
       }
       assert.throws(() => decodeFrame(b.subarray(0, n)), isProtocolError, `${f.type} cut at ${n}`);

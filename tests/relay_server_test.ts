@@ -5,7 +5,7 @@ import path from "node:path";
 import { connectWebSocket, RelayClient, type RelayClientOptions } from "../src/relay/client.ts";
 import { MemoryLog } from "../src/relay/log/memory.ts";
 import type { LogEntry } from "../src/relay/log/types.ts";
-import { closeLocalRelays, localConnector } from "../src/relay/local.ts";
+import { closeLocalRelays, localRelay } from "../src/relay/local.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 import { startRelay } from "../src/relay/server.ts";
 import {
@@ -377,18 +377,15 @@ test("skytale relay refuses unknown options and exits 0 on SIGTERM", async () =>
   await assertCleanExit(proc);
 });
 
-test("localConnector() hosts the relay when none runs and a survivor takes over the log", async () => {
+test("localRelay() hosts the relay when none runs and a survivor takes over the log", async () => {
   const dir = await tempDir();
   const port = await freePort();
-  // Another process hosts first, on the same data dir.
-  const other = await startRelayProcess([
-    "--port",
-    String(port),
-    "--data-dir",
-    path.join(dir, "relay"),
-  ]);
+  // Another process hosts first, on the same SKYTALE_HOME.
+  const other = await startRelayProcess(["--local", "--port", String(port)], {
+    SKYTALE_HOME: dir,
+  });
   const c = new RelayClient({
-    connect: localConnector({ port, dataDir: dir }),
+    ...localRelay({ port, home: dir }),
     requestTimeoutMs: 20_000,
     backoffInitialMs: 50,
     backoffMaxMs: 300,
@@ -408,7 +405,7 @@ test("localConnector() hosts the relay when none runs and a survivor takes over 
     const health = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(await health.text(), "ok");
     // A second connector in the same process finds the hosted relay.
-    const d = new RelayClient({ connect: localConnector({ port, dataDir: dir }) });
+    const d = new RelayClient(localRelay({ port, home: dir }));
     assert.equal(await d.create(CH), false);
     await d.close();
   } finally {

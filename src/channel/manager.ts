@@ -22,10 +22,10 @@ import type { Group } from "../mls/engine.ts";
 import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
 import { failoverConnector, RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
-import { localConnector } from "../relay/local.ts";
+import { localRelay } from "../relay/local.ts";
 import { newMailbox } from "../relay/mailbox.ts";
-import { env, homeDir, logLine } from "../runtime/env.ts";
-import { joinPath } from "../runtime/fs.ts";
+import { env, logLine, skytaleHome } from "../runtime/env.ts";
+import { ensureDir, joinPath } from "../runtime/fs.ts";
 import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
@@ -43,7 +43,11 @@ export interface SkytaleOptions {
   apiKey?: string;
   /** Token API URL (`SKYTALE_API_URL`, default: the relay's own origin). */
   apiUrl?: string;
-  /** Where state lives (`SKYTALE_DATA_DIR`, default `~/.skytale`). */
+  /**
+   * Where this identity's MLS state lives (`SKYTALE_DATA_DIR`, default
+   * `$SKYTALE_HOME`, i.e. `~/.skytale`). The embedded local relay does not
+   * live here but in `$SKYTALE_HOME`, shared by every data dir of the user.
+   */
   dataDir?: string;
   /** MLS ciphersuite name (default `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`). */
   suite?: string;
@@ -224,7 +228,7 @@ export class SkytaleChannelManager {
     }
     this.identity = identity;
     this.#opts = options;
-    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale");
+    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? skytaleHome();
   }
 
   /** The relay URL this manager uses, or `undefined` for the embedded local relay. */
@@ -237,6 +241,13 @@ export class SkytaleChannelManager {
     return Number(env("SKYTALE_LOCAL_PORT") ?? 5000);
   }
 
+  /** The relay this manager talks to, as a user would name it in an error message. */
+  #relayName(): string {
+    return this.endpoint !== undefined
+      ? `"${this.endpoint}"`
+      : `"ws://127.0.0.1:${this.localPort}" (the embedded local relay of SKYTALE_HOME "${skytaleHome()}")`;
+  }
+
   #context(): Promise<Ctx> {
     if (this.#closed) {
       return Promise.reject(new SkytaleError("closed", "This channel manager is closed"));
@@ -247,6 +258,7 @@ export class SkytaleChannelManager {
 
   async #init(): Promise<Ctx> {
     const engine = await MlsEngine.create(this.#opts.suite);
+    if (!this.#opts.store) await ensureDir(this.#dataDir);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
     let relay: RelayClient | undefined;
@@ -257,7 +269,7 @@ export class SkytaleChannelManager {
       const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
       const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
       const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
-      // The embedded local relay is loopback-only and needs no credentials.
+      // The embedded local relay needs no API key: its connections prove the user's local.key.
       const tokens = apiKey !== undefined && urls !== undefined
         ? new ApiKeyTokens({
           apiKey,
@@ -265,9 +277,9 @@ export class SkytaleChannelManager {
         })
         : undefined;
       relay = new RelayClient({
-        connect: urls === undefined
-          ? localConnector({ port: this.localPort, dataDir: this.#dataDir })
-          : failoverConnector(urls),
+        ...(urls === undefined
+          ? localRelay({ port: this.localPort, home: skytaleHome() })
+          : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
         prove: async (nonce) => ({
@@ -278,7 +290,13 @@ export class SkytaleChannelManager {
       const ctx = { engine, store, relay, key };
       for (const record of await store.loadChannels()) {
         const live = await this.#live(ctx, record);
-        if (record.active) await this.#subscribe(ctx, live);
+        try {
+          if (record.active) await this.#subscribe(ctx, live);
+        } catch (e) {
+          if (!(e instanceof RelayError && e.code === "wrong_relay")) throw e;
+          // The other channels still work; this one's calls say what is wrong.
+          logLine(`skytale: ${e.message}`);
+        }
       }
       for (const live of this.#channels.values()) {
         const pending = live.record.pending;
@@ -448,11 +466,23 @@ export class SkytaleChannelManager {
     const from = live.record.cursor > 0
       ? { seq: live.record.cursor + 1 }
       : { epoch: ctx.engine.epoch(live.group) };
-    await ctx.relay.subscribeBatch(
-      live.record.channel,
-      from,
-      (es) => this.#onEntries(ctx, live, es),
-    );
+    try {
+      await ctx.relay.subscribeBatch(
+        live.record.channel,
+        from,
+        (es) => this.#onEntries(ctx, live, es),
+      );
+    } catch (e) {
+      if (!(e instanceof RelayError && e.code === "unknown_channel")) throw e;
+      // This identity has the channel, the relay does not: two relays (or two SKYTALE_HOMEs).
+      throw new RelayError(
+        "wrong_relay",
+        `The relay ${this.#relayName()} has no channel "${live.record.channel}": it was created on another relay. ` +
+          `Give this agent the same relay as the channel's other members (the same SKYTALE_RELAY, or for the ` +
+          `embedded relay the same SKYTALE_HOME and SKYTALE_LOCAL_PORT)`,
+        { cause: e },
+      );
+    }
   }
 
   /**
@@ -909,7 +939,22 @@ export class SkytaleChannelManager {
     };
     await ctx.store.saveChannel(record);
     await ctx.store.deleteKeyPackage(ref);
-    await this.#subscribe(ctx, await this.#live(ctx, record));
+    try {
+      await this.#subscribe(ctx, await this.#live(ctx, record));
+    } catch (e) {
+      if (!(e instanceof RelayError && e.code === "wrong_relay")) throw e;
+      // Not joined: the key package is kept, so the same Welcome works once the relay is right.
+      const kp = candidates.find((c) => c.ref === ref);
+      if (kp) await ctx.store.saveKeyPackage(kp);
+      this.#channels.delete(channel);
+      if (existing) this.#channels.set(channel, existing);
+      await (existing ? ctx.store.saveChannel(existing.record) : ctx.store.deleteChannel(channel));
+      throw new RelayError(
+        "wrong_relay",
+        `Cannot join "${channel}" yet: ${e.message}. The Welcome stays usable: join with it again then`,
+        { cause: e },
+      );
+    }
   }
 
   /**

@@ -8,7 +8,7 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { env, homeDir, logLine } from "../runtime/env.ts";
+import { logLine, skytaleHome } from "../runtime/env.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { processStdio } from "../runtime/stdio.ts";
 import { type ApiKeyStore, KeyStore } from "../relay/auth.ts";
@@ -20,7 +20,7 @@ const USAGE = `Usage: skytale keys <create|list|revoke> [options]
   keys revoke KEY_ID         revoke a key: no new tokens; existing tokens fail at their next hello
 
 Options:
-  --data-dir DIR             the relay's data dir (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
+  --data-dir DIR             the relay's data dir (default $SKYTALE_HOME/relay, i.e. ~/.skytale/relay)
   --store nats://HOST:PORT[,…]
                              the keys of relays run with the same --store (a NATS cluster)
   --json                     print JSON`;
@@ -63,7 +63,7 @@ export async function keysCommand(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const dataDir = values["data-dir"] ??
-    joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
+    joinPath(skytaleHome(), "relay");
   if (sub === "create") {
     if (values.org === undefined || rest.length > 0) {
       throw new UsageError(`keys create needs --org ORG and nothing else\n${USAGE}`);

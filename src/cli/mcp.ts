@@ -7,21 +7,36 @@
  *
  * @module
  */
-import { UsageError } from "../errors.ts";
-import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { UsageError, ValidationError } from "../errors.ts";
+import { env, exit, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
 
 const USAGE =
-  `Usage: skytale mcp [--http HOST:PORT] [--allow-host NAME]... [--allow-origin ORIGIN]...
+  `Usage: skytale mcp [--http HOST:PORT [--token TOKEN | --no-auth] [--allow-host NAME]...
+                    [--allow-origin ORIGIN]... [--max-sessions N] [--session-idle DUR]]
 
 Runs the Skytale MCP server: on stdio by default, or over Streamable HTTP at
-http://HOST:PORT/mcp with --http. Requests whose Host (or Origin) is not a
-loopback name or the bound address are refused (DNS-rebinding protection);
---allow-host / --allow-origin add more (repeatable).
+http://HOST:PORT/mcp with --http.
+
+Over HTTP every request must carry 'Authorization: Bearer <token>'. The token
+is --token, else $SKYTALE_MCP_TOKEN, else the one in $SKYTALE_DATA_DIR/mcp-http.token
+(made on first start, mode 0600); the server prints it to stderr at start.
+--no-auth serves without a token, on a loopback address only.
+Requests whose Host is not a loopback name or the bound address, or whose
+Origin is not exactly http://<such a name>:PORT, are refused (DNS-rebinding
+protection); --allow-host / --allow-origin add more (repeatable).
+--max-sessions N caps open sessions (default 256); --session-idle DUR closes a
+session after DUR without a request (default 30m; e.g. 90, 90s, 15m, 2h).
 
 Environment: SKYTALE_IDENTITY (default mcp-agent), SKYTALE_RELAY (unset: the
 embedded local relay), SKYTALE_API_KEY, SKYTALE_API_URL, SKYTALE_DATA_DIR
-(default ~/.skytale).`;
+(default $SKYTALE_HOME), SKYTALE_HOME (default ~/.skytale: the embedded local
+relay's log and its local.key), SKYTALE_LOCAL_PORT (default 5000),
+SKYTALE_MCP_TOKEN.`;
+
+/** The file under the data dir that keeps the generated MCP HTTP token. */
+export const TOKEN_FILE = "mcp-http.token";
 
 /** Parsed `skytale mcp` options. */
 export interface McpCommandOptions {
@@ -31,6 +46,14 @@ export interface McpCommandOptions {
   allowHosts: string[];
   /** Extra origins accepted in the `Origin` header. */
   allowOrigins: string[];
+  /** The bearer token HTTP clients must send (`--token`). */
+  token?: string;
+  /** Serve HTTP without a token (`--no-auth`; loopback binds only). */
+  noAuth?: boolean;
+  /** The most open HTTP sessions (`--max-sessions`). */
+  maxSessions?: number;
+  /** Seconds without a request after which an HTTP session is closed (`--session-idle`). */
+  sessionIdleSeconds?: number;
   /** Whether `--help` was given. */
   help: boolean;
 }
@@ -51,6 +74,29 @@ export function parseHostPort(value: string): { host: string; port: number } {
     );
   }
   return { host: m[1]!, port };
+}
+
+const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+function _duration(name: string, v: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(v);
+  const n = m ? Number(m[1]) * UNITS[m[2]!]! : 0;
+  if (!m || n < 1 || n > 365 * 86400) {
+    throw new UsageError(
+      `Option ${name} must be a duration like 30, 90s, 15m or 2h, got "${v}"\n${USAGE}`,
+    );
+  }
+  return n;
+}
+
+function _count(name: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 1_000_000) {
+    throw new UsageError(
+      `Option ${name} must be an integer from 1 to 1000000, got "${v}"\n${USAGE}`,
+    );
+  }
+  return n;
 }
 
 /**
@@ -85,6 +131,18 @@ export function parseMcpArgs(args: string[]): McpCommandOptions {
       case "--allow-origin":
         out.allowOrigins.push(value());
         break;
+      case "--token":
+        out.token = value();
+        break;
+      case "--no-auth":
+        out.noAuth = true;
+        break;
+      case "--max-sessions":
+        out.maxSessions = _count(name, value());
+        break;
+      case "--session-idle":
+        out.sessionIdleSeconds = _duration(name, value());
+        break;
       case "-h":
       case "--help":
         out.help = true;
@@ -93,7 +151,39 @@ export function parseMcpArgs(args: string[]): McpCommandOptions {
         throw new UsageError(`Unknown option "${arg}" for "skytale mcp"\n${USAGE}`);
     }
   }
+  if (out.noAuth && out.token !== undefined) {
+    throw new UsageError(`Options --token and --no-auth exclude each other\n${USAGE}`);
+  }
+  const httpOnly = out.token !== undefined || out.noAuth || out.maxSessions !== undefined ||
+    out.sessionIdleSeconds !== undefined;
+  if (httpOnly && !out.http) {
+    throw new UsageError(
+      `Options --token, --no-auth, --max-sessions and --session-idle need --http\n${USAGE}`,
+    );
+  }
   return out;
+}
+
+/**
+ * The MCP HTTP token: `--token`, else `SKYTALE_MCP_TOKEN`, else the one kept in
+ * `<data dir>/mcp-http.token` (made, mode 0600 in a 0700 dir, when missing).
+ *
+ * @param given The `--token` value.
+ * @returns The token and where it came from.
+ */
+async function _token(given: string | undefined): Promise<{ token: string; from: string }> {
+  if (given !== undefined) return { token: given, from: "--token" };
+  const fromEnv = env("SKYTALE_MCP_TOKEN");
+  if (fromEnv !== undefined && fromEnv !== "") return { token: fromEnv, from: "SKYTALE_MCP_TOKEN" };
+  const dir = env("SKYTALE_DATA_DIR") || joinPath(homeDir(), ".skytale");
+  const file = joinPath(dir, TOKEN_FILE);
+  const kept = await readFileIfExists(file);
+  const text = kept ? new TextDecoder().decode(kept).trim() : "";
+  if (text !== "") return { token: text, from: file };
+  await ensureDir(dir);
+  const token = "skt_mcp_" + crypto.getRandomValues(new Uint8Array(32)).toHex();
+  await writeFileAtomic(file, new TextEncoder().encode(token + "\n"));
+  return { token, from: `${file} (new)` };
 }
 
 /** How long shutdown may take before the process exits anyway. */
@@ -123,12 +213,37 @@ export async function mcpCommand(args: string[]): Promise<number> {
     const loopback = ["localhost", "127.0.0.1", "[::1]"];
     const bare = opts.http.host.replace(/^\[(.*)\]$/, "$1");
     const own = ["0.0.0.0", "::"].includes(bare) ? [] : [opts.http.host];
-    const http = await serveHttp(manager, {
-      host: opts.http.host,
-      port: opts.http.port,
-      allowedHosts: [...loopback, ...own, ...opts.allowHosts],
-      ...(opts.allowOrigins.length > 0 ? { allowedOrigins: opts.allowOrigins } : {}),
-    });
+    const auth = opts.noAuth ? undefined : await _token(opts.token);
+    let http;
+    try {
+      http = await serveHttp(manager, {
+        host: opts.http.host,
+        port: opts.http.port,
+        allowedHosts: [...loopback, ...own, ...opts.allowHosts],
+        allowedOrigins: opts.allowOrigins,
+        ...(auth ? { token: auth.token } : { noAuth: true }),
+        ...(opts.maxSessions !== undefined ? { maxSessions: opts.maxSessions } : {}),
+        ...(opts.sessionIdleSeconds !== undefined
+          ? { sessionIdleMs: opts.sessionIdleSeconds * 1000 }
+          : {}),
+      });
+    } catch (e) {
+      await manager.close();
+      if (e instanceof ValidationError) {
+        throw new UsageError(`${e.message}\n${USAGE}`, { cause: e });
+      }
+      throw e;
+    }
+    if (auth) {
+      logLine(
+        `skytale mcp: HTTP clients must send the header 'Authorization: Bearer ${auth.token}' ` +
+          `(token from ${auth.from})`,
+      );
+    } else {
+      logLine(
+        "skytale mcp: WARNING: --no-auth: any local process can call every tool of this server",
+      );
+    }
     logLine(`skytale mcp: identity "${manager.identity}", listening on ${http.url}`);
     stopServing = () => http.close();
     stopped = new Promise<void>(() => {});

@@ -5,21 +5,37 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { env, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts";
-import { joinPath, readFileIfExists } from "../runtime/fs.ts";
+import { env, logLine, onShutdownSignal, skytaleHome } from "../runtime/env.ts";
+import { ensureDir, joinPath, readFileIfExists, restrictTree } from "../runtime/fs.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
-import { DEFAULT_TOKEN_LIFETIME_SECONDS, RelayAuth } from "../relay/auth.ts";
-import { DEFAULT_LIMITS, jsonLog, type RelayLimits, startRelay } from "../relay/server.ts";
+import {
+  DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS,
+  DEFAULT_TOKEN_LIFETIME_SECONDS,
+  DEFAULT_TOKEN_MAX_FAILURES,
+  RelayAuth,
+} from "../relay/auth.ts";
+import {
+  DEFAULT_LIMITS,
+  jsonLog,
+  type Relay,
+  type RelayLimits,
+  startRelay,
+} from "../relay/server.ts";
 import type { Retention } from "../relay/log/types.ts";
+import { normalizeHost, normalizeOrigin } from "../relay/_doors.ts";
 
 const USAGE = `Usage: skytale relay [options]
 
 Options:
   --host HOST             interface to listen on (default 127.0.0.1)
   --port N                port (default 5000; 0 picks a free one)
-  --data-dir DIR          where the log lives (default $SKYTALE_DATA_DIR/relay or ~/.skytale/relay)
+  --local                 serve this user's embedded local relay, as an agent would host it:
+                          127.0.0.1 only, port $SKYTALE_LOCAL_PORT (default 5000), log in
+                          $SKYTALE_HOME/relay, every connection proves $SKYTALE_HOME/local.key
+                          (with --port, --max-*, --publish-rate and --retention-* only)
+  --data-dir DIR          where the log lives (default $SKYTALE_HOME/relay, i.e. ~/.skytale/relay)
   --store sqlite|memory|nats://HOST:PORT[,…]
                           log backend (default sqlite); nats:// shares one channel space
                           between every relay on the same NATS JetStream
@@ -30,6 +46,15 @@ Options:
                           subscriptions one connection may hold (default ${DEFAULT_LIMITS.maxChannelsPerConnection})
   --publish-rate N        publishes and mailbox puts per second per connection
                           (default ${DEFAULT_LIMITS.publishPerSecond}; bursts up to twice that)
+  --max-channels-per-org N
+                          channels one organisation may create on this relay, counted
+                          since it started (default ${DEFAULT_LIMITS.maxChannelsPerOrg}; --auth only)
+  --max-connections-per-org N
+                          connections one organisation may hold open at once
+                          (default ${DEFAULT_LIMITS.maxConnectionsPerOrg}; --auth only)
+  --org-publish-rate N    publishes and mailbox puts per second of one organisation, all its
+                          connections together (default ${DEFAULT_LIMITS.orgPublishPerSecond}; bursts up to
+                          twice that; --auth only)
   --retention-count N     keep the newest N seqs per channel (default: all)
   --retention-age DUR     delete entries older than DUR, e.g. 3600, 90m, 7d (default: never)
                           (retention never deletes commits; see docs/PROTOCOL.md)
@@ -42,7 +67,19 @@ Options:
                           (API keys: skytale keys create --org ORG, same --data-dir;
                           with --store nats://… keys and signing key live in NATS:
                           skytale keys create --org ORG --store nats://…)
-  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})`;
+  --token-lifetime SECS   lifetime of issued tokens (default ${DEFAULT_TOKEN_LIFETIME_SECONDS})
+  --allow-origin ORIGIN   let web pages of ORIGIN (scheme://host[:port]) use the relay;
+                          repeatable. Requests with any other Origin header get 403
+                          (requests without one, i.e. non-browser clients, pass)
+  --allow-host NAME       accept Host NAME (or NAME:PORT), e.g. behind a reverse proxy;
+                          repeatable. Default on a loopback --host: loopback names with
+                          the relay's port only; on another --host: any Host, unless
+                          --allow-host is given (then only these and loopback names)
+  --hello-timeout DUR     close connections that have not said hello by then (default 10s)
+  --token-max-failures N  refused POST /v1/tokens per address (and per presented key) in a
+                          window before the rest get 429 (default ${DEFAULT_TOKEN_MAX_FAILURES})
+  --token-failure-window DUR
+                          that window (default ${DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS}s)`;
 
 const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
 
@@ -90,12 +127,18 @@ export async function relayCommand(args: string[]): Promise<number> {
       options: {
         host: { type: "string" },
         port: { type: "string" },
+        local: { type: "boolean" },
         "data-dir": { type: "string" },
         store: { type: "string" },
         "nats-replicas": { type: "string" },
         "max-frame-bytes": { type: "string" },
         "max-channels-per-connection": { type: "string" },
         "publish-rate": { type: "string" },
+        "max-channels-per-org": { type: "string" },
+        "max-connections-per-org": { type: "string" },
+        "org-publish-rate": { type: "string" },
+        "token-max-failures": { type: "string" },
+        "token-failure-window": { type: "string" },
         "retention-count": { type: "string" },
         "retention-age": { type: "string" },
         "mailbox-ttl": { type: "string" },
@@ -104,6 +147,9 @@ export async function relayCommand(args: string[]): Promise<number> {
         "tls-key": { type: "string" },
         auth: { type: "boolean" },
         "token-lifetime": { type: "string" },
+        "allow-origin": { type: "string", multiple: true },
+        "allow-host": { type: "string", multiple: true },
+        "hello-timeout": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -117,7 +163,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     return 0;
   }
   const hostname = values.host ?? "127.0.0.1";
-  const port = _int("port", values.port, 0, 65535) ?? 5000;
+  const port = _int("port", values.port, 0, 65535) ??
+    (values.local ? _int("port", env("SKYTALE_LOCAL_PORT"), 1, 65535) : undefined) ?? 5000;
   const maxFrameBytes = _int("max-frame-bytes", values["max-frame-bytes"], 1024, 64 * 1024 * 1024);
   const maxChannels = _int(
     "max-channels-per-connection",
@@ -126,15 +173,48 @@ export async function relayCommand(args: string[]): Promise<number> {
     1_000_000,
   );
   const rate = _int("publish-rate", values["publish-rate"], 1, 10_000_000);
+  const orgChannels = _int("max-channels-per-org", values["max-channels-per-org"], 1, 2 ** 52);
+  const orgConns = _int(
+    "max-connections-per-org",
+    values["max-connections-per-org"],
+    1,
+    10_000_000,
+  );
+  const orgRate = _int("org-publish-rate", values["org-publish-rate"], 1, 100_000_000);
   const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
   const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
+  const helloTimeout = _duration("hello-timeout", values["hello-timeout"]);
+  const allowOrigins = (values["allow-origin"] ?? []).map((o) => {
+    const origin = normalizeOrigin(o);
+    if (origin === undefined) {
+      throw new UsageError(
+        `Option --allow-origin must be an origin like https://app.example or http://localhost:3000, got "${o}"\n${USAGE}`,
+      );
+    }
+    return origin;
+  });
+  const allowHosts = (values["allow-host"] ?? []).map((h) => {
+    const host = normalizeHost(h);
+    if (host === undefined) {
+      throw new UsageError(
+        `Option --allow-host must be a host name, optionally with :port, got "${h}"\n${USAGE}`,
+      );
+    }
+    return host;
+  });
   const limits: Partial<RelayLimits> = {
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
     ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
     ...(mailboxTtl !== undefined ? { maxMailboxTtlSeconds: mailboxTtl } : {}),
+    ...(helloTimeout !== undefined ? { helloTimeoutMs: helloTimeout * 1000 } : {}),
+    ...(orgChannels !== undefined ? { maxChannelsPerOrg: orgChannels } : {}),
+    ...(orgConns !== undefined ? { maxConnectionsPerOrg: orgConns } : {}),
+    ...(orgRate !== undefined
+      ? { orgPublishPerSecond: orgRate, orgPublishBurst: orgRate * 2 }
+      : {}),
   };
   const retention: Retention = {
     ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
@@ -146,6 +226,35 @@ export async function relayCommand(args: string[]): Promise<number> {
   const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined
     ? { cert: await _readText(values["tls-cert"]), key: await _readText(values["tls-key"]) }
     : undefined;
+  if (values.local) {
+    const other = [
+      "data-dir",
+      "store",
+      "nats-replicas",
+      "tls-cert",
+      "tls-key",
+      "auth",
+      "token-lifetime",
+    ]
+      .filter((o) => values[o as keyof typeof values] !== undefined);
+    if (other.length > 0 || hostname !== "127.0.0.1") {
+      throw new UsageError(
+        `Option --local serves 127.0.0.1 from $SKYTALE_HOME and cannot be combined with ${
+          other.length > 0 ? other.map((o) => `--${o}`).join(", ") : `--host ${hostname}`
+        }\n${USAGE}`,
+      );
+    }
+    const { hostLocalRelay } = await import("../relay/local.ts");
+    const home = skytaleHome();
+    const relay = await hostLocalRelay({ port, home, limits, retention });
+    return await _serveUntilSignal(relay, {
+      local: true,
+      home,
+      log: joinPath(home, "relay", "relay.db"),
+      limits: relay.server.limits,
+      retention,
+    });
+  }
   const store = values.store ?? "sqlite";
   const nats = store.startsWith("nats://");
   if (store !== "sqlite" && store !== "memory" && !nats) {
@@ -157,8 +266,12 @@ export async function relayCommand(args: string[]): Promise<number> {
   if (replicas !== undefined && !nats) {
     throw new UsageError(`Option --nats-replicas needs --store nats://…\n${USAGE}`);
   }
-  const dataDir = values["data-dir"] ??
-    joinPath(env("SKYTALE_DATA_DIR") ?? joinPath(homeDir(), ".skytale"), "relay");
+  const dataDir = values["data-dir"] ?? joinPath(skytaleHome(), "relay");
+  if (store === "sqlite" || values.auth) {
+    // Owner-only, whatever an older version or a copy left behind (the log, auth.db, the key).
+    await ensureDir(dataDir);
+    await restrictTree(dataDir, 0);
+  }
   const log: RelayLog = store === "sqlite"
     ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
     : nats
@@ -168,6 +281,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     })
     : new MemoryLog({ retention });
   const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
+  const tokenFailures = _int("token-max-failures", values["token-max-failures"], 1, 1_000_000);
+  const tokenWindow = _duration("token-failure-window", values["token-failure-window"]);
   let auth: RelayAuth | undefined;
   try {
     if (values.auth) {
@@ -181,6 +296,8 @@ export async function relayCommand(args: string[]): Promise<number> {
         dataDir,
         ...(shared ? { keys: shared, signingKey: shared } : {}),
         ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
+        ...(tokenFailures !== undefined ? { maxTokenFailures: tokenFailures } : {}),
+        ...(tokenWindow !== undefined ? { tokenFailureWindowSeconds: tokenWindow } : {}),
       });
     }
   } catch (e) {
@@ -196,10 +313,13 @@ export async function relayCommand(args: string[]): Promise<number> {
       limits,
       ...(mailboxLease !== undefined ? { mailboxLeaseMs: mailboxLease * 1000 } : {}),
       ...(tls ? { tls } : {}),
+      allowOrigins,
+      allowHosts,
       ...(auth
         ? {
           authenticate: (token: string | undefined) => auth.authenticate(token),
-          onRequest: (req: Request) => auth.handleRequest(req),
+          onRequest: (req: Request, remote: string) => auth.handleRequest(req, remote),
+          metrics: () => auth.metricsText(),
         }
         : {}),
     });
@@ -207,21 +327,31 @@ export async function relayCommand(args: string[]): Promise<number> {
     await auth?.close();
     throw e;
   }
-  const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
-  jsonLog("info", `skytale relay listening on ${relay.url}`, {
-    url: relay.url,
+  return await _serveUntilSignal(relay, {
     store: nats ? "nats" : store,
     ...(store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
     auth: auth !== undefined,
     ...(auth ? { tokenLifetimeSeconds: auth.tokenLifetimeSeconds } : {}),
     tls: tls !== undefined,
+    allowOrigins,
+    allowHosts,
     limits: relay.server.limits,
     retention,
-  });
+  }, () => auth?.close());
+}
+
+/** Logs that the relay listens, waits for SIGINT or SIGTERM, then stops it. */
+async function _serveUntilSignal(
+  relay: Relay,
+  fields: Record<string, unknown>,
+  cleanup?: () => Promise<void> | undefined,
+): Promise<number> {
+  const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
+  jsonLog("info", `skytale relay listening on ${relay.url}`, { url: relay.url, ...fields });
   const signal = await stopped;
   jsonLog("info", `skytale relay: ${signal}, shutting down`, { signal });
   await relay.close();
-  await auth?.close();
+  await cleanup?.();
   jsonLog("info", "skytale relay: stopped");
   return 0;
 }

@@ -188,6 +188,8 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
     "Check you passed the right hex: a key package (from skytale_key_package) to skytale_add_member, a Welcome (from skytale_add_member) to skytale_join_channel",
   unknown_channel:
     "Call skytale_channels to see this agent's channels; create one with skytale_create_channel or join with skytale_join_channel / skytale_join_with_token first",
+  wrong_relay:
+    "This agent uses another relay than the channel's members: give it the same SKYTALE_RELAY as them (for the embedded local relay: the same SKYTALE_HOME and SKYTALE_LOCAL_PORT), restart this MCP server and call the tool again; skytale_channels does not help here",
   channel_exists:
     "Pick another name, or keep using the existing channel (skytale_channels lists this agent's channels)",
   welcome_mismatch:

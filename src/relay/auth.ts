@@ -13,9 +13,14 @@
  *   Lifetime: 1 hour unless configured.
  * - **Token API** `POST /v1/tokens` with `Authorization: Bearer sk_live_…`
  *   answers `{ token, expires_at, expires_in }`; a missing, unknown or revoked
- *   key gets `401 { error: { code: "auth", reason, message } }`.
+ *   key gets `401 { error: { code: "auth", reason, message } }`. Each refusal is
+ *   logged (never the key) and counted (`skytale_token_failures_total`); after
+ *   `maxFailures` refusals in a window from one address, or for one presented
+ *   key, further requests from it get `429` with `Retry-After` until the
+ *   window ends, right key or not, so guessing keys costs a window per ten.
  * - **Hello**: {@linkcode RelayAuth.authenticate} checks the signature, the
- *   expiry and that the key was not revoked since; the connection is then
+ *   expiry, that the key was not revoked since, and that the token's org is
+ *   its key's org (a token signed for another org is refused); the connection is then
  *   scoped to the token's org until the token expires (a client re-sends
  *   `hello` with a fresh token on the same connection to extend it).
  *
@@ -36,7 +41,7 @@ import {
 import { AuthError, RelayError, ValidationError } from "../errors.ts";
 import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import { openSqlite, type SqlDatabase, type SqlValue } from "../runtime/sqlite.ts";
-import type { RelaySession } from "./server.ts";
+import { jsonLog, type RelayLogger, type RelaySession } from "./server.ts";
 
 /** The prefix of every API key. */
 export const API_KEY_PREFIX = "sk_live_";
@@ -44,6 +49,12 @@ export const API_KEY_PREFIX = "sk_live_";
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 3600;
 /** The path of the token API. */
 export const TOKEN_PATH = "/v1/tokens";
+/** Refused token requests tolerated per address (and per presented key) in a window. */
+export const DEFAULT_TOKEN_MAX_FAILURES = 10;
+/** The token throttle's window, in seconds. */
+export const DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS = 60;
+/** How many addresses and keys the throttle remembers at most (oldest forgotten first). */
+const MAX_THROTTLE_ENTRIES = 100_000;
 
 type _Key = Awaited<ReturnType<typeof importJWK>>;
 
@@ -356,6 +367,17 @@ export interface RelayAuthOptions {
   signingKey?: SigningKeyStore;
   /** Token lifetime in seconds (default 3600). */
   tokenLifetimeSeconds?: number;
+  /**
+   * Refused token requests per address, and per presented key, in a window
+   * before the rest get 429 (default {@linkcode DEFAULT_TOKEN_MAX_FAILURES}).
+   */
+  maxTokenFailures?: number;
+  /** The throttle window in seconds (default {@linkcode DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS}). */
+  tokenFailureWindowSeconds?: number;
+  /** Where log lines go (default the relay's JSON lines on stderr). */
+  logger?: RelayLogger;
+  /** The clock, in ms since the Unix epoch (tests). */
+  now?: () => number;
 }
 
 /** A token as the token API returns it. */
@@ -366,11 +388,21 @@ export interface IssuedToken {
   expiresAt: number;
 }
 
-function _json(status: number, body: unknown): Response {
+function _json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json", "cache-control": "no-store" },
+    headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
   });
+}
+
+function _whole(name: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ValidationError(
+      "invalid_argument",
+      `${name} must be a whole number of at least 1, got "${n}"`,
+    );
+  }
+  return n;
 }
 
 /** The relay side of authentication: issues tokens for API keys and checks them at hello. */
@@ -382,17 +414,31 @@ export class RelayAuth {
   #priv: _Key;
   #pub: _Key;
   #kid: string;
+  readonly #maxFailures: number;
+  readonly #windowMs: number;
+  readonly #logger: RelayLogger;
+  readonly #now: () => number;
+  /** `ip:<address>` or `key:<hash prefix>` → refusals in the current window. */
+  readonly #failures = new Map<string, { count: number; resetAt: number }>();
+  #failed = 0;
+  #throttled = 0;
 
   private constructor(
     keys: ApiKeyStore,
     k: { priv: _Key; pub: _Key; kid: string },
     lifetime: number,
+    opts: RelayAuthOptions,
   ) {
     this.keys = keys;
     this.#priv = k.priv;
     this.#pub = k.pub;
     this.#kid = k.kid;
     this.tokenLifetimeSeconds = lifetime;
+    this.#maxFailures = opts.maxTokenFailures ?? DEFAULT_TOKEN_MAX_FAILURES;
+    this.#windowMs = (opts.tokenFailureWindowSeconds ?? DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS) *
+      1000;
+    this.#logger = opts.logger ?? jsonLog;
+    this.#now = opts.now ?? Date.now;
   }
 
   /**
@@ -411,6 +457,11 @@ export class RelayAuth {
         `Token lifetime must be a whole number of seconds, got "${lifetime}"`,
       );
     }
+    _whole("maxTokenFailures", opts.maxTokenFailures ?? DEFAULT_TOKEN_MAX_FAILURES);
+    _whole(
+      "tokenFailureWindowSeconds",
+      opts.tokenFailureWindowSeconds ?? DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS,
+    );
     const { dataDir } = opts;
     if (dataDir === undefined && (!opts.keys || !opts.signingKey)) {
       throw new ValidationError("invalid_argument", "RelayAuth needs a data dir or both stores");
@@ -418,7 +469,7 @@ export class RelayAuth {
     const keys = opts.keys ?? await KeyStore.open(dataDir!);
     try {
       const signing = opts.signingKey ?? new FileSigningKey(dataDir!);
-      return new RelayAuth(keys, await _signingKey(signing), lifetime);
+      return new RelayAuth(keys, await _signingKey(signing), lifetime, opts);
     } catch (e) {
       await keys.close();
       throw e;
@@ -436,6 +487,7 @@ export class RelayAuth {
     const info = await this.keys.lookup(apiKey);
     if (!info) throw new AuthError("API key is not valid");
     if (info.revoked) throw new AuthError(`API key "${info.id}" was revoked`);
+    checkOrg(info.org);
     const now = Math.floor(Date.now() / 1000);
     const exp = now + this.tokenLifetimeSeconds;
     const token = await new SignJWT({ org: info.org })
@@ -477,6 +529,11 @@ export class RelayAuth {
     const key = await this.keys.get(payload.sub);
     if (!key) throw new AuthError(`Token's API key "${payload.sub}" does not exist`);
     if (key.revoked) throw new AuthError(`API key "${key.id}" was revoked`);
+    if (key.org !== org) {
+      throw new AuthError(
+        `Token is not valid for this relay: its org "${org}" is not the org of its API key "${key.id}"`,
+      );
+    }
     return { org, expiresAt: payload.exp * 1000 };
   }
 
@@ -484,9 +541,10 @@ export class RelayAuth {
    * Answers the token API (`POST /v1/tokens`); other paths are not its business.
    *
    * @param req The request.
+   * @param remote The peer address (throttling is per address and per key).
    * @returns The response, or `undefined` for other paths.
    */
-  async handleRequest(req: Request): Promise<Response | undefined> {
+  async handleRequest(req: Request, remote = ""): Promise<Response | undefined> {
     if (new URL(req.url).pathname !== TOKEN_PATH) return undefined;
     if (req.method !== "POST") {
       return _json(405, {
@@ -494,7 +552,24 @@ export class RelayAuth {
       });
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
+    const buckets = [`ip:${remote}`];
+    if (m) buckets.push(`key:${(await _hash(m[1]!)).slice(0, 32)}`);
+    const wait = this.#throttledFor(buckets);
+    if (wait > 0) {
+      this.#throttled++;
+      return _json(429, {
+        error: {
+          code: "limit",
+          reason: "too_many_failures",
+          message: `Too many refused token requests: try again in ${wait} s`,
+        },
+      }, { "retry-after": String(wait) });
+    }
+    // Charged before the key is looked up, refunded if it is right: concurrent guesses
+    // cannot slip past the limit while earlier ones are still being checked.
+    const charged = this.#charge(buckets);
     if (!m) {
+      this.#refused(buckets, remote, "missing_key");
       return _json(401, {
         error: {
           code: "auth",
@@ -505,16 +580,89 @@ export class RelayAuth {
     }
     try {
       const t = await this.issueToken(m[1]!);
+      for (const f of charged) f.count--;
       return _json(200, {
         token: t.token,
         expires_at: new Date(t.expiresAt).toISOString(),
         expires_in: this.tokenLifetimeSeconds,
       });
     } catch (e) {
-      if (!(e instanceof AuthError)) throw e;
+      if (!(e instanceof AuthError)) {
+        for (const f of charged) f.count--;
+        throw e;
+      }
       const reason = /revoked/.test(e.message) ? "revoked_key" : "invalid_key";
+      this.#refused(buckets, remote, reason);
       return _json(401, { error: { code: "auth", reason, message: e.message } });
     }
+  }
+
+  /** Seconds until every bucket at its limit has reset (0 when none is). */
+  #throttledFor(buckets: string[]): number {
+    const now = this.#now();
+    let wait = 0;
+    for (const b of buckets) {
+      const f = this.#failures.get(b);
+      if (f && f.resetAt > now && f.count >= this.#maxFailures) {
+        wait = Math.max(wait, Math.ceil((f.resetAt - now) / 1000));
+      }
+    }
+    return wait;
+  }
+
+  /** Counts one attempt against each bucket (a window starts at its first). */
+  #charge(buckets: string[]): { count: number; resetAt: number }[] {
+    const now = this.#now();
+    const out = [];
+    for (const b of buckets) {
+      let f = this.#failures.get(b);
+      if (!f || f.resetAt <= now) {
+        this.#failures.delete(b); // re-inserted last: the map stays oldest first
+        f = { count: 0, resetAt: now + this.#windowMs };
+        this.#failures.set(b, f);
+      }
+      f.count++;
+      out.push(f);
+    }
+    if (this.#failures.size > MAX_THROTTLE_ENTRIES) {
+      for (const [k, f] of this.#failures) if (f.resetAt <= now) this.#failures.delete(k);
+      for (const k of this.#failures.keys()) {
+        if (this.#failures.size <= MAX_THROTTLE_ENTRIES) break;
+        this.#failures.delete(k);
+      }
+    }
+    return out;
+  }
+
+  /** Logs and counts a refusal; the attempt was charged already. */
+  #refused(buckets: string[], remote: string, reason: string): void {
+    this.#failed++;
+    const wait = this.#throttledFor(buckets);
+    this.#logger("warn", "token request refused", {
+      remote,
+      reason,
+      ...(wait > 0 ? { throttled_for_seconds: wait } : {}),
+    });
+  }
+
+  /**
+   * The token API's counters in Prometheus text format.
+   *
+   * @returns The exposition text.
+   */
+  metricsText(): string {
+    return [
+      [
+        "skytale_token_failures_total",
+        "Token requests refused (missing, unknown or revoked key)",
+        this.#failed,
+      ],
+      [
+        "skytale_token_throttled_total",
+        "Token requests answered 429 (too many failures)",
+        this.#throttled,
+      ],
+    ].map(([n, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} counter\n${n} ${v}\n`).join("");
   }
 
   /** Closes the key store. */

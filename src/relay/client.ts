@@ -33,6 +33,15 @@ export interface RelayClientOptions {
   /** Supplies the hello token, asked on every (re)connect. */
   token?: () => Promise<string | undefined>;
   /**
+   * Replaces the single hello of every (re)connect with a handshake (the
+   * embedded local relay's mutual proof of the user's secret, see
+   * `local_auth.ts`): given `hello`, which sends one hello with a token and
+   * resolves with the relay's `helloOk`, it resolves with the last `helloOk`
+   * once the connection is authenticated, or throws (an `AuthError` stops
+   * reconnecting and fails the waiting requests). `token` is then not used.
+   */
+  greet?: (hello: (token: string) => Promise<FrameOf<"helloOk">>) => Promise<FrameOf<"helloOk">>;
+  /**
    * Signs a connection's challenge with the agent's identity key, on every
    * (re)connect to a relay that asks (`PROVE_CONTEXT` then the nonce, Ed25519),
    * so the relay lets it read and publish the channels it is a member of.
@@ -116,6 +125,8 @@ interface _Sub {
 }
 
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+/** The most take pages one `mailboxLease` collects (a mailbox filled as fast as it is read ends). */
+const MAX_TAKE_PAGES = 256;
 
 function _relayError(code: string, message: string): RelayError | AuthError {
   if (code === "auth") return new AuthError(message);
@@ -232,6 +243,7 @@ export class RelayClient {
   readonly #connect: () => Promise<WebSocket>;
   readonly #token: (() => Promise<string | undefined>) | undefined;
   readonly #prove: RelayClientOptions["prove"];
+  readonly #greetWith: RelayClientOptions["greet"];
   readonly #requestTimeoutMs: number;
   readonly #pingIntervalMs: number;
   readonly #backoffInitialMs: number;
@@ -264,6 +276,7 @@ export class RelayClient {
     this.#connect = opts.connect;
     this.#token = opts.token;
     this.#prove = opts.prove;
+    this.#greetWith = opts.greet;
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 15_000;
     this.#pingIntervalMs = opts.pingIntervalMs ?? 15_000;
     this.#backoffInitialMs = opts.backoffInitialMs ?? 100;
@@ -433,6 +446,10 @@ export class RelayClient {
    * is lost to a reconnect is sent again, and then finds its items again once
    * the relay has seen the old connection close.
    *
+   * The relay answers a take with one page, as many items as fit its frame
+   * limit; this takes again until a take comes back empty (at most
+   * 256 pages; the rest waits for the next call).
+   *
    * @param address The mailbox address.
    * @param takeKey The mailbox's take key (see `newMailbox` in `mailbox.ts`).
    * @returns The items (id and blob), oldest first.
@@ -440,13 +457,18 @@ export class RelayClient {
    */
   async mailboxLease(address: string, takeKey: Uint8Array): Promise<MailboxItem[]> {
     _checkTakeKey(takeKey);
-    const f = await this.#request<"mailboxItems">((reqId) => ({
-      type: "mailboxTake",
-      reqId,
-      address,
-      key: takeKey,
-    }));
-    return f.items;
+    const out: MailboxItem[] = [];
+    for (let page = 0; page < MAX_TAKE_PAGES; page++) {
+      const f = await this.#request<"mailboxItems">((reqId) => ({
+        type: "mailboxTake",
+        reqId,
+        address,
+        key: takeKey,
+      }));
+      if (f.items.length === 0) break;
+      out.push(...f.items);
+    }
+    return out;
   }
 
   /**
@@ -720,19 +742,30 @@ export class RelayClient {
   }
 
   async #greet(ws: WebSocket): Promise<void> {
-    const token = this.#token ? await this.#token() : undefined;
-    if (this.#ws !== ws) {
-      throw new RelayError("relay_unavailable", "The relay closed the connection");
+    const hello = async (token: string | undefined) => {
+      if (this.#ws !== ws) {
+        throw new RelayError("relay_unavailable", "The relay closed the connection");
+      }
+      const ok = await this.#handshake(
+        ws,
+        (reqId) => token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token },
+        "hello",
+      );
+      if (ok.type !== "helloOk") {
+        throw new RelayError("protocol", `The relay answered hello with "${ok.type}"`);
+      }
+      return ok;
+    };
+    let ok: FrameOf<"helloOk">;
+    if (this.#greetWith) ok = await this.#greetWith(hello);
+    else {
+      const token = this.#token ? await this.#token() : undefined;
+      ok = await hello(token);
+      if (token !== undefined) this.#scheduleRenewal(ws, token);
     }
-    const ok = await this.#handshake(
-      ws,
-      (reqId) => token === undefined ? { type: "hello", reqId } : { type: "hello", reqId, token },
-      "hello",
-    );
-    if (token !== undefined) this.#scheduleRenewal(ws, token);
     // Membership: sign this connection's challenge with the identity key, before any
     // subscription is (re)sent, so a relay that validates the channel lets it through.
-    if (ok.type === "helloOk" && ok.nonce !== undefined && this.#prove !== undefined) {
+    if (ok.nonce !== undefined && this.#prove !== undefined) {
       const proof = await this.#prove(ok.nonce);
       if (this.#ws !== ws) {
         throw new RelayError("relay_unavailable", "The relay closed the connection");

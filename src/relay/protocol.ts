@@ -117,6 +117,11 @@ export type Frame =
     maxFrameBytes: number;
     /** This connection's challenge for `prove` (absent from relays that do not check members). */
     nonce?: Uint8Array | undefined;
+    /**
+     * The relay's answer to a challenge in the hello token: the embedded local
+     * relay's proof that it knows the user's local secret (absent elsewhere).
+     */
+    proof?: Uint8Array | undefined;
   }
   | {
     type: "prove";
@@ -399,7 +404,10 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
       break;
     case "helloOk":
       w.u32(f.maxFrameBytes, "max frame bytes");
-      if (f.nonce !== undefined) w.bytes(f.nonce, "nonce");
+      if (f.nonce !== undefined || f.proof !== undefined) {
+        w.bytes(f.nonce ?? new Uint8Array(0), "nonce");
+      }
+      if (f.proof !== undefined) w.bytes(f.proof, "proof");
       break;
     case "prove":
       w.bytes(f.publicKey, "public key");
@@ -535,9 +543,13 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
     }
     case "helloOk": {
       const maxFrameBytes = r.u32("max frame bytes");
-      f = r.pos < r.buf.length
-        ? { type, reqId, maxFrameBytes, nonce: r.bytes("nonce") }
-        : { type, reqId, maxFrameBytes };
+      const ok: FrameOf<"helloOk"> = { type, reqId, maxFrameBytes };
+      if (r.pos < r.buf.length) {
+        const nonce = r.bytes("nonce");
+        if (nonce.length > 0) ok.nonce = nonce;
+      }
+      if (r.pos < r.buf.length) ok.proof = r.bytes("proof");
+      f = ok;
       break;
     }
     case "prove":

@@ -28,6 +28,7 @@ import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
 import { ownsMailbox } from "./mailbox.ts";
+import { normalizeOrigin, requestGate } from "./_doors.ts";
 import {
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
@@ -40,6 +41,7 @@ import {
   encodeFrame,
   type Frame,
   type FrameOf,
+  ID_BYTES,
   MAX_ACK_IDS,
   MAX_NAME_BYTES,
   peekRequestId,
@@ -82,6 +84,20 @@ export interface RelayLimits {
   maxProtocolErrors: number;
   /** A connection that sends nothing (not even a ping) for this long is closed, in ms. */
   idleTimeoutMs: number;
+  /** A connection that has not sent a successful `hello` by then is closed (1008), in ms. */
+  helloTimeoutMs: number;
+  /**
+   * Channels one organisation may create on this relay (`limit`). Counted by
+   * this relay process since it started; relays without auth have no orgs and
+   * no per-org quotas.
+   */
+  maxChannelsPerOrg: number;
+  /** Connections one organisation may hold open at once on this relay (`limit` at hello). */
+  maxConnectionsPerOrg: number;
+  /** Sustained publishes (and mailbox puts) per second of one organisation, all its connections together (`limit`). */
+  orgPublishPerSecond: number;
+  /** How many publishes an organisation may burst above its sustained rate. */
+  orgPublishBurst: number;
 }
 
 /** The default limits. */
@@ -93,7 +109,30 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxMailboxTtlSeconds: 7 * 24 * 3600,
   maxProtocolErrors: 20,
   idleTimeoutMs: 120_000,
+  helloTimeoutMs: 10_000,
+  maxChannelsPerOrg: 10_000,
+  maxConnectionsPerOrg: 1000,
+  orgPublishPerSecond: 20_000,
+  orgPublishBurst: 40_000,
 };
+
+/**
+ * What a connection may send before its `hello` succeeded: this many frames,
+ * none larger than {@linkcode PRE_HELLO_MAX_FRAME_BYTES} (a hello with the
+ * longest token fits). Beyond it the connection is closed, so an unknown
+ * peer costs the relay a few small frames, not megabytes.
+ */
+export const PRE_HELLO_MAX_FRAMES = 16;
+/** The largest frame accepted before `hello` succeeded (see {@linkcode PRE_HELLO_MAX_FRAMES}). */
+export const PRE_HELLO_MAX_FRAME_BYTES: number = 64 * 1024 + 64;
+
+/** What an organisation uses of its quotas on this relay. */
+interface _Org {
+  conns: number;
+  channels: number;
+  tokens: number;
+  refilled: number;
+}
 
 /** Who a connection authenticated as. */
 export interface RelaySession {
@@ -108,6 +147,24 @@ export interface RelaySession {
    * `hello` with a fresh token first.
    */
   expiresAt?: number;
+  /**
+   * Sent back in `helloOk` as `proof`: the relay's answer to a challenge the
+   * client put in its token (the embedded local relay proves it knows the
+   * user's secret, see `local_auth.ts`).
+   */
+  proof?: Uint8Array;
+  /**
+   * The hello only began a handshake: it is answered with `helloOk` (and
+   * `proof`), but the connection stays unauthenticated until a later hello
+   * completes it.
+   */
+  incomplete?: boolean;
+}
+
+/** What {@linkcode RelayServerOptions.authenticate} knows about the connection. */
+export interface HelloContext {
+  /** The connection's challenge, sent in `helloOk` (16 random bytes). */
+  nonce: Uint8Array;
 }
 
 /** Options of {@linkcode RelayServer}. */
@@ -120,9 +177,17 @@ export interface RelayServerOptions {
    * Checks the hello token. Throw (ideally an `AuthError`) to refuse the
    * connection. Unset: every connection is accepted.
    */
-  authenticate?: (token: string | undefined) => Promise<RelaySession>;
-  /** Answers HTTP requests other than `/healthz` and `/metrics`; `undefined` → 404. */
-  onRequest?: (req: Request) => Response | undefined | Promise<Response | undefined>;
+  authenticate?: (token: string | undefined, hello: HelloContext) => Promise<RelaySession>;
+  /**
+   * Answers HTTP requests other than `/healthz` and `/metrics`, given the peer
+   * address when known; `undefined` → 404.
+   */
+  onRequest?: (
+    req: Request,
+    remote: string,
+  ) => Response | undefined | Promise<Response | undefined>;
+  /** More Prometheus text appended to `/metrics` (e.g. the token API's counters). */
+  metrics?: () => string;
   /** The clock, in ms since the Unix epoch (tests). */
   now?: () => number;
   /** Where log lines go (default {@linkcode jsonLog}). */
@@ -157,6 +222,8 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const PUMP_BATCH = 64;
 const CLOSED: Promise<void> = Promise.resolve();
+/** A `mailboxItems` frame's bytes before its items: version, type, request id, count. */
+const MAILBOX_ITEMS_HEADER_BYTES = 1 + 1 + 4 + 4;
 
 interface _Sub {
   conn: _Conn;
@@ -178,6 +245,10 @@ interface _Conn {
   chain: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
+  /** Closes the connection if no hello succeeded in time; cleared by the first that does. */
+  helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Frames received before a successful hello. */
+  preHelloFrames: number;
   /** Mailbox leases this connection took and has not acked: log address → item id hex → lease. */
   leases: Map<string, Map<string, MailboxLease>>;
   /** The challenge this connection's `prove` frames sign. */
@@ -186,6 +257,8 @@ interface _Conn {
   keys: Uint8Array[];
   /** Validated channels this connection may use → the epoch at which that was checked. */
   memberOf: Map<string, number>;
+  /** The org whose connection quota this connection counts against. */
+  org: _Org | undefined;
 }
 
 /** How many identity keys one connection may prove (one per agent it carries). */
@@ -215,6 +288,9 @@ export class RelayServer {
   readonly #limits: RelayLimits;
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
+  readonly #extraMetrics: RelayServerOptions["metrics"];
+  /** Per-org quota use (orgs of authenticated sessions only). */
+  readonly #orgs = new Map<string, _Org>();
   readonly #now: () => number;
   readonly #logger: RelayLogger;
   readonly #leaseMs: number;
@@ -259,6 +335,7 @@ export class RelayServer {
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#authenticate = opts.authenticate;
     this.#onRequest = opts.onRequest;
+    this.#extraMetrics = opts.metrics;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
     this.#leaseMs = _leaseMs(opts.mailboxLeaseMs);
@@ -291,9 +368,10 @@ export class RelayServer {
    * Prometheus text, the rest to the `onRequest` hook or 404.
    *
    * @param req The request.
+   * @param remote The peer address, when known.
    * @returns The response.
    */
-  async handleRequest(req: Request): Promise<Response> {
+  async handleRequest(req: Request, remote = ""): Promise<Response> {
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/healthz") {
       try {
@@ -311,7 +389,7 @@ export class RelayServer {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     }
-    const r = await this.#onRequest?.(req);
+    const r = await this.#onRequest?.(req, remote);
     return r ?? new Response("not found", { status: 404 });
   }
 
@@ -367,7 +445,7 @@ export class RelayServer {
     });
     out += `${h}_bucket{le="+Inf"} ${this.#latency.count}\n`;
     out += `${h}_sum ${this.#latency.sum}\n${h}_count ${this.#latency.count}\n`;
-    return out;
+    return out + (this.#extraMetrics?.() ?? "");
   }
 
   /**
@@ -389,16 +467,28 @@ export class RelayServer {
       chain: CLOSED,
       closed: false,
       expiry: undefined,
+      helloTimer: undefined,
+      preHelloFrames: 0,
       leases: new Map(),
       nonce: crypto.getRandomValues(new Uint8Array(16)),
       keys: [],
       memberOf: new Map(),
+      org: undefined,
     };
     if (this.#closed) {
       ws.close(1001, "relay closing");
       return { message() {}, close() {} };
     }
     this.#conns.add(c);
+    c.helloTimer = setTimeout(() => {
+      if (c.session !== undefined || c.closed) return;
+      this.#logger("warn", "no hello in time", {
+        remote: c.ws.remote,
+        helloTimeoutMs: this.#limits.helloTimeoutMs,
+      });
+      c.ws.close(1008, "no hello in time");
+      this.#onClose(c);
+    }, this.#limits.helloTimeoutMs);
     return {
       message: (data) => this.#onMessage(c, data),
       close: () => this.#onClose(c),
@@ -438,7 +528,10 @@ export class RelayServer {
     if (c.closed) return;
     c.closed = true;
     clearTimeout(c.expiry);
+    clearTimeout(c.helloTimer);
     this.#conns.delete(c);
+    if (c.org) c.org.conns--;
+    c.org = undefined;
     for (const s of c.subs.values()) this.#dropSub(s);
     c.subs.clear();
     // Whatever this connection took and did not ack goes back to its mailbox now, not only
@@ -483,7 +576,12 @@ export class RelayServer {
 
   #limitError(c: _Conn, reqId: number, what: string, message: string): void {
     this.#metrics.limitBreaches++;
-    this.#logger("warn", "limit exceeded", { limit: what, remote: c.ws.remote });
+    const org = c.session?.org;
+    this.#logger("warn", "limit exceeded", {
+      limit: what,
+      remote: c.ws.remote,
+      ...(org !== undefined ? { org } : {}),
+    });
     this.#error(c, reqId, "limit", message);
   }
 
@@ -496,6 +594,7 @@ export class RelayServer {
     c.lastSeen = this.#now();
     this.#metrics.framesIn++;
     this.#metrics.bytesIn += data.length;
+    if (c.session === undefined && !this.#preHello(c, data.length)) return;
     let frame: Frame;
     try {
       if (data.length > this.#limits.maxFrameBytes) {
@@ -537,6 +636,25 @@ export class RelayServer {
         this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
       }
     });
+  }
+
+  /**
+   * Counts a frame against the budget of a connection that has not said
+   * hello yet; closes the connection and returns `false` when it is spent.
+   */
+  #preHello(c: _Conn, bytes: number): boolean {
+    c.preHelloFrames++;
+    const what = bytes > PRE_HELLO_MAX_FRAME_BYTES
+      ? `a ${bytes}-byte frame (at most ${PRE_HELLO_MAX_FRAME_BYTES} before hello)`
+      : c.preHelloFrames > PRE_HELLO_MAX_FRAMES
+      ? `more than ${PRE_HELLO_MAX_FRAMES} frames before hello`
+      : undefined;
+    if (what === undefined) return true;
+    this.#metrics.limitBreaches++;
+    this.#logger("warn", "closed a connection before hello", { remote: c.ws.remote, what });
+    c.ws.close(bytes > PRE_HELLO_MAX_FRAME_BYTES ? 1009 : 1008, "hello first");
+    this.#onClose(c);
+    return false;
   }
 
   async #handle(c: _Conn, f: Frame): Promise<void> {
@@ -594,7 +712,10 @@ export class RelayServer {
   async #hello(c: _Conn, f: FrameOf<"hello">): Promise<void> {
     let session: RelaySession;
     try {
-      session = this.#authenticate ? await this.#authenticate(f.token) : {};
+      session = this.#authenticate ? await this.#authenticate(f.token, { nonce: c.nonce }) : {};
+      if (session.incomplete && c.session !== undefined) {
+        throw new AuthError("This connection is authenticated already");
+      }
       if (c.session !== undefined && session.org !== c.session.org) {
         // A renewal may extend the session, never move it to another org.
         throw new AuthError(
@@ -608,7 +729,35 @@ export class RelayServer {
       return;
     }
     if (c.closed) return;
+    if (session.incomplete) {
+      // A handshake step: the connection stays unauthenticated until it is completed.
+      return this.#send(c, {
+        type: "helloOk",
+        reqId: f.reqId,
+        maxFrameBytes: this.#limits.maxFrameBytes,
+        nonce: c.nonce,
+        ...(session.proof ? { proof: session.proof } : {}),
+      });
+    }
+    if (session.org !== undefined && c.org === undefined) {
+      const org = this.#org(session.org);
+      if (org.conns >= this.#limits.maxConnectionsPerOrg) {
+        this.#limitError(
+          c,
+          f.reqId,
+          "connections_per_org",
+          `Organisation "${session.org}" already has ${org.conns} connections to this relay, ` +
+            `the limit (--max-connections-per-org)`,
+        );
+        c.ws.close(1008, "connection limit of the organisation");
+        this.#onClose(c);
+        return;
+      }
+      org.conns++;
+      c.org = org;
+    }
     c.session = session;
+    clearTimeout(c.helloTimer);
     clearTimeout(c.expiry);
     c.expiry = undefined;
     if (session.expiresAt !== undefined) {
@@ -626,6 +775,7 @@ export class RelayServer {
       reqId: f.reqId,
       maxFrameBytes: this.#limits.maxFrameBytes,
       nonce: c.nonce,
+      ...(session.proof ? { proof: session.proof } : {}),
     });
   }
 
@@ -663,7 +813,30 @@ export class RelayServer {
         );
       }
     }
-    const created = await this.#log.create(f.channel);
+    // Reserve a place in the org's channel quota before creating, so concurrent creates
+    // cannot overshoot it; give it back when the channel existed already.
+    const org = c.session?.org === undefined ? undefined : this.#org(c.session.org);
+    if (org && org.channels >= this.#limits.maxChannelsPerOrg) {
+      if (await this.#log.info(f.channel) === undefined) {
+        return this.#limitError(
+          c,
+          f.reqId,
+          "channels_per_org",
+          `Cannot create "${f.channel}": organisation "${c.session!.org}" has created ` +
+            `${org.channels} channels on this relay, the limit (--max-channels-per-org)`,
+        );
+      }
+      return this.#send(c, { type: "created", reqId: f.reqId, created: false });
+    }
+    if (org) org.channels++;
+    let created: boolean;
+    try {
+      created = await this.#log.create(f.channel);
+    } catch (e) {
+      if (org) org.channels--;
+      throw e;
+    }
+    if (org && !created) org.channels--;
     if (created && f.genesis !== undefined) {
       // Seq 1: the public state every later commit is validated against.
       const id = new Uint8Array(await crypto.subtle.digest("SHA-256", f.genesis as BufferSource));
@@ -901,6 +1074,41 @@ export class RelayServer {
     return true;
   }
 
+  #org(name: string): _Org {
+    let o = this.#orgs.get(name);
+    if (!o) {
+      o = { conns: 0, channels: 0, tokens: this.#limits.orgPublishBurst, refilled: this.#now() };
+      this.#orgs.set(name, o);
+    }
+    return o;
+  }
+
+  /** Takes one publish from the connection's org's bucket (always true without an org). */
+  #takeOrgToken(c: _Conn): boolean {
+    const org = c.org;
+    if (!org) return true;
+    const now = this.#now();
+    const l = this.#limits;
+    org.tokens = Math.min(
+      l.orgPublishBurst,
+      org.tokens + ((now - org.refilled) / 1000) * l.orgPublishPerSecond,
+    );
+    org.refilled = now;
+    if (org.tokens < 1) return false;
+    org.tokens -= 1;
+    return true;
+  }
+
+  #orgRateError(c: _Conn, reqId: number): void {
+    this.#limitError(
+      c,
+      reqId,
+      "org_publish_rate",
+      `Publish rate limit of organisation "${c.session?.org ?? ""}" of ` +
+        `${this.#limits.orgPublishPerSecond} per second exceeded (--org-publish-rate)`,
+    );
+  }
+
   async #publish(c: _Conn, f: FrameOf<"publish">): Promise<void> {
     this.#checkChannel(c, f.channel);
     if (!this.#takeToken(c)) {
@@ -911,6 +1119,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     if (f.kind === "genesis") {
       return this.#error(
         c,
@@ -1018,6 +1227,7 @@ export class RelayServer {
         `Publish rate limit of ${this.#limits.publishPerSecond} per second exceeded`,
       );
     }
+    if (!this.#takeOrgToken(c)) return this.#orgRateError(c, f.reqId);
     const ttl = Math.min(f.ttl, this.#limits.maxMailboxTtlSeconds);
     await this.#log.mailboxPut(this.#box(c, f.address), f.id, f.payload, this.#now() + ttl * 1000);
     this.#metrics.mailboxPuts++;
@@ -1028,7 +1238,12 @@ export class RelayServer {
     this.#checkAddress(f.address);
     await this.#checkOwner(f.address, f.key);
     const box = this.#box(c, f.address);
-    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs);
+    // One page: as many items, oldest first, as fit one frame under the limit (at least one).
+    // The client takes again until a take comes back empty; the rest stays unleased till then.
+    const items = await this.#log.mailboxTake(box, this.#now(), this.#leaseMs, {
+      maxBytes: this.#limits.maxFrameBytes - MAILBOX_ITEMS_HEADER_BYTES,
+      perItemBytes: ID_BYTES + 4,
+    });
     this.#metrics.mailboxTakes++;
     const leases: MailboxLease[] = [];
     for (const i of items) if (i.lease !== undefined) leases.push({ id: i.id, lease: i.lease });
@@ -1078,6 +1293,20 @@ export interface StartRelayOptions extends RelayServerOptions {
   port: number;
   /** Serve `wss://` (and HTTPS) with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
+  /**
+   * Origins (`scheme://host[:port]`) whose web pages may use the relay. A
+   * request or upgrade that carries any other `Origin` is refused with 403;
+   * one without `Origin` (not a browser) passes. Default: none.
+   */
+  allowOrigins?: readonly string[];
+  /**
+   * `Host` names accepted besides the default (`name` for any port, or
+   * `name:port`), e.g. the name a reverse proxy forwards. On a loopback
+   * address only loopback names with the relay's port are accepted by
+   * default; on any other address any name is, unless this is given (then
+   * only these and loopback names).
+   */
+  allowHosts?: readonly string[];
 }
 
 /** A running relay. */
@@ -1110,20 +1339,41 @@ export interface Relay {
  */
 export async function startRelay(opts: StartRelayOptions): Promise<Relay> {
   let server: RelayServer;
+  const allowOrigins: string[] = [];
   try {
+    for (const o of opts.allowOrigins ?? []) {
+      const origin = normalizeOrigin(o);
+      if (origin === undefined) {
+        throw new ValidationError(
+          "invalid_argument",
+          `An allowed origin must be scheme://host[:port], got "${o}"`,
+        );
+      }
+      allowOrigins.push(origin);
+    }
     server = new RelayServer(opts);
   } catch (e) {
     await opts.log.close();
     throw e;
   }
-  let http;
+  let http: Awaited<ReturnType<typeof serve>> | undefined;
+  const logger = opts.logger ?? jsonLog;
+  const gate = requestGate({
+    hostname: opts.hostname,
+    port: () => http?.port ?? (opts.port || undefined),
+    tls: opts.tls !== undefined,
+    allowOrigins,
+    ...(opts.allowHosts ? { allowHosts: opts.allowHosts } : {}),
+    onRefuse: (reason, fields) => logger("warn", "refused a request", { reason, ...fields }),
+  });
   try {
     http = await serve({
       hostname: opts.hostname,
       port: opts.port,
       maxMessageBytes: server.limits.maxFrameBytes * 2 + 1024,
       ...(opts.tls ? { tls: opts.tls } : {}),
-      onRequest: (req) => server.handleRequest(req),
+      onRequest: (req, remote) => gate(req) ?? server.handleRequest(req, remote),
+      onUpgrade: gate,
       onSocket: (conn) => server.openConnection(conn),
     });
   } catch (e) {

@@ -5,6 +5,7 @@
  */
 import process from "node:process";
 import os from "node:os";
+import path from "node:path";
 
 /**
  * Reads an environment variable.
@@ -24,6 +25,17 @@ export function env(name: string): string | undefined {
  */
 export function homeDir(): string {
   return os.homedir();
+}
+
+/**
+ * The user's one Skytale place (`SKYTALE_HOME`, default `~/.skytale`): the
+ * embedded local relay's log (`relay/`) and secret (`local.key`), and the
+ * default data dir.
+ *
+ * @returns An absolute path (unless `SKYTALE_HOME` is relative).
+ */
+export function skytaleHome(): string {
+  return env("SKYTALE_HOME") ?? path.join(os.homedir(), ".skytale");
 }
 
 /** Which runtime runs this code. */

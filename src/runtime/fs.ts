@@ -8,12 +8,103 @@ import path from "node:path";
 import process from "node:process";
 
 /**
- * Creates a directory (and its parents) readable by the owner only.
+ * Creates a directory (and its parents) readable by the owner only. A
+ * directory that existed already is made owner-only too (0700), whatever
+ * its mode was, unless `restrict` is false or it is a shared directory (sticky
+ * bit, like `/tmp`).
  *
  * @param dir The directory.
+ * @param options `restrict: false` leaves an existing directory's mode alone.
  */
-export async function ensureDir(dir: string): Promise<void> {
+export async function ensureDir(dir: string, options: { restrict?: boolean } = {}): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  if (options.restrict ?? true) await _chmodDir(dir);
+}
+
+/** Makes a directory 0700, but never a shared one (sticky bit, like `/tmp`). */
+async function _chmodDir(dir: string): Promise<void> {
+  try {
+    if ((await fsp.stat(dir)).mode & 0o1000) return;
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return;
+    throw e;
+  }
+  await _chmod(dir, 0o700);
+}
+
+/** Sets a mode where the file exists and is ours; a missing file is fine. */
+async function _chmod(file: string, mode: number): Promise<void> {
+  try {
+    await fsp.chmod(file, mode);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    // Not ours (a shared directory someone else made): nothing we can do about it here.
+    if (code !== "ENOENT" && code !== "EPERM") throw e;
+  }
+}
+
+/**
+ * Makes what already lies in a directory owner-only: the directory and the
+ * directories under it 0700, the files 0600 (state written by an older
+ * version, or copied in with a looser mode). Goes `depth` levels down.
+ *
+ * @param dir The directory.
+ * @param depth How many levels of subdirectories to visit (default 2).
+ */
+export async function restrictTree(dir: string, depth = 2): Promise<void> {
+  await _chmodDir(dir);
+  let entries;
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return;
+    throw e;
+  }
+  for (const ent of entries) {
+    const p = path.join(dir, ent.name);
+    if (ent.isDirectory()) {
+      if (depth > 0) await restrictTree(p, depth - 1);
+      else await _chmodDir(p);
+    } else if (ent.isFile()) await _chmod(p, 0o600);
+  }
+}
+
+/**
+ * Reads a secret file, or creates it with `length` random bytes if it does
+ * not exist: owner-only (0600), in an owner-only directory. Creation is
+ * atomic: the bytes are written to a temp file that is then hard-linked to the
+ * name, which fails if another process created it first (that one's secret
+ * is then read). So two processes starting at once end up with one secret.
+ *
+ * @param file The secret's path.
+ * @param length The length in bytes of a new secret.
+ * @returns The file's bytes (an existing file's, whatever their length).
+ */
+export async function readOrCreateSecret(file: string, length: number): Promise<Uint8Array> {
+  await ensureDir(path.dirname(file));
+  let bytes = await readFileIfExists(file);
+  if (bytes === undefined) {
+    const tmp = `${file}.${crypto.getRandomValues(new Uint8Array(6)).toHex()}.tmp`;
+    const fh = await fsp.open(tmp, "wx", 0o600);
+    try {
+      await fh.writeFile(crypto.getRandomValues(new Uint8Array(length)));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await fsp.link(tmp, file);
+      await syncDir(path.dirname(file));
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw e;
+      // Another process made it first: use that one.
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+    bytes = await readFileIfExists(file);
+  }
+  await _chmod(file, 0o600);
+  return bytes ?? new Uint8Array(0);
 }
 
 /**

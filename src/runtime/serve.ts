@@ -1,8 +1,16 @@
 /**
- * HTTP + WebSocket serving on Deno (`Deno.serve`), Bun (`Bun.serve`) and Node
+ * HTTP + WebSocket serving on Bun (`Bun.serve`), and on Node and Deno
  * (`node:http` + the `ws` package), behind one small shape: plain requests go
- * to `onRequest` (Web `Request`/`Response`), WebSocket upgrades (any path) to
- * `onSocket`, which returns the connection's handlers.
+ * to `onRequest` (Web `Request`/`Response`), WebSocket upgrades (any path)
+ * first to `onUpgrade` (which may refuse them) and then to `onSocket`, which
+ * returns the connection's handlers.
+ *
+ * The message size cap (`maxMessageBytes`) is enforced by the WebSocket
+ * implementation from the frame header, before the message is buffered: Bun's
+ * `maxPayloadLength` and `ws`'s `maxPayload` close the connection (1009).
+ * Deno's own `Deno.upgradeWebSocket` has no such option (it buffers a message
+ * of up to 64 MiB before any handler sees it), so on Deno the `ws` package
+ * serves the sockets as on Node.
  *
  * @module
  */
@@ -47,10 +55,15 @@ export interface ServeOptions {
   hostname: string;
   /** The port; 0 picks a free one. */
   port: number;
-  /** Answers plain HTTP requests. */
-  onRequest(req: Request): Response | Promise<Response>;
+  /** Answers plain HTTP requests; `remote` is the peer address, when known. */
+  onRequest(req: Request, remote: string): Response | Promise<Response>;
   /** Called when a WebSocket connection opens; returns its handlers. */
   onSocket(conn: WsConnection): WsHandlers;
+  /**
+   * Checks a WebSocket upgrade request before it is accepted: a `Response`
+   * refuses it (sent instead of `101`), `undefined` lets it through.
+   */
+  onUpgrade?(req: Request): Response | undefined;
   /** The largest WebSocket message the runtime accepts before closing the connection (1009). */
   maxMessageBytes?: number;
   /** Serve HTTPS and `wss://` with this PEM certificate chain and private key. */
@@ -110,6 +123,13 @@ function _toBytes(data: unknown): Uint8Array {
   return new Uint8Array(0);
 }
 
+function _concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 function _isUpgrade(headers: { get(name: string): string | null }): boolean {
   return (headers.get("upgrade") ?? "").toLowerCase() === "websocket";
 }
@@ -123,8 +143,9 @@ function _isUpgrade(headers: { get(name: string): string | null }): boolean {
  */
 export async function serve(opts: ServeOptions): Promise<Server> {
   try {
-    if (runtime === "deno") return await _serveDeno(opts);
     if (runtime === "bun") return await _serveBun(opts);
+    // Deno too: `Deno.upgradeWebSocket` has no message size cap (it buffers up to 64 MiB per
+    // message before any handler sees it); the `ws` package checks the length in the frame header.
     return await _serveNode(opts);
   } catch (e) {
     if (_isAddrInUse(e)) {
@@ -134,103 +155,6 @@ export async function serve(opts: ServeOptions): Promise<Server> {
     }
     throw e;
   }
-}
-
-// ---------------------------------------------------------------- Deno
-
-interface _DenoServer {
-  addr: { port: number };
-  shutdown(): Promise<void>;
-  finished: Promise<void>;
-}
-interface _DenoNs {
-  serve(
-    o: {
-      hostname: string;
-      port: number;
-      cert?: string;
-      key?: string;
-      onListen?: (a: unknown) => void;
-      handler: (
-        req: Request,
-        info: { remoteAddr?: { hostname?: string } },
-      ) => Response | Promise<Response>;
-    },
-  ): _DenoServer;
-  upgradeWebSocket(req: Request): { socket: WebSocket; response: Response };
-}
-
-function _serveDeno(opts: ServeOptions): Promise<Server> {
-  const D = (globalThis as unknown as { Deno: _DenoNs }).Deno;
-  const sockets = new Set<WebSocket>();
-  const server = D.serve({
-    hostname: opts.hostname,
-    port: opts.port,
-    ...(opts.tls ? { cert: opts.tls.cert, key: opts.tls.key } : {}),
-    onListen: () => {},
-    handler(req, info) {
-      if (!_isUpgrade(req.headers)) return opts.onRequest(req);
-      // Read before upgrading: Deno refuses request info once the request is taken over.
-      const remote = info.remoteAddr?.hostname ?? "";
-      const { socket, response } = D.upgradeWebSocket(req);
-      socket.binaryType = "arraybuffer";
-      let h: WsHandlers | undefined;
-      const conn: WsConnection = {
-        send(data) {
-          if (socket.readyState === WebSocket.OPEN) socket.send(data as Uint8Array<ArrayBuffer>);
-        },
-        close(code, reason) {
-          try {
-            socket.close(code, reason);
-          } catch { /* already closing */ }
-        },
-        get bufferedAmount() {
-          return socket.bufferedAmount;
-        },
-        remote,
-      };
-      socket.onopen = () => {
-        sockets.add(socket);
-        h = opts.onSocket(conn);
-      };
-      socket.onmessage = (ev) => h?.message(_toBytes(ev.data));
-      socket.onclose = () => {
-        sockets.delete(socket);
-        const hh = h;
-        h = undefined;
-        hh?.close();
-      };
-      socket.onerror = () => {};
-      return response;
-    },
-  });
-  let closing: Promise<void> | undefined;
-  return Promise.resolve({
-    port: server.addr.port,
-    close() {
-      closing ??= (async () => {
-        const waits = [...sockets].map((s) =>
-          new Promise<void>((resolve) => {
-            if (s.readyState === WebSocket.CLOSED) return resolve();
-            s.addEventListener("close", () => resolve());
-            try {
-              s.close(1001, "server closing");
-            } catch {
-              resolve();
-            }
-          })
-        );
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          Promise.all(waits),
-          new Promise((r) => (timer = setTimeout(r, 2000))),
-        ]);
-        clearTimeout(timer);
-        await server.shutdown();
-      })();
-      return closing;
-    },
-  });
 }
 
 // ---------------------------------------------------------------- Bun
@@ -246,6 +170,7 @@ interface _BunWs {
 interface _BunServer {
   port: number;
   upgrade(req: Request, o: { data: unknown }): boolean;
+  requestIP(req: Request): { address: string } | null;
   stop(force?: boolean): Promise<void> | void;
 }
 interface _BunNs {
@@ -272,10 +197,12 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
     ...(opts.tls ? { tls: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     fetch(req, srv) {
       if (_isUpgrade(req.headers)) {
+        const refused = opts.onUpgrade?.(req);
+        if (refused) return refused;
         if (srv.upgrade(req, { data: {} })) return undefined;
         return new Response("WebSocket upgrade failed", { status: 400 });
       }
-      return opts.onRequest(req);
+      return opts.onRequest(req, srv.requestIP(req)?.address ?? "");
     },
     websocket: {
       ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
@@ -336,25 +263,35 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
     noServer: true,
     ...(opts.maxMessageBytes ? { maxPayload: opts.maxMessageBytes } : {}),
   });
+  type _Incoming = import("node:http").IncomingMessage;
+  const toRequest = (req: _Incoming, body?: Uint8Array): Request => {
+    const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (v === undefined) continue;
+      for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
+    }
+    // A Host that is no URL authority (a forged one) still makes a Request; checks read the header.
+    let url: URL;
+    try {
+      url = new URL(`${opts.tls ? "https" : "http"}://${host}${req.url ?? "/"}`);
+    } catch {
+      url = new URL(`${opts.tls ? "https" : "http"}://invalid.host${req.url ?? "/"}`);
+    }
+    return new Request(url, {
+      method: req.method ?? "GET",
+      headers,
+      ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
+    });
+  };
   const handler: Parameters<typeof http.createServer>[1] = async (req, res) => {
     try {
-      const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
       const chunks: Uint8Array[] = [];
       if (req.method !== "GET" && req.method !== "HEAD") {
         for await (const c of req) chunks.push(c as Uint8Array);
       }
-      const headers = new Headers();
-      for (const [k, v] of Object.entries(req.headers)) {
-        if (v === undefined) continue;
-        for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
-      }
-      const body = chunks.length ? _toBytes(chunks) : undefined;
-      const request = new Request(`${opts.tls ? "https" : "http"}://${host}${req.url ?? "/"}`, {
-        method: req.method ?? "GET",
-        headers,
-        ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
-      });
-      const response = await opts.onRequest(request);
+      const request = toRequest(req, chunks.length ? _toBytes(chunks) : undefined);
+      const response = await opts.onRequest(request, req.socket.remoteAddress ?? "");
       const out = new Uint8Array(await response.arrayBuffer());
       const outHeaders: Record<string, string> = {};
       response.headers.forEach((v, k) => (outHeaders[k] = v));
@@ -368,7 +305,17 @@ async function _serveNode(opts: ServeOptions): Promise<Server> {
   const server = opts.tls
     ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
     : http.createServer(handler);
-  server.on("upgrade", (req, socket, head) => {
+  server.on("upgrade", async (req, socket, head) => {
+    const refused = opts.onUpgrade?.(toRequest(req));
+    if (refused) {
+      const body = new Uint8Array(await refused.arrayBuffer());
+      const lines = [`HTTP/1.1 ${refused.status} ${refused.statusText || "Refused"}`];
+      refused.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
+      lines.push(`content-length: ${body.length}`, "connection: close", "", "");
+      socket.on("error", () => {});
+      socket.end(_concat(textEncoder.encode(lines.join("\r\n")), body));
+      return;
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const conn: WsConnection = {
         send(data) {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import fs from "node:fs";
 import { DatabaseSync } from "node:sqlite";
 
 /** A value SQLite binds or returns. */
@@ -54,12 +55,16 @@ export interface SqlDatabase {
 }
 
 /**
- * Opens (creating if needed) a SQLite database file.
+ * Opens (creating if needed) a SQLite database file. The file is owner-only
+ * (0600), whatever its mode was, and so are its `-wal`, `-shm` and `-journal`
+ * files: SQLite creates those with the database file's mode, and the ones
+ * left from before are set here.
  *
  * @param path The file path, or `:memory:`.
  * @returns The database.
  */
 export function openSqlite(path: string): SqlDatabase {
+  if (path !== ":memory:" && !path.startsWith("file:")) _ownerOnly(path);
   const db = new DatabaseSync(path);
   return {
     exec: (sql) => db.exec(sql),
@@ -76,4 +81,17 @@ export function openSqlite(path: string): SqlDatabase {
     },
     close: () => db.close(),
   };
+}
+
+/** Creates the database file 0600 if missing and makes it and its side files 0600. */
+function _ownerOnly(path: string): void {
+  fs.closeSync(fs.openSync(path, "a", 0o600));
+  for (const f of [path, `${path}-wal`, `${path}-shm`, `${path}-journal`]) {
+    try {
+      fs.chmodSync(f, 0o600);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code !== "ENOENT" && code !== "EPERM") throw e;
+    }
+  }
 }

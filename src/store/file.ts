@@ -16,6 +16,7 @@ import {
   readFileIfExists,
   releaseLockFile,
   removeFile,
+  restrictTree,
   writeFileAtomic,
 } from "../runtime/fs.ts";
 import { decodeRecord, encodeRecord } from "./codec.ts";
@@ -40,12 +41,15 @@ export class FileStore implements Store {
   /**
    * Claims the identity's state for this process with a lock file holding its
    * pid: two live processes on one identity would fork its MLS state and reuse
-   * keys. A lock left by a process that died is taken over.
+   * keys. A lock left by a process that died is taken over. What the
+   * directory already holds is made owner-only (files 0600, directories
+   * 0700), whatever mode an older version or a copy left it with.
    *
    * @throws {StateError} `in_use` while another live process holds it.
    */
   async open(): Promise<void> {
     await ensureDir(this.#dir);
+    await restrictTree(this.#dir);
     const holder = await acquireLockFile(joinPath(this.#dir, "lock"));
     if (holder !== undefined) {
       throw new StateError(

@@ -8,9 +8,11 @@ import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
+  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
+  type MailboxPage,
   type RelayLog,
   type Retention,
 } from "./types.ts";
@@ -243,6 +245,7 @@ export class MemoryLog implements RelayLog {
     address: string,
     now: number,
     leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+    page?: MailboxPage,
   ): Promise<MailboxEntry[]> {
     this.#check();
     const box = (this.#mailboxes.get(address) ?? []).filter((i) => i.expiresAt > now);
@@ -250,8 +253,11 @@ export class MemoryLog implements RelayLog {
     else this.#mailboxes.set(address, box);
     const lease = String(++this.#leases);
     const out: MailboxEntry[] = [];
+    let used = 0;
     for (const i of box) {
       if (i.leaseUntil > now) continue;
+      if (!fitsPage(page, out.length, used, i.payload.length)) break;
+      used += i.payload.length + (page?.perItemBytes ?? 0);
       i.leaseUntil = now + leaseMs;
       i.lease = lease;
       out.push({ id: i.id, payload: i.payload, lease });

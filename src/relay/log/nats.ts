@@ -78,9 +78,11 @@ import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
+  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
+  type MailboxPage,
   type RelayLog,
   type Retention,
 } from "./types.ts";
@@ -740,6 +742,7 @@ export class NatsLog implements RelayLog {
     address: string,
     now: number,
     leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+    page?: MailboxPage,
   ): Promise<MailboxEntry[]> {
     this.#check();
     return this.#serial(`mb:${address}`, async () => {
@@ -747,6 +750,7 @@ export class NatsLog implements RelayLog {
       const out: MailboxEntry[] = [];
       const seen = new Set<string>();
       const expired: number[] = [];
+      let used = 0;
       for await (const m of this.#items(subject)) {
         const idHex = m.header?.get("Sky-Id") ?? "";
         if (!(Number(m.header?.get("Sky-Expires")) > now)) {
@@ -757,8 +761,11 @@ export class NatsLog implements RelayLog {
         // the first, as a repeated put does in the other logs.
         if (seen.has(idHex)) continue;
         seen.add(idHex);
+        // Full: the rest waits for the next take (expired ones after it are dropped then).
+        if (!fitsPage(page, out.length, used, m.data.length)) break;
         const lease = await this.#lease(subject, m.seq, now, now + leaseMs);
         if (lease !== undefined) {
+          used += m.data.length + (page?.perItemBytes ?? 0);
           out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data, lease });
         }
       }

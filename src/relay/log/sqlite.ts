@@ -22,9 +22,11 @@ import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
+  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
+  type MailboxPage,
   type RelayLog,
   type Retention,
 } from "./types.ts";
@@ -135,6 +137,7 @@ export class SqliteLog implements RelayLog {
     | "epochStart"
     | "mailboxPut"
     | "mailboxSelect"
+    | "mailboxPayload"
     | "mailboxLease"
     | "mailboxDeleteExpired"
     | "mailboxAck"
@@ -174,8 +177,10 @@ export class SqliteLog implements RelayLog {
         "INSERT OR IGNORE INTO mailbox (address, id, payload, expires_at) VALUES (?, ?, ?, ?)",
       ),
       mailboxSelect: p(
-        "SELECT n, id, payload, expires_at, lease_until FROM mailbox WHERE address = ? ORDER BY n",
+        "SELECT n, id, length(payload) AS size, expires_at, lease_until FROM mailbox WHERE address = ? ORDER BY n",
       ),
+      // Payloads are read one by one, only for the items a take returns.
+      mailboxPayload: p("SELECT payload FROM mailbox WHERE n = ?"),
       mailboxLease: p("UPDATE mailbox SET lease_until = ?, lease_id = ? WHERE n = ?"),
       mailboxDeleteExpired: p("DELETE FROM mailbox WHERE address = ? AND expires_at <= ?"),
       mailboxAck: p("DELETE FROM mailbox WHERE address = ? AND id = ?"),
@@ -204,7 +209,8 @@ export class SqliteLog implements RelayLog {
   static async open(path: string, opts: SqliteLogOptions = {}): Promise<SqliteLog> {
     if (path !== ":memory:") {
       const dir = path.replace(/[\\/][^\\/]*$/, "");
-      if (dir !== path && dir !== "") await ensureDir(dir);
+      // Made 0700 if new; an existing directory is the caller's to restrict (the relay does).
+      if (dir !== path && dir !== "") await ensureDir(dir, { restrict: false });
     }
     const db = openSqlite(path);
     try {
@@ -398,6 +404,7 @@ export class SqliteLog implements RelayLog {
     address: string,
     now: number,
     leaseMs: number = DEFAULT_MAILBOX_LEASE_MS,
+    page?: MailboxPage,
   ): Promise<MailboxEntry[]> {
     this.#check();
     return Promise.resolve(this.#tx(() => {
@@ -407,10 +414,15 @@ export class SqliteLog implements RelayLog {
       }
       const lease = _leaseId();
       const out: MailboxEntry[] = [];
+      let used = 0;
       for (const r of rows) {
         if (_num(r.expires_at) <= now || _num(r.lease_until) > now) continue;
+        const size = _num(r.size);
+        if (!fitsPage(page, out.length, used, size)) break;
+        used += size + (page?.perItemBytes ?? 0);
+        const payload = _bytes(this.#st.mailboxPayload.all(_num(r.n))[0]!.payload);
         this.#st.mailboxLease.run(now + leaseMs, lease, _num(r.n));
-        out.push({ id: _bytes(r.id), payload: _bytes(r.payload), lease: String(lease) });
+        out.push({ id: _bytes(r.id), payload, lease: String(lease) });
       }
       return out;
     }));

@@ -60,6 +60,39 @@ export interface MailboxEntry {
   lease?: string;
 }
 
+/**
+ * How much one `mailboxTake` may return: items are added oldest first while
+ * the sum of their payload lengths plus `perItemBytes` each stays at or under
+ * `maxBytes`. The first item is always returned, however large, so a take
+ * never stalls on one item. What is not returned stays unleased.
+ */
+export interface MailboxPage {
+  /** The budget, in bytes. */
+  maxBytes: number;
+  /** What each item costs besides its payload (its framing). */
+  perItemBytes: number;
+}
+
+/**
+ * Whether one more item of `payloadBytes` still fits a page that already
+ * holds `count` items of `used` bytes (always for the first item).
+ *
+ * @param page The page limit, if any.
+ * @param count Items already in the page.
+ * @param used Bytes they take, framing included.
+ * @param payloadBytes The next item's payload length.
+ * @returns Whether to add it.
+ */
+export function fitsPage(
+  page: MailboxPage | undefined,
+  count: number,
+  used: number,
+  payloadBytes: number,
+): boolean {
+  return page === undefined || count === 0 ||
+    used + payloadBytes + page.perItemBytes <= page.maxBytes;
+}
+
 /** A lease that `mailboxTake` handed out, as given back to {@linkcode RelayLog.mailboxRelease}. */
 export interface MailboxLease {
   /** The item's 16-byte id. */
@@ -159,9 +192,15 @@ export interface RelayLog {
    * @param address The mailbox address.
    * @param now The current time in milliseconds since the Unix epoch.
    * @param leaseMs How long the lease lasts (default {@linkcode DEFAULT_MAILBOX_LEASE_MS}).
+   * @param page At most this much (oldest first; see {@linkcode MailboxPage}); default: all.
    * @returns The items, each with its `lease`.
    */
-  mailboxTake(address: string, now: number, leaseMs?: number): Promise<MailboxEntry[]>;
+  mailboxTake(
+    address: string,
+    now: number,
+    leaseMs?: number,
+    page?: MailboxPage,
+  ): Promise<MailboxEntry[]>;
   /**
    * Deletes items of an address for good, leased or not. Ids that are unknown
    * or already deleted are skipped.
