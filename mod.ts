@@ -20,6 +20,7 @@
  */
 export {
   type ChannelSummary,
+  DEFAULT_PADDING_BUCKETS,
   type Message,
   relayUrl,
   SkytaleChannelManager,

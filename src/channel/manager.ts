@@ -53,6 +53,33 @@ export interface SkytaleOptions {
   suite?: string;
   /** A store to use instead of files under `dataDir` (e.g. a `MemoryStore`). */
   store?: Store;
+  /**
+   * Size buckets, in bytes, that every message is padded to (its whole MLS
+   * encoding, as the relay stores it), so the relay and the network see only
+   * the bucket, not the length. Above the largest bucket, sizes grow in
+   * multiples of it. Default {@linkcode DEFAULT_PADDING_BUCKETS}; `false`
+   * turns padding off (ts-mls' default then pads small messages to 256 bytes).
+   */
+  padding?: readonly number[] | false;
+}
+
+/** The default size buckets of {@linkcode SkytaleOptions.padding}: 256 B to 32 KiB. */
+export const DEFAULT_PADDING_BUCKETS: readonly number[] = [
+  256,
+  512,
+  1024,
+  2048,
+  4096,
+  8192,
+  16384,
+  32768,
+];
+
+/** The padded size of a message of `n` bytes: the smallest bucket at or above it. */
+function bucketOf(buckets: readonly number[], n: number): number {
+  for (const b of buckets) if (b >= n) return b;
+  const top = buckets[buckets.length - 1]!;
+  return Math.ceil(n / top) * top;
 }
 
 /** A received message. */
@@ -197,6 +224,7 @@ export class SkytaleChannelManager {
   readonly identity: string;
   #opts: SkytaleOptions;
   #dataDir: string;
+  #pad: { pad?: (length: number) => number };
   #ctx: Promise<Ctx> | undefined;
   #channels = new Map<string, Live>();
   #closed = false;
@@ -228,6 +256,21 @@ export class SkytaleChannelManager {
     }
     this.identity = identity;
     this.#opts = options;
+    const buckets = options.padding === undefined ? DEFAULT_PADDING_BUCKETS : options.padding;
+    if (buckets !== false) {
+      if (
+        buckets.length === 0 ||
+        buckets.some((b, i) => !Number.isInteger(b) || b < 64 || (i > 0 && b <= buckets[i - 1]!))
+      ) {
+        throw new ValidationError(
+          "invalid_argument",
+          `Padding buckets must be increasing whole numbers of bytes of at least 64, got ${
+            JSON.stringify(buckets).slice(0, 80)
+          }`,
+        );
+      }
+    }
+    this.#pad = buckets === false ? {} : { pad: (n) => bucketOf(buckets, n) };
     this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? skytaleHome();
   }
 
@@ -1042,7 +1085,7 @@ export class SkytaleChannelManager {
           await this.#reserve(ctx, live, items.length);
           for (const item of items) {
             try {
-              const r = await ctx.engine.encrypt(live.group, item.plaintext);
+              const r = await ctx.engine.encrypt(live.group, item.plaintext, this.#pad);
               live.group = r.newGroup;
               const id = new Uint8Array(16);
               id.set(live.ownTag);

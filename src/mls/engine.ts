@@ -185,6 +185,40 @@ function decodeWhole(bytes: unknown): MLSMessage | undefined {
   }
 }
 
+/** The size of an MLS variable-length integer (RFC 9420 §2.1.2). */
+function vlen(n: number): number {
+  return n < 64 ? 1 : n < 16384 ? 2 : 4;
+}
+
+/** Ed25519 signatures, the scheme of every suite agents use, are 64 bytes. */
+const SIGNATURE_BYTES = 64;
+/** AEAD tags (AES-GCM, ChaCha20-Poly1305) are 16 bytes. */
+const TAG_BYTES = 16;
+
+/**
+ * How long the padded PrivateMessageContent of an application message must be
+ * for the whole MLSMessage to have exactly the size `pad` picks: version,
+ * wire format, group id, epoch, content type, authenticated data (empty),
+ * encrypted sender data (12 bytes + tag), and the ciphertext (content + tag).
+ */
+function paddedContentLength(
+  state: ClientState,
+  n: number,
+  pad: (length: number) => number,
+): number {
+  const gid = state.groupContext.groupId.length;
+  const head = 2 + 2 + vlen(gid) + gid + 8 + 1 + vlen(0) + 1 + 12 + TAG_BYTES;
+  const content = vlen(n) + n + vlen(SIGNATURE_BYTES) + SIGNATURE_BYTES;
+  const total = (c: number) => head + vlen(c + TAG_BYTES) + c + TAG_BYTES;
+  for (let size = pad(total(content)); size < 2 ** 30; size = pad(size + 1)) {
+    for (const v of [1, 2, 4]) {
+      const c = size - head - TAG_BYTES - v;
+      if (c >= content && vlen(c + TAG_BYTES) === v) return c;
+    }
+  }
+  return content;
+}
+
 /**
  * A key package as other implementations send it: wrapped in an MLSMessage
  * (RFC 9420 §6) or bare (OpenMLS' `tls_serialize` of a KeyPackage).
@@ -582,16 +616,30 @@ export class MlsEngine {
    *
    * @param g The group.
    * @param plaintext The data to send.
+   * @param options `pad`: the smallest allowed size at or above a length (the
+   *   size buckets); the message (its whole MLSMessage encoding) is padded to
+   *   exactly that size. Without it, ts-mls' default (pad small messages to 256 bytes of content).
    * @returns The private message (MLSMessage bytes) and the next group.
    * @throws {ValidationError} `invalid_argument` if this member cannot send (e.g. removed).
    */
   async encrypt(
     g: Group,
     plaintext: Uint8Array,
+    options: { pad?: (length: number) => number } = {},
   ): Promise<{ message: Uint8Array; newGroup: Group }> {
-    const state = this.#state(g);
+    let state = this.#state(g);
     if (!(plaintext instanceof Uint8Array)) {
       throw new ValidationError("invalid_argument", "Plaintext must be bytes");
+    }
+    if (options.pad) {
+      const padUntilLength = paddedContentLength(state, plaintext.length, options.pad);
+      state = {
+        ...state,
+        clientConfig: {
+          ...state.clientConfig,
+          paddingConfig: { kind: "padUntilLength", padUntilLength },
+        },
+      };
     }
     let r: Awaited<ReturnType<typeof createApplicationMessage>>;
     try {
