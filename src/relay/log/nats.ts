@@ -299,7 +299,11 @@ export class NatsLog implements RelayLog {
       if (!isNotFound(e)) throw e;
       await this.#ensureStream(name, this.#subject(h), { description: channel });
     }
-    const ack = await this.#js.publish(this.#subject(h), new Uint8Array(0), { msgID: "create" });
+    // A stream another relay has just added may not listen yet ("no responders"): try again.
+    const ack = await this.#retrying(
+      `creation of "${channel}"`,
+      () => this.#js.publish(this.#subject(h), new Uint8Array(0), { msgID: "create" }),
+    );
     return !ack.duplicate;
   }
 
