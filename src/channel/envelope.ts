@@ -1,13 +1,18 @@
 /**
- * The plaintext inside every MLS application message: a version byte, a tag
- * saying which layer it is for (`chat` for `send`/`receive`, `mcp` for the
- * MCP transport) and the body. Tags keep layers apart on one channel.
+ * Where a message's layer is said. A chat message's MLS application data is
+ * the UTF-8 text itself, so any RFC 9420 client reads it as-is; another
+ * layer's tag (`mcp`, …) travels in the message's MLS `authenticated_data`
+ * (signed and bound to the ciphertext, ignored by plain peers) as
+ * `0x02 | len | tag`. Messages of the first format (`0x01 | len | tag | body`
+ * inside the application data, empty authenticated data) are still read from
+ * stored logs.
  *
  * @module
  */
 import { CryptoError } from "../errors.ts";
 
-const VERSION = 1;
+const LEGACY = 1;
+const AAD_VERSION = 2;
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
@@ -23,41 +28,51 @@ export const Tags = {
 export type Tag = typeof Tags[keyof typeof Tags];
 
 /**
- * Wraps a body with its tag.
+ * The MLS authenticated data that names a layer: empty for `chat`.
  *
  * @param tag The layer the body is for (1–255 bytes of UTF-8).
- * @param body The payload.
- * @returns The plaintext to encrypt.
+ * @returns The authenticated data to send the body with.
  */
-export function encodeEnvelope(tag: string, body: Uint8Array): Uint8Array {
+export function tagData(tag: string): Uint8Array {
+  if (tag === Tags.chat) return new Uint8Array(0);
   const t = enc.encode(tag);
-  if (t.length === 0 || t.length > 255) throw new RangeError(`Bad envelope tag "${tag}"`);
-  const out = new Uint8Array(2 + t.length + body.length);
-  out[0] = VERSION;
-  out[1] = t.length;
-  out.set(t, 2);
-  out.set(body, 2 + t.length);
-  return out;
+  if (t.length === 0 || t.length > 255) throw new RangeError(`Bad layer tag "${tag}"`);
+  return Uint8Array.of(AAD_VERSION, t.length, ...t);
 }
 
 /**
- * Unwraps a decrypted plaintext.
+ * Which layer a decrypted message is for, and its body.
  *
- * @param data The decrypted plaintext.
+ * @param aad The message's MLS authenticated data.
+ * @param data Its application data.
  * @returns Its tag and body.
- * @throws {CryptoError} `invalid_message` if it is not an envelope of a known version.
+ * @throws {CryptoError} `invalid_message` if the authenticated data is not a tag.
  */
-export function decodeEnvelope(data: Uint8Array): { tag: string; body: Uint8Array } {
-  const len = data[1];
-  if (data[0] !== VERSION || len === undefined || len === 0 || data.length < 2 + len) {
-    throw new CryptoError("invalid_message", "Decrypted message is not a Skytale envelope");
+export function openTagged(aad: Uint8Array, data: Uint8Array): { tag: string; body: Uint8Array } {
+  if (aad.length === 0) {
+    // Plain chat — or a message of the first format, from a stored log.
+    const len = data[1];
+    if (data[0] === LEGACY && len !== undefined && data.length >= 2 + len) {
+      const tag = tryUtf8(data.subarray(2, 2 + len));
+      if (tag === Tags.chat || tag === Tags.mcp) return { tag, body: data.subarray(2 + len) };
+    }
+    return { tag: Tags.chat, body: data };
   }
+  const len = aad[1];
+  const tag = aad[0] === AAD_VERSION && len !== undefined && len > 0 && aad.length === 2 + len
+    ? tryUtf8(aad.subarray(2))
+    : undefined;
+  if (tag === undefined) {
+    throw new CryptoError("invalid_message", "Message's authenticated data is not a layer tag");
+  }
+  return { tag, body: data };
+}
+
+function tryUtf8(b: Uint8Array): string | undefined {
   try {
-    return { tag: dec.decode(data.subarray(2, 2 + len)), body: data.subarray(2 + len) };
-  } catch (e) {
-    throw new CryptoError("invalid_message", "Decrypted message has a malformed tag", {
-      cause: e,
-    });
+    return dec.decode(b);
+  } catch {
+    return undefined;
   }
 }
 

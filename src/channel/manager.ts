@@ -31,7 +31,7 @@ import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
-import { decodeEnvelope, encodeEnvelope, fromUtf8, Tags, utf8 } from "./envelope.ts";
+import { fromUtf8, openTagged, tagData, Tags, utf8 } from "./envelope.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
 export interface SkytaleOptions {
@@ -186,6 +186,8 @@ interface _Sealed {
 
 interface _Outgoing {
   plaintext: Uint8Array;
+  /** The MLS authenticated data: the layer's tag (empty for chat). */
+  aad: Uint8Array;
   resolve: (s: _Sealed) => void;
   reject: (e: unknown) => void;
 }
@@ -705,7 +707,7 @@ export class SkytaleChannelManager {
     } else if (r.kind === "proposal") {
       this.#scheduleCommitPending(ctx, live);
     } else {
-      const { tag, body } = decodeEnvelope(r.data);
+      const { tag, body } = openTagged(r.aad, r.data);
       const time = new Date(e.time).toISOString();
       if (tag === Tags.chat) {
         if (e.seq <= live.delivered) return; // handed out before a crash lost the record
@@ -1039,7 +1041,7 @@ export class SkytaleChannelManager {
       }).finally(() => live.rekey = undefined);
       await live.rekey;
     }
-    const out = await this.#seal(ctx, live, encodeEnvelope(tag, data));
+    const out = await this.#seal(ctx, live, data, tagData(tag));
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
     if (!res.ok) {
       throw new RelayError("relay_error", `Relay refused a message to "${channel}": ${res.code}`);
@@ -1067,9 +1069,9 @@ export class SkytaleChannelManager {
    * skips every reserved generation. So a burst costs one small fsync per
    * `RESERVE_AHEAD` messages, not a rewrite of the group per pass.
    */
-  #seal(ctx: Ctx, live: Live, plaintext: Uint8Array): Promise<_Sealed> {
+  #seal(ctx: Ctx, live: Live, plaintext: Uint8Array, aad: Uint8Array): Promise<_Sealed> {
     return new Promise((resolve, reject) => {
-      live.outbox.push({ plaintext, resolve, reject });
+      live.outbox.push({ plaintext, aad, resolve, reject });
       if (live.outbox.length > 1) return; // a pass is already queued and will take it
       void live.mutex.run(async () => {
         // At most RESERVE_AHEAD per pass, so a crash never skips more than a receiver takes.
@@ -1077,7 +1079,9 @@ export class SkytaleChannelManager {
         if (live.outbox.length > 0) {
           const rest = live.outbox;
           live.outbox = [];
-          for (const r of rest) void this.#seal(ctx, live, r.plaintext).then(r.resolve, r.reject);
+          for (const r of rest) {
+            void this.#seal(ctx, live, r.plaintext, r.aad).then(r.resolve, r.reject);
+          }
         }
         const sealed: [_Outgoing, _Sealed][] = [];
         try {
@@ -1085,7 +1089,10 @@ export class SkytaleChannelManager {
           await this.#reserve(ctx, live, items.length);
           for (const item of items) {
             try {
-              const r = await ctx.engine.encrypt(live.group, item.plaintext, this.#pad);
+              const r = await ctx.engine.encrypt(live.group, item.plaintext, {
+                ...this.#pad,
+                aad: item.aad,
+              });
               live.group = r.newGroup;
               const id = new Uint8Array(16);
               id.set(live.ownTag);

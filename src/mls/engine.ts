@@ -104,6 +104,8 @@ export type ProcessResult =
     senderId: string;
     /** The plaintext. */
     data: Uint8Array;
+    /** The message's MLS authenticated data (signed, not encrypted; empty from most senders). */
+    aad: Uint8Array;
     /** The group after the message. */
     newGroup: Group;
   }
@@ -198,16 +200,17 @@ const TAG_BYTES = 16;
 /**
  * How long the padded PrivateMessageContent of an application message must be
  * for the whole MLSMessage to have exactly the size `pad` picks: version,
- * wire format, group id, epoch, content type, authenticated data (empty),
+ * wire format, group id, epoch, content type, authenticated data,
  * encrypted sender data (12 bytes + tag), and the ciphertext (content + tag).
  */
 function paddedContentLength(
   state: ClientState,
   n: number,
+  aad: number,
   pad: (length: number) => number,
 ): number {
   const gid = state.groupContext.groupId.length;
-  const head = 2 + 2 + vlen(gid) + gid + 8 + 1 + vlen(0) + 1 + 12 + TAG_BYTES;
+  const head = 2 + 2 + vlen(gid) + gid + 8 + 1 + vlen(aad) + aad + 1 + 12 + TAG_BYTES;
   const content = vlen(n) + n + vlen(SIGNATURE_BYTES) + SIGNATURE_BYTES;
   const total = (c: number) => head + vlen(c + TAG_BYTES) + c + TAG_BYTES;
   for (let size = pad(total(content)); size < 2 ** 30; size = pad(size + 1)) {
@@ -619,20 +622,22 @@ export class MlsEngine {
    * @param options `pad`: the smallest allowed size at or above a length (the
    *   size buckets); the message (its whole MLSMessage encoding) is padded to
    *   exactly that size. Without it, ts-mls' default (pad small messages to 256 bytes of content).
+   *   `aad`: the MLS authenticated data (signed with the message, not encrypted).
    * @returns The private message (MLSMessage bytes) and the next group.
    * @throws {ValidationError} `invalid_argument` if this member cannot send (e.g. removed).
    */
   async encrypt(
     g: Group,
     plaintext: Uint8Array,
-    options: { pad?: (length: number) => number } = {},
+    options: { pad?: (length: number) => number; aad?: Uint8Array } = {},
   ): Promise<{ message: Uint8Array; newGroup: Group }> {
     let state = this.#state(g);
     if (!(plaintext instanceof Uint8Array)) {
       throw new ValidationError("invalid_argument", "Plaintext must be bytes");
     }
+    const aad = options.aad ?? new Uint8Array(0);
     if (options.pad) {
-      const padUntilLength = paddedContentLength(state, plaintext.length, options.pad);
+      const padUntilLength = paddedContentLength(state, plaintext.length, aad.length, options.pad);
       state = {
         ...state,
         clientConfig: {
@@ -643,7 +648,7 @@ export class MlsEngine {
     }
     let r: Awaited<ReturnType<typeof createApplicationMessage>>;
     try {
-      r = await createApplicationMessage(state, plaintext, this.#cs);
+      r = await createApplicationMessage(state, plaintext, this.#cs, aad);
     } catch (e) {
       throw new ValidationError("invalid_argument", `Cannot encrypt: ${reason(e)}`, { cause: e });
     }
@@ -1091,6 +1096,7 @@ export class MlsEngine {
       sender: sender.name,
       senderId: sender.did,
       data: content.applicationData,
+      aad: pm.authenticatedData,
       newGroup: wrapGroup(newState),
     };
   }
