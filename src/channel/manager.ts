@@ -61,6 +61,13 @@ export interface SkytaleOptions {
    * turns padding off (ts-mls' default then pads small messages to 256 bytes).
    */
   padding?: readonly number[] | false;
+  /**
+   * Cover traffic: while a channel is open, send a dummy message at random
+   * intervals averaging `meanIntervalMs` (exponentially distributed), padded
+   * like a short message and indistinguishable from one at the relay; members
+   * drop it (counted in {@linkcode SkytaleChannelManager.metrics}). Off by default.
+   */
+  coverTraffic?: { meanIntervalMs: number };
 }
 
 /** The default size buckets of {@linkcode SkytaleOptions.padding}: 256 B to 32 KiB. */
@@ -176,6 +183,7 @@ interface Live {
   dirty: number;
   savedAt: number;
   snapshotTimer?: ReturnType<typeof setTimeout> | undefined;
+  coverTimer?: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface _Sealed {
@@ -227,6 +235,7 @@ export class SkytaleChannelManager {
   #opts: SkytaleOptions;
   #dataDir: string;
   #pad: { pad?: (length: number) => number };
+  #cover = { sent: 0, received: 0 };
   #ctx: Promise<Ctx> | undefined;
   #channels = new Map<string, Live>();
   #closed = false;
@@ -507,7 +516,43 @@ export class SkytaleChannelManager {
     return live;
   }
 
+  /**
+   * Sends cover messages on a channel while it is open (see
+   * {@linkcode SkytaleOptions.coverTraffic}): an empty chat body, which no
+   * application ever sends, so members know to drop it.
+   */
+  #scheduleCover(live: Live): void {
+    const mean = this.#opts.coverTraffic?.meanIntervalMs;
+    if (mean === undefined || live.coverTimer !== undefined) return;
+    const next = () => {
+      const delay = -Math.log(1 - Math.random()) * mean; // exponential: a Poisson process
+      live.coverTimer = setTimeout(async () => {
+        live.coverTimer = undefined;
+        if (this.#closed || !live.record.active) return;
+        try {
+          await this.sendTagged(live.record.channel, Tags.chat, new Uint8Array(0));
+          this.#cover.sent++;
+        } catch (e) {
+          logLine(`skytale: cover message to "${live.record.channel}" failed: ${message(e)}`);
+        }
+        if (!this.#closed && live.record.active) next();
+      }, Math.min(delay, 0x7fff_ffff));
+      (live.coverTimer as { unref?: () => void }).unref?.();
+    };
+    next();
+  }
+
+  /**
+   * Counters of this manager: cover messages sent, and received and dropped.
+   *
+   * @returns The counts since the manager started.
+   */
+  metrics(): { coverSent: number; coverReceived: number } {
+    return { coverSent: this.#cover.sent, coverReceived: this.#cover.received };
+  }
+
   async #subscribe(ctx: Ctx, live: Live): Promise<void> {
+    this.#scheduleCover(live);
     const from = live.record.cursor > 0
       ? { seq: live.record.cursor + 1 }
       : { epoch: ctx.engine.epoch(live.group) };
@@ -709,6 +754,10 @@ export class SkytaleChannelManager {
     } else {
       const { tag, body } = openTagged(r.aad, r.data);
       const time = new Date(e.time).toISOString();
+      if (tag === Tags.chat && body.length === 0) {
+        this.#cover.received++; // cover traffic: never handed out
+        return;
+      }
       if (tag === Tags.chat) {
         if (e.seq <= live.delivered) return; // handed out before a crash lost the record
         live.record.buffer.push({
@@ -1010,8 +1059,8 @@ export class SkytaleChannelManager {
    * @returns The relay's sequence number for it.
    */
   async send(channel: string, text: string): Promise<{ seq: number }> {
-    if (typeof text !== "string") {
-      throw new ValidationError("invalid_argument", "Message must be a string");
+    if (typeof text !== "string" || text.length === 0) {
+      throw new ValidationError("invalid_argument", "Message must be a non-empty string");
     }
     return await this.sendTagged(channel, Tags.chat, utf8(text));
   }
@@ -1616,6 +1665,7 @@ export class SkytaleChannelManager {
     const ctx = this.#ctx;
     for (const live of this.#channels.values()) {
       if (live.proposalTimer) clearTimeout(live.proposalTimer);
+      clearTimeout(live.coverTimer);
       this.#notify(live);
     }
     if (ctx) {

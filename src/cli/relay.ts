@@ -61,6 +61,8 @@ Options:
   --mailbox-ttl DUR       longest time a mailbox item is kept (default 7d)
   --mailbox-lease DUR     how long a take holds items unacked before they are handed out
                           again (default 30s)
+  --batch-ms N            deliver each channel's entries in batches every N ms (default 0:
+                          at once), so delivery times do not mirror publish times
   --tls-cert FILE         serve wss:// and https:// with this PEM certificate chain
   --tls-key FILE          ... and this PEM private key
   --auth                  require a token in hello and serve POST /v1/tokens
@@ -143,6 +145,7 @@ export async function relayCommand(args: string[]): Promise<number> {
         "retention-age": { type: "string" },
         "mailbox-ttl": { type: "string" },
         "mailbox-lease": { type: "string" },
+        "batch-ms": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         auth: { type: "boolean" },
@@ -185,6 +188,7 @@ export async function relayCommand(args: string[]): Promise<number> {
   const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
   const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
+  const batchMs = _int("batch-ms", values["batch-ms"], 0, 60_000);
   const helloTimeout = _duration("hello-timeout", values["hello-timeout"]);
   const allowOrigins = (values["allow-origin"] ?? []).map((o) => {
     const origin = normalizeOrigin(o);
@@ -312,6 +316,7 @@ export async function relayCommand(args: string[]): Promise<number> {
       log,
       limits,
       ...(mailboxLease !== undefined ? { mailboxLeaseMs: mailboxLease * 1000 } : {}),
+      ...(batchMs !== undefined ? { batchMs } : {}),
       ...(tls ? { tls } : {}),
       allowOrigins,
       allowHosts,

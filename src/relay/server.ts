@@ -200,6 +200,12 @@ export interface RelayServerOptions {
    * else {@linkcode DEFAULT_MAILBOX_LEASE_MS} (30 s).
    */
   mailboxLeaseMs?: number;
+  /**
+   * Delays fan-out by up to this many ms and delivers each channel's entries
+   * in batches, so an observer of the subscribers' connections cannot match a
+   * delivery to the publish that caused it (default 0: deliver at once).
+   */
+  batchMs?: number;
 }
 
 /** The mailbox lease in force: the option, else the environment variable, else 30 s. */
@@ -285,6 +291,9 @@ function _utf8Length(s: string): number {
 export class RelayServer {
   readonly #log: RelayLog;
   readonly #gate: CommitGate;
+  readonly #batchMs: number;
+  /** Entries held for the next batch (with `batchMs`), per channel, and the flush timers. */
+  readonly #held = new Map<string, { entries: LogEntry[]; timer: ReturnType<typeof setTimeout> }>();
   readonly #limits: RelayLimits;
   readonly #authenticate: RelayServerOptions["authenticate"];
   readonly #onRequest: RelayServerOptions["onRequest"];
@@ -339,6 +348,7 @@ export class RelayServer {
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
     this.#leaseMs = _leaseMs(opts.mailboxLeaseMs);
+    this.#batchMs = opts.batchMs ?? 0;
     if (this.#log.trim) {
       this.#trimTimer = setInterval(() => void this.#trim(), opts.trimIntervalMs ?? 1000);
     }
@@ -504,6 +514,8 @@ export class RelayServer {
     clearInterval(this.#idleTimer);
     clearInterval(this.#trimTimer);
     this.#idleTimer = undefined;
+    for (const h of this.#held.values()) clearTimeout(h.timer);
+    this.#held.clear();
     const chains = [...this.#conns].map((c) => c.chain);
     for (const c of [...this.#conns]) {
       c.ws.close(1001, "relay closing");
@@ -1038,8 +1050,24 @@ export class RelayServer {
     return b;
   }
 
-  #fanOut(channel: string, e: LogEntry): void {
+  #fanOut(channel: string, e: LogEntry, now = false): void {
     this.#heads.set(channel, Math.max(this.#heads.get(channel) ?? 0, e.seq));
+    if (this.#batchMs > 0 && !now) {
+      let held = this.#held.get(channel);
+      if (!held) {
+        const entries: LogEntry[] = [];
+        held = {
+          entries,
+          timer: setTimeout(() => {
+            this.#held.delete(channel);
+            for (const x of entries) this.#fanOut(channel, x, true);
+          }, this.#batchMs),
+        };
+        this.#held.set(channel, held);
+      }
+      held.entries.push(e);
+      return;
+    }
     const set = this.#subs.get(channel);
     if (!set) return;
     let bytes: Uint8Array | undefined;
