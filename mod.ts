@@ -20,7 +20,10 @@
  */
 export {
   type ChannelSummary,
+  type MembershipChange,
   type Message,
+  type MessageListenerOptions,
+  type ReceiveOptions,
   relayUrl,
   SkytaleChannelManager,
   type SkytaleOptions,
