@@ -36,6 +36,7 @@ export {
   type ChannelManagerLike,
   MAX_RECEIVE_TIMEOUT,
   type ReceivedMessage,
+  type ReceiveOptionsLike,
   type ToolName,
   ToolNames,
   type ToolOptions,
