@@ -415,6 +415,23 @@ test("mcp command arguments: --http HOST:PORT, allowed hosts and origins, bad in
   );
   assert.deepEqual(parseHostPort("[::1]:0"), { host: "[::1]", port: 0 });
   assert.throws(() => parseMcpArgs(["--http"]), UsageError);
+  assert.deepEqual(parseMcpArgs(["--claude-channel"]), {
+    allowHosts: [],
+    allowOrigins: [],
+    help: false,
+    claudeChannel: true,
+  });
+  assert.deepEqual(parseMcpArgs(["--claude-channel-allow", "alice, did:key:z6Mkx"]), {
+    allowHosts: [],
+    allowOrigins: [],
+    help: false,
+    claudeChannel: true,
+    claudeChannelAllow: ["alice", "did:key:z6Mkx"],
+  });
+  assert.throws(
+    () => parseMcpArgs(["--claude-channel", "--http", "127.0.0.1:1"]),
+    /stdio server/,
+  );
   assert.throws(() => parseMcpArgs(["--http", "3000"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--http", "h:99999"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--verbose"]), /Unknown option "--verbose"/);
