@@ -1,7 +1,9 @@
 /**
- * The Skytale MCP server: twelve tools that give a model end-to-end encrypted
+ * The Skytale MCP server: fourteen tools that give a model end-to-end encrypted
  * (MLS) channels to other agents: create a channel, invite or add members,
- * join, send, receive, list, remove, leave.
+ * join, send, receive, wait, list, remove, leave. Channels are also resources
+ * (`skytale://channel/org/ns/svc`, subscribable), with prompts for the common
+ * flows; `--claude-channel` pushes messages to Claude Code as channel events.
  *
  * Run directly, this module is the stdio MCP server, configured by
  * `SKYTALE_IDENTITY`, `SKYTALE_RELAY` (unset: an embedded relay on
@@ -36,11 +38,19 @@ export {
   type ChannelManagerLike,
   MAX_RECEIVE_TIMEOUT,
   type ReceivedMessage,
+  type ReceiveOptionsLike,
   type ToolName,
   ToolNames,
   type ToolOptions,
 } from "./src/mcp/tools.ts";
 export { serveStdio, type StdioServing } from "./src/mcp/stdio.ts";
+export {
+  channelContent,
+  CLAUDE_CHANNEL,
+  type ClaudeChannelOptions,
+} from "./src/mcp/claude_channel.ts";
+export { CHANNEL_URI_PREFIX, channelUri } from "./src/mcp/resources.ts";
+export { PromptNames } from "./src/mcp/prompts.ts";
 export {
   checkHostAndOrigin,
   DEFAULT_MAX_SESSIONS,

@@ -21,7 +21,10 @@
 export {
   type ChannelSummary,
   DEFAULT_PADDING_BUCKETS,
+  type MembershipChange,
   type Message,
+  type MessageListenerOptions,
+  type ReceiveOptions,
   relayUrl,
   SkytaleChannelManager,
   type SkytaleOptions,

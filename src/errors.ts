@@ -46,6 +46,8 @@ export const ErrorCodes = {
   limit: "limit",
   /** An operation did not finish in time. */
   timeout: "timeout",
+  /** A wait was given up because its `AbortSignal` fired. */
+  aborted: "aborted",
   /** Stored state is unreadable or corrupt. */
   stateCorrupt: "state_corrupt",
   /** Another running process holds this identity's state. */

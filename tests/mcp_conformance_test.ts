@@ -48,6 +48,10 @@ test("the MCP conformance server scenarios pass over --http, but for the baselin
         "tools-list",
         "logging-set-level",
         "dns-rebinding-protection",
+        "resources-list",
+        "resources-subscribe",
+        "resources-unsubscribe",
+        "prompts-list",
       ]
     ) {
       assert.match(summary, new RegExp(`✓ ${name}: \\d+ passed, 0 failed`), summary);

@@ -66,7 +66,7 @@ function textOf(r: Record<string, unknown>): string {
   return (r.content as { text?: string }[]).map((c) => c.text ?? "").join("\n");
 }
 
-test("the server lists exactly the thirteen tools with their argument names", async () => {
+test("the server lists exactly the fourteen tools with their argument names", async () => {
   const w = await world();
   try {
     const client = await w.connect(w.manager("alice"));
@@ -80,7 +80,7 @@ test("the server lists exactly the thirteen tools with their argument names", as
       skytale_add_member: ["channel", "key_package_hex"],
       skytale_join_channel: ["channel", "welcome_hex"],
       skytale_send: ["channel", "message"],
-      skytale_receive: ["channel", "timeout"],
+      skytale_receive: ["after_seq", "channel", "max", "peek", "timeout"],
       skytale_channels: [],
       skytale_invite: ["channel"],
       skytale_join_with_token: ["channel", "token"],
@@ -88,6 +88,7 @@ test("the server lists exactly the thirteen tools with their argument names", as
       skytale_remove_member: ["channel", "identity"],
       skytale_leave: ["channel"],
       skytale_whoami: [],
+      skytale_wait: ["channels", "timeout"],
     });
     assert.deepEqual(Object.values(ToolNames).sort(), Object.keys(got).sort());
     for (const t of tools) assert.ok((t.description ?? "").length > 80, `${t.name} is described`);
@@ -291,7 +292,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
     assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 2).`);
     await ta.terminateSession();
     await a.close();
-    assert.equal((await b.listTools()).tools.length, 13);
+    assert.equal((await b.listTools()).tools.length, 14);
     const r2 = await b.callTool({
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "n" },
@@ -414,6 +415,23 @@ test("mcp command arguments: --http HOST:PORT, allowed hosts and origins, bad in
   );
   assert.deepEqual(parseHostPort("[::1]:0"), { host: "[::1]", port: 0 });
   assert.throws(() => parseMcpArgs(["--http"]), UsageError);
+  assert.deepEqual(parseMcpArgs(["--claude-channel"]), {
+    allowHosts: [],
+    allowOrigins: [],
+    help: false,
+    claudeChannel: true,
+  });
+  assert.deepEqual(parseMcpArgs(["--claude-channel-allow", "alice, did:key:z6Mkx"]), {
+    allowHosts: [],
+    allowOrigins: [],
+    help: false,
+    claudeChannel: true,
+    claudeChannelAllow: ["alice", "did:key:z6Mkx"],
+  });
+  assert.throws(
+    () => parseMcpArgs(["--claude-channel", "--http", "127.0.0.1:1"]),
+    /stdio server/,
+  );
   assert.throws(() => parseMcpArgs(["--http", "3000"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--http", "h:99999"]), /use HOST:PORT/);
   assert.throws(() => parseMcpArgs(["--verbose"]), /Unknown option "--verbose"/);

@@ -117,6 +117,47 @@ export interface ChannelSummary {
   active: boolean;
 }
 
+/** Options of {@linkcode SkytaleChannelManager.receive}. */
+export interface ReceiveOptions {
+  /**
+   * Seconds to wait when nothing is there yet (default 5, at most 300). The
+   * call returns as soon as the first message arrives, not at the end.
+   */
+  timeout?: number | undefined;
+  /** Gives the wait up: the call rejects with a `SkytaleError` coded `aborted`. */
+  signal?: AbortSignal | undefined;
+  /**
+   * Reads from a cursor instead of consuming: every message with a greater seq
+   * still known here (the recent history, last 100 per channel, and the
+   * buffer), handed out or not. Nothing is consumed; pass the last seq seen
+   * to read on.
+   */
+  afterSeq?: number | undefined;
+  /** Returns what is buffered without consuming it. */
+  peek?: boolean | undefined;
+  /** The most messages to return (default: all); the rest stay buffered. */
+  max?: number | undefined;
+}
+
+/** Options of {@linkcode SkytaleChannelManager.on} for `"message"` listeners. */
+export interface MessageListenerOptions {
+  /** Only this channel's messages (default: every channel). */
+  channel?: string | undefined;
+  /**
+   * Only the messages this accepts are taken; the others stay buffered for
+   * `receive()` and other consumers.
+   */
+  filter?: ((message: Message, channel: string) => boolean) | undefined;
+}
+
+/** A change in the list of this identity's channels. */
+export interface MembershipChange {
+  /** The channel. */
+  channel: string;
+  /** `joined` (created or joined), `left`, or `removed` by another member. */
+  change: "joined" | "left" | "removed";
+}
+
 /** Data carried on a channel under a tag other than `chat` (used by the MCP transport). */
 export interface TaggedData {
   /** The sender's identity, from its MLS credential. */
@@ -156,6 +197,16 @@ const SNAPSHOT_ENTRIES = 512;
 /** Welcomes of sequenced adds kept per channel for a repeated `addMember`. */
 const MAX_WELCOMES = 16;
 const WAIT_MS = 30_000;
+/** Messages kept per channel as recent history (`receive({ afterSeq })`, `history()`). */
+const RECENT = 100;
+/** The longest `receive()` wait, in seconds. */
+const MAX_RECEIVE_SECONDS = 300;
+
+interface _Listener {
+  channel: string | undefined;
+  filter: ((m: Message, channel: string) => boolean) | undefined;
+  fn: (m: Message, channel: string) => void;
+}
 
 interface Live {
   record: ChannelRecord;
@@ -171,8 +222,14 @@ interface Live {
   rekey?: Promise<unknown> | undefined;
   /** Generations below `gen` at `epoch` are journaled as possibly used by this member. */
   reserved: { epoch: number; gen: number } | undefined;
-  /** Chat messages up to this seq were handed to `receive()`'s callers. */
+  /** Chat messages up to this seq were handed to the application… */
   delivered: number;
+  /** …but for these, still in the buffer. */
+  held: Set<number>;
+  /** The last RECENT chat messages that arrived, handed out or not. */
+  recent: StoredMessage[];
+  /** Set by `leave()`: the removal it brings about is reported as `left`, not `removed`. */
+  leaving?: boolean;
   /** Entries up to this seq were handed to tag handlers. */
   tapped: number;
   /** Publish ids of this process's own entries not read back yet. */
@@ -250,6 +307,9 @@ export class SkytaleChannelManager {
    * invite's `admitted` list give the same answer.
    */
   #answered = new Map<string, Map<string, _Answer>>();
+  #listeners = new Set<_Listener>();
+  #arrivals = new Set<(channel: string, messages: Message[]) => void>();
+  #membership = new Set<(change: MembershipChange) => void>();
 
   /**
    * Creates a manager; nothing connects until the first call.
@@ -384,6 +444,8 @@ export class SkytaleChannelManager {
         }
         this.#pollInvites(ctx);
       }
+      // Buffers restored from disk go to listeners registered before the first call.
+      queueMicrotask(() => this.#drainAll(ctx));
       return ctx;
     } catch (e) {
       // A manager that failed to start keeps no reconnecting client and no lock on the identity.
@@ -471,6 +533,7 @@ export class SkytaleChannelManager {
     let group = ctx.engine.decodeGroup(record.group);
     let reserved = record.reserved;
     let delivered = record.delivered ?? 0;
+    let held = record.held ?? [];
     let tapped = record.tapped ?? 0;
     for (const j of await ctx.store.loadJournal(record.channel)) {
       const r = j.reserve;
@@ -482,7 +545,10 @@ export class SkytaleChannelManager {
           reserved = r;
         }
       }
-      if (typeof j.delivered === "number") delivered = Math.max(delivered, j.delivered);
+      if (typeof j.delivered === "number") {
+        delivered = Math.max(delivered, j.delivered);
+        held = Array.isArray(j.held) ? j.held : [];
+      }
       if (typeof j.tapped === "number") tapped = Math.max(tapped, j.tapped);
     }
     // Sends after the record was written may have used generations up to the reservation:
@@ -495,7 +561,8 @@ export class SkytaleChannelManager {
       group = await ctx.engine.skipSendGeneration(group, reserved.gen);
       record.recovered = true;
     }
-    record.buffer = record.buffer.filter((m) => m.seq > delivered);
+    const heldSet = new Set(held);
+    record.buffer = record.buffer.filter((m) => m.seq > delivered || heldSet.has(m.seq));
     const live: Live = {
       record,
       group,
@@ -506,6 +573,8 @@ export class SkytaleChannelManager {
       outbox: [],
       reserved,
       delivered,
+      held: heldSet,
+      recent: record.buffer.slice(-RECENT),
       tapped,
       ownIds: new Set(record.sent ?? []),
       ownTag: await ownTag(ctx.key, record.channel),
@@ -591,6 +660,7 @@ export class SkytaleChannelManager {
     };
     live.record.reserved = exact;
     live.record.delivered = live.delivered;
+    live.record.held = live.held.size > 0 ? [...live.held] : undefined;
     live.record.tapped = live.tapped;
     live.record.sent = undefined; // own ids are recognised by their prefix
     // A copy taken now: the write may yield before the store serialises it, and the group and
@@ -635,25 +705,35 @@ export class SkytaleChannelManager {
     for (const w of [...live.waiters]) w();
   }
 
-  /** Waits (bounded) until `ready()` holds for the channel. */
-  #waitFor(live: Live, ready: () => boolean, ms: number, what: string): Promise<boolean> {
+  /**
+   * Waits (bounded) until `ready()` holds for one of the channels; false on
+   * timeout. Rejects when the manager closes or `signal` fires.
+   */
+  #waitFor(
+    lives: Live | Live[],
+    ready: () => boolean,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    if (signal?.aborted) return Promise.reject(aborted(signal));
     if (ready()) return Promise.resolve(true);
+    const all = Array.isArray(lives) ? lives : [lives];
     return new Promise((resolve, reject) => {
-      const done = (ok: boolean) => {
+      const end = (f: () => void) => {
         clearTimeout(timer);
-        live.waiters.delete(check);
-        resolve(ok);
+        for (const l of all) l.waiters.delete(check);
+        signal?.removeEventListener("abort", onAbort);
+        f();
       };
       const check = () => {
         if (this.#closed) {
-          clearTimeout(timer);
-          live.waiters.delete(check);
-          reject(new SkytaleError("closed", "This channel manager is closed"));
-        } else if (ready()) done(true);
+          end(() => reject(new SkytaleError("closed", "This channel manager is closed")));
+        } else if (ready()) end(() => resolve(true));
       };
-      const timer = setTimeout(() => done(false), ms);
-      live.waiters.add(check);
-      void what;
+      const onAbort = () => end(() => reject(aborted(signal!)));
+      const timer = setTimeout(() => end(() => resolve(false)), ms);
+      for (const l of all) l.waiters.add(check);
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 
@@ -664,8 +744,11 @@ export class SkytaleChannelManager {
    */
   async #onEntries(ctx: Ctx, live: Live, es: LogEntry[]): Promise<void> {
     const handOut: (() => void)[] = [];
+    let fresh: StoredMessage[] = [];
+    const wasActive = live.record.active;
     await live.mutex.run(async () => {
       let advanced = false;
+      const buffered = live.record.buffer.length;
       const epoch = ctx.engine.epoch(live.group);
       const pending = live.record.pending;
       const tapped = handOut.length;
@@ -683,6 +766,11 @@ export class SkytaleChannelManager {
         advanced = true;
       }
       if (!advanced) return;
+      fresh = live.record.buffer.slice(buffered);
+      if (fresh.length > 0) {
+        live.recent.push(...fresh);
+        if (live.recent.length > RECENT) live.recent.splice(0, live.recent.length - RECENT);
+      }
       // Replayable from the relay, so no flush: a lost write only means re-applying. A new
       // epoch, a settled commit or a removal is written at once; messages only now and then.
       const changed = ctx.engine.epoch(live.group) !== epoch || live.record.pending !== pending ||
@@ -696,7 +784,21 @@ export class SkytaleChannelManager {
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
     for (const f of handOut) f();
+    if (fresh.length > 0) {
+      const ms = fresh.map(publicMessage);
+      for (const a of [...this.#arrivals]) {
+        try {
+          a(live.record.channel, ms);
+        } catch (err) {
+          logLine(`skytale: an "arrival" listener failed: ${message(err)}`);
+        }
+      }
+      await this.#drain(ctx, live);
+    }
     this.#notify(live);
+    if (wasActive && !live.record.active && !live.leaving) {
+      this.#emitMembership({ channel: live.record.channel, change: "removed" });
+    }
   }
 
   async #apply(
@@ -759,7 +861,8 @@ export class SkytaleChannelManager {
         return;
       }
       if (tag === Tags.chat) {
-        if (e.seq <= live.delivered) return; // handed out before a crash lost the record
+        // Handed out before a crash lost the record.
+        if (e.seq <= live.delivered && !live.held.has(e.seq)) return;
         live.record.buffer.push({
           sender: r.sender,
           senderId: r.senderId,
@@ -861,7 +964,7 @@ export class SkytaleChannelManager {
     });
     if (res.ok) {
       const seq = res.seq;
-      if (!await this.#waitFor(live, () => live.record.cursor >= seq, WAIT_MS, "commit")) {
+      if (!await this.#waitFor(live, () => live.record.cursor >= seq, WAIT_MS)) {
         throw new RelayError(
           "timeout",
           `Commit to "${live.record.channel}" was accepted but not delivered back in time`,
@@ -885,7 +988,7 @@ export class SkytaleChannelManager {
     logLine(
       `skytale: commit to "${live.record.channel}" at epoch ${epoch} was nacked (relay at ${target}); catching up to retry`,
     );
-    await this.#waitFor(live, () => ctx.engine.epoch(live.group) >= target, WAIT_MS, "catch-up");
+    await this.#waitFor(live, () => ctx.engine.epoch(live.group) >= target, WAIT_MS);
     return false;
   }
 
@@ -941,6 +1044,7 @@ export class SkytaleChannelManager {
     };
     await ctx.store.saveChannel(record);
     await this.#subscribe(ctx, await this.#live(ctx, record));
+    this.#emitMembership({ channel, change: "joined" });
   }
 
   /**
@@ -1049,6 +1153,7 @@ export class SkytaleChannelManager {
         { cause: e },
       );
     }
+    this.#emitMembership({ channel, change: "joined" });
   }
 
   /**
@@ -1193,35 +1298,344 @@ export class SkytaleChannelManager {
   }
 
   /**
-   * Returns every message received since the last call, waiting up to
-   * `timeout` seconds when there is none yet.
+   * Returns the messages received since they were last handed out, waiting up
+   * to `timeout` seconds when there is none yet; it returns as soon as the
+   * first one arrives. What it returns is consumed: journaled as delivered
+   * before it is returned, and never handed out again, also after a crash.
+   * `peek` and `afterSeq` read without consuming.
+   *
+   * Consumers of one channel (`receive()`, {@linkcode messages} iterators and
+   * `"message"` listeners) share one buffer: each message is handed to
+   * whichever takes it first, once.
+   *
+   * @example
+   * ```ts ignore
+   * const ac = new AbortController();
+   * const [first] = await manager.receive("acme/research/results", { timeout: 30, signal: ac.signal, max: 1 });
+   * ```
    *
    * @param channel The channel.
-   * @param options `timeout` in seconds (default 5, at most 300).
+   * @param options `timeout` in seconds (default 5, at most 300), `signal`,
+   *   `afterSeq`, `peek` and `max` (see {@linkcode ReceiveOptions}).
    * @returns The messages, oldest first.
+   * @throws {SkytaleError} `aborted` when `signal` fires while waiting.
    */
-  async receive(channel: string, options: { timeout?: number } = {}): Promise<Message[]> {
+  async receive(channel: string, options: ReceiveOptions = {}): Promise<Message[]> {
     const timeout = options.timeout ?? 5;
-    if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0 || timeout > 300) {
+    if (
+      typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0 ||
+      timeout > MAX_RECEIVE_SECONDS
+    ) {
       throw new ValidationError(
         "invalid_argument",
-        `Timeout must be a number of seconds from 0 to 300, got ${String(timeout)}`,
+        `Timeout must be a number of seconds from 0 to ${MAX_RECEIVE_SECONDS}, got ${
+          String(timeout)
+        }`,
+      );
+    }
+    const max = options.max ?? Infinity;
+    if (max !== Infinity && (!Number.isInteger(max) || max < 1)) {
+      throw new ValidationError("invalid_argument", `max must be a positive integer, got ${max}`);
+    }
+    const after = options.afterSeq;
+    if (after !== undefined && (!Number.isInteger(after) || after < 0)) {
+      throw new ValidationError(
+        "invalid_argument",
+        `afterSeq must be a sequence number (an integer from 0), got ${after}`,
       );
     }
     const { ctx, live } = await this.#get(channel);
-    await this.#waitFor(live, () => live.record.buffer.length > 0, timeout * 1000, "messages");
-    return await live.mutex.run(async () => {
-      const out: StoredMessage[] = live.record.buffer;
-      if (out.length === 0) return [];
-      // Exactly once: what is handed out is journaled (a few bytes, flushed) before it is.
-      const delivered = out[out.length - 1]!.seq;
-      await ctx.store.appendJournal(live.record.channel, { delivered }, { durable: true });
-      live.delivered = Math.max(live.delivered, delivered);
-      live.record.buffer = [];
-      live.dirty++;
-      await this.#snapshotLater(ctx, live, false);
-      return out.map((m) => ({ ...m, senderId: m.senderId ?? "" }));
+    const ms = timeout * 1000;
+    if (after !== undefined) {
+      await this.#waitFor(live, () => this.#since(live, after).length > 0, ms, options.signal);
+      return this.#since(live, after).slice(0, max).map(publicMessage);
+    }
+    if (options.peek) {
+      await this.#waitFor(live, () => live.record.buffer.length > 0, ms, options.signal);
+      return live.record.buffer.slice(0, max).map(publicMessage);
+    }
+    return (await this.#take(ctx, live, ms, options.signal, max)).map(publicMessage);
+  }
+
+  /**
+   * Waits (up to `ms`) for buffered messages and consumes up to `max` of them.
+   * Another consumer may take what woke this one: then it waits on.
+   */
+  async #take(
+    ctx: Ctx,
+    live: Live,
+    ms: number,
+    signal: AbortSignal | undefined,
+    max = Infinity,
+  ): Promise<StoredMessage[]> {
+    const end = Date.now() + ms;
+    for (;;) {
+      await this.#waitFor(
+        live,
+        () => live.record.buffer.length > 0,
+        Math.max(0, end - Date.now()),
+        signal,
+      );
+      const out = await live.mutex.run(async () => {
+        const taken = live.record.buffer.slice(0, max);
+        await this.#handOut(ctx, live, taken);
+        return taken;
+      });
+      if (out.length > 0 || Date.now() >= end) return out;
+    }
+  }
+
+  /**
+   * Hands buffered messages to the application (under the channel's mutex):
+   * journals, flushed, that they are delivered, then takes them off the buffer.
+   * Exactly once: after a crash, neither the buffer nor a replay brings them back.
+   */
+  async #handOut(ctx: Ctx, live: Live, taken: StoredMessage[]): Promise<void> {
+    if (taken.length === 0) return;
+    const seqs = new Set(taken.map((m) => m.seq));
+    const rest = live.record.buffer.filter((m) => !seqs.has(m.seq));
+    const delivered = Math.max(live.delivered, ...seqs);
+    // Messages left behind below the new mark (a filtered listener took later ones).
+    const held = rest.filter((m) => m.seq <= delivered).map((m) => m.seq);
+    await ctx.store.appendJournal(
+      live.record.channel,
+      held.length > 0 ? { delivered, held } : { delivered },
+      { durable: true },
+    );
+    live.delivered = delivered;
+    live.held = new Set(held);
+    live.record.buffer = rest;
+    live.dirty++;
+    await this.#snapshotLater(ctx, live, false);
+  }
+
+  /**
+   * Puts messages an iterator took but never yielded back at the front of the
+   * buffer, and writes the record at once (rare: a loop left mid-burst).
+   */
+  async #putBack(ctx: Ctx, live: Live, back: StoredMessage[]): Promise<void> {
+    await live.mutex.run(async () => {
+      const buf = [...back, ...live.record.buffer].sort((a, b) => a.seq - b.seq);
+      live.record.buffer = buf;
+      live.held = new Set(buf.filter((m) => m.seq <= live.delivered).map((m) => m.seq));
+      if (!this.#closed) await this.#save(ctx, live);
     });
+    this.#notify(live);
+  }
+
+  /** Messages after `seq` in the recent history and the buffer, oldest first. */
+  #since(live: Live, seq: number): StoredMessage[] {
+    const bySeq = new Map<number, StoredMessage>();
+    for (const m of live.recent) if (m.seq > seq) bySeq.set(m.seq, m);
+    for (const m of live.record.buffer) if (m.seq > seq) bySeq.set(m.seq, m);
+    return [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  /**
+   * The channel's recent messages (the last 100 that arrived while this
+   * manager ran, plus any still buffered from before), handed out or not.
+   * Consumes nothing and never waits.
+   *
+   * @param channel The channel.
+   * @param options `afterSeq`: only later messages; `max`: only the newest that many.
+   * @returns The messages, oldest first.
+   */
+  async history(
+    channel: string,
+    options: { afterSeq?: number; max?: number } = {},
+  ): Promise<Message[]> {
+    const { live } = await this.#get(channel);
+    const all = this.#since(live, options.afterSeq ?? 0);
+    return all.slice(Math.max(0, all.length - (options.max ?? RECENT))).map(publicMessage);
+  }
+
+  /**
+   * The channel's messages as an async iterator: each message is consumed
+   * (journaled as delivered) once, like `receive()` hands it out. It waits
+   * for messages without end, until `signal` fires or the manager closes, and
+   * then ends. Leaving the loop early (`break`) puts the messages of the
+   * current burst that were not yielded yet back into the buffer.
+   *
+   * @example
+   * ```ts ignore
+   * const ac = new AbortController();
+   * for await (const m of manager.messages("acme/research/results", { signal: ac.signal })) {
+   *   console.log(m.sender, m.text);
+   * }
+   * ```
+   *
+   * @param channel The channel.
+   * @param options `signal` ends the iteration.
+   * @returns An async iterator of messages, in sequence order.
+   */
+  async *messages(
+    channel: string,
+    options: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<Message, void, undefined> {
+    const { ctx, live } = await this.#get(channel);
+    const signal = options.signal;
+    let batch: StoredMessage[] = [];
+    try {
+      while (!signal?.aborted && !this.#closed) {
+        try {
+          batch = await this.#take(ctx, live, MAX_RECEIVE_SECONDS * 1000, signal);
+        } catch (e) {
+          if (e instanceof SkytaleError && (e.code === "aborted" || e.code === "closed")) return;
+          throw e;
+        }
+        while (batch.length > 0) yield publicMessage(batch.shift()!);
+      }
+    } finally {
+      if (batch.length > 0) await this.#putBack(ctx, live, batch);
+    }
+  }
+
+  /**
+   * Waits until one of `channels` has messages buffered (for `receive()`),
+   * up to `timeout` seconds; it returns as soon as one has.
+   *
+   * @param channels The channels to watch.
+   * @param options `timeout` in seconds (default 5, at most 300) and `signal`.
+   * @returns The channels with buffered messages (empty on timeout).
+   * @throws {SkytaleError} `aborted` when `signal` fires while waiting.
+   */
+  async wait(
+    channels: string[],
+    options: { timeout?: number; signal?: AbortSignal } = {},
+  ): Promise<string[]> {
+    const timeout = options.timeout ?? 5;
+    if (!Number.isFinite(timeout) || timeout < 0 || timeout > MAX_RECEIVE_SECONDS) {
+      throw new ValidationError(
+        "invalid_argument",
+        `Timeout must be a number of seconds from 0 to ${MAX_RECEIVE_SECONDS}, got ${timeout}`,
+      );
+    }
+    const lives = await Promise.all(channels.map(async (c) => (await this.#get(c)).live));
+    const ready = () =>
+      lives.filter((l) => l.record.buffer.length > 0).map((l) => l.record.channel);
+    await this.#waitFor(lives, () => ready().length > 0, timeout * 1000, options.signal);
+    return ready();
+  }
+
+  /**
+   * Listens for messages. `"message"`: each message of the channel (or of
+   * every channel) is taken off the buffer and handed to the listener,
+   * journaled as delivered like `receive()` does; all `"message"` listeners
+   * that accept a message get it in the same hand-out, once. `"arrival"`: told
+   * of each burst of new messages without consuming them. `"membership"`: told
+   * when this identity creates, joins or leaves a channel or is removed.
+   *
+   * @example
+   * ```ts ignore
+   * const off = manager.on("message", (m, channel) => console.log(channel, m.text));
+   * off();
+   * ```
+   *
+   * @param event `"message"`, `"arrival"` or `"membership"`.
+   * @param listener Called in sequence order, per channel.
+   * @param options For `"message"`: `channel` and `filter`.
+   * @returns A function that removes the listener.
+   */
+  on(
+    event: "message",
+    listener: (message: Message, channel: string) => void,
+    options?: MessageListenerOptions,
+  ): () => void;
+  /**
+   * Listens for bursts of new messages without consuming them.
+   *
+   * @param event `"arrival"`.
+   * @param listener Called once per burst with the channel and its new messages.
+   * @returns A function that removes the listener.
+   */
+  on(event: "arrival", listener: (channel: string, messages: Message[]) => void): () => void;
+  /**
+   * Listens for changes in this identity's list of channels.
+   *
+   * @param event `"membership"`.
+   * @param listener Called with the channel and the change.
+   * @returns A function that removes the listener.
+   */
+  on(event: "membership", listener: (change: MembershipChange) => void): () => void;
+  on(
+    event: "message" | "arrival" | "membership",
+    listener: (...args: never[]) => void,
+    options: MessageListenerOptions = {},
+  ): () => void {
+    if (event === "arrival") {
+      const fn = listener as (channel: string, messages: Message[]) => void;
+      this.#arrivals.add(fn);
+      return () => void this.#arrivals.delete(fn);
+    }
+    if (event === "membership") {
+      const fn = listener as (change: MembershipChange) => void;
+      this.#membership.add(fn);
+      return () => void this.#membership.delete(fn);
+    }
+    if (event !== "message") {
+      throw new ValidationError("invalid_argument", `Unknown event "${String(event)}"`);
+    }
+    if (options.channel !== undefined) parseChannelName(options.channel);
+    const l: _Listener = {
+      channel: options.channel,
+      filter: options.filter,
+      fn: listener as (m: Message, channel: string) => void,
+    };
+    this.#listeners.add(l);
+    // What is buffered already goes to it too.
+    const ctx = this.#ctx;
+    if (ctx) void ctx.then((c) => this.#drainAll(c), () => {});
+    return () => void this.#listeners.delete(l);
+  }
+
+  #drainAll(ctx: Ctx): void {
+    if (this.#listeners.size === 0) return;
+    for (const live of this.#channels.values()) {
+      void this.#drain(ctx, live).catch((e) =>
+        logLine(`skytale: handing out "${live.record.channel}" failed: ${message(e)}`)
+      );
+    }
+  }
+
+  /** Hands what the `"message"` listeners accept to them (see {@linkcode on}). */
+  async #drain(ctx: Ctx, live: Live): Promise<void> {
+    const channel = live.record.channel;
+    const ls = [...this.#listeners].filter((l) => l.channel === undefined || l.channel === channel);
+    if (ls.length === 0 || live.record.buffer.length === 0) return;
+    const accepts = (l: _Listener, m: Message) => {
+      try {
+        return !l.filter || l.filter(m, channel);
+      } catch {
+        return false;
+      }
+    };
+    const handed = await live.mutex.run(async () => {
+      if (this.#closed) return [];
+      const take = live.record.buffer.filter((m) => ls.some((l) => accepts(l, publicMessage(m))));
+      await this.#handOut(ctx, live, take);
+      return take;
+    });
+    for (const stored of handed) {
+      const m = publicMessage(stored);
+      for (const l of ls) {
+        if (!accepts(l, m)) continue;
+        try {
+          l.fn(m, channel);
+        } catch (e) {
+          logLine(`skytale: a "message" listener failed: ${message(e)}`);
+        }
+      }
+    }
+  }
+
+  #emitMembership(change: MembershipChange): void {
+    for (const fn of [...this.#membership]) {
+      try {
+        fn(change);
+      } catch (e) {
+        logLine(`skytale: a "membership" listener failed: ${message(e)}`);
+      }
+    }
   }
 
   /**
@@ -1307,6 +1721,7 @@ export class SkytaleChannelManager {
     // another commit is sequenced first, so propose again at the new epoch until
     // the removal is seen, or until LEAVE_WAIT_MS when nobody else is online.
     const deadline = Date.now() + LEAVE_WAIT_MS;
+    live.leaving = true;
     while (live.record.active && ctx.engine.members(live.group).length > 1) {
       const out = await live.mutex.run(async () => {
         const r = await ctx.engine.proposeLeave(live.group);
@@ -1326,7 +1741,6 @@ export class SkytaleChannelManager {
         live,
         () => !live.record.active || ctx.engine.epoch(live.group) > out.epoch,
         left,
-        "removal",
       );
       if (Date.now() >= deadline) break;
     }
@@ -1336,6 +1750,7 @@ export class SkytaleChannelManager {
       this.#channels.delete(channel);
       await ctx.store.deleteChannel(channel);
     });
+    this.#emitMembership({ channel, change: "left" });
   }
 
   /**
@@ -1715,6 +2130,15 @@ export function relayUrl(url: string): string {
     );
   }
   return u.href;
+}
+
+/** A stored message as the application sees it. */
+function publicMessage(m: StoredMessage): Message {
+  return { sender: m.sender, senderId: m.senderId ?? "", seq: m.seq, time: m.time, text: m.text };
+}
+
+function aborted(signal: AbortSignal): SkytaleError {
+  return new SkytaleError("aborted", "The wait was aborted", { cause: signal.reason });
 }
 
 async function sha256(data: Uint8Array): Promise<Uint8Array> {

@@ -12,9 +12,9 @@ import { env, exit, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts
 import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
 
-const USAGE =
-  `Usage: skytale mcp [--http HOST:PORT [--token TOKEN | --no-auth] [--allow-host NAME]...
-                    [--allow-origin ORIGIN]... [--max-sessions N] [--session-idle DUR]]
+const USAGE = `Usage: skytale mcp [--claude-channel [--claude-channel-allow NAME|DID,...]]
+       skytale mcp --http HOST:PORT [--token TOKEN | --no-auth] [--allow-host NAME]...
+                    [--allow-origin ORIGIN]... [--max-sessions N] [--session-idle DUR]
 
 Runs the Skytale MCP server: on stdio by default, or over Streamable HTTP at
 http://HOST:PORT/mcp with --http.
@@ -28,6 +28,12 @@ Origin is not exactly http://<such a name>:PORT, are refused (DNS-rebinding
 protection); --allow-host / --allow-origin add more (repeatable).
 --max-sessions N caps open sessions (default 256); --session-idle DUR closes a
 session after DUR without a request (default 30m; e.g. 90, 90s, 15m, 2h).
+
+--claude-channel (stdio only; or SKYTALE_CLAUDE_CHANNEL=1) pushes every message
+arriving on this agent's channels to Claude Code as a channel event
+(notifications/claude/channel), framed as untrusted content from another agent;
+--claude-channel-allow (or SKYTALE_CLAUDE_CHANNEL_ALLOW) pushes only messages of
+these members, by name or did:key, comma-separated.
 
 Environment: SKYTALE_IDENTITY (default mcp-agent), SKYTALE_RELAY (unset: the
 embedded local relay), SKYTALE_API_KEY, SKYTALE_API_URL, SKYTALE_DATA_DIR
@@ -54,6 +60,10 @@ export interface McpCommandOptions {
   maxSessions?: number;
   /** Seconds without a request after which an HTTP session is closed (`--session-idle`). */
   sessionIdleSeconds?: number;
+  /** Push messages as Claude Code channel events (`--claude-channel`), stdio only. */
+  claudeChannel?: boolean;
+  /** Senders (names or dids) whose messages are pushed (`--claude-channel-allow`). */
+  claudeChannelAllow?: string[];
   /** Whether `--help` was given. */
   help: boolean;
 }
@@ -97,6 +107,10 @@ function _count(name: string, v: string): number {
     );
   }
   return n;
+}
+
+function _list(v: string): string[] {
+  return v.split(",").map((x) => x.trim()).filter((x) => x !== "");
 }
 
 /**
@@ -143,6 +157,12 @@ export function parseMcpArgs(args: string[]): McpCommandOptions {
       case "--session-idle":
         out.sessionIdleSeconds = _duration(name, value());
         break;
+      case "--claude-channel":
+        out.claudeChannel = true;
+        break;
+      case "--claude-channel-allow":
+        out.claudeChannelAllow = _list(value());
+        break;
       case "-h":
       case "--help":
         out.help = true;
@@ -156,6 +176,12 @@ export function parseMcpArgs(args: string[]): McpCommandOptions {
   }
   const httpOnly = out.token !== undefined || out.noAuth || out.maxSessions !== undefined ||
     out.sessionIdleSeconds !== undefined;
+  if (out.claudeChannelAllow && !out.claudeChannel) out.claudeChannel = true;
+  if (out.claudeChannel && out.http) {
+    throw new UsageError(
+      `Option --claude-channel is for the stdio server (Claude Code), not --http\n${USAGE}`,
+    );
+  }
   if (httpOnly && !out.http) {
     throw new UsageError(
       `Options --token, --no-auth, --max-sessions and --session-idle need --http\n${USAGE}`,
@@ -249,7 +275,18 @@ export async function mcpCommand(args: string[]): Promise<number> {
     stopped = new Promise<void>(() => {});
   } else {
     const { serveStdio } = await import("../mcp/stdio.ts");
-    const stdio = await serveStdio(manager);
+    const allowEnv = env("SKYTALE_CLAUDE_CHANNEL_ALLOW");
+    const allow = opts.claudeChannelAllow ?? (allowEnv ? _list(allowEnv) : undefined);
+    const push = opts.claudeChannel || allow !== undefined ||
+      ["1", "true", "yes"].includes(env("SKYTALE_CLAUDE_CHANNEL") ?? "");
+    const stdio = await serveStdio(manager, push ? { claudeChannel: { allow } } : {});
+    if (push) {
+      logLine(
+        `skytale mcp: pushing messages as Claude Code channel events${
+          allow ? ` from ${allow.join(", ")} only` : ""
+        }`,
+      );
+    }
     logLine(`skytale mcp: identity "${manager.identity}", serving MCP on stdio`);
     stopServing = () => stdio.close();
     stopped = stdio.done;

@@ -56,8 +56,40 @@ export interface ChannelManagerLike {
   join(channel: string, welcomeHex: string): Promise<void>;
   /** Encrypts and sends a text. */
   send(channel: string, text: string): Promise<{ seq: number }>;
-  /** Messages buffered since the last call, waiting up to `timeout` seconds when none. */
-  receive(channel: string, options: { timeout?: number }): Promise<ReceivedMessage[]>;
+  /**
+   * Messages buffered since the last call, waiting up to `timeout` seconds when
+   * none; `afterSeq` and `peek` read without consuming, `max` caps the count.
+   */
+  receive(channel: string, options: ReceiveOptionsLike): Promise<ReceivedMessage[]>;
+  /** Waits until one of `channels` has messages buffered; resolves with those that have. */
+  wait(
+    channels: string[],
+    options: { timeout?: number; signal?: AbortSignal },
+  ): Promise<string[]>;
+  /** The channel's recent messages, handed out or not; consumes nothing. */
+  history(
+    channel: string,
+    options?: { afterSeq?: number; max?: number },
+  ): Promise<ReceivedMessage[]>;
+  /** Consuming listener: each accepted message is handed to it once. */
+  on(
+    event: "message",
+    listener: (message: ReceivedMessage, channel: string) => void,
+    options?: {
+      channel?: string | undefined;
+      filter?: ((message: ReceivedMessage, channel: string) => boolean) | undefined;
+    },
+  ): () => void;
+  /** Told of each burst of new messages, consuming nothing. */
+  on(
+    event: "arrival",
+    listener: (channel: string, messages: ReceivedMessage[]) => void,
+  ): () => void;
+  /** Told when this identity joins, leaves or is removed from a channel. */
+  on(
+    event: "membership",
+    listener: (change: { channel: string; change: "joined" | "left" | "removed" }) => void,
+  ): () => void;
   /** The channels of this identity. */
   channels(): Promise<ChannelListing[]>;
   /** The members of a channel. */
@@ -74,6 +106,20 @@ export interface ChannelManagerLike {
   invite(channel: string, options?: { ttl?: number; uses?: number }): Promise<string>;
   /** Joins a channel with an invite token. */
   joinWithToken(channel: string, token: string): Promise<void>;
+}
+
+/** The options {@linkcode ChannelManagerLike.receive} takes. */
+export interface ReceiveOptionsLike {
+  /** Seconds to wait for a first message when none is there. */
+  timeout?: number | undefined;
+  /** Gives the wait up. */
+  signal?: AbortSignal | undefined;
+  /** Read messages after this seq without consuming. */
+  afterSeq?: number | undefined;
+  /** Return what is buffered without consuming it. */
+  peek?: boolean | undefined;
+  /** The most messages to return. */
+  max?: number | undefined;
 }
 
 /** Options of {@linkcode registerSkytaleTools}. */
@@ -99,6 +145,7 @@ export const ToolNames = {
   removeMember: "skytale_remove_member",
   leave: "skytale_leave",
   whoami: "skytale_whoami",
+  wait: "skytale_wait",
 } as const;
 
 /** The name of one tool. */
@@ -109,6 +156,8 @@ export const MAX_RECEIVE_TIMEOUT = 50;
 
 const CHANNEL_PATTERN = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 const HEX_PATTERN = /^\s*[0-9a-fA-F]+\s*$/;
+/** How often a long wait tells a client that asked for progress how it goes. */
+const PROGRESS_MS = 1000;
 const CHANNEL_HINT = 'a name of the form "org/namespace/service", e.g. "acme/research/results"';
 
 const channelArg = z
@@ -158,8 +207,42 @@ const schemas = {
       })
       .default(5)
       .describe(
-        "Seconds to wait for a message when none is buffered (default 5, 0 = don't wait)",
+        "Seconds to wait for a message when none is buffered (default 5, 0 = don't wait); it returns as soon as one arrives",
       ),
+    after_seq: z
+      .number({ error: "after_seq must be a sequence number (an integer from 0)" })
+      .int({ error: "after_seq must be a sequence number (an integer from 0)" })
+      .min(0, { error: "after_seq must not be negative" })
+      .optional()
+      .describe(
+        "Read the recent messages after this seq instead of the new ones, without consuming anything (pass the last seq you saw)",
+      ),
+    peek: z
+      .boolean({ error: "peek must be true or false" })
+      .optional()
+      .describe("true: return the waiting messages but leave them for the next skytale_receive"),
+    max: z
+      .number({ error: "max must be a positive integer" })
+      .int({ error: "max must be a positive integer" })
+      .min(1, { error: "max must be at least 1" })
+      .max(1000, { error: "max must be at most 1000" })
+      .optional()
+      .describe("Return at most this many messages; the rest stay waiting"),
+  },
+  wait: {
+    channels: z
+      .array(channelArg, { error: "channels is required: pass a list of channel names" })
+      .min(1, { error: "channels is empty: pass at least one channel name" })
+      .max(100, { error: "channels has too many entries: pass at most 100" })
+      .describe('The channels to watch, each a name "org/namespace/service"'),
+    timeout: z
+      .number({ error: `timeout must be a number of seconds from 0 to ${MAX_RECEIVE_TIMEOUT}` })
+      .min(0, { error: "timeout must not be negative: pass 0 to return at once" })
+      .max(MAX_RECEIVE_TIMEOUT, {
+        error: `timeout must be at most ${MAX_RECEIVE_TIMEOUT} seconds: call again to keep waiting`,
+      })
+      .default(5)
+      .describe("Seconds to wait for news on any of them (default 5)"),
   },
   joinWithToken: {
     channel: channelArg,
@@ -209,6 +292,7 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   state_corrupt:
     "The stored state under SKYTALE_DATA_DIR is damaged; restore it from a backup or use a fresh data directory",
   closed: "The server is shutting down; restart it and call the tool again",
+  aborted: "The call was cancelled; call the tool again to keep waiting",
 };
 
 /**
@@ -261,6 +345,41 @@ function deadline<T>(work: Promise<T>, seconds: number, what: string): Promise<T
   return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
 
+/** The part of the SDK's request handler `extra` that long waits use. */
+interface _WaitExtra {
+  signal: AbortSignal;
+  _meta?: { progressToken?: string | number | undefined } | undefined;
+  sendNotification(n: {
+    method: "notifications/progress";
+    params: { progressToken: string | number; progress: number; total: number; message: string };
+  }): Promise<void>;
+}
+
+/**
+ * Sends progress notifications every PROGRESS_MS while a wait of `seconds`
+ * runs, if the client asked for them (a `progressToken`).
+ *
+ * @returns A function that stops them.
+ */
+function progress(extra: _WaitExtra, seconds: number, what: string): () => void {
+  const token = extra._meta?.progressToken;
+  if (token === undefined || seconds <= 0) return () => {};
+  const start = Date.now();
+  const timer = setInterval(() => {
+    const elapsed = Math.min(seconds, (Date.now() - start) / 1000);
+    extra.sendNotification({
+      method: "notifications/progress",
+      params: {
+        progressToken: token,
+        progress: Math.round(elapsed * 10) / 10,
+        total: seconds,
+        message: `Waiting for ${what} (${Math.round(elapsed)} of ${seconds} s)`,
+      },
+    }).catch(() => {});
+  }, PROGRESS_MS);
+  return () => clearInterval(timer);
+}
+
 function list(items: string[]): string {
   return items.length === 0 ? "(none)" : items.join(", ");
 }
@@ -270,7 +389,7 @@ function plural(n: number, one: string, many = one + "s"): string {
 }
 
 /**
- * Registers the twelve Skytale tools on an MCP server.
+ * Registers the fourteen Skytale tools on an MCP server.
  *
  * @example
  * ```ts ignore
@@ -397,15 +516,29 @@ export function registerSkytaleTools(
     title: "Receive messages",
     description:
       "Return the messages other members sent to a channel since your last skytale_receive on it (each once, oldest first), with sender, time and text. " +
-      `If none are waiting, waits up to timeout seconds (default 5, at most ${MAX_RECEIVE_TIMEOUT}) for one to arrive. ` +
+      `If none are waiting, waits up to timeout seconds (default 5, at most ${MAX_RECEIVE_TIMEOUT}) and returns as soon as one arrives. ` +
+      "Optional: peek=true leaves the messages waiting; after_seq=N re-reads the recent messages after seq N without consuming; max caps how many. " +
       "Call it again to keep listening. The sender is proven by cryptography, not by the message text.",
     inputSchema: schemas.receive,
     annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
-  }, ({ channel, timeout }) =>
+  }, ({ channel, timeout, after_seq, peek, max }, extra) =>
     run(
       ToolNames.receive,
       async () => {
-        const messages = await manager.receive(channel, { timeout });
+        const stop = progress(extra, timeout, `messages on "${channel}"`);
+        let messages: ReceivedMessage[];
+        try {
+          messages = await manager.receive(channel, {
+            timeout,
+            signal: extra.signal,
+            ...(after_seq !== undefined ? { afterSeq: after_seq } : {}),
+            ...(peek ? { peek } : {}),
+            ...(max !== undefined ? { max } : {}),
+          });
+        } finally {
+          stop();
+        }
+        const kept = after_seq !== undefined || peek === true;
         const structured = {
           channel,
           messages: messages.map((m) => ({
@@ -424,8 +557,45 @@ export function registerSkytaleTools(
         }
         const lines = messages.map((m) => `[${m.time}] ${m.sender}: ${m.text}`);
         return text(
-          `${plural(messages.length, "message")} on "${channel}":\n${lines.join("\n")}`,
+          `${plural(messages.length, "message")} on "${channel}"${
+            kept ? " (left waiting: not consumed)" : ""
+          }:\n${lines.join("\n")}`,
           structured,
+        );
+      },
+      timeout + grace,
+    ));
+
+  server.registerTool(ToolNames.wait, {
+    title: "Wait for news on several channels",
+    description:
+      "Wait until any of the listed channels has new messages, up to timeout seconds (default 5, " +
+      `at most ${MAX_RECEIVE_TIMEOUT}); returns as soon as one has, naming which. Consumes nothing: ` +
+      "then read them with skytale_receive on the named channel(s).",
+    inputSchema: schemas.wait,
+    annotations: { readOnlyHint: true, openWorldHint: true },
+  }, ({ channels, timeout }, extra) =>
+    run(
+      ToolNames.wait,
+      async () => {
+        const stop = progress(extra, timeout, "news");
+        let ready: string[];
+        try {
+          ready = await manager.wait(channels, { timeout, signal: extra.signal });
+        } finally {
+          stop();
+        }
+        if (ready.length === 0) {
+          return text(
+            `No news on ${
+              list(channels.map((c) => `"${c}"`))
+            } (waited ${timeout} s). Call skytale_wait again to keep waiting.`,
+            { channels: [] },
+          );
+        }
+        return text(
+          `News on ${list(ready.map((c) => `"${c}"`))}: read with skytale_receive(channel=...).`,
+          { channels: ready },
         );
       },
       timeout + grace,

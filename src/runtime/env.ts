@@ -52,6 +52,27 @@ export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
  */
 export function logLine(line: string): void {
   process.stderr.write(line.endsWith("\n") ? line : line + "\n");
+  for (const tap of logTaps) {
+    try {
+      tap(line);
+    } catch {
+      // a tap never breaks logging
+    }
+  }
+}
+
+const logTaps = new Set<(line: string) => void>();
+
+/**
+ * Also hands every {@linkcode logLine} to `tap` (the MCP server forwards them
+ * to clients as log notifications).
+ *
+ * @param tap Called with each line, after it went to stderr.
+ * @returns A function that removes the tap.
+ */
+export function onLogLine(tap: (line: string) => void): () => void {
+  logTaps.add(tap);
+  return () => void logTaps.delete(tap);
 }
 
 /**

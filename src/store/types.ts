@@ -59,8 +59,10 @@ export interface ChannelRecord {
   active: boolean;
   /** What the journal held when this record was written: generations reserved for sending. */
   reserved?: { epoch: number; gen: number } | undefined;
-  /** Chat messages up to this seq were handed out already. */
+  /** Chat messages up to this seq were handed out already… */
   delivered?: number | undefined;
+  /** …but for these, still in the buffer (a filtered consumer took messages after them). */
+  held?: number[] | undefined;
   /** Entries up to this seq were handed to tag handlers already. */
   tapped?: number | undefined;
   /** Member name → the did first seen for it in this channel (known-hosts style pinning). */
@@ -106,8 +108,13 @@ export interface KeyPackageRecord {
 export interface JournalEntry {
   /** Application generations below `gen` at `epoch` may have been used by this member's sends. */
   reserve?: { epoch: number; gen: number } | undefined;
-  /** Chat messages up to this seq were handed to the application (`receive()`). */
+  /** Chat messages up to this seq were handed to the application (`receive()`)… */
   delivered?: number | undefined;
+  /**
+   * …but for these seqs, still buffered (the last entry that carries `delivered`
+   * says which; none listed means none).
+   */
+  held?: number[] | undefined;
   /** Entries up to this seq were handed to tag handlers (the MCP transport). */
   tapped?: number | undefined;
 }

@@ -1,0 +1,142 @@
+/**
+ * Channels as MCP resources: `resources/list` names this agent's channels as
+ * `skytale://channel/{org}/{ns}/{svc}`; `resources/read` returns a channel's
+ * recent messages (the manager's in-memory history: nothing is consumed, so a
+ * later `skytale_receive` still returns them once); `resources/subscribe`
+ * gets one `notifications/resources/updated` per burst of new messages; and
+ * `notifications/resources/list_changed` follows joins, leaves and removals.
+ *
+ * @module
+ */
+import {
+  type McpServer,
+  ResourceTemplate,
+  SubscribeRequestSchema,
+  UnsubscribeRequestSchema,
+} from "./_sdk.ts";
+import type { ChannelManagerLike } from "./tools.ts";
+
+/** The URI scheme and prefix of a channel resource. */
+export const CHANNEL_URI_PREFIX = "skytale://channel/";
+
+/** How many recent messages `resources/read` returns. */
+const READ_MAX = 100;
+
+/**
+ * The resource URI of a channel.
+ *
+ * @param channel The channel name.
+ * @returns `skytale://channel/org/ns/svc`.
+ */
+export function channelUri(channel: string): string {
+  return CHANNEL_URI_PREFIX + channel;
+}
+
+/** Channel names of this agent (active ones) that start with `prefix` in part `index`. */
+async function suggest(
+  manager: ChannelManagerLike,
+  index: number,
+  value: string,
+  known: Record<string, string> | undefined,
+): Promise<string[]> {
+  const parts = (await manager.channels()).filter((c) => c.active !== false).map((c) =>
+    c.channel.split("/")
+  );
+  const keys = ["org", "ns", "svc"];
+  const out = new Set<string>();
+  for (const p of parts) {
+    // Parts already chosen narrow the suggestions for the next one.
+    if (keys.slice(0, index).some((k, i) => known?.[k] !== undefined && known[k] !== p[i])) {
+      continue;
+    }
+    if (p[index]!.startsWith(value)) out.add(p[index]!);
+  }
+  return [...out].sort();
+}
+
+/**
+ * Registers the channel resources on a server (before it connects).
+ *
+ * @param server The server.
+ * @param manager The channel manager.
+ * @returns A function that stops the notifications (call it when the server closes).
+ */
+export function registerChannelResources(
+  server: McpServer,
+  manager: ChannelManagerLike,
+): () => void {
+  const template = new ResourceTemplate(`${CHANNEL_URI_PREFIX}{org}/{ns}/{svc}`, {
+    list: async () => ({
+      resources: (await manager.channels()).filter((c) => c.active !== false).map((c) => ({
+        uri: channelUri(c.channel),
+        name: c.channel,
+        title: `Channel ${c.channel}`,
+        description: `End-to-end encrypted channel "${c.channel}" (epoch ${c.epoch}; members: ${
+          c.members.join(", ")
+        }). Reading it shows its recent messages without consuming them.`,
+        mimeType: "application/json",
+        _meta: { members: c.members, epoch: c.epoch },
+      })),
+    }),
+    complete: {
+      org: (v, ctx) => suggest(manager, 0, v, ctx?.arguments),
+      ns: (v, ctx) => suggest(manager, 1, v, ctx?.arguments),
+      svc: (v, ctx) => suggest(manager, 2, v, ctx?.arguments),
+    },
+  });
+  server.registerResource("channel", template, {
+    title: "A Skytale channel",
+    description:
+      "An end-to-end encrypted channel of this agent, by name: skytale://channel/{org}/{namespace}/{service}. " +
+      "Reading returns its recent messages (sender, sender_id, seq, time, text) without consuming them.",
+    mimeType: "application/json",
+  }, async (uri, vars) => {
+    const channel = `${vars.org}/${vars.ns}/${vars.svc}`;
+    const messages = await manager.history(channel, { max: READ_MAX });
+    const members = await manager.members(channel);
+    return {
+      contents: [{
+        uri: uri.href,
+        mimeType: "application/json",
+        text: JSON.stringify({
+          channel,
+          members,
+          messages: messages.map((m) => ({
+            sender: m.sender,
+            sender_id: m.senderId,
+            seq: m.seq,
+            time: m.time,
+            text: m.text,
+          })),
+        }),
+      }],
+    };
+  });
+
+  const subscribed = new Set<string>();
+  server.server.registerCapabilities({ resources: { subscribe: true, listChanged: true } });
+  server.server.setRequestHandler(SubscribeRequestSchema, async (req) => {
+    subscribed.add(req.params.uri);
+    await manager.channels(); // the manager connects on its first call: updates flow from now on
+    return {};
+  });
+  server.server.setRequestHandler(UnsubscribeRequestSchema, (req) => {
+    subscribed.delete(req.params.uri);
+    return {};
+  });
+  const offArrival = manager.on("arrival", (channel) => {
+    const uri = channelUri(channel);
+    if (!subscribed.has(uri) || !server.isConnected()) return;
+    server.server.sendResourceUpdated({ uri }).catch(() => {});
+  });
+  const offMembership = manager.on("membership", (change) => {
+    if (!server.isConnected()) return;
+    server.sendResourceListChanged();
+    // A channel this agent left or was removed from has no resource any more.
+    if (change.change !== "joined") subscribed.delete(channelUri(change.channel));
+  });
+  return () => {
+    offArrival();
+    offMembership();
+  };
+}
