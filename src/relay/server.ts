@@ -30,6 +30,7 @@ import { parseChannelName } from "../validate.ts";
 import { ownsMailbox } from "./mailbox.ts";
 import { normalizeOrigin, requestGate } from "./_doors.ts";
 import {
+  type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
   type LogEntry,
   type MailboxLease,
@@ -249,6 +250,8 @@ interface _Conn {
   errors: number;
   lastSeen: number;
   chain: Promise<void>;
+  /** Publishes handed to the log whose answers are not sent yet (see `sequencesOnCall`). */
+  acks: Promise<void>;
   closed: boolean;
   expiry: ReturnType<typeof setTimeout> | undefined;
   /** Closes the connection if no hello succeeded in time; cleared by the first that does. */
@@ -475,6 +478,7 @@ export class RelayServer {
       errors: 0,
       lastSeen: now,
       chain: CLOSED,
+      acks: CLOSED,
       closed: false,
       expiry: undefined,
       helloTimer: undefined,
@@ -516,7 +520,7 @@ export class RelayServer {
     this.#idleTimer = undefined;
     for (const h of this.#held.values()) clearTimeout(h.timer);
     this.#held.clear();
-    const chains = [...this.#conns].map((c) => c.chain);
+    const chains = [...this.#conns].flatMap((c) => [c.chain, c.acks]);
     for (const c of [...this.#conns]) {
       c.ws.close(1001, "relay closing");
       this.#onClose(c);
@@ -631,23 +635,26 @@ export class RelayServer {
       });
       return;
     }
-    c.chain = c.chain.then(() => this.#handle(c, frame)).catch((e) => {
-      const reqId = "reqId" in frame ? frame.reqId : 0;
-      if (e instanceof SkytaleError) {
-        this.#error(c, reqId, e.code, e.message);
-      } else if (_storageFull(e)) {
-        this.#logger("error", "storage refused a write", { frame: frame.type, error: String(e) });
-        this.#error(
-          c,
-          reqId,
-          "relay_unavailable",
-          `The relay cannot store "${frame.type}": its disk is full or read-only; nothing was stored`,
-        );
-      } else {
-        this.#logger("error", "internal error", { frame: frame.type, error: String(e) });
-        this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
-      }
-    });
+    c.chain = c.chain.then(() => this.#handle(c, frame)).catch((e) => this.#failed(c, frame, e));
+  }
+
+  /** Answers a frame whose handling threw. */
+  #failed(c: _Conn, frame: Frame, e: unknown): void {
+    const reqId = "reqId" in frame ? frame.reqId : 0;
+    if (e instanceof SkytaleError) {
+      this.#error(c, reqId, e.code, e.message);
+    } else if (_storageFull(e)) {
+      this.#logger("error", "storage refused a write", { frame: frame.type, error: String(e) });
+      this.#error(
+        c,
+        reqId,
+        "relay_unavailable",
+        `The relay cannot store "${frame.type}": its disk is full or read-only; nothing was stored`,
+      );
+    } else {
+      this.#logger("error", "internal error", { frame: frame.type, error: String(e) });
+      this.#error(c, reqId, "relay_error", `The relay failed to handle "${frame.type}"`);
+    }
   }
 
   /**
@@ -1169,9 +1176,30 @@ export class RelayServer {
         payload: f.payload,
         time,
       });
-    const r = f.kind === "commit"
-      ? await this.#gate.commit(f.channel, f.epoch, f.payload, append)
-      : await append();
+    if (f.kind === "commit") {
+      // Commits pass the gate one at a time and the connection waits for each.
+      const r = await this.#gate.commit(f.channel, f.epoch, f.payload, append);
+      return this.#published(c, f, time, t0, r);
+    }
+    const appended = append();
+    if (!this.#log.sequencesOnCall) return this.#published(c, f, time, t0, await appended);
+    // The log has fixed the entry's place: the connection's next frame may start now, and
+    // many of its publishes share one write. Appends settle in call order, so acks keep it.
+    const done = appended.then(
+      (r) => this.#published(c, f, time, t0, r),
+      (e) => this.#failed(c, f, e),
+    );
+    c.acks = c.acks.then(() => done);
+  }
+
+  /** Answers a publish once the log (or the commit gate) has settled it, and fans it out. */
+  #published(
+    c: _Conn,
+    f: FrameOf<"publish">,
+    time: number,
+    t0: number,
+    r: AppendResult | Refusal,
+  ): void {
     this.#observeAppend((performance.now() - t0) / 1000);
     if (r instanceof Refusal) {
       this.#metrics.nacked++;

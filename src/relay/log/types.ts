@@ -126,6 +126,16 @@ export interface Retention {
 /** A relay's storage. Implementations serialise their own writes. */
 export interface RelayLog {
   /**
+   * Whether `append` fixes an entry's place among a channel's entries when it
+   * is called, not when it settles: appends called one after another (without
+   * waiting) are sequenced in call order. The relay then starts a
+   * connection's next frame as soon as a publish is handed to the log, and
+   * acks in order as the appends settle, so one connection can have many
+   * publishes in one write. Optional: unset, the relay waits for each publish
+   * of a connection to settle before the next.
+   */
+  readonly sequencesOnCall?: boolean;
+  /**
    * Creates a channel at epoch 0 with no entries.
    *
    * @param channel The channel name.
