@@ -7,8 +7,8 @@
  * @module
  */
 import { RelayError, SkytaleError, StateError, ValidationError } from "../errors.ts";
-import { MlsEngine } from "../mls/engine.ts";
-import { type BoxPrivateKey, identityBoxKey, openBox } from "../seal.ts";
+import type { MlsEngine } from "../mls/engine.ts";
+import type { BoxPrivateKey } from "../seal.ts";
 import {
   decodeIdentityKey,
   encodeIdentityKey,
@@ -19,10 +19,9 @@ import {
 } from "../identity.ts";
 import { PROVE_CONTEXT } from "../relay/protocol.ts";
 import type { Group } from "../mls/engine.ts";
-import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
-import { failoverConnector, RelayClient } from "../relay/client.ts";
+import type { ApiKeyTokens } from "../relay/auth.ts";
+import type { RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
-import { localRelay } from "../relay/local.ts";
 import { newMailbox } from "../relay/mailbox.ts";
 import { env, logLine, skytaleHome } from "../runtime/env.ts";
 import { ensureDir, joinPath } from "../runtime/fs.ts";
@@ -257,6 +256,14 @@ export class SkytaleChannelManager {
   }
 
   async #init(): Promise<Ctx> {
+    // The MLS engine and the relay client are loaded on first use, not with this module: an MCP
+    // server answers `initialize` and `tools/list` without them (docs/DECISIONS.md, "Cold start").
+    const endpoint = this.endpoint;
+    const [{ MlsEngine }, { failoverConnector, RelayClient }, local] = await Promise.all([
+      import("../mls/engine.ts"),
+      import("../relay/client.ts"),
+      endpoint === undefined ? import("../relay/local.ts") : undefined,
+    ]);
     const engine = await MlsEngine.create(this.#opts.suite);
     if (!this.#opts.store) await ensureDir(this.#dataDir);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
@@ -264,21 +271,25 @@ export class SkytaleChannelManager {
     let relay: RelayClient | undefined;
     try {
       const key = await this.#identityKey(engine, store);
-      const endpoint = this.endpoint;
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
       const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
       const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
       const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
       // The embedded local relay needs no API key: its connections prove the user's local.key.
-      const tokens = apiKey !== undefined && urls !== undefined
-        ? new ApiKeyTokens({
+      let tokens: ApiKeyTokens | undefined;
+      if (apiKey !== undefined && urls !== undefined) {
+        const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth.ts");
+        tokens = new ApiKeyTokens({
           apiKey,
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
-        })
-        : undefined;
+        });
+      }
       relay = new RelayClient({
         ...(urls === undefined
-          ? localRelay({ port: this.localPort, home: skytaleHome() })
+          ? (local ?? await import("../relay/local.ts")).localRelay({
+            port: this.localPort,
+            home: skytaleHome(),
+          })
           : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
@@ -382,6 +393,7 @@ export class SkytaleChannelManager {
    */
   async openSealed(box: Uint8Array, info: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
     const ctx = await this.#context();
+    const { identityBoxKey, openBox } = await import("../seal.ts");
     this.#boxKey ??= identityBoxKey(ctx.key);
     return await openBox(await this.#boxKey, box, info, aad);
   }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { McpServer } from "./_sdk.ts";
+import { McpServer } from "./_sdk_server.ts";
 import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
 
 /** The name the server reports in `initialize`. */
