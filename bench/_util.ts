@@ -209,11 +209,13 @@ export interface RelayProcess {
  * Starts `mod.ts relay` on an ephemeral port with its log in a temp directory.
  *
  * @param store `sqlite` (the default of `skytale relay`) or `memory`.
+ * @param env Extra environment variables of the relay process.
  * @returns The running relay.
  */
-export async function startRelayProcess(store: "sqlite" | "memory" = "sqlite"): Promise<
-  RelayProcess
-> {
+export async function startRelayProcess(
+  store: "sqlite" | "memory" = "sqlite",
+  env: Record<string, string> = {},
+): Promise<RelayProcess> {
   const dir = await tempDir("skytale-bench-relay-");
   const child = spawnChild("mod.ts", [
     "relay",
@@ -225,7 +227,7 @@ export async function startRelayProcess(store: "sqlite" | "memory" = "sqlite"): 
     dir,
     "--store",
     store,
-  ]);
+  ], env);
   const m = await child.waitFor(/listening on (ws:\/\/127\.0\.0\.1:\d+)/);
   return {
     url: m[1]!,

@@ -29,6 +29,7 @@ import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
+import { probes, Stages } from "../_probe.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { decodeEnvelope, encodeEnvelope, fromUtf8, Tags, utf8 } from "./envelope.ts";
 
@@ -586,6 +587,9 @@ export class SkytaleChannelManager {
    */
   async #onEntries(ctx: Ctx, live: Live, es: LogEntry[]): Promise<void> {
     const handOut: (() => void)[] = [];
+    // Benchmarks only (src/_probe.ts): other members' entries, not this member's read back.
+    const probed = probes.sink ? es.filter((e) => !live.ownIds.has(e.id.toHex())) : undefined;
+    if (probed) { for (const e of probed) probes.sink?.(Stages.arrived, e.id); }
     await live.mutex.run(async () => {
       let advanced = false;
       const epoch = ctx.engine.epoch(live.group);
@@ -617,6 +621,7 @@ export class SkytaleChannelManager {
       await this.#snapshotLater(ctx, live, changed);
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
+    if (probed) { for (const e of probed) probes.sink?.(Stages.buffered, e.id); }
     for (const f of handOut) f();
     this.#notify(live);
   }
@@ -652,6 +657,7 @@ export class SkytaleChannelManager {
     let r: Awaited<ReturnType<MlsEngine["process"]>>;
     try {
       r = await ctx.engine.process(live.group, e.payload, e.kind);
+      probes.sink?.(Stages.decrypted, e.id);
     } catch (err) {
       // Ours from before a restart (its id carries our tag, and MLS cannot decrypt it for
       // its sender): nothing to do. Another member copying the tag only loses its message.
@@ -1010,6 +1016,7 @@ export class SkytaleChannelManager {
     }
     const out = await this.#seal(ctx, live, encodeEnvelope(tag, data));
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
+    probes.sink?.(Stages.acked, out.id);
     if (!res.ok) {
       throw new RelayError("relay_error", `Relay refused a message to "${channel}": ${res.code}`);
     }
@@ -1052,6 +1059,7 @@ export class SkytaleChannelManager {
         try {
           this.#assertActive(live);
           await this.#reserve(ctx, live, items.length);
+          const reservedAt = probes.sink ? performance.now() : 0;
           for (const item of items) {
             try {
               const r = await ctx.engine.encrypt(live.group, item.plaintext);
@@ -1060,6 +1068,8 @@ export class SkytaleChannelManager {
               id.set(live.ownTag);
               crypto.getRandomValues(id.subarray(8));
               this.#remember(live, id);
+              probes.sink?.(Stages.reserved, id, reservedAt);
+              probes.sink?.(Stages.encrypted, id);
               sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
             } catch (e) {
               item.reject(e);
