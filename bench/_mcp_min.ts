@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { McpServer, StdioServerTransport } from "../src/mcp/_sdk.ts";
+import { McpServer, StdioServerTransport } from "../src/mcp/_sdk_server.ts";
 import { processStdio } from "../src/runtime/stdio.ts";
 
 const server = new McpServer({ name: "bench-min", version: "0.0.0" });

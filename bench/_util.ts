@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fsp from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import process from "node:process";
@@ -209,11 +210,13 @@ export interface RelayProcess {
  * Starts `mod.ts relay` on an ephemeral port with its log in a temp directory.
  *
  * @param store `sqlite` (the default of `skytale relay`) or `memory`.
+ * @param env Extra environment variables of the relay process.
  * @returns The running relay.
  */
-export async function startRelayProcess(store: "sqlite" | "memory" = "sqlite"): Promise<
-  RelayProcess
-> {
+export async function startRelayProcess(
+  store: "sqlite" | "memory" = "sqlite",
+  env: Record<string, string> = {},
+): Promise<RelayProcess> {
   const dir = await tempDir("skytale-bench-relay-");
   const child = spawnChild("mod.ts", [
     "relay",
@@ -225,7 +228,7 @@ export async function startRelayProcess(store: "sqlite" | "memory" = "sqlite"): 
     dir,
     "--store",
     store,
-  ]);
+  ], env);
   const m = await child.waitFor(/listening on (ws:\/\/127\.0\.0\.1:\d+)/);
   return {
     url: m[1]!,
@@ -314,4 +317,20 @@ export function percentile(xs: number[], p: number): number {
  */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * A loopback port nothing listens on right now (bound, then closed).
+ *
+ * @returns The port.
+ */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -10,6 +10,13 @@
  *    process, one message at a time; baseline: a bare WebSocket echo round trip
  *    through the same server framework (`src/runtime/serve.ts`,
  *    `bench/_ws_server.ts`). Targets p50 ≤ 1 ms, p99 ≤ 5 ms.
+ * 4. Latency budget: for the same latency samples, when each message reached
+ *    each stage (see `src/_probe.ts`), as time since `send()` was called and
+ *    as the step from the stage before, median and p99. Sender and receiver
+ *    stages are stamped in this process, relay stages in the relay process
+ *    (`SKYTALE_BENCH_PROBES`), all on the wall clock with sub-ms resolution:
+ *    same machine, so cross-process steps are good to ~0.1 ms. `acked` is off
+ *    the path to `receive()`; its step is from `relay stored`.
  *
  * Both managers keep their state in files (the default `FileStore`), so every
  * figure includes the fsync'd state writes.
@@ -32,6 +39,14 @@ import {
   tempDir,
 } from "./_util.ts";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
+import {
+  type ProbeRecording,
+  type ProbeStamp,
+  recordProbes,
+  type Stage,
+  Stages,
+} from "../src/_probe.ts";
+import { readFileIfExists } from "../src/runtime/fs.ts";
 
 const TEXT = "x".repeat(1024);
 const WINDOW = 64;
@@ -58,8 +73,10 @@ async function sendMany(m: SkytaleChannelManager, channel: string, n: number): P
  * @returns When reported.
  */
 export async function run(h: Harness): Promise<void> {
-  const relay = await startRelayProcess();
   const dir = await tempDir();
+  const probeFile = `${dir}/relay-probes.json`;
+  const relay = await startRelayProcess("sqlite", { SKYTALE_BENCH_PROBES: probeFile });
+  const budget: _Sample[] = [];
   const echo = await startBareServer("echo");
   const peer = spawnChild("bench/_e2e_peer.ts", [relay.url, `${dir}/peer`]);
   const sender = new SkytaleChannelManager({
@@ -132,14 +149,25 @@ export async function run(h: Harness): Promise<void> {
         ws.onmessage = () => resolve(performance.now() - t0);
         ws.send(payload);
       });
+    const probing: { on?: ProbeRecording } = {};
     const e2eOnce = async () => {
+      const first = probing.on?.stamps.length ?? 0;
       const t0 = performance.now();
       const got = local.receive(lch, { timeout: 10 }).then((m) => {
         if (m.length !== 1) throw new Error(`Expected 1 message, got ${m.length}`);
         return performance.now() - t0;
       });
       await sender.send(lch, TEXT);
-      return await got;
+      const ms = await got;
+      if (probing.on) {
+        const stamps = probing.on.stamps.slice(first);
+        const id = stamps.find((s) => s[0] === Stages.encrypted)?.[1];
+        const at: Partial<Record<Stage | "handed out", number>> = {};
+        for (const [stage, sid, wall] of stamps) if (sid === id) at[stage] ??= wall;
+        const wall0 = performance.timeOrigin + t0;
+        if (id !== undefined) budget.push({ id, wall0, at: { ...at, "handed out": wall0 + ms } });
+      }
+      return ms;
     };
     for (let i = 0; i < 30; i++) {
       await e2eOnce();
@@ -148,10 +176,13 @@ export async function run(h: Harness): Promise<void> {
     const samples = h.quick ? 100 : 1000;
     const e2e: number[] = [];
     const bare: number[] = [];
+    // The probe points cost a stamp each when on; the budget below says what they cost.
+    const recording = probing.on = recordProbes();
     for (let i = 0; i < samples; i++) {
       e2e.push(await e2eOnce());
       bare.push(await echoOnce());
     }
+    recording.stop();
     ws.close();
     for (const p of [50, 99]) {
       h.report({
@@ -175,7 +206,88 @@ export async function run(h: Harness): Promise<void> {
     await local.close();
     await echo.child.stop();
     await relay.stop();
+    reportBudget(h, budget, await readFileIfExists(probeFile));
     await removeDir(dir);
+  }
+}
+
+interface _Sample {
+  id: string;
+  /** Wall-clock ms when `send()` was called. */
+  wall0: number;
+  /** Wall-clock ms when the message reached each stage. */
+  at: Partial<Record<Stage | "handed out", number>>;
+}
+
+/** The path from `send()` to `receive()`, in order; `acked` is a side branch from `relay stored`. */
+const PATH: (Stage | "handed out")[] = [
+  Stages.reserved,
+  Stages.encrypted,
+  Stages.relayReceived,
+  Stages.relayStored,
+  Stages.relayFannedOut,
+  Stages.arrived,
+  Stages.decrypted,
+  Stages.buffered,
+  "handed out",
+];
+
+/**
+ * Reports the latency budget: per stage, the time since `send()` and the step
+ * from the stage before, median and p99, over the latency samples.
+ */
+function reportBudget(h: Harness, samples: _Sample[], relayFile: Uint8Array | undefined): void {
+  if (samples.length === 0) return;
+  const relay = new Map<string, Partial<Record<Stage, number>>>();
+  if (relayFile) {
+    for (
+      const [stage, id, wall] of JSON.parse(new TextDecoder().decode(relayFile)) as ProbeStamp[]
+    ) {
+      const m = relay.get(id) ?? {};
+      m[stage] ??= wall;
+      relay.set(id, m);
+    }
+  } else h.log("  (no relay probe file: relay stages left out)");
+  for (const s of samples) Object.assign(s.at, relay.get(s.id) ?? {});
+  const stages = [...PATH, Stages.acked].filter((st) =>
+    samples.some((s) => s.at[st] !== undefined)
+  );
+  const rows: string[][] = [["stage", "since send() p50", "p99", "step p50", "p99"]];
+  for (const stage of stages) {
+    const prev = stage === Stages.acked
+      ? Stages.relayStored
+      : stages.slice(0, stages.indexOf(stage)).filter((st) => st !== Stages.acked).at(-1);
+    const since: number[] = [];
+    const step: number[] = [];
+    for (const s of samples) {
+      const t = s.at[stage];
+      if (t === undefined) continue;
+      since.push(t - s.wall0);
+      const p = prev === undefined ? s.wall0 : s.at[prev];
+      if (p !== undefined) step.push(t - p);
+    }
+    const [p50, p99, s50, s99] = [
+      percentile(since, 50),
+      percentile(since, 99),
+      percentile(step, 50),
+      percentile(step, 99),
+    ];
+    rows.push([stage, p50, p99, s50, s99].map((x) => typeof x === "string" ? x : x.toFixed(3)));
+    h.report({
+      name: `budget: ${stage}`,
+      value: s50,
+      unit: "ms",
+      better: Better.lower,
+      note: `step from ${prev ?? "send()"}, median of ${step.length}; p99 ${s99.toFixed(3)} ms; ` +
+        `${p50.toFixed(3)} ms (p99 ${p99.toFixed(3)}) after send()`,
+    });
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  h.log(`  latency budget (ms, ${samples.length} messages one at a time):`);
+  for (const r of rows) {
+    h.log(
+      "    " + r.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join("  "),
+    );
   }
 }
 

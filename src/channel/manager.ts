@@ -7,8 +7,8 @@
  * @module
  */
 import { RelayError, SkytaleError, StateError, ValidationError } from "../errors.ts";
-import { MlsEngine } from "../mls/engine.ts";
-import { type BoxPrivateKey, identityBoxKey, openBox } from "../seal.ts";
+import type { MlsEngine } from "../mls/engine.ts";
+import type { BoxPrivateKey } from "../seal.ts";
 import {
   decodeIdentityKey,
   encodeIdentityKey,
@@ -19,10 +19,9 @@ import {
 } from "../identity.ts";
 import { PROVE_CONTEXT } from "../relay/protocol.ts";
 import type { Group } from "../mls/engine.ts";
-import { ApiKeyTokens, tokenApiUrl } from "../relay/auth.ts";
-import { failoverConnector, RelayClient } from "../relay/client.ts";
+import type { ApiKeyTokens } from "../relay/auth.ts";
+import type { RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
-import { localRelay } from "../relay/local.ts";
 import { newMailbox } from "../relay/mailbox.ts";
 import { env, logLine, skytaleHome } from "../runtime/env.ts";
 import { ensureDir, joinPath } from "../runtime/fs.ts";
@@ -30,6 +29,7 @@ import { FileStore } from "../store/file.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
+import { probes, Stages } from "../_probe.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { fromUtf8, openTagged, tagData, Tags, utf8 } from "./envelope.ts";
 
@@ -371,6 +371,14 @@ export class SkytaleChannelManager {
   }
 
   async #init(): Promise<Ctx> {
+    // The MLS engine and the relay client are loaded on first use, not with this module: an MCP
+    // server answers `initialize` and `tools/list` without them (docs/DECISIONS.md, "Cold start").
+    const endpoint = this.endpoint;
+    const [{ MlsEngine }, { failoverConnector, RelayClient }, local] = await Promise.all([
+      import("../mls/engine.ts"),
+      import("../relay/client.ts"),
+      endpoint === undefined ? import("../relay/local.ts") : undefined,
+    ]);
     const engine = await MlsEngine.create(this.#opts.suite);
     if (!this.#opts.store) await ensureDir(this.#dataDir);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
@@ -378,21 +386,25 @@ export class SkytaleChannelManager {
     let relay: RelayClient | undefined;
     try {
       const key = await this.#identityKey(engine, store);
-      const endpoint = this.endpoint;
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
       const urls = endpoint?.split(",").map((u) => relayUrl(u.trim()));
       const apiKey = this.#opts.apiKey ?? env("SKYTALE_API_KEY");
       const apiUrl = this.#opts.apiUrl ?? env("SKYTALE_API_URL");
       // The embedded local relay needs no API key: its connections prove the user's local.key.
-      const tokens = apiKey !== undefined && urls !== undefined
-        ? new ApiKeyTokens({
+      let tokens: ApiKeyTokens | undefined;
+      if (apiKey !== undefined && urls !== undefined) {
+        const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth.ts");
+        tokens = new ApiKeyTokens({
           apiKey,
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
-        })
-        : undefined;
+        });
+      }
       relay = new RelayClient({
         ...(urls === undefined
-          ? localRelay({ port: this.localPort, home: skytaleHome() })
+          ? (local ?? await import("../relay/local.ts")).localRelay({
+            port: this.localPort,
+            home: skytaleHome(),
+          })
           : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
@@ -498,6 +510,7 @@ export class SkytaleChannelManager {
    */
   async openSealed(box: Uint8Array, info: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
     const ctx = await this.#context();
+    const { identityBoxKey, openBox } = await import("../seal.ts");
     this.#boxKey ??= identityBoxKey(ctx.key);
     return await openBox(await this.#boxKey, box, info, aad);
   }
@@ -746,6 +759,9 @@ export class SkytaleChannelManager {
     const handOut: (() => void)[] = [];
     let fresh: StoredMessage[] = [];
     const wasActive = live.record.active;
+    // Benchmarks only (src/_probe.ts): other members' entries, not this member's read back.
+    const probed = probes.sink ? es.filter((e) => !live.ownIds.has(e.id.toHex())) : undefined;
+    if (probed) { for (const e of probed) probes.sink?.(Stages.arrived, e.id); }
     await live.mutex.run(async () => {
       let advanced = false;
       const buffered = live.record.buffer.length;
@@ -783,6 +799,7 @@ export class SkytaleChannelManager {
       await this.#snapshotLater(ctx, live, changed);
       if (!live.record.active) await ctx.relay.unsubscribe(live.record.channel).catch(() => {});
     });
+    if (probed) { for (const e of probed) probes.sink?.(Stages.buffered, e.id); }
     for (const f of handOut) f();
     if (fresh.length > 0) {
       const ms = fresh.map(publicMessage);
@@ -832,6 +849,7 @@ export class SkytaleChannelManager {
     let r: Awaited<ReturnType<MlsEngine["process"]>>;
     try {
       r = await ctx.engine.process(live.group, e.payload, e.kind);
+      probes.sink?.(Stages.decrypted, e.id);
     } catch (err) {
       // Ours from before a restart (its id carries our tag, and MLS cannot decrypt it for
       // its sender): nothing to do. Another member copying the tag only loses its message.
@@ -1197,6 +1215,7 @@ export class SkytaleChannelManager {
     }
     const out = await this.#seal(ctx, live, data, tagData(tag));
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
+    probes.sink?.(Stages.acked, out.id);
     if (!res.ok) {
       throw new RelayError("relay_error", `Relay refused a message to "${channel}": ${res.code}`);
     }
@@ -1241,6 +1260,7 @@ export class SkytaleChannelManager {
         try {
           this.#assertActive(live);
           await this.#reserve(ctx, live, items.length);
+          const reservedAt = probes.sink ? performance.now() : 0;
           for (const item of items) {
             try {
               const r = await ctx.engine.encrypt(live.group, item.plaintext, {
@@ -1252,6 +1272,8 @@ export class SkytaleChannelManager {
               id.set(live.ownTag);
               crypto.getRandomValues(id.subarray(8));
               this.#remember(live, id);
+              probes.sink?.(Stages.reserved, id, reservedAt);
+              probes.sink?.(Stages.encrypted, id);
               sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
             } catch (e) {
               item.reject(e);

@@ -23,7 +23,7 @@ import { UsageError } from "../errors.ts";
 import { didPublicKey } from "../identity.ts";
 import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
-import { StdioServerTransport } from "../mcp/_sdk.ts";
+import { StdioServerTransport } from "../mcp/_sdk_server.ts";
 import { BridgeErrorCodes, type JsonRpcMessage } from "../mcp/transport.ts";
 
 const USAGE = `Usage: skytale connect CHANNEL --server DID [--invite TOKEN] [--timeout SECONDS]

@@ -6,7 +6,14 @@
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
 import { env, logLine, onShutdownSignal, skytaleHome } from "../runtime/env.ts";
-import { ensureDir, joinPath, readFileIfExists, restrictTree } from "../runtime/fs.ts";
+import {
+  ensureDir,
+  joinPath,
+  readFileIfExists,
+  restrictTree,
+  writeFileAtomic,
+} from "../runtime/fs.ts";
+import { recordProbes } from "../_probe.ts";
 import { MemoryLog } from "../relay/log/memory.ts";
 import { SqliteLog } from "../relay/log/sqlite.ts";
 import type { RelayLog } from "../relay/log/types.ts";
@@ -352,11 +359,17 @@ async function _serveUntilSignal(
   cleanup?: () => Promise<void> | undefined,
 ): Promise<number> {
   const stopped = new Promise<string>((resolve) => onShutdownSignal(resolve));
+  // Benchmarks only (bench/e2e.ts): stage timestamps of every publish, written out at the end.
+  const probeFile = env("SKYTALE_BENCH_PROBES");
+  const recording = probeFile ? recordProbes() : undefined;
   jsonLog("info", `skytale relay listening on ${relay.url}`, { url: relay.url, ...fields });
   const signal = await stopped;
   jsonLog("info", `skytale relay: ${signal}, shutting down`, { signal });
   await relay.close();
   await cleanup?.();
+  if (probeFile && recording) {
+    await writeFileAtomic(probeFile, new TextEncoder().encode(JSON.stringify(recording.stamps)));
+  }
   jsonLog("info", "skytale relay: stopped");
   return 0;
 }

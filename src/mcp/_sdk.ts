@@ -1,5 +1,6 @@
 /**
- * The one place that imports `@modelcontextprotocol/sdk`.
+ * The one place that imports `@modelcontextprotocol/sdk` (with `_sdk_server.ts`,
+ * its stdio-server part, which the stdio server imports alone to start fast).
  *
  * The SDK's `"./*"` export pattern maps `…/server/mcp.js` to the type file
  * `dist/esm/server/mcp.js.d.ts`, which does not exist, so `deno check` fails
@@ -14,12 +15,7 @@
  * @module
  */
 
-// @ts-types="@modelcontextprotocol/sdk/server/mcp"
-export { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
-// @ts-types="@modelcontextprotocol/sdk/server/completable"
-export { completable } from "@modelcontextprotocol/sdk/server/completable.js";
-// @ts-types="@modelcontextprotocol/sdk/server/stdio"
-export { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+export { completable, McpServer, ResourceTemplate, StdioServerTransport } from "./_sdk_server.ts";
 // @ts-types="@modelcontextprotocol/sdk/server/webStandardStreamableHttp"
 export { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 // @ts-types="@modelcontextprotocol/sdk/types"

@@ -14,7 +14,7 @@
  * @module
  */
 import { logLine } from "../runtime/env.ts";
-import type { McpServer } from "./_sdk.ts";
+import type { McpServer } from "./_sdk_server.ts";
 import type { ChannelManagerLike, ReceivedMessage } from "./tools.ts";
 
 /** The experimental capability and the notification method of Claude Code channels. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { completable, type McpServer } from "./_sdk.ts";
+import { completable, type McpServer } from "./_sdk_server.ts";
 import type { ChannelManagerLike } from "./tools.ts";
 
 /** The names of the prompts, as registered. */

@@ -13,7 +13,7 @@ import {
   ResourceTemplate,
   SubscribeRequestSchema,
   UnsubscribeRequestSchema,
-} from "./_sdk.ts";
+} from "./_sdk_server.ts";
 import type { ChannelManagerLike } from "./tools.ts";
 
 /** The URI scheme and prefix of a channel resource. */

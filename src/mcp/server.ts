@@ -5,7 +5,7 @@
  * @module
  */
 import { onLogLine } from "../runtime/env.ts";
-import { McpServer } from "./_sdk.ts";
+import { McpServer } from "./_sdk_server.ts";
 import { type ClaudeChannelOptions, registerClaudeChannel } from "./claude_channel.ts";
 import { registerSkytalePrompts } from "./prompts.ts";
 import { registerChannelResources } from "./resources.ts";

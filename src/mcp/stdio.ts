@@ -6,7 +6,7 @@
  */
 import { logLine } from "../runtime/env.ts";
 import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
-import { StdioServerTransport } from "./_sdk.ts";
+import { StdioServerTransport } from "./_sdk_server.ts";
 import { buildMcpServer, type McpServerOptions } from "./server.ts";
 import type { ChannelManagerLike } from "./tools.ts";
 

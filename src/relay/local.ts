@@ -18,10 +18,9 @@ import { logLine } from "../runtime/env.ts";
 import { ensureDir, joinPath, restrictTree } from "../runtime/fs.ts";
 import { connectWebSocket } from "./client.ts";
 import { localAuthenticator, localGreeter, LocalSecret } from "./local_auth.ts";
-import { SqliteLog } from "./log/sqlite.ts";
 import type { Retention } from "./log/types.ts";
 import type { FrameOf } from "./protocol.ts";
-import { type Relay, type RelayLimits, startRelay } from "./server.ts";
+import type { Relay, RelayLimits } from "./server.ts";
 
 /** Options of {@linkcode localRelay}. */
 export interface LocalRelayOptions {
@@ -118,6 +117,12 @@ export async function hostLocalRelay(opts: HostLocalRelayOptions): Promise<Relay
   await ensureDir(dir);
   await restrictTree(dir, 0);
   const file = joinPath(dir, "relay.db");
+  // The relay server and SQLite load only in the process that hosts: a client that finds the
+  // relay running never pays for them (docs/DECISIONS.md, "Cold start").
+  const [{ SqliteLog }, { startRelay }] = await Promise.all([
+    import("./log/sqlite.ts"),
+    import("./server.ts"),
+  ]);
   const log = await SqliteLog.open(file, opts.retention ? { retention: opts.retention } : {});
   const relay = await startRelay({
     hostname: host,

@@ -24,6 +24,7 @@ import {
   ValidationError,
 } from "../errors.ts";
 import { CommitGate, Refusal } from "./_commits.ts";
+import { probes, Stages } from "../_probe.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { serve, type WsConnection, type WsHandlers } from "../runtime/serve.ts";
 import { parseChannelName } from "../validate.ts";
@@ -1168,6 +1169,7 @@ export class RelayServer {
     }
     const time = this.#now();
     const t0 = performance.now();
+    probes.sink?.(Stages.relayReceived, f.id, t0);
     const append = () =>
       this.#log.append(f.channel, {
         id: f.id,
@@ -1215,6 +1217,7 @@ export class RelayServer {
       this.#metrics.nacked++;
       return this.#send(c, { type: "nack", reqId: f.reqId, code: r.code, epoch: r.epoch });
     }
+    probes.sink?.(Stages.relayStored, f.id);
     this.#metrics.acks++;
     this.#send(c, { type: "ack", reqId: f.reqId, seq: r.seq, epoch: r.epoch });
     if (r.seq > (this.#heads.get(f.channel) ?? 0)) {
@@ -1227,6 +1230,7 @@ export class RelayServer {
         time,
         payload: f.payload,
       });
+      probes.sink?.(Stages.relayFannedOut, f.id);
     }
   }
 

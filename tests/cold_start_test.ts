@@ -1,0 +1,137 @@
+// Cold start of the stdio MCP server: what loads before it answers `initialize`, and that
+// `initialize` and `tools/list` wait on no relay (docs/DECISIONS.md, "Cold start"). Speed itself
+// is measured by `deno task bench mcp`, not here.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import process from "node:process";
+import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
+import { freePort, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
+
+/** `import … from "x"`, `export … from "x"` and `import "x"`, but not `import type`/`export type`. */
+const STATIC_IMPORT =
+  /^\s*(?:import|export)\s+(?!type\s)(?:[^;"']*?\sfrom\s+)?["']([^"']+)["']\s*;?/gm;
+
+/**
+ * The modules a file loads statically: our own files by path from the root, packages and
+ * `node:` builtins by specifier. Dynamic `import()` is not followed.
+ */
+function staticGraph(entries: string[]): Set<string> {
+  const seen = new Set<string>();
+  const todo = entries.map((e) => path.join(ROOT, e));
+  while (todo.length > 0) {
+    const file = todo.pop()!;
+    const rel = path.relative(ROOT, file);
+    if (seen.has(rel)) continue;
+    seen.add(rel);
+    const text = fs.readFileSync(file, "utf8");
+    for (const m of text.matchAll(STATIC_IMPORT)) {
+      const spec = m[1]!;
+      if (spec.startsWith(".")) todo.push(path.resolve(path.dirname(file), spec));
+      else seen.add(spec);
+    }
+  }
+  return seen;
+}
+
+/** What `deno run -A mod.ts` loads before the stdio server answers `initialize`. */
+const BEFORE_INITIALIZE = [
+  "mod.ts",
+  "src/cli/main.ts",
+  "src/runtime/env.ts",
+  "src/cli/mcp.ts",
+  "src/mcp/stdio.ts",
+];
+
+test("the stdio server's start-up loads no MLS engine, relay server, SQLite, NATS, jose or SDK client", () => {
+  const graph = staticGraph(BEFORE_INITIALIZE);
+  assert.ok(graph.has("src/channel/manager.ts"), "the walker follows mod.ts");
+  assert.ok(graph.has("src/mcp/tools.ts"), "the walker follows the stdio server");
+  const deferred = [...graph].filter((m) =>
+    /^(ts-mls|jose|@nats-io\/|node:sqlite$|@noble\/curves)/.test(m) ||
+    /^src\/(mls\/engine|seal|relay\/(server|auth|local|log\/(sqlite|nats|memory)|_group|_nats))\.ts$/
+      .test(m) ||
+    /^@modelcontextprotocol\/sdk\/(client|server\/(streamableHttp|webStandard)|inMemory)/.test(m)
+  );
+  assert.deepEqual(deferred, [], "these should be reached by dynamic import, on first use");
+});
+
+test("the static graph walker sees every kind of static import and skips type-only ones", () => {
+  const graph = staticGraph(["src/relay/local.ts"]);
+  assert.ok(graph.has("src/relay/local_auth.ts")); // import { a, b } from
+  assert.ok(!graph.has("src/relay/server.ts"), "import type and import() are not followed");
+  assert.ok(staticGraph(["mod.ts"]).has("src/store/memory.ts")); // export { … } from
+});
+
+const open: { close(): Promise<void> }[] = [];
+after(async () => {
+  await Promise.all(open.map((c) => c.close().catch(() => {})));
+});
+
+/** Spawns `mod.ts` (the default command) with `env` and connects an SDK client. */
+async function startServer(
+  env: Record<string, string>,
+): Promise<{ client: Client; log: () => string }> {
+  const [cmd, pre] = runtimeCommand();
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("SKYTALE_")) clean[k] = v;
+  }
+  const transport = new StdioClientTransport({
+    command: cmd,
+    args: [...pre, path.join(ROOT, "mod.ts")],
+    cwd: ROOT,
+    env: { ...clean, ...env },
+    stderr: "pipe",
+  });
+  let log = "";
+  transport.stderr?.on("data", (d: unknown) => (log += String(d)));
+  const client = new Client({ name: "skytale-cold-start-test", version: "0.0.0" });
+  open.push(client);
+  await client.connect(transport, { timeout: 60_000 });
+  return { client, log: () => log };
+}
+
+test("initialize and tools/list are answered while the relay is unreachable", async () => {
+  const dir = await tempDir();
+  const port = await freePort(); // bound, then closed: nothing listens there
+  const { client } = await startServer({
+    SKYTALE_RELAY: `ws://127.0.0.1:${port}`,
+    SKYTALE_DATA_DIR: dir,
+    SKYTALE_HOME: dir,
+    SKYTALE_IDENTITY: "cold",
+  });
+  assert.equal(client.getServerVersion()?.name, "skytale");
+  const { tools } = await client.listTools(undefined, { timeout: 60_000 });
+  assert.ok(tools.some((t) => t.name === "skytale_send"));
+  // A tool that needs no relay still works; one that does answers (with an error) rather than hang.
+  const me = await client.callTool({ name: "skytale_whoami", arguments: {} }, undefined, {
+    timeout: 90_000,
+  });
+  assert.equal(me.isError, undefined, JSON.stringify(me.content));
+  await client.close();
+});
+
+test("initialize and tools/list neither host nor connect to the embedded relay", async () => {
+  const home = await tempDir();
+  const port = await freePort();
+  const { client, log } = await startServer({
+    SKYTALE_DATA_DIR: home,
+    SKYTALE_HOME: home,
+    SKYTALE_LOCAL_PORT: String(port),
+    SKYTALE_IDENTITY: "cold",
+  });
+  await client.listTools(undefined, { timeout: 60_000 });
+  const listening = await new Promise<boolean>((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => (s.destroy(), resolve(true)));
+    s.once("error", () => resolve(false));
+  });
+  assert.equal(listening, false, "nothing should host the relay before a tool needs it");
+  assert.doesNotMatch(log(), /hosting the local relay/);
+  assert.ok(!fs.existsSync(path.join(home, "relay")), "no relay log is opened");
+  assert.ok(!fs.existsSync(path.join(home, "cold")), "no identity state is opened");
+  await client.close();
+});
