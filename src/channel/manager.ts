@@ -32,6 +32,7 @@ import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { fromUtf8, openTagged, tagData, Tags, utf8 } from "./envelope.ts";
+import { ContextHub, type SharedContext } from "../context/context.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
 export interface SkytaleOptions {
@@ -250,6 +251,11 @@ export class SkytaleChannelManager {
    * invite's `admitted` list give the same answer.
    */
   #answered = new Map<string, Map<string, _Answer>>();
+  /** Shared contexts (`src/context/`), fed from every channel's `ctx` layer. */
+  #contexts = new ContextHub(this, {
+    load: async (name) => (await this.#context()).store.loadBlob(name),
+    save: async (name, data) => (await this.#context()).store.saveBlob(name, data),
+  });
 
   /**
    * Creates a manager; nothing connects until the first call.
@@ -512,6 +518,7 @@ export class SkytaleChannelManager {
       dirty: 0,
       savedAt: Date.now(),
     };
+    live.taps.set(Tags.ctx, new Set([(d) => this.#contexts.receive(record.channel, d)]));
     this.#channels.set(record.channel, live);
     return live;
   }
@@ -1049,6 +1056,7 @@ export class SkytaleChannelManager {
         { cause: e },
       );
     }
+    this.#contexts.joined(channel); // a joiner asks a member for the current shared context
   }
 
   /**
@@ -1349,6 +1357,19 @@ export class SkytaleChannelManager {
   async exportSecret(channel: string, label: string, length = 32): Promise<Uint8Array> {
     const { ctx, live } = await this.#get(channel);
     return await ctx.engine.exporter(live.group, label, length);
+  }
+
+  /**
+   * The channel's shared context: a replicated key-value document every
+   * member holds (notes, artifacts, tasks, handoffs, decisions; see
+   * `src/context/context.ts`).
+   *
+   * @param channel The channel (known to this manager).
+   * @returns Its context: `get`, `set`, `delete`, `list`, `handoff`, `subscribe`.
+   */
+  context(channel: string): SharedContext {
+    parseChannelName(channel);
+    return this.#contexts.context(channel);
   }
 
   /**
@@ -1662,6 +1683,7 @@ export class SkytaleChannelManager {
     this.#closed = true;
     if (this.#inviteTimer) clearTimeout(this.#inviteTimer);
     await this.#inviteMutex.run(() => Promise.resolve());
+    await this.#contexts.close();
     const ctx = this.#ctx;
     for (const live of this.#channels.values()) {
       if (live.proposalTimer) clearTimeout(live.proposalTimer);
