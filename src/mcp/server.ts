@@ -6,6 +6,7 @@
  */
 import { McpServer } from "./_sdk.ts";
 import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
+import { hasContext, registerContextTools } from "./context_tools.ts";
 
 /** The name the server reports in `initialize`. */
 export const SERVER_NAME = "skytale";
@@ -79,6 +80,7 @@ export function buildMcpServer(
     { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
   );
   registerSkytaleTools(server, manager, options);
+  if (hasContext(manager)) registerContextTools(server, manager, options);
   return server;
 }
 
