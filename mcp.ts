@@ -43,6 +43,11 @@ export {
   ToolNames,
   type ToolOptions,
 } from "./src/mcp/tools.ts";
+export {
+  type ContextManagerLike,
+  type ContextToolName,
+  ContextToolNames,
+} from "./src/mcp/context_tools.ts";
 export { serveStdio, type StdioServing } from "./src/mcp/stdio.ts";
 export {
   channelContent,

@@ -30,6 +30,14 @@ export {
   type SkytaleOptions,
   type TaggedData,
 } from "./src/channel/manager.ts";
+export {
+  type ContextEntry,
+  type ContextEvent,
+  type EntryType,
+  EntryTypes,
+  type SetOptions,
+  type SharedContext,
+} from "./src/context/context.ts";
 export { MemoryStore } from "./src/store/memory.ts";
 export { FileStore } from "./src/store/file.ts";
 export type {

@@ -59,7 +59,11 @@ test("the MCP Inspector CLI lists all tools, creates a channel and lists it", as
   assert.deepEqual(names.sort(), [
     "skytale_add_member",
     "skytale_channels",
+    "skytale_context_get",
+    "skytale_context_list",
+    "skytale_context_set",
     "skytale_create_channel",
+    "skytale_handoff",
     "skytale_invite",
     "skytale_join_channel",
     "skytale_join_with_token",
@@ -69,6 +73,7 @@ test("the MCP Inspector CLI lists all tools, creates a channel and lists it", as
     "skytale_receive",
     "skytale_remove_member",
     "skytale_send",
+    "skytale_wait",
     "skytale_whoami",
   ]);
 

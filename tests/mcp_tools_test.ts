@@ -16,6 +16,7 @@ import { Client, InMemoryTransport, StreamableHTTPClientTransport } from "../src
 import { createMcpServer, type SkytaleMcpServer } from "../src/mcp/server.ts";
 import { serveHttp } from "../src/mcp/http.ts";
 import { errorResult, ToolNames } from "../src/mcp/tools.ts";
+import { ContextToolNames } from "../src/mcp/context_tools.ts";
 import { parseHostPort, parseMcpArgs } from "../src/cli/mcp.ts";
 import { startRelayProcess } from "./_helpers.ts";
 
@@ -66,7 +67,7 @@ function textOf(r: Record<string, unknown>): string {
   return (r.content as { text?: string }[]).map((c) => c.text ?? "").join("\n");
 }
 
-test("the server lists exactly the fourteen tools with their argument names", async () => {
+test("the server lists exactly the eighteen tools (fourteen, and four of the shared context) with their argument names", async () => {
   const w = await world();
   try {
     const client = await w.connect(w.manager("alice"));
@@ -89,8 +90,15 @@ test("the server lists exactly the fourteen tools with their argument names", as
       skytale_leave: ["channel"],
       skytale_whoami: [],
       skytale_wait: ["channels", "timeout"],
+      skytale_context_set: ["channel", "key", "ttl", "type", "value", "visible_to"],
+      skytale_context_get: ["channel", "key"],
+      skytale_context_list: ["channel", "prefix", "type"],
+      skytale_handoff: ["channel", "task", "to", "tried"],
     });
-    assert.deepEqual(Object.values(ToolNames).sort(), Object.keys(got).sort());
+    assert.deepEqual(
+      [...Object.values(ToolNames), ...Object.values(ContextToolNames)].sort(),
+      Object.keys(got).sort(),
+    );
     for (const t of tools) assert.ok((t.description ?? "").length > 80, `${t.name} is described`);
     const receive = tools.find((t) => t.name === "skytale_receive")!;
     assert.deepEqual(receive.inputSchema.required, ["channel"]);
@@ -292,7 +300,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
     assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 2).`);
     await ta.terminateSession();
     await a.close();
-    assert.equal((await b.listTools()).tools.length, 14);
+    assert.equal((await b.listTools()).tools.length, 18);
     const r2 = await b.callTool({
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "n" },

@@ -22,6 +22,8 @@ export const Tags = {
   chat: "chat",
   /** MCP JSON-RPC carried by the transport. */
   mcp: "mcp",
+  /** The shared context of `context(channel)` (`src/context/`). */
+  ctx: "ctx",
 } as const;
 
 /** A tag name. */

@@ -32,6 +32,7 @@ import { Mutex } from "./_mutex.ts";
 import { probes, Stages } from "../_probe.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { fromUtf8, openTagged, tagData, Tags, utf8 } from "./envelope.ts";
+import { ContextHub, type SharedContext } from "../context/context.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
 export interface SkytaleOptions {
@@ -310,6 +311,11 @@ export class SkytaleChannelManager {
   #listeners = new Set<_Listener>();
   #arrivals = new Set<(channel: string, messages: Message[]) => void>();
   #membership = new Set<(change: MembershipChange) => void>();
+  /** Shared contexts (`src/context/`), fed from every channel's `ctx` layer. */
+  #contexts = new ContextHub(this, {
+    load: async (name) => (await this.#context()).store.loadBlob(name),
+    save: async (name, data) => (await this.#context()).store.saveBlob(name, data),
+  });
 
   /**
    * Creates a manager; nothing connects until the first call.
@@ -594,6 +600,7 @@ export class SkytaleChannelManager {
       dirty: 0,
       savedAt: Date.now(),
     };
+    live.taps.set(Tags.ctx, new Set([(d) => this.#contexts.receive(record.channel, d)]));
     this.#channels.set(record.channel, live);
     return live;
   }
@@ -1172,6 +1179,7 @@ export class SkytaleChannelManager {
       );
     }
     this.#emitMembership({ channel, change: "joined" });
+    this.#contexts.joined(channel); // a joiner asks a member for the current shared context
   }
 
   /**
@@ -1789,6 +1797,19 @@ export class SkytaleChannelManager {
   }
 
   /**
+   * The channel's shared context: a replicated key-value document every
+   * member holds (notes, artifacts, tasks, handoffs, decisions; see
+   * `src/context/context.ts`).
+   *
+   * @param channel The channel (known to this manager).
+   * @returns Its context: `get`, `set`, `delete`, `list`, `handoff`, `subscribe`.
+   */
+  context(channel: string): SharedContext {
+    parseChannelName(channel);
+    return this.#contexts.context(channel);
+  }
+
+  /**
    * Makes an invite token: whoever holds it can join `channel` while this
    * manager runs, with no key package or Welcome copied by hand.
    *
@@ -2099,6 +2120,7 @@ export class SkytaleChannelManager {
     this.#closed = true;
     if (this.#inviteTimer) clearTimeout(this.#inviteTimer);
     await this.#inviteMutex.run(() => Promise.resolve());
+    await this.#contexts.close();
     const ctx = this.#ctx;
     for (const live of this.#channels.values()) {
       if (live.proposalTimer) clearTimeout(live.proposalTimer);

@@ -10,6 +10,7 @@ import { type ClaudeChannelOptions, registerClaudeChannel } from "./claude_chann
 import { registerSkytalePrompts } from "./prompts.ts";
 import { registerChannelResources } from "./resources.ts";
 import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
+import { hasContext, registerContextTools } from "./context_tools.ts";
 
 /** The name the server reports in `initialize`. */
 export const SERVER_NAME = "skytale";
@@ -91,6 +92,7 @@ export function buildMcpServer(
     { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
   );
   registerSkytaleTools(server, manager, options);
+  if (hasContext(manager)) registerContextTools(server, manager, options);
   registerSkytalePrompts(server, manager);
   const stops = [registerChannelResources(server, manager)];
   if (options.claudeChannel) {
