@@ -1029,8 +1029,10 @@ export class RelayServer {
           return;
         }
         misses = 0;
+        const head = this.#heads.get(s.channel) ?? 0;
         for (const e of batch) {
           if (e.seq < s.next) continue;
+          if (this.#batchMs > 0 && e.seq > head) break; // held for the next batch
           // A seq above s.next means retention deleted the ones between: skip them.
           this.#deliver(s, e);
           if (s.conn.ws.bufferedAmount > HIGH_WATER_BYTES) break;
@@ -1059,8 +1061,8 @@ export class RelayServer {
   }
 
   #fanOut(channel: string, e: LogEntry, now = false): void {
-    this.#heads.set(channel, Math.max(this.#heads.get(channel) ?? 0, e.seq));
     if (this.#batchMs > 0 && !now) {
+      // Held: the head (which bounds what catching-up subscribers read) moves when released.
       let held = this.#held.get(channel);
       if (!held) {
         const entries: LogEntry[] = [];
@@ -1076,6 +1078,7 @@ export class RelayServer {
       held.entries.push(e);
       return;
     }
+    this.#heads.set(channel, Math.max(this.#heads.get(channel) ?? 0, e.seq));
     const set = this.#subs.get(channel);
     if (!set) return;
     let bytes: Uint8Array | undefined;
