@@ -44,13 +44,14 @@ import {
 /**
  * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
  * per runtime; larger ones go to WebCrypto. Measured on a 2-core x86-64
- * machine (fresh key, 40-byte AAD): Deno 2.9's `node:crypto` costs about
- * 8 µs + 4 µs/KiB (65 µs at 16 KiB) against WebCrypto import + encrypt at
- * about 90 µs + 1 µs/KiB inside an MLS pair (async hops included), so the
- * cross-over is near 24 KiB; Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and
- * Bun 1.4 (2.4 µs, 4 µs) stay ahead of WebCrypto at every size.
+ * machine (fresh key, 40-byte AAD, best of 8 runs): Deno 2.9's `node:crypto`
+ * costs about 4 µs + 5 µs/KiB (9 µs at 1 KiB, 25 µs at 4 KiB, 85–95 µs at
+ * 16 KiB) against WebCrypto import + encrypt at about 18 µs + 2 µs/KiB (20, 22
+ * and 40–55 µs), so the cross-over is near 4 KiB (an MLS 16 KiB pair: 430 →
+ * 390 µs); Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and Bun 1.4 (2.4 µs, 4 µs)
+ * stay ahead of WebCrypto at every size.
  */
-export const AEAD_NATIVE_MAX = { deno: 24576, node: Infinity, bun: Infinity } as const;
+export const AEAD_NATIVE_MAX = { deno: 4096, node: Infinity, bun: Infinity } as const;
 /** The type of {@linkcode AEAD_NATIVE_MAX}. */
 export type AEAD_NATIVE_MAX = typeof AEAD_NATIVE_MAX;
 
@@ -310,7 +311,7 @@ function makeNativeEd25519(
   native: NativeCrypto,
   keygen: CiphersuiteImpl["signature"]["keygen"],
 ): CiphersuiteImpl["signature"] {
-  const signKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => sha256(k));
+  const signKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, jsSha256);
   const verifyKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => k);
   return {
     // deno-lint-ignore require-await
