@@ -136,10 +136,19 @@ class Sha256 {
   n = 0;
   total = 0;
 
-  init(from: Int32Array = IV, total = 0): this {
-    this.s.set(from);
+  init(): this {
+    this.s.set(IV);
     this.n = 0;
-    this.total = total;
+    this.total = 0;
+    return this;
+  }
+
+  /** Starts with one whole 64-byte block (an HMAC key pad), without copying it. */
+  initBlock(block: DataView): this {
+    this.s.set(IV);
+    compress(this.s, block, 0);
+    this.n = 0;
+    this.total = 64;
     return this;
   }
 
@@ -206,6 +215,7 @@ class Sha256 {
 const hasher = new Sha256();
 const inner = new Uint8Array(32);
 const pad = new Uint8Array(64);
+const padView = new DataView(pad.buffer);
 
 /**
  * SHA-256.
@@ -218,22 +228,33 @@ export function sha256(data: Uint8Array): Uint8Array {
 }
 
 /**
- * HMAC-SHA256 (RFC 2104) of the concatenation of `parts`.
+ * HMAC-SHA256 (RFC 2104) of the concatenation of `a`, `b`, `c` and `d`.
  *
  * @param key The key (any length; longer than 64 bytes is hashed first).
- * @param parts The message, in pieces.
+ * @param a The message, or its first piece.
+ * @param b The second piece, if any.
+ * @param c The third piece, if any.
+ * @param d The fourth piece, if any.
  * @returns The 32-byte tag.
  */
-export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+export function hmacSha256(
+  key: Uint8Array,
+  a: Uint8Array,
+  b?: Uint8Array,
+  c?: Uint8Array,
+  d?: Uint8Array,
+): Uint8Array {
   pad.fill(0);
   if (key.length > 64) hasher.init().update(key).finish(pad);
   else pad.set(key);
   for (let i = 0; i < 64; i++) pad[i]! ^= 0x36;
-  hasher.init().update(pad);
-  for (const p of parts) hasher.update(p);
+  hasher.initBlock(padView).update(a);
+  if (b !== undefined) hasher.update(b);
+  if (c !== undefined) hasher.update(c);
+  if (d !== undefined) hasher.update(d);
   hasher.finish(inner);
   for (let i = 0; i < 64; i++) pad[i]! ^= 0x36 ^ 0x5c;
-  const out = hasher.init().update(pad).update(inner).finish(new Uint8Array(32));
+  const out = hasher.initBlock(padView).update(inner).finish(new Uint8Array(32));
   pad.fill(0);
   inner.fill(0);
   return out;
