@@ -4,6 +4,9 @@ import { type CryptoProvider, getCiphersuiteFromName, getCiphersuiteImpl } from 
 import { gcm } from "@noble/ciphers/aes.js";
 import { nativeCrypto } from "../src/runtime/native_crypto.ts";
 import { SyncKeyCache } from "../src/mls/_keyCache.ts";
+import { hmacSha256, sha256 as ownSha256 } from "../src/mls/_sha256.ts";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { DEFAULT_SUITE } from "../src/mls/engine.ts";
 import { AEAD_NATIVE_MAX, fastCryptoProvider, tsMlsDefaultProvider } from "../src/mls/provider.ts";
 
@@ -199,4 +202,58 @@ test("the prepared-key cache keeps the most recently used keys", () => {
     })
   );
   assert.equal(cache.size, 2, "a failed load caches nothing");
+});
+
+// RFC 4231 test cases 1, 2, 6 (key longer than a block) and 7.
+const HMAC_VECTORS = [
+  {
+    key: "0b".repeat(20),
+    data: "4869205468657265",
+    mac: "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  },
+  {
+    key: "4a656665",
+    data: "7768617420646f2079612077616e7420666f72206e6f7468696e673f",
+    mac: "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  },
+  {
+    key: "aa".repeat(131),
+    data: "54657374205573696e67204c6172676572205468616e20426c6f636b2d53697a" +
+      "65204b6579202d2048617368204b6579204669727374",
+    mac: "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+  },
+  {
+    key: "aa".repeat(131),
+    data: "5468697320697320612074657374207573696e672061206c6172676572207468" +
+      "616e20626c6f636b2d73697a65206b657920616e642061206c61726765722074" +
+      "68616e20626c6f636b2d73697a6520646174612e20546865206b6579206e6565" +
+      "647320746f20626520686173686564206265666f7265206265696e6720757365" +
+      "642062792074686520484d414320616c676f726974686d2e",
+    mac: "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+  },
+];
+
+test("the own SHA-256 and HMAC-SHA256 match RFC 4231 and noble at every length to 300", () => {
+  for (const v of HMAC_VECTORS) {
+    assert.deepEqual(hmacSha256(unhex(v.key), unhex(v.data)), unhex(v.mac));
+  }
+  assert.deepEqual(
+    ownSha256(new Uint8Array()),
+    unhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+  );
+  const data = random(300);
+  for (const keyLength of [0, 16, 32, 64, 65, 100]) {
+    const key = random(keyLength);
+    for (let n = 0; n <= data.length; n++) {
+      const m = data.subarray(0, n);
+      assert.deepEqual(ownSha256(m), nobleSha256(m));
+      const cut = n >> 1;
+      assert.deepEqual(
+        hmacSha256(key, m.subarray(0, cut), m.subarray(cut)),
+        hmac(nobleSha256, key, m),
+      );
+    }
+  }
+  const big = random(70000);
+  assert.deepEqual(ownSha256(big), nobleSha256(big));
 });

@@ -10,10 +10,44 @@ import { type Member, memberOf } from "../identity.ts";
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
+/** How many signature keys keep their computed did and fingerprint. */
+const KEY_ID_CACHE_SIZE = 4096;
+
+type LeafLike = Pick<KeyPackage["leafNode"], "credential" | "signaturePublicKey">;
+
+/**
+ * Members by leaf node object: trees are immutable and share their leaves
+ * from epoch to epoch, and a 1,000-member roster is read several times per
+ * commit (the did is a base58 encoding, the fingerprint a hash).
+ */
+const byLeaf = new WeakMap<LeafLike, Member | null>();
+/** Did and fingerprint by signature key (hex), for leaves decoded afresh. */
+const byKey = new Map<string, { did: string; fingerprint: string }>();
+
+function hex(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += (b[i]! < 16 ? "0" : "") + b[i]!.toString(16);
+  return s;
+}
+
+function cachedMemberOf(name: string, key: Uint8Array): Member {
+  const id = hex(key);
+  let ids = byKey.get(id);
+  if (ids !== undefined) {
+    byKey.delete(id);
+  } else {
+    const m = memberOf(name, key);
+    ids = { did: m.did, fingerprint: m.fingerprint };
+    if (byKey.size >= KEY_ID_CACHE_SIZE) byKey.delete(byKey.keys().next().value!);
+  }
+  byKey.set(id, ids);
+  return { name, did: ids.did, fingerprint: ids.fingerprint };
+}
+
 export function identityOfLeaf(tree: RatchetTree, leafIndex: number): string | undefined {
   const node = tree[leafIndex * 2];
   if (node?.nodeType !== "leaf") return undefined;
-  return nameOf(node.leaf.credential);
+  return memberOfLeaf(node.leaf)?.name;
 }
 
 export function nameOf(cred: KeyPackage["leafNode"]["credential"]): string | undefined {
@@ -43,11 +77,14 @@ export function memberAt(tree: RatchetTree, leafIndex: number): Member | undefin
  * @param leaf A leaf node (of a tree or a key package).
  * @returns Its credential's name bound to the did of its signature key, if it has a basic credential.
  */
-export function memberOfLeaf(
-  leaf: Pick<KeyPackage["leafNode"], "credential" | "signaturePublicKey">,
-): Member | undefined {
-  const name = nameOf(leaf.credential);
-  return name === undefined ? undefined : memberOf(name, leaf.signaturePublicKey);
+export function memberOfLeaf(leaf: LeafLike): Member | undefined {
+  let m = byLeaf.get(leaf);
+  if (m === undefined) {
+    const name = nameOf(leaf.credential);
+    m = name === undefined ? null : cachedMemberOf(name, leaf.signaturePublicKey);
+    byLeaf.set(leaf, m);
+  }
+  return m === null ? undefined : { ...m };
 }
 
 export function rosterOf(tree: RatchetTree): Member[] {
@@ -91,7 +128,7 @@ export function checkCommit(
       if (name === undefined || !validIdentity(name)) {
         return { refused: "it adds a key package without a valid name" };
       }
-      added.push(memberOf(name, leaf.signaturePublicKey));
+      added.push(cachedMemberOf(name, leaf.signaturePublicKey));
     } else {
       return { refused: `it carries a "${String(p.proposalType)}" proposal` };
     }

@@ -7,8 +7,11 @@
  *   runtime has it (Deno, Node, Bun; keys prepared once and cached), else
  *   through WebCrypto with imported keys cached (bounded, least recently used
  *   first out), instead of an import on every call;
- * - HKDF, HMAC and hashes of small inputs run synchronously with `@noble/hashes`
- *   instead of through async WebCrypto (a fresh `importKey` per HMAC);
+ * - HKDF, HMAC and hashes of small inputs run synchronously (SHA-256 with our
+ *   own allocation-free code in `_sha256.ts`, about 3× faster than
+ *   `@noble/hashes` for the short HMACs of the secret tree; other hashes with
+ *   `@noble/hashes`) instead of through async WebCrypto (a fresh `importKey`
+ *   per HMAC);
  * - AES-GCM runs synchronously with `node:crypto` (native, no key schedule or
  *   GHASH tables built in JavaScript for MLS' single-use message keys), except
  *   on Deno above {@linkcode AEAD_NATIVE_MAX}, where WebCrypto is faster; without
@@ -30,6 +33,7 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
 import type { CHash } from "@noble/hashes/utils.js";
 import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
+import { hmacSha256, sha256 as jsSha256 } from "./_sha256.ts";
 import {
   ed25519Pkcs8,
   type NativeCrypto,
@@ -40,13 +44,14 @@ import {
 /**
  * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
  * per runtime; larger ones go to WebCrypto. Measured on a 2-core x86-64
- * machine (fresh key, 40-byte AAD): Deno 2.9's `node:crypto` costs about
- * 8 µs + 4 µs/KiB (65 µs at 16 KiB) against WebCrypto import + encrypt at
- * about 90 µs + 1 µs/KiB inside an MLS pair (async hops included), so the
- * cross-over is near 24 KiB; Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and
- * Bun 1.4 (2.4 µs, 4 µs) stay ahead of WebCrypto at every size.
+ * machine (fresh key, 40-byte AAD, best of 8 runs): Deno 2.9's `node:crypto`
+ * costs about 4 µs + 5 µs/KiB (9 µs at 1 KiB, 25 µs at 4 KiB, 85–95 µs at
+ * 16 KiB) against WebCrypto import + encrypt at about 18 µs + 2 µs/KiB (20, 22
+ * and 40–55 µs), so the cross-over is near 4 KiB (an MLS 16 KiB pair: 430 →
+ * 390 µs); Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and Bun 1.4 (2.4 µs, 4 µs)
+ * stay ahead of WebCrypto at every size.
  */
-export const AEAD_NATIVE_MAX = { deno: 24576, node: Infinity, bun: Infinity } as const;
+export const AEAD_NATIVE_MAX = { deno: 4096, node: Infinity, bun: Infinity } as const;
 /** The type of {@linkcode AEAD_NATIVE_MAX}. */
 export type AEAD_NATIVE_MAX = typeof AEAD_NATIVE_MAX;
 
@@ -118,8 +123,9 @@ function bs(b: Uint8Array): Uint8Array<ArrayBuffer> {
 
 function makeHash(alg: Ciphersuite["hash"]): CiphersuiteImpl["hash"] {
   const h = nobleHash(alg);
+  const own = alg === "SHA-256";
   const mac = async (key: Uint8Array, data: Uint8Array): Promise<Uint8Array> => {
-    if (data.length <= HASH_NOBLE_MAX) return hmac(h, key, data);
+    if (data.length <= HASH_NOBLE_MAX) return own ? hmacSha256(key, data) : hmac(h, key, data);
     const k = await subtle.importKey("raw", bs(key), { name: "HMAC", hash: alg }, false, [
       "sign",
     ]);
@@ -127,7 +133,7 @@ function makeHash(alg: Ciphersuite["hash"]): CiphersuiteImpl["hash"] {
   };
   return {
     async digest(data) {
-      if (data.length <= HASH_NOBLE_MAX) return h(data);
+      if (data.length <= HASH_NOBLE_MAX) return own ? jsSha256(data) : h(data);
       return new Uint8Array(await subtle.digest(alg, bs(data)));
     },
     mac,
@@ -139,6 +145,19 @@ function makeHash(alg: Ciphersuite["hash"]): CiphersuiteImpl["hash"] {
 
 function makeKdf(alg: Ciphersuite["hash"]): CiphersuiteImpl["kdf"] {
   const h = nobleHash(alg);
+  if (alg === "SHA-256") {
+    return {
+      // deno-lint-ignore require-await
+      async extract(salt, ikm) {
+        return hmacSha256(salt, ikm);
+      },
+      // deno-lint-ignore require-await
+      async expand(prk, info, len) {
+        return expandSha256(prk, info, len);
+      },
+      size: 32,
+    };
+  }
   return {
     // deno-lint-ignore require-await
     async extract(salt, ikm) {
@@ -152,6 +171,29 @@ function makeKdf(alg: Ciphersuite["hash"]): CiphersuiteImpl["kdf"] {
     },
     size: h.outputLen,
   };
+}
+
+/**
+ * HKDF-Expand (RFC 5869) with HMAC-SHA256: T(i) = HMAC(prk, T(i-1) || info || i).
+ * Most MLS derivations need one block (at most 32 bytes).
+ */
+function expandSha256(prk: Uint8Array, info: Uint8Array, len: number): Uint8Array {
+  if (!Number.isInteger(len) || len < 0 || len > 255 * 32) {
+    throw new RangeError(`Invalid HKDF output length "${len}"`);
+  }
+  if (len === 32) return hmacSha256(prk, info, ONE);
+  const out = new Uint8Array(len);
+  const counter = new Uint8Array(1);
+  let t: Uint8Array = new Uint8Array(0);
+  for (let i = 0, off = 0; off < len; i++, off += 32) {
+    counter[0] = i + 1;
+    const next = hmacSha256(prk, t, info, counter);
+    t.fill(0);
+    t = next;
+    out.set(len - off >= 32 ? t : t.subarray(0, len - off), off);
+  }
+  t.fill(0);
+  return out;
 }
 
 const ONE = new Uint8Array([1]);
@@ -269,7 +311,7 @@ function makeNativeEd25519(
   native: NativeCrypto,
   keygen: CiphersuiteImpl["signature"]["keygen"],
 ): CiphersuiteImpl["signature"] {
-  const signKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => sha256(k));
+  const signKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, jsSha256);
   const verifyKeys = new SyncKeyCache<NativeEd25519Key>(SIGNATURE_KEY_CACHE_SIZE, (k) => k);
   return {
     // deno-lint-ignore require-await
