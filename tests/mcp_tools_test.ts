@@ -76,8 +76,8 @@ test("the server lists exactly the eighteen tools (fourteen, and four of the sha
       tools.map((t) => [t.name, Object.keys(t.inputSchema.properties ?? {}).sort()]),
     );
     assert.deepEqual(got, {
-      skytale_create_channel: ["channel"],
-      skytale_key_package: [],
+      skytale_create_channel: ["channel", "ciphersuite"],
+      skytale_key_package: ["ciphersuite"],
       skytale_add_member: ["channel", "key_package_hex"],
       skytale_join_channel: ["channel", "welcome_hex"],
       skytale_send: ["channel", "message"],

@@ -30,6 +30,8 @@ export interface InviteToken {
   secret: string;
   /** Expiry, ms since the epoch. */
   expires: number;
+  /** The channel's MLS ciphersuite, when not the default: the joiner's key package must match. */
+  suite?: string | undefined;
 }
 
 /** A stored, still-usable invite on the inviter's side. */
@@ -65,7 +67,16 @@ function b64url(bytes: Uint8Array): string {
  * @returns `skt_inv_…`.
  */
 export function encodeInviteToken(t: InviteToken): string {
-  const body = { v: 2, r: t.relay, c: t.channel, i: t.id, a: t.address, s: t.secret, e: t.expires };
+  const body = {
+    v: 2,
+    r: t.relay,
+    c: t.channel,
+    i: t.id,
+    a: t.address,
+    s: t.secret,
+    e: t.expires,
+    ...(t.suite !== undefined ? { cs: t.suite } : {}),
+  };
   return PREFIX + b64url(enc.encode(JSON.stringify(body)));
 }
 
@@ -90,6 +101,7 @@ export function decodeInviteToken(token: unknown): InviteToken {
     a?: unknown;
     s?: unknown;
     e?: unknown;
+    cs?: unknown;
   };
   try {
     body = JSON.parse(
@@ -117,6 +129,7 @@ export function decodeInviteToken(token: unknown): InviteToken {
     address: body.a,
     secret: body.s,
     expires: body.e,
+    ...(typeof body.cs === "string" ? { suite: body.cs.slice(0, 120) } : {}),
   };
 }
 

@@ -108,6 +108,8 @@ export interface Message {
 export interface ChannelSummary {
   /** The channel name. */
   channel: string;
+  /** Its MLS ciphersuite. */
+  ciphersuite: string;
   /** The MLS epoch. */
   epoch: number;
   /** Member identities. */
@@ -211,6 +213,8 @@ interface _Listener {
 
 interface Live {
   record: ChannelRecord;
+  /** The engine of the channel's ciphersuite. */
+  engine: MlsEngine;
   group: Group;
   mutex: Mutex;
   commitMutex: Mutex;
@@ -266,7 +270,12 @@ interface _Answer {
 }
 
 interface Ctx {
+  /** The engine of the default suite (`suite` option, `SKYTALE_CIPHERSUITE`). */
   engine: MlsEngine;
+  /** An engine per ciphersuite, made on first use. */
+  engineFor: (suite: string | undefined) => Promise<MlsEngine>;
+  /** The suite of a Welcome (`MlsEngine.welcomeSuite`). */
+  welcomeSuite: (welcome: Uint8Array) => string | undefined;
   key: IdentityKey;
   store: Store;
   relay: RelayClient;
@@ -385,7 +394,19 @@ export class SkytaleChannelManager {
       import("../relay/client.ts"),
       endpoint === undefined ? import("../relay/local.ts") : undefined,
     ]);
-    const engine = await MlsEngine.create(this.#opts.suite);
+    const defaultSuite = this.#opts.suite ?? env("SKYTALE_CIPHERSUITE");
+    const engine = await MlsEngine.create(defaultSuite);
+    const engines = new Map<string, Promise<MlsEngine>>([[engine.suite, Promise.resolve(engine)]]);
+    const engineFor = (suite: string | undefined): Promise<MlsEngine> => {
+      const name = suite ?? engine.suite;
+      let e = engines.get(name);
+      if (!e) {
+        e = MlsEngine.create(name);
+        e.catch(() => engines.delete(name));
+        engines.set(name, e);
+      }
+      return e;
+    };
     if (!this.#opts.store) await ensureDir(this.#dataDir);
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
@@ -419,7 +440,14 @@ export class SkytaleChannelManager {
           signature: await signWith(key, new Uint8Array([...PROVE_CONTEXT, ...nonce])),
         }),
       });
-      const ctx = { engine, store, relay, key };
+      const ctx = {
+        engine,
+        engineFor,
+        welcomeSuite: (w: Uint8Array) => MlsEngine.welcomeSuite(w),
+        store,
+        relay,
+        key,
+      };
       for (const record of await store.loadChannels()) {
         const live = await this.#live(ctx, record);
         try {
@@ -549,7 +577,8 @@ export class SkytaleChannelManager {
    * the record was written (generations possibly used, messages handed out).
    */
   async #live(ctx: Ctx, record: ChannelRecord): Promise<Live> {
-    let group = ctx.engine.decodeGroup(record.group);
+    const engine = await ctx.engineFor(record.suite);
+    let group = engine.decodeGroup(record.group);
     let reserved = record.reserved;
     let delivered = record.delivered ?? 0;
     let held = record.held ?? [];
@@ -574,16 +603,17 @@ export class SkytaleChannelManager {
     // never use them again, and move to a new epoch before sending (as after a recovery from
     // `.bak`), so receivers never face a jump longer than they ratchet.
     if (
-      reserved && reserved.epoch === ctx.engine.epoch(group) &&
-      reserved.gen > ctx.engine.sendGeneration(group)
+      reserved && reserved.epoch === engine.epoch(group) &&
+      reserved.gen > engine.sendGeneration(group)
     ) {
-      group = await ctx.engine.skipSendGeneration(group, reserved.gen);
+      group = await engine.skipSendGeneration(group, reserved.gen);
       record.recovered = true;
     }
     const heldSet = new Set(held);
     record.buffer = record.buffer.filter((m) => m.seq > delivered || heldSet.has(m.seq));
     const live: Live = {
       record,
+      engine,
       group,
       mutex: new Mutex(),
       commitMutex: new Mutex(),
@@ -644,7 +674,7 @@ export class SkytaleChannelManager {
     this.#scheduleCover(live);
     const from = live.record.cursor > 0
       ? { seq: live.record.cursor + 1 }
-      : { epoch: ctx.engine.epoch(live.group) };
+      : { epoch: live.engine.epoch(live.group) };
     try {
       await ctx.relay.subscribeBatch(
         live.record.channel,
@@ -672,11 +702,11 @@ export class SkytaleChannelManager {
   async #save(ctx: Ctx, live: Live, durable = true): Promise<void> {
     clearTimeout(live.snapshotTimer);
     live.snapshotTimer = undefined;
-    live.record.group = ctx.engine.encodeGroup(live.group);
+    live.record.group = live.engine.encodeGroup(live.group);
     // The record's own ratchet is exact; reservations beyond it live in the journal.
     const exact = {
-      epoch: ctx.engine.epoch(live.group),
-      gen: ctx.engine.sendGeneration(live.group),
+      epoch: live.engine.epoch(live.group),
+      gen: live.engine.sendGeneration(live.group),
     };
     live.record.reserved = exact;
     live.record.delivered = live.delivered;
@@ -772,7 +802,7 @@ export class SkytaleChannelManager {
     await live.mutex.run(async () => {
       let advanced = false;
       const buffered = live.record.buffer.length;
-      const epoch = ctx.engine.epoch(live.group);
+      const epoch = live.engine.epoch(live.group);
       const pending = live.record.pending;
       const tapped = handOut.length;
       for (const e of es) {
@@ -796,7 +826,7 @@ export class SkytaleChannelManager {
       }
       // Replayable from the relay, so no flush: a lost write only means re-applying. A new
       // epoch, a settled commit or a removal is written at once; messages only now and then.
-      const changed = ctx.engine.epoch(live.group) !== epoch || live.record.pending !== pending ||
+      const changed = live.engine.epoch(live.group) !== epoch || live.record.pending !== pending ||
         !live.record.active;
       if (handOut.length > tapped && !changed) {
         // What tag handlers get is not handed to them again after a crash.
@@ -835,9 +865,9 @@ export class SkytaleChannelManager {
     if (e.kind === "genesis") return; // the relay's copy of the public state at creation
     const pending = live.record.pending;
     if (pending && pending.id === id) {
-      live.group = ctx.engine.decodeGroup(pending.group);
+      live.group = live.engine.decodeGroup(pending.group);
       live.record.pending = undefined;
-      this.#pin(live, ctx.engine.roster(live.group));
+      this.#pin(live, live.engine.roster(live.group));
       if (pending.welcome) {
         const ws = live.record.welcomes ??= [];
         ws.push(pending.welcome);
@@ -848,14 +878,14 @@ export class SkytaleChannelManager {
     }
     // Our own message read back: MLS does not decrypt a message for its sender.
     if (live.ownIds.delete(id)) return;
-    const epoch = ctx.engine.epoch(live.group);
+    const epoch = live.engine.epoch(live.group);
     if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
     if (e.kind !== "commit" && e.epoch > epoch) {
       throw new SkytaleError("invalid_message", `message from future epoch ${e.epoch}`);
     }
     let r: Awaited<ReturnType<MlsEngine["process"]>>;
     try {
-      r = await ctx.engine.process(live.group, e.payload, e.kind);
+      r = await live.engine.process(live.group, e.payload, e.kind);
       probes.sink?.(Stages.decrypted, e.id);
     } catch (err) {
       // Ours from before a restart (its id carries our tag, and MLS cannot decrypt it for
@@ -865,7 +895,7 @@ export class SkytaleChannelManager {
     }
     // A commit whose new members claim a pinned name with another key is refused like an
     // invalid one: the group stays at this epoch.
-    if (r.kind === "commit" && !r.removed) this.#pin(live, ctx.engine.roster(r.newGroup));
+    if (r.kind === "commit" && !r.removed) this.#pin(live, live.engine.roster(r.newGroup));
     live.group = r.newGroup;
     if (r.kind === "commit") {
       live.record.recovered = undefined; // a new epoch: fresh sending keys
@@ -873,7 +903,7 @@ export class SkytaleChannelManager {
         live.record.active = false;
         logLine(`skytale: ${this.identity} was removed from "${live.record.channel}"`);
       }
-      if (live.record.pending && live.record.pending.epoch < ctx.engine.epoch(live.group)) {
+      if (live.record.pending && live.record.pending.epoch < live.engine.epoch(live.group)) {
         live.record.pending = undefined;
       }
     } else if (r.kind === "proposal") {
@@ -914,12 +944,12 @@ export class SkytaleChannelManager {
   #scheduleCommitPending(ctx: Ctx, live: Live): void {
     if (live.proposalTimer) return;
     // Spread members out a little so usually only one of them commits.
-    const index = ctx.engine.members(live.group).indexOf(this.identity);
+    const index = live.engine.members(live.group).indexOf(this.identity);
     live.proposalTimer = setTimeout(() => {
       live.proposalTimer = undefined;
       if (this.#closed || !live.record.active) return;
       void this.#commit(ctx, live, async (g) => {
-        const r = await ctx.engine.commitPending(g);
+        const r = await live.engine.commitPending(g);
         return { commit: r.commit, newGroup: r.newGroup, result: undefined };
       }, true).catch((e) => logLine(`skytale: committing proposals failed: ${message(e)}`));
     }, 20 + 50 * Math.max(0, index));
@@ -947,15 +977,15 @@ export class SkytaleChannelManager {
           this.#assertActive(live);
           const again = reuse?.();
           if (again !== undefined) return { again };
-          if (onlyIfPending && ctx.engine.pendingProposals(live.group) === 0) return undefined;
+          if (onlyIfPending && live.engine.pendingProposals(live.group) === 0) return undefined;
           const b = await build(live.group);
           const id = crypto.getRandomValues(new Uint8Array(16)).toHex();
-          const epoch = ctx.engine.epoch(live.group);
+          const epoch = live.engine.epoch(live.group);
           live.record.pending = {
             id,
             epoch,
             commit: b.commit,
-            group: ctx.engine.encodeGroup(b.newGroup),
+            group: live.engine.encodeGroup(b.newGroup),
             welcome: b.welcome,
           };
           await this.#save(ctx, live);
@@ -1013,7 +1043,7 @@ export class SkytaleChannelManager {
     logLine(
       `skytale: commit to "${live.record.channel}" at epoch ${epoch} was nacked (relay at ${target}); catching up to retry`,
     );
-    await this.#waitFor(live, () => ctx.engine.epoch(live.group) >= target, WAIT_MS);
+    await this.#waitFor(live, () => live.engine.epoch(live.group) >= target, WAIT_MS);
     return false;
   }
 
@@ -1043,17 +1073,22 @@ export class SkytaleChannelManager {
    * Creates a channel with this identity as its first member.
    *
    * @param channel A name `org/namespace/service`.
+   * @param options `ciphersuite`: the channel's MLS ciphersuite, e.g. the post-quantum hybrid
+   *   `MLS_256_XWING_AES256GCM_SHA512_Ed25519` (default: the manager's `suite`). Members join
+   *   with key packages of the same suite (`keyPackage({ ciphersuite })`).
    * @throws {SkytaleError} `invalid_channel`, or `channel_exists` if it exists here or on the relay.
+   * @throws {ValidationError} `invalid_argument` for an unknown or unavailable ciphersuite.
    */
-  async create(channel: string): Promise<void> {
+  async create(channel: string, options: { ciphersuite?: string } = {}): Promise<void> {
     parseChannelName(channel);
     const ctx = await this.#context();
     if (this.#channels.has(channel)) {
       throw new SkytaleError("channel_exists", `Channel "${channel}" already exists here`);
     }
-    const group = await ctx.engine.createGroup(utf8(channel), this.identity, ctx.key);
+    const engine = await ctx.engineFor(options.ciphersuite);
+    const group = await engine.createGroup(utf8(channel), this.identity, ctx.key);
     // The relay validates every later commit against this public state.
-    if (!await ctx.relay.create(channel, await ctx.engine.groupInfo(group))) {
+    if (!await ctx.relay.create(channel, await engine.groupInfo(group))) {
       throw new SkytaleError(
         "channel_exists",
         `Channel "${channel}" already exists on the relay: join it with a Welcome or an invite`,
@@ -1061,7 +1096,8 @@ export class SkytaleChannelManager {
     }
     const record: ChannelRecord = {
       channel,
-      group: ctx.engine.encodeGroup(group),
+      ...(engine.suite !== ctx.engine.suite ? { suite: engine.suite } : {}),
+      group: engine.encodeGroup(group),
       cursor: 0,
       buffer: [],
       active: true,
@@ -1075,11 +1111,13 @@ export class SkytaleChannelManager {
   /**
    * Makes a new MLS KeyPackage; its private part stays on disk until a Welcome uses it.
    *
+   * @param options `ciphersuite`: the suite of the channel it is for (default: the manager's).
    * @returns The KeyPackage message, hex, to hand to a member who will add this identity.
    */
-  async keyPackage(): Promise<string> {
+  async keyPackage(options: { ciphersuite?: string } = {}): Promise<string> {
     const ctx = await this.#context();
-    const kp = await ctx.engine.newKeyPackage(this.identity, ctx.key);
+    const engine = await ctx.engineFor(options.ciphersuite);
+    const kp = await engine.newKeyPackage(this.identity, ctx.key);
     await ctx.store.saveKeyPackage({ ...kp, created: Date.now() });
     return kp.keyPackage.toHex();
   }
@@ -1101,8 +1139,8 @@ export class SkytaleChannelManager {
       ctx,
       live,
       async (g) => {
-        const r = await ctx.engine.commitAdd(g, kp);
-        this.#pin(live, ctx.engine.roster(r.newGroup), false);
+        const r = await live.engine.commitAdd(g, kp);
+        this.#pin(live, live.engine.roster(r.newGroup), false);
         return {
           commit: r.commit,
           newGroup: r.newGroup,
@@ -1115,7 +1153,7 @@ export class SkytaleChannelManager {
       // member is in already, so the Welcome made then is the one to hand over.
       () => {
         const w = live.record.welcomes?.find((x) => x.keyPackage === key);
-        return w && ctx.engine.members(live.group).includes(w.identity) ? w.welcome : undefined;
+        return w && live.engine.members(live.group).includes(w.identity) ? w.welcome : undefined;
       },
     );
     return welcome!.toHex();
@@ -1136,15 +1174,16 @@ export class SkytaleChannelManager {
       throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
     }
     const candidates = await ctx.store.loadKeyPackages();
-    const { group, ref } = await ctx.engine.join(welcome, candidates);
-    const groupChannel = fromUtf8(ctx.engine.groupId(group));
+    const engine = await ctx.engineFor(ctx.welcomeSuite(welcome));
+    const { group, ref } = await engine.join(welcome, candidates);
+    const groupChannel = fromUtf8(engine.groupId(group));
     if (groupChannel !== channel) {
       throw new ValidationError(
         "welcome_mismatch",
         `Cannot join channel "${channel}": the Welcome is for "${groupChannel}"`,
       );
     }
-    const roster = ctx.engine.roster(group);
+    const roster = engine.roster(group);
     const names = new Set(roster.map((m) => m.name));
     if (names.size !== roster.length) {
       throw new SkytaleError(
@@ -1154,7 +1193,8 @@ export class SkytaleChannelManager {
     }
     const record: ChannelRecord = {
       channel,
-      group: ctx.engine.encodeGroup(group),
+      ...(engine.suite !== ctx.engine.suite ? { suite: engine.suite } : {}),
+      group: engine.encodeGroup(group),
       cursor: 0,
       buffer: [],
       active: true,
@@ -1216,7 +1256,7 @@ export class SkytaleChannelManager {
       // State came from the backup copy, which may predate messages already sent
       // with this epoch's keys: move to a new epoch first, so no key or nonce repeats.
       live.rekey ??= this.#commit(ctx, live, async (g) => {
-        const r = await ctx.engine.commitUpdate(g);
+        const r = await live.engine.commitUpdate(g);
         return { commit: r.commit, newGroup: r.newGroup, result: undefined };
       }).finally(() => live.rekey = undefined);
       await live.rekey;
@@ -1271,7 +1311,7 @@ export class SkytaleChannelManager {
           const reservedAt = probes.sink ? performance.now() : 0;
           for (const item of items) {
             try {
-              const r = await ctx.engine.encrypt(live.group, item.plaintext, {
+              const r = await live.engine.encrypt(live.group, item.plaintext, {
                 ...this.#pad,
                 aad: item.aad,
               });
@@ -1282,7 +1322,7 @@ export class SkytaleChannelManager {
               this.#remember(live, id);
               probes.sink?.(Stages.reserved, id, reservedAt);
               probes.sink?.(Stages.encrypted, id);
-              sealed.push([item, { id, epoch: ctx.engine.epoch(live.group), payload: r.message }]);
+              sealed.push([item, { id, epoch: live.engine.epoch(live.group), payload: r.message }]);
             } catch (e) {
               item.reject(e);
             }
@@ -1298,8 +1338,8 @@ export class SkytaleChannelManager {
 
   /** Makes sure the next `n` send generations are durably reserved in the journal. */
   async #reserve(ctx: Ctx, live: Live, n: number): Promise<void> {
-    const epoch = ctx.engine.epoch(live.group);
-    const next = ctx.engine.sendGeneration(live.group);
+    const epoch = live.engine.epoch(live.group);
+    const next = live.engine.sendGeneration(live.group);
     const r = live.reserved;
     if (r && r.epoch === epoch && next + n <= r.gen) return;
     const reserved = { epoch, gen: next + n + RESERVE_AHEAD };
@@ -1674,12 +1714,13 @@ export class SkytaleChannelManager {
    * @returns Each channel with its epoch and members.
    */
   async channels(): Promise<ChannelSummary[]> {
-    const ctx = await this.#context();
+    await this.#context();
     return [...this.#channels.values()].map((l) => ({
       channel: l.record.channel,
-      epoch: ctx.engine.epoch(l.group),
-      members: ctx.engine.members(l.group),
-      roster: ctx.engine.roster(l.group),
+      ciphersuite: l.engine.suite,
+      epoch: l.engine.epoch(l.group),
+      members: l.engine.members(l.group),
+      roster: l.engine.roster(l.group),
       active: l.record.active,
     })).sort((a, b) => a.channel.localeCompare(b.channel));
   }
@@ -1691,8 +1732,8 @@ export class SkytaleChannelManager {
    * @returns Member identities.
    */
   async members(channel: string): Promise<string[]> {
-    const { ctx, live } = await this.#get(channel);
-    return ctx.engine.members(live.group);
+    const { live } = await this.#get(channel);
+    return live.engine.members(live.group);
   }
 
   /**
@@ -1702,8 +1743,8 @@ export class SkytaleChannelManager {
    * @returns Name, did and fingerprint of each member, in leaf order.
    */
   async roster(channel: string): Promise<Member[]> {
-    const { ctx, live } = await this.#get(channel);
-    return ctx.engine.roster(live.group);
+    const { live } = await this.#get(channel);
+    return live.engine.roster(live.group);
   }
 
   /**
@@ -1721,7 +1762,7 @@ export class SkytaleChannelManager {
       );
     }
     await this.#commit(ctx, live, async (g) => {
-      const r = await ctx.engine.commitRemove(g, identity);
+      const r = await live.engine.commitRemove(g, identity);
       return { commit: r.commit, newGroup: r.newGroup, result: undefined };
     });
   }
@@ -1734,7 +1775,7 @@ export class SkytaleChannelManager {
   async rotateKeys(channel: string): Promise<void> {
     const { ctx, live } = await this.#get(channel);
     await this.#commit(ctx, live, async (g) => {
-      const r = await ctx.engine.commitUpdate(g);
+      const r = await live.engine.commitUpdate(g);
       return { commit: r.commit, newGroup: r.newGroup, result: undefined };
     });
   }
@@ -1752,15 +1793,15 @@ export class SkytaleChannelManager {
     // the removal is seen, or until LEAVE_WAIT_MS when nobody else is online.
     const deadline = Date.now() + LEAVE_WAIT_MS;
     live.leaving = true;
-    while (live.record.active && ctx.engine.members(live.group).length > 1) {
+    while (live.record.active && live.engine.members(live.group).length > 1) {
       const out = await live.mutex.run(async () => {
-        const r = await ctx.engine.proposeLeave(live.group);
+        const r = await live.engine.proposeLeave(live.group);
         live.group = r.newGroup;
         const id = crypto.getRandomValues(new Uint8Array(16));
         this.#remember(live, id);
         // The proposal used a handshake key: persist before it leaves, as for sends.
         await this.#save(ctx, live);
-        return { id, epoch: ctx.engine.epoch(live.group), payload: r.proposal };
+        return { id, epoch: live.engine.epoch(live.group), payload: r.proposal };
       });
       const res = await ctx.relay.publish(channel, { ...out, kind: "proposal" as EntryKind });
       if (!res.ok) {
@@ -1769,7 +1810,7 @@ export class SkytaleChannelManager {
       const left = Math.max(0, deadline - Date.now());
       await this.#waitFor(
         live,
-        () => !live.record.active || ctx.engine.epoch(live.group) > out.epoch,
+        () => !live.record.active || live.engine.epoch(live.group) > out.epoch,
         left,
       );
       if (Date.now() >= deadline) break;
@@ -1792,8 +1833,8 @@ export class SkytaleChannelManager {
    * @returns The secret.
    */
   async exportSecret(channel: string, label: string, length = 32): Promise<Uint8Array> {
-    const { ctx, live } = await this.#get(channel);
-    return await ctx.engine.exporter(live.group, label, length);
+    const { live } = await this.#get(channel);
+    return await live.engine.exporter(live.group, label, length);
   }
 
   /**
@@ -1839,6 +1880,7 @@ export class SkytaleChannelManager {
       secret: crypto.getRandomValues(new Uint8Array(32)).toHex(),
       expires: Date.now() + ttl * 1000,
       uses,
+      ...(live.engine.suite !== ctx.engine.suite ? { suite: live.engine.suite } : {}),
     };
     await this.#inviteMutex.run(async () => {
       this.#invites.push(record);
@@ -2010,7 +2052,7 @@ export class SkytaleChannelManager {
     const live = this.#channels.get(channel);
     const w = live?.record.welcomes?.find((x) => x.keyPackage === kpHash);
     if (!live || !w) return undefined;
-    return ctx.engine.members(live.group).includes(w.identity) ? w.welcome.toHex() : undefined;
+    return live.engine.members(live.group).includes(w.identity) ? w.welcome.toHex() : undefined;
   }
 
   /**
@@ -2038,7 +2080,7 @@ export class SkytaleChannelManager {
     if (this.#channels.get(channel)?.record.active) {
       throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
     }
-    const keyPackage = await this.keyPackage();
+    const keyPackage = await this.keyPackage(inv.suite ? { ciphersuite: inv.suite } : {});
     // The reply mailbox is this joiner's: only its take key, kept here, takes from it.
     const { address: reply, takeKey } = await newMailbox("wel:");
     const request = await seal(inv.secret, `request:${inv.id}`, {

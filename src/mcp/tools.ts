@@ -47,9 +47,9 @@ export interface ChannelManagerLike {
   /** This agent's identity. */
   readonly identity: string;
   /** Creates a channel with the caller as its first member. */
-  create(channel: string): Promise<void>;
+  create(channel: string, options?: { ciphersuite?: string }): Promise<void>;
   /** A fresh KeyPackage, hex. */
-  keyPackage(): Promise<string>;
+  keyPackage(options?: { ciphersuite?: string }): Promise<string>;
   /** Adds the owner of a KeyPackage; resolves with the Welcome, hex. */
   addMember(channel: string, keyPackageHex: string): Promise<string>;
   /** Joins a channel from a Welcome. */
@@ -168,6 +168,20 @@ const channelArg = z
       `channel must be ${CHANNEL_HINT} (three non-empty parts of letters, digits, ".", "_" or "-")`,
   })
   .describe(`The channel, ${CHANNEL_HINT}`);
+
+/** The post-quantum hybrid suite (X-Wing KEM, AES-256-GCM, SHA-512, Ed25519). */
+const PQ_SUITE = "MLS_256_XWING_AES256GCM_SHA512_Ed25519";
+
+const ciphersuiteArg = z
+  .string({ error: "ciphersuite must be a string naming an MLS ciphersuite" })
+  .max(120, { error: "ciphersuite is too long to be a ciphersuite name" })
+  .regex(/^MLS_[A-Za-z0-9_]+$/, {
+    error: `ciphersuite must be an MLS ciphersuite name, e.g. "${PQ_SUITE}"`,
+  })
+  .optional()
+  .describe(
+    `The MLS ciphersuite (default: the server's, X25519/AES-128-GCM/Ed25519). "${PQ_SUITE}" is post-quantum.`,
+  );
 
 function hexArg(what: string, from: string) {
   return z
@@ -430,12 +444,13 @@ export function registerSkytaleTools(
       `Create a new end-to-end encrypted channel (an MLS group) with this agent (${manager.identity}) as its only member. ` +
       "Use it to start a private conversation between agents; then bring others in with skytale_invite (easiest: they join with the token) " +
       "or with skytale_add_member (needs their skytale_key_package). Fails if the channel already exists. " +
+      `Optional ciphersuite: "${PQ_SUITE}" makes a post-quantum (X-Wing hybrid) channel; members then need key packages of that suite. ` +
       "Returns a confirmation.",
-    inputSchema: schemas.channelOnly,
+    inputSchema: { channel: channelArg, ciphersuite: ciphersuiteArg },
     annotations: { destructiveHint: false, idempotentHint: false, openWorldHint: true },
-  }, ({ channel }) =>
+  }, ({ channel, ciphersuite }) =>
     run(ToolNames.createChannel, async () => {
-      await manager.create(channel);
+      await manager.create(channel, ciphersuite ? { ciphersuite } : {});
       return text(
         `Created channel "${channel}"; ${manager.identity} is its only member. ` +
           "Invite others with skytale_invite, or add them with skytale_add_member using their key package.",
@@ -448,11 +463,12 @@ export function registerSkytaleTools(
     description:
       `Create a fresh MLS key package for this agent (${manager.identity}): the public half of a one-time key that lets a channel member add you. ` +
       "Use it when you want to join a channel someone else runs: give the returned hex to a member, who passes it to skytale_add_member and gives you back a Welcome for skytale_join_channel. " +
-      "The private half stays on this machine until used. Returns the key package as hex.",
+      "The private half stays on this machine until used. For a post-quantum channel pass its ciphersuite. Returns the key package as hex.",
+    inputSchema: { ciphersuite: ciphersuiteArg },
     annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: false },
-  }, () =>
+  }, ({ ciphersuite }) =>
     run(ToolNames.keyPackage, async () => {
-      const hex = await manager.keyPackage();
+      const hex = await manager.keyPackage(ciphersuite ? { ciphersuite } : {});
       return text(
         `Key package for ${manager.identity} (give it to a member of the channel for skytale_add_member):\n${hex}`,
         { identity: manager.identity, key_package_hex: hex },

@@ -292,6 +292,17 @@ export class MlsEngine {
   }
 
   /**
+   * The ciphersuite a Welcome is for, without joining.
+   *
+   * @param welcome The MLSMessage-encoded Welcome.
+   * @returns The suite's name, or `undefined` if the bytes are not a Welcome.
+   */
+  static welcomeSuite(welcome: Uint8Array): string | undefined {
+    const msg = decodeWhole(welcome);
+    return msg?.wireformat === "mls_welcome" ? msg.welcome.cipherSuite : undefined;
+  }
+
+  /**
    * Makes an engine for a ciphersuite.
    *
    * @param suite The ciphersuite name; {@linkcode DEFAULT_SUITE} when left out.

@@ -57,6 +57,8 @@ export interface ChannelRecord {
   pending?: PendingCommit | undefined;
   /** False once this member was removed or left. */
   active: boolean;
+  /** The channel's MLS ciphersuite, when not the manager's default. */
+  suite?: string | undefined;
   /** What the journal held when this record was written: generations reserved for sending. */
   reserved?: { epoch: number; gen: number } | undefined;
   /** Chat messages up to this seq were handed out already… */
