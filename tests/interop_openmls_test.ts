@@ -309,3 +309,21 @@ test("OpenMLS commits (add, update) are processed by our engine", async () => {
   const got = await readByUs(r2.newGroup, await peer.encrypt(conv, "epoch 3"));
   assert.equal(dec.decode(got.body), "epoch 3", "our engine reads OpenMLS text after its commits");
 });
+
+test("finding: core-crypto reads only senders named as Wire client ids (joining works)", async () => {
+  const peer = await OpenMlsPeer.create(7n);
+  const g0 = await mls.createGroup(
+    enc.encode("acme/interop/e"),
+    "alice",
+    await mls.newIdentityKey(),
+  );
+  const add = await mls.commitAdd(g0, await peer.keyPackage());
+  const conv = await peer.joinFromWelcome(add.welcome);
+  assert.equal(await peer.epoch(conv), mls.epoch(add.newGroup), "OpenMLS joins a group of alice");
+  const m = await mls.encrypt(add.newGroup, enc.encode("hi"));
+  await assert.rejects(
+    peer.decrypt(conv, m.message),
+    (e: unknown) => /user-id:device-id@domain/.test(JSON.stringify(e)),
+    "core-crypto refuses a message from a free-form name (documented in DECISIONS)",
+  );
+});
