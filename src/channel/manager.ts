@@ -2048,7 +2048,7 @@ export class SkytaleChannelManager {
   }
 
   /** The Welcome this member made for a key package (SHA-256 hex), while that member is in. */
-  #rememberedWelcome(ctx: Ctx, channel: string, kpHash: string): string | undefined {
+  #rememberedWelcome(_ctx: Ctx, channel: string, kpHash: string): string | undefined {
     const live = this.#channels.get(channel);
     const w = live?.record.welcomes?.find((x) => x.keyPackage === kpHash);
     if (!live || !w) return undefined;
