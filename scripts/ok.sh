@@ -10,6 +10,9 @@ step() { printf '\n== %s\n' "$*" >&2; }
 step "nats-server (for the relay's scale-out tests)"
 bash scripts/nats.sh install || echo "warning: nats-server is not installed; its tests skip (and fail under CI=true)" >&2
 
+step "chromium (for the SDK's browser test)"
+bash scripts/chromium.sh install || echo "warning: chromium is not installed; the browser test skips (and fails under CI=true)" >&2
+
 step "versions"
 printf 'deno %s | node %s | bun %s\n' "$(deno --version | head -1 | cut -d' ' -f2)" \
   "$(node --version)" "$(bun --version)" >&2

@@ -9,32 +9,7 @@ import path from "node:path";
 import process from "node:process";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
 import { freePort, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
-
-/** `import … from "x"`, `export … from "x"` and `import "x"`, but not `import type`/`export type`. */
-const STATIC_IMPORT =
-  /^\s*(?:import|export)\s+(?!type\s)(?:[^;"']*?\sfrom\s+)?["']([^"']+)["']\s*;?/gm;
-
-/**
- * The modules a file loads statically: our own files by path from the root, packages and
- * `node:` builtins by specifier. Dynamic `import()` is not followed.
- */
-function staticGraph(entries: string[]): Set<string> {
-  const seen = new Set<string>();
-  const todo = entries.map((e) => path.join(ROOT, e));
-  while (todo.length > 0) {
-    const file = todo.pop()!;
-    const rel = path.relative(ROOT, file);
-    if (seen.has(rel)) continue;
-    seen.add(rel);
-    const text = fs.readFileSync(file, "utf8");
-    for (const m of text.matchAll(STATIC_IMPORT)) {
-      const spec = m[1]!;
-      if (spec.startsWith(".")) todo.push(path.resolve(path.dirname(file), spec));
-      else seen.add(spec);
-    }
-  }
-  return seen;
-}
+import { staticGraph } from "./_graph.ts";
 
 /** What `deno run -A mod.ts` loads before the stdio server answers `initialize`. */
 const BEFORE_INITIALIZE = [

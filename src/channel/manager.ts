@@ -23,9 +23,7 @@ import type { ApiKeyTokens } from "../relay/auth.ts";
 import type { RelayClient } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { newMailbox } from "../relay/mailbox.ts";
-import { env, logLine, skytaleHome } from "../runtime/env.ts";
-import { ensureDir, joinPath } from "../runtime/fs.ts";
-import { FileStore } from "../store/file.ts";
+import { env, logLine } from "../runtime/env.ts";
 import type { ChannelRecord, RememberedWelcome, Store, StoredMessage } from "../store/types.ts";
 import { fromHex, MAX_MESSAGE_BYTES, parseChannelName } from "../validate.ts";
 import { Mutex } from "./_mutex.ts";
@@ -300,7 +298,10 @@ export class SkytaleChannelManager {
   /** This agent's identity. */
   readonly identity: string;
   #opts: SkytaleOptions;
-  #dataDir: string;
+  /** `dataDir` or `SKYTALE_DATA_DIR`; unset: `SKYTALE_HOME`, resolved (on disk) by `#init`. */
+  #dataDir: string | undefined;
+  /** The user's Skytale home, once `#init` needed it (files or the embedded relay). */
+  #home: string | undefined;
   #pad: { pad?: (length: number) => number };
   #cover = { sent: 0, received: 0 };
   #ctx: Promise<Ctx> | undefined;
@@ -357,7 +358,7 @@ export class SkytaleChannelManager {
       }
     }
     this.#pad = buckets === false ? {} : { pad: (n) => bucketOf(buckets, n) };
-    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR") ?? skytaleHome();
+    this.#dataDir = options.dataDir ?? env("SKYTALE_DATA_DIR");
   }
 
   /** The relay URL this manager uses, or `undefined` for the embedded local relay. */
@@ -374,7 +375,19 @@ export class SkytaleChannelManager {
   #relayName(): string {
     return this.endpoint !== undefined
       ? `"${this.endpoint}"`
-      : `"ws://127.0.0.1:${this.localPort}" (the embedded local relay of SKYTALE_HOME "${skytaleHome()}")`;
+      : `"ws://127.0.0.1:${this.localPort}" (the embedded local relay of SKYTALE_HOME "${
+        this.#home ?? env("SKYTALE_HOME") ?? "~/.skytale"
+      }")`;
+  }
+
+  /** The default store: files under `dataDir/<identity>`. */
+  async #fileStore(dataDir: string): Promise<Store> {
+    const [{ FileStore }, { ensureDir, joinPath }] = await Promise.all([
+      import("../store/file.ts"),
+      import("../runtime/fs.ts"),
+    ]);
+    await ensureDir(dataDir);
+    return new FileStore(joinPath(dataDir, this.identity));
   }
 
   #context(): Promise<Ctx> {
@@ -407,8 +420,12 @@ export class SkytaleChannelManager {
       }
       return e;
     };
-    if (!this.#opts.store) await ensureDir(this.#dataDir);
-    const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
+    // Files, the home directory and `node:*` are loaded only for a manager that keeps its state
+    // on disk or hosts the embedded relay, so the SDK also runs in a browser tab with a `store`.
+    if (!this.#opts.store || endpoint === undefined) {
+      this.#home = (await import("../runtime/home.ts")).skytaleHome();
+    }
+    const store = this.#opts.store ?? await this.#fileStore(this.#dataDir ?? this.#home!);
     await store.open?.();
     let relay: RelayClient | undefined;
     try {
@@ -430,7 +447,7 @@ export class SkytaleChannelManager {
         ...(urls === undefined
           ? (local ?? await import("../relay/local.ts")).localRelay({
             port: this.localPort,
-            home: skytaleHome(),
+            home: this.#home!,
           })
           : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
@@ -2022,7 +2039,7 @@ export class SkytaleChannelManager {
       }
       // The same request again (handed out again after a crash, or re-sent): the same
       // Welcome, if the member is still in, and no use taken. Nothing is committed again.
-      const welcome = this.#rememberedWelcome(ctx, inv.channel, kpHash);
+      const welcome = this.#rememberedWelcome(inv.channel, kpHash);
       return welcome
         ? { reply: { ok: true, welcome }, admitted: false }
         : refuse("it was admitted before, and that Welcome is no longer kept");
@@ -2048,7 +2065,7 @@ export class SkytaleChannelManager {
   }
 
   /** The Welcome this member made for a key package (SHA-256 hex), while that member is in. */
-  #rememberedWelcome(_ctx: Ctx, channel: string, kpHash: string): string | undefined {
+  #rememberedWelcome(channel: string, kpHash: string): string | undefined {
     const live = this.#channels.get(channel);
     const w = live?.record.welcomes?.find((x) => x.keyPackage === kpHash);
     if (!live || !w) return undefined;

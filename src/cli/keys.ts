@@ -8,7 +8,8 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { logLine, skytaleHome } from "../runtime/env.ts";
+import { logLine } from "../runtime/env.ts";
+import { skytaleHome } from "../runtime/home.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { processStdio } from "../runtime/stdio.ts";
 import { type ApiKeyStore, KeyStore } from "../relay/auth.ts";

@@ -8,7 +8,8 @@
  * @module
  */
 import { UsageError, ValidationError } from "../errors.ts";
-import { env, exit, homeDir, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { env, exit, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { homeDir } from "../runtime/home.ts";
 import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
 

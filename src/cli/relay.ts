@@ -5,7 +5,8 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { env, logLine, onShutdownSignal, skytaleHome } from "../runtime/env.ts";
+import { env, logLine, onShutdownSignal } from "../runtime/env.ts";
+import { skytaleHome } from "../runtime/home.ts";
 import {
   ensureDir,
   joinPath,

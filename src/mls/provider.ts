@@ -34,12 +34,8 @@ import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
 import type { CHash } from "@noble/hashes/utils.js";
 import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
 import { hmacSha256, sha256 as jsSha256 } from "./_sha256.ts";
-import {
-  ed25519Pkcs8,
-  type NativeCrypto,
-  nativeCrypto,
-  type NativeEd25519Key,
-} from "../runtime/native_crypto.ts";
+import { ed25519Pkcs8 } from "./_pkcs8.ts";
+import type { NativeCrypto, NativeEd25519Key } from "../runtime/native_crypto.ts";
 
 /**
  * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
@@ -333,9 +329,21 @@ function makeNativeEd25519(
   };
 }
 
+let nativeP: Promise<NativeCrypto | undefined> | undefined;
+
+/**
+ * Synchronous `node:crypto`, loaded by dynamic import on first use (where it
+ * exists): this module is in the SDK's static graph, which loads in a browser
+ * too, and there the import fails and WebCrypto and noble do the work.
+ */
+function loadNativeCrypto(): Promise<NativeCrypto | undefined> {
+  nativeP ??= import("../runtime/native_crypto.ts").then((m) => m.nativeCrypto, () => undefined);
+  return nativeP;
+}
+
 async function makeImpl(cs: Ciphersuite): Promise<CiphersuiteImpl> {
   const base = await defaultCryptoProvider.getCiphersuiteImpl(cs);
-  const native = nativeCrypto;
+  const native = await loadNativeCrypto();
   const aead = cs.hpke.aead === "CHACHA20POLY1305" ? makeChaCha() : makeAesGcm(native);
   let signature = base.signature;
   if (cs.signature === "Ed25519" && typeof subtle?.importKey === "function") {

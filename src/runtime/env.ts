@@ -1,11 +1,31 @@
 /**
  * Environment access: the one place that knows how each runtime exposes it.
  *
+ * It imports no `node:*` module, so the SDK that uses it loads in a browser
+ * tab too: there `process` is absent, every variable reads as unset and log
+ * lines go to the console. The home directory (`node:os`) lives in
+ * `./home.ts`, which only the CLI and a manager without a `store` load.
+ *
  * @module
  */
-import process from "node:process";
-import os from "node:os";
-import path from "node:path";
+
+/** The part of Node's `process` (also a global in Deno 2 and Bun) that this module uses. */
+interface ProcessLike {
+  env: Record<string, string | undefined>;
+  argv: string[];
+  stderr: { write(s: string): unknown };
+  exit(code: number): never;
+  on(signal: string, handler: () => void): unknown;
+}
+
+/** The runtime's `process`, or `undefined` in a browser. */
+const process: ProcessLike | undefined = (globalThis as { process?: ProcessLike }).process;
+
+/** The runtime's `process`; only what runs a process (a CLI, a server) calls this. */
+function proc(): ProcessLike {
+  if (process === undefined) throw new TypeError("This needs a process (Deno, Node or Bun)");
+  return process;
+}
 
 /**
  * Reads an environment variable.
@@ -14,31 +34,11 @@ import path from "node:path";
  * @returns Its value, or `undefined` when unset or empty.
  */
 export function env(name: string): string | undefined {
-  const v = process.env[name];
+  const v = process?.env[name];
   return v === undefined || v === "" ? undefined : v;
 }
 
-/**
- * The user's home directory.
- *
- * @returns An absolute path.
- */
-export function homeDir(): string {
-  return os.homedir();
-}
-
-/**
- * The user's one Skytale place (`SKYTALE_HOME`, default `~/.skytale`): the
- * embedded local relay's log (`relay/`) and secret (`local.key`), and the
- * default data dir.
- *
- * @returns An absolute path (unless `SKYTALE_HOME` is relative).
- */
-export function skytaleHome(): string {
-  return env("SKYTALE_HOME") ?? path.join(os.homedir(), ".skytale");
-}
-
-/** Which runtime runs this code. */
+/** Which runtime runs this code (a browser counts as `"node"`: Web APIs, no `Deno`/`Bun`). */
 export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
   ? "deno"
   : "Bun" in globalThis
@@ -51,7 +51,9 @@ export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
  * @param line The text to write.
  */
 export function logLine(line: string): void {
-  process.stderr.write(line.endsWith("\n") ? line : line + "\n");
+  if (process !== undefined) process.stderr.write(line.endsWith("\n") ? line : line + "\n");
+  // deno-lint-ignore no-console
+  else console.error(line.endsWith("\n") ? line.slice(0, -1) : line);
   for (const tap of logTaps) {
     try {
       tap(line);
@@ -81,7 +83,7 @@ export function onLogLine(tap: (line: string) => void): () => void {
  * @returns The arguments.
  */
 export function cliArgs(): string[] {
-  return process.argv.slice(2);
+  return proc().argv.slice(2);
 }
 
 /**
@@ -90,7 +92,7 @@ export function cliArgs(): string[] {
  * @param code The exit code.
  */
 export function exit(code: number): never {
-  process.exit(code);
+  return proc().exit(code);
 }
 
 /**
@@ -101,7 +103,7 @@ export function exit(code: number): never {
 export function onShutdownSignal(handler: (signal: string) => void): void {
   let fired = false;
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.on(sig, () => {
+    proc().on(sig, () => {
       if (fired) return;
       fired = true;
       handler(sig);

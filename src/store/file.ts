@@ -7,22 +7,22 @@
  */
 import { StateError } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
-import {
-  acquireLockFile,
-  appendFile,
-  ensureDir,
-  joinPath,
-  listDir,
-  readFileIfExists,
-  releaseLockFile,
-  removeFile,
-  restrictTree,
-  writeFileAtomic,
-} from "../runtime/fs.ts";
 import { decodeRecord, encodeRecord } from "./codec.ts";
 import type { ChannelRecord, JournalEntry, KeyPackageRecord, Store } from "./types.ts";
 
 const enc = new TextEncoder();
+
+type Fs = typeof import("../runtime/fs.ts");
+let fsModule: Promise<Fs> | undefined;
+
+/**
+ * The file layer (`node:fs`), loaded on first use: this module is part of the
+ * SDK's static graph, which also loads in a browser, where no FileStore is used.
+ */
+function files(): Promise<Fs> {
+  fsModule ??= import("../runtime/fs.ts");
+  return fsModule;
+}
 
 /** Stores one identity's state under `dir`. */
 export class FileStore implements Store {
@@ -48,9 +48,10 @@ export class FileStore implements Store {
    * @throws {StateError} `in_use` while another live process holds it.
    */
   async open(): Promise<void> {
-    await ensureDir(this.#dir);
-    await restrictTree(this.#dir);
-    const holder = await acquireLockFile(joinPath(this.#dir, "lock"));
+    const fs = await files();
+    await fs.ensureDir(this.#dir);
+    await fs.restrictTree(this.#dir);
+    const holder = await fs.acquireLockFile(fs.joinPath(this.#dir, "lock"));
     if (holder !== undefined) {
       throw new StateError(
         "in_use",
@@ -63,7 +64,8 @@ export class FileStore implements Store {
 
   /** Releases the lock taken by {@linkcode FileStore.open}. */
   async close(): Promise<void> {
-    await releaseLockFile(joinPath(this.#dir, "lock"));
+    const fs = await files();
+    await fs.releaseLockFile(fs.joinPath(this.#dir, "lock"));
   }
 
   /** The directory this store writes to. */
@@ -73,16 +75,18 @@ export class FileStore implements Store {
 
   #ensure(): Promise<void> {
     this.#ready ??= (async () => {
+      const fs = await files();
       for (const sub of ["channels", "keypackages", "blobs"]) {
-        await ensureDir(joinPath(this.#dir, sub));
+        await fs.ensureDir(fs.joinPath(this.#dir, sub));
       }
     })();
     return this.#ready;
   }
 
   async #write(sub: string, name: string, value: unknown, sync = true): Promise<void> {
+    const fs = await files();
     await this.#ensure();
-    await writeFileAtomic(joinPath(this.#dir, sub, name), await encodeRecord(value), {
+    await fs.writeFileAtomic(fs.joinPath(this.#dir, sub, name), await encodeRecord(value), {
       backup: true,
       sync,
     });
@@ -93,8 +97,9 @@ export class FileStore implements Store {
     name: string,
     onRecovered?: () => void,
   ): Promise<T | undefined> {
-    const file = joinPath(this.#dir, sub, name);
-    const main = await readFileIfExists(file);
+    const fs = await files();
+    const file = fs.joinPath(this.#dir, sub, name);
+    const main = await fs.readFileIfExists(file);
     let firstError: unknown;
     if (main !== undefined) {
       try {
@@ -103,7 +108,7 @@ export class FileStore implements Store {
         firstError = e;
       }
     }
-    const bak = await readFileIfExists(file + ".bak");
+    const bak = await fs.readFileIfExists(file + ".bak");
     if (bak === undefined) {
       if (firstError) throw firstError;
       return undefined;
@@ -126,8 +131,9 @@ export class FileStore implements Store {
   }
 
   async #names(sub: string): Promise<string[]> {
+    const fs = await files();
     const names = new Set<string>();
-    for (const n of await listDir(joinPath(this.#dir, sub))) {
+    for (const n of await fs.listDir(fs.joinPath(this.#dir, sub))) {
       if (n.startsWith(".")) continue;
       if (n.endsWith(".json")) names.add(n);
       else if (n.endsWith(".json.bak")) names.add(n.slice(0, -4));
@@ -136,9 +142,10 @@ export class FileStore implements Store {
   }
 
   async #remove(sub: string, name: string): Promise<void> {
-    const file = joinPath(this.#dir, sub, name);
-    await removeFile(file);
-    await removeFile(file + ".bak");
+    const fs = await files();
+    const file = fs.joinPath(this.#dir, sub, name);
+    await fs.removeFile(file);
+    await fs.removeFile(file + ".bak");
   }
 
   /**
@@ -173,12 +180,13 @@ export class FileStore implements Store {
    * @param channel The channel whose record is removed.
    */
   async deleteChannel(channel: string): Promise<void> {
+    const fs = await files();
     await this.#remove("channels", channelFile(channel));
-    await removeFile(this.#journalFile(channel));
+    await fs.removeFile(this.#journalFile(fs, channel));
   }
 
-  #journalFile(channel: string): string {
-    return joinPath(this.#dir, "channels", `${enc.encode(channel).toHex()}.journal`);
+  #journalFile(fs: Fs, channel: string): string {
+    return fs.joinPath(this.#dir, "channels", `${enc.encode(channel).toHex()}.journal`);
   }
 
   /**
@@ -193,9 +201,10 @@ export class FileStore implements Store {
     entry: JournalEntry,
     options: { durable?: boolean } = {},
   ): Promise<void> {
+    const fs = await files();
     await this.#ensure();
     const line = enc.encode(JSON.stringify(entry) + "\n");
-    await appendFile(this.#journalFile(channel), line, { sync: options.durable ?? false });
+    await fs.appendFile(this.#journalFile(fs, channel), line, { sync: options.durable ?? false });
   }
 
   /**
@@ -205,7 +214,8 @@ export class FileStore implements Store {
    * @returns Its entries, oldest first.
    */
   async loadJournal(channel: string): Promise<JournalEntry[]> {
-    const bytes = await readFileIfExists(this.#journalFile(channel));
+    const fs = await files();
+    const bytes = await fs.readFileIfExists(this.#journalFile(fs, channel));
     if (bytes === undefined) return [];
     const out: JournalEntry[] = [];
     for (const line of new TextDecoder().decode(bytes).split("\n")) {
@@ -226,7 +236,8 @@ export class FileStore implements Store {
    * @param channel The channel.
    */
   async clearJournal(channel: string): Promise<void> {
-    await removeFile(this.#journalFile(channel));
+    const fs = await files();
+    await fs.removeFile(this.#journalFile(fs, channel));
   }
 
   /**

@@ -1,0 +1,99 @@
+// The SDK in a browser tab, for tests/browser_test.ts: an esbuild bundle of mod.ts for the
+// browser, a static server on 127.0.0.1 (a secure context), and headless Chromium.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import process from "node:process";
+import * as esbuild from "esbuild";
+import { ROOT } from "./_helpers.ts";
+
+/** Where the browser is: `SKYTALE_CHROMIUM`, else Debian's `chromium` (scripts/chromium.sh). */
+export function chromiumPath(): string | undefined {
+  for (
+    const p of [process.env.SKYTALE_CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"]
+  ) {
+    if (p && fs.existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/**
+ * What a browser never loads: Node built-ins, `ws`, and our server, CLI, file and node:crypto
+ * modules. The SDK reaches them only by `await import()` (tests/module_graph_test.ts), so the
+ * bundle keeps those imports as they are; in a tab such an import fails, which the SDK expects.
+ */
+const SERVER_SIDE =
+  /(^node:|^ws$|^@nats-io\/|\/src\/cli\/|\/src\/relay\/(local|auth|auth_nats|server|log\/)|\/src\/runtime\/(fs|home|native_crypto|serve|sqlite|http|process|stdio)\.ts$|\/src\/mcp\/(stdio|http|server)\.ts$|\/mcp\.ts$)/;
+
+/**
+ * Bundles `mod.ts` for the browser (ES modules, split at every dynamic import) into `outDir`
+ * as `mod.js` and chunks.
+ *
+ * @returns The bundle's files, relative to `outDir`.
+ */
+export async function bundleSdk(outDir: string): Promise<string[]> {
+  const result = await esbuild.build({
+    entryPoints: { mod: path.join(ROOT, "mod.ts") },
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    splitting: true,
+    target: "es2024",
+    outdir: outDir,
+    metafile: true,
+    logLevel: "silent",
+    plugins: [{
+      name: "server-side-stays-out",
+      setup(build) {
+        build.onResolve({ filter: /.*/ }, (args) => {
+          const full = args.path.startsWith(".")
+            ? path.resolve(args.resolveDir, args.path)
+            : args.path;
+          if (!SERVER_SIDE.test(full)) return undefined;
+          if (args.kind !== "dynamic-import") {
+            throw new Error(`"${args.importer}" imports "${args.path}" statically`);
+          }
+          return { path: args.path, external: true };
+        });
+      },
+    }],
+  });
+  await esbuild.stop();
+  return Object.keys(result.metafile.outputs).map((f) => path.relative(outDir, path.resolve(f)));
+}
+
+/** Serves `dir` (and `index.html` at `/`) on 127.0.0.1; resolves with its origin. */
+export async function serveDir(dir: string): Promise<{ origin: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const name = new URL(req.url ?? "/", "http://x").pathname.slice(1) || "index.html";
+    const file = path.join(dir, path.normalize(name));
+    if (!file.startsWith(dir + path.sep)) return void res.writeHead(404).end();
+    fsp.readFile(file).then((body) => {
+      res.writeHead(200, {
+        "content-type": file.endsWith(".html") ? "text/html" : "text/javascript",
+      }).end(body);
+    }, () => res.writeHead(404).end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Chromium's flags for a quiet headless run in a container. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+];

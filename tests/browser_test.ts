@@ -1,0 +1,116 @@
+// The SDK in a browser tab (issue 16): mod.ts bundled for the browser, served from
+// http://127.0.0.1 (a secure context), runs in headless Chromium; the page's agent joins a
+// channel by an invite token made by an agent in this process and they exchange messages both
+// ways through a real relay process, which admits the page's Origin by --allow-origin.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import process from "node:process";
+import { chromium } from "playwright-core";
+import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
+import { reaping, startRelayProcess, tempDir } from "./_helpers.ts";
+import { bundleSdk, CHROMIUM_ARGS, chromiumPath, serveDir } from "./_browser.ts";
+
+const browser = chromiumPath();
+// scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
+const skip = browser === undefined && process.env.CI !== "true"
+  ? "chromium is not installed (scripts/chromium.sh install)"
+  : false;
+
+const PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>skytale browser test</title>
+<script type="module">
+  import * as sdk from "./mod.js";
+  globalThis.sdk = sdk;
+  document.title = "ready";
+</script>`;
+
+/** What runs in the page; `sdk` is the bundled mod.ts. */
+interface PageGlobals {
+  sdk: typeof import("../mod.ts");
+  agent: SkytaleChannelManager;
+}
+
+test("an agent in a browser tab joins by invite and exchanges messages through a real relay", {
+  skip,
+  timeout: 60_000,
+}, async () => {
+  assert.ok(browser, "chromium is not installed: run scripts/chromium.sh install");
+  await reaping(async () => {
+    const dir = await tempDir();
+    const files = await bundleSdk(dir);
+    assert.ok(files.includes("mod.js"), files.join(", "));
+    await fsp.writeFile(path.join(dir, "index.html"), PAGE);
+    const site = await serveDir(dir);
+    const relay = await startRelayProcess([
+      "--data-dir",
+      path.join(dir, "relay"),
+      "--allow-origin",
+      site.origin,
+    ]);
+    const channel = "acme/browser/chat";
+    const alice = new SkytaleChannelManager({
+      identity: "alice",
+      endpoint: relay.url,
+      store: new MemoryStore(),
+    });
+    const chrome = await chromium.launch({ executablePath: browser, args: CHROMIUM_ARGS });
+    const pageLog: string[] = [];
+    try {
+      await alice.create(channel);
+      const token = await alice.invite(channel);
+      const page = await chrome.newPage();
+      page.on("console", (m) => void pageLog.push(m.text()));
+      page.on("pageerror", (e) => void pageLog.push(`pageerror: ${e.message}`));
+      const missing: string[] = [];
+      page.on("response", (r) => {
+        if (r.status() === 404) missing.push(new URL(r.url()).pathname);
+      });
+      await page.goto(`${site.origin}/`);
+      await page.waitForFunction(() => document.title === "ready", undefined, { timeout: 10_000 });
+      assert.equal(await page.evaluate(() => isSecureContext), true);
+
+      await page.evaluate(async ({ endpoint, channel, token }) => {
+        const g = globalThis as unknown as PageGlobals;
+        g.agent = new g.sdk.SkytaleChannelManager({
+          identity: "browser-bob",
+          endpoint,
+          store: new g.sdk.MemoryStore(),
+        });
+        await g.agent.joinWithToken(channel, token, { timeout: 15 });
+        await g.agent.send(channel, "hello from a browser tab");
+      }, { endpoint: relay.url, channel, token });
+
+      const got = await alice.receive(channel, { timeout: 10 });
+      assert.deepEqual(
+        got.map((m) => [m.sender, m.text]),
+        [["browser-bob", "hello from a browser tab"]],
+        pageLog.join("\n"),
+      );
+      await alice.send(channel, "hello back from the relay's other side");
+      const back = await page.evaluate(async (channel) => {
+        const g = globalThis as unknown as PageGlobals;
+        const msgs = await g.agent.receive(channel, { timeout: 10 });
+        const members = (await g.agent.channels()).find((c) => c.channel === channel)?.members;
+        await g.agent.close();
+        return { texts: msgs.map((m) => [m.sender, m.text]), members };
+      }, channel);
+      assert.deepEqual(back.texts, [["alice", "hello back from the relay's other side"]]);
+      assert.deepEqual(back.members?.slice().sort(), ["alice", "browser-bob"]);
+      // The one server-side module the tab asked for: the node:crypto accelerator, which the MLS
+      // provider tries and, when it fails to load, does without (WebCrypto and noble).
+      assert.deepEqual(missing, ["/runtime/native_crypto.ts"]);
+    } catch (e) {
+      throw new Error(`${e instanceof Error ? e.message : e}\npage log:\n${pageLog.join("\n")}`, {
+        cause: e,
+      });
+    } finally {
+      await chrome.close();
+      await alice.close();
+      await relay.proc.kill();
+      await site.close();
+    }
+  });
+});
