@@ -334,3 +334,17 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * The environment of a spawned MCP server: ours without Skytale settings, plus `extra`.
+ *
+ * @param extra Variables to set.
+ * @returns The environment.
+ */
+export function serverEnv(extra: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("SKYTALE_")) out[k] = v;
+  }
+  return { ...out, ...extra };
+}

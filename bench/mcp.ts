@@ -16,7 +16,6 @@
  * @module
  */
 import path from "node:path";
-import process from "node:process";
 import { Better, type Harness, runStandalone } from "./_harness.ts";
 import {
   freePort,
@@ -24,6 +23,7 @@ import {
   removeDir,
   ROOT,
   runtimeCommand,
+  serverEnv,
   startRelayProcess,
   tempDir,
 } from "./_util.ts";
@@ -45,15 +45,6 @@ async function connect(
   const t0 = performance.now();
   await client.connect(transport);
   return { client, ms: performance.now() - t0 };
-}
-
-/** The environment of a spawned server: ours without Skytale settings, plus `extra`. */
-function serverEnv(extra: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("SKYTALE_")) out[k] = v;
-  }
-  return { ...out, ...extra };
 }
 
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<void> {

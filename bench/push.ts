@@ -11,13 +11,13 @@
  * @module
  */
 import path from "node:path";
-import process from "node:process";
 import { Better, type Harness, runStandalone } from "./_harness.ts";
 import {
   percentile,
   removeDir,
   ROOT,
   runtimeCommand,
+  serverEnv,
   startRelayProcess,
   tempDir,
 } from "./_util.ts";
@@ -29,15 +29,11 @@ async function server(
   args: string[] = [],
 ): Promise<{ client: Client; pushes: number[] }> {
   const [cmd, pre] = runtimeCommand();
-  const clean: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("SKYTALE_")) clean[k] = v;
-  }
   const transport = new StdioClientTransport({
     command: cmd,
     args: [...pre, path.join(ROOT, "mod.ts"), "mcp", ...args],
     cwd: ROOT,
-    env: { ...clean, ...env, SKYTALE_IDENTITY: identity },
+    env: serverEnv({ ...env, SKYTALE_IDENTITY: identity }),
     stderr: "ignore",
   });
   const client = new Client({ name: `bench-${identity}`, version: "0.0.0" });
