@@ -6,11 +6,13 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { createHash } from "node:crypto";
-import { type Proc, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
+import { eventually, type Proc, spawnScript, startRelayProcess, tempDir } from "./_helpers.ts";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { decodeAuditKey, readAuditLog } from "../src/audit/chain.ts";
 import { connectWebSocket, RelayClient } from "../src/relay/client.ts";
 import { openSqlite } from "../src/runtime/sqlite.ts";
+import { Client, InMemoryTransport } from "../src/mcp/_sdk.ts";
+import { createMcpServer } from "../src/mcp/server.ts";
 
 const procs: Proc[] = [];
 const managers: SkytaleChannelManager[] = [];
@@ -75,13 +77,23 @@ test("an auditor holding only the exported key verifies and reads the log withou
   assert.match(key, /^skt_audit_[0-9a-f]{64}$/);
   assert.equal(await c.exportAuditKey(ch), key);
   assert.equal(await b.exportAuditKey(ch).catch(() => key), key);
-  // The members' own view, read back from the relay.
-  for (const m of [a, b, c]) {
-    const r = await m.auditReport(ch);
-    assert.equal(r.ok, true, JSON.stringify(r.problems));
-  }
   const [da, db, dc] = await Promise.all([a.whoami(), b.whoami(), c.whoami()]);
-
+  // The members' own view, read back from the relay, once each has seen bob's removal.
+  for (const m of [a, b, c]) {
+    await eventually(
+      async () => {
+        const r = await m.auditReport(ch);
+        assert.equal(r.ok, true, JSON.stringify(r.problems));
+        return r.entries.some((e) =>
+          e.writer === (m === a ? da : m === b ? db : dc).did &&
+          (e.event.type === "removed" ||
+            (e.event.type === "commit" && (e.event.removed as string[]).includes(db.did)))
+        );
+      },
+      20_000,
+      `${m.identity} logging bob's removal`,
+    );
+  }
   const r = await audit(url, ch, key);
   assert.equal(r.ok, true, JSON.stringify(r.problems));
   assert.deepEqual(Object.keys(r.heads).sort(), [da.did, db.did, dc.did].sort());
@@ -174,3 +186,52 @@ test("verify names the first bad position after a stored entry is deleted, reord
 });
 
 type Db = ReturnType<typeof openSqlite>;
+
+test("skytale_audit gives a member the verified recent entries, and says what to do without auditing", async () => {
+  const { url } = await relay();
+  const ch = "acme/audit/tool";
+  const a = member(url, "alice", await tempDir());
+  const plain = member(url, "bob", await tempDir(), false);
+  await a.create(ch);
+  await add(a, plain, ch);
+  await a.send(ch, "for the record");
+  // Own messages are logged when read back from the relay, a moment after the send's ack.
+  await eventually(
+    async () =>
+      (await a.auditReport(ch)).entries.some((e) => e.event.sha256 === sha("for the record")),
+    20_000,
+    "the message in the audit log",
+  );
+  const call = async (m: SkytaleChannelManager, args: Record<string, unknown>) => {
+    const [x, y] = InMemoryTransport.createLinkedPair();
+    await createMcpServer(m).connect(y);
+    const client = new Client({ name: "t", version: "0" });
+    await client.connect(x);
+    try {
+      const r = await client.callTool({ name: "skytale_audit", arguments: args });
+      const text = (r.content as { text?: string }[]).map((c) => c.text ?? "").join("\n");
+      return {
+        text,
+        isError: r.isError === true,
+        s: r.structuredContent as Record<string, unknown>,
+      };
+    } finally {
+      await client.close();
+    }
+  };
+  const r = await call(a, { channel: ch, limit: 2 });
+  assert.equal(r.isError, false, r.text);
+  assert.match(r.text, /verifies: \d+ entries from 1 writer/);
+  assert.equal(r.s.ok, true);
+  assert.equal((r.s.entries as unknown[]).length, 2);
+  assert.ok((r.s.total as number) >= 4, JSON.stringify(r.s));
+  const all = await call(a, { channel: ch, limit: 500 });
+  const entries = all.s.entries as { type: string; tag?: string; sha256?: string }[];
+  assert.equal(entries.length, all.s.total);
+  assert.ok(entries.some((e) => e.tag === "chat" && e.sha256 === sha("for the record")));
+  const off = await call(plain, { channel: ch });
+  assert.equal(off.isError, true);
+  assert.match(off.text, /audit: true/);
+  const bad = await call(a, { channel: "nope" });
+  assert.equal(bad.isError, true);
+});
