@@ -38,6 +38,7 @@ export {
   type SetOptions,
   type SharedContext,
 } from "./src/context/context.ts";
+export type { AuditEntry, AuditEvent, AuditProblem, AuditReport } from "./src/audit/chain.ts";
 export { MemoryStore } from "./src/store/memory.ts";
 export { FileStore } from "./src/store/file.ts";
 export type {

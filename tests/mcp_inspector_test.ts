@@ -58,6 +58,7 @@ test("the MCP Inspector CLI lists all tools, creates a channel and lists it", as
   const names = (JSON.parse(list.stdout).tools as { name: string }[]).map((t) => t.name);
   assert.deepEqual(names.sort(), [
     "skytale_add_member",
+    "skytale_audit",
     "skytale_channels",
     "skytale_context_get",
     "skytale_context_list",

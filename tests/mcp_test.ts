@@ -143,7 +143,7 @@ async function pair(): Promise<{ alice: Agent; bob: Agent; port: number; dirs: s
 test("two stdio servers share a channel through key package, add member and join", async () => {
   const { alice, bob } = await pair();
   const tools = await alice.client.listTools();
-  assert.equal(tools.tools.length, 18);
+  assert.equal(tools.tools.length, 19);
 
   const created = await alice.ok("skytale_create_channel", { channel: CHANNEL });
   assert.match(created.text, /Created channel "acme\/collab\/analysis"/);

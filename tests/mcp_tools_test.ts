@@ -17,6 +17,7 @@ import { createMcpServer, type SkytaleMcpServer } from "../src/mcp/server.ts";
 import { serveHttp } from "../src/mcp/http.ts";
 import { errorResult, ToolNames } from "../src/mcp/tools.ts";
 import { ContextToolNames } from "../src/mcp/context_tools.ts";
+import { AUDIT_TOOL } from "../src/mcp/audit_tools.ts";
 import { parseHostPort, parseMcpArgs } from "../src/cli/mcp.ts";
 import { startRelayProcess } from "./_helpers.ts";
 
@@ -67,7 +68,7 @@ function textOf(r: Record<string, unknown>): string {
   return (r.content as { text?: string }[]).map((c) => c.text ?? "").join("\n");
 }
 
-test("the server lists exactly the eighteen tools (fourteen, and four of the shared context) with their argument names", async () => {
+test("the server lists exactly the nineteen tools (fourteen, four of the shared context, and the audit log) with their argument names", async () => {
   const w = await world();
   try {
     const client = await w.connect(w.manager("alice"));
@@ -94,9 +95,10 @@ test("the server lists exactly the eighteen tools (fourteen, and four of the sha
       skytale_context_get: ["channel", "key"],
       skytale_context_list: ["channel", "prefix", "type"],
       skytale_handoff: ["channel", "task", "to", "tried"],
+      skytale_audit: ["channel", "limit"],
     });
     assert.deepEqual(
-      [...Object.values(ToolNames), ...Object.values(ContextToolNames)].sort(),
+      [...Object.values(ToolNames), ...Object.values(ContextToolNames), AUDIT_TOOL].sort(),
       Object.keys(got).sort(),
     );
     for (const t of tools) assert.ok((t.description ?? "").length > 80, `${t.name} is described`);
@@ -300,7 +302,7 @@ test("the HTTP server keeps sessions apart and refuses foreign Host and Origin h
     assert.equal(textOf(r), `Sent to "${CHANNEL}" (seq 2).`);
     await ta.terminateSession();
     await a.close();
-    assert.equal((await b.listTools()).tools.length, 18);
+    assert.equal((await b.listTools()).tools.length, 19);
     const r2 = await b.callTool({
       name: "skytale_send",
       arguments: { channel: CHANNEL, message: "n" },

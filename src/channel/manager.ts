@@ -20,7 +20,7 @@ import {
 import { PROVE_CONTEXT } from "../relay/protocol.ts";
 import type { Group } from "../mls/engine.ts";
 import type { ApiKeyTokens } from "../relay/auth.ts";
-import type { RelayClient } from "../relay/client.ts";
+import type { RelayClient, RelayClientOptions } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { newMailbox } from "../relay/mailbox.ts";
 import { env, logLine } from "../runtime/env.ts";
@@ -31,6 +31,8 @@ import { probes, Stages } from "../_probe.ts";
 import { decodeInviteToken, encodeInviteToken, type InviteRecord, open, seal } from "./invite.ts";
 import { fromUtf8, openTagged, tagData, Tags, utf8 } from "./envelope.ts";
 import { ContextHub, type SharedContext } from "../context/context.ts";
+import type { AuditLog, SeenEvent } from "../audit/log.ts";
+import type { AuditReport } from "../audit/chain.ts";
 
 /** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
 export interface SkytaleOptions {
@@ -67,6 +69,13 @@ export interface SkytaleOptions {
    * drop it (counted in {@linkcode SkytaleChannelManager.metrics}). Off by default.
    */
   coverTraffic?: { meanIntervalMs: number };
+  /**
+   * Keep an encrypted, verifiable audit log of every channel (`src/audit/`):
+   * joins, adds, removals, key rotations and message metadata, appended as a
+   * hash chain to a relay mailbox that {@linkcode SkytaleChannelManager.exportAuditKey}'s
+   * key opens. Default: `SKYTALE_AUDIT` is `1`; else off.
+   */
+  audit?: boolean;
 }
 
 /** The default size buckets of {@linkcode SkytaleOptions.padding}: 256 B to 32 KiB. */
@@ -244,6 +253,8 @@ interface Live {
   savedAt: number;
   snapshotTimer?: ReturnType<typeof setTimeout> | undefined;
   coverTimer?: ReturnType<typeof setTimeout> | undefined;
+  /** Audit events of the burst being applied (`audit: true`). */
+  audit?: SeenEvent[];
 }
 
 interface _Sealed {
@@ -277,6 +288,8 @@ interface Ctx {
   key: IdentityKey;
   store: Store;
   relay: RelayClient;
+  /** A second, short-lived connection to the same relay (audit reads release their leases on close). */
+  openRelay: () => RelayClient;
 }
 
 /**
@@ -342,7 +355,7 @@ export class SkytaleChannelManager {
       );
     }
     this.identity = identity;
-    this.#opts = options;
+    this.#opts = { ...options, audit: options.audit ?? env("SKYTALE_AUDIT") === "1" };
     const buckets = options.padding === undefined ? DEFAULT_PADDING_BUCKETS : options.padding;
     if (buckets !== false) {
       if (
@@ -443,7 +456,7 @@ export class SkytaleChannelManager {
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
         });
       }
-      relay = new RelayClient({
+      const relayOptions: RelayClientOptions = {
         ...(urls === undefined
           ? (local ?? await import("../relay/local.ts")).localRelay({
             port: this.localPort,
@@ -452,12 +465,14 @@ export class SkytaleChannelManager {
           : { connect: failoverConnector(urls) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
-        prove: async (nonce) => ({
+        prove: async (nonce: Uint8Array) => ({
           publicKey: key.publicKey,
           signature: await signWith(key, new Uint8Array([...PROVE_CONTEXT, ...nonce])),
         }),
-      });
+      };
+      relay = new RelayClient(relayOptions);
       const ctx = {
+        openRelay: () => new RelayClient(relayOptions),
         engine,
         engineFor,
         welcomeSuite: (w: Uint8Array) => MlsEngine.welcomeSuite(w),
@@ -836,6 +851,12 @@ export class SkytaleChannelManager {
         advanced = true;
       }
       if (!advanced) return;
+      if (live.audit?.length) {
+        // Queued durably before the cursor is written: a crash replays them, never loses them.
+        const events = live.audit;
+        live.audit = [];
+        await (await this.#auditLog()).append(live.record.channel, events);
+      }
       fresh = live.record.buffer.slice(buffered);
       if (fresh.length > 0) {
         live.recent.push(...fresh);
@@ -882,7 +903,9 @@ export class SkytaleChannelManager {
     if (e.kind === "genesis") return; // the relay's copy of the public state at creation
     const pending = live.record.pending;
     if (pending && pending.id === id) {
+      const before = this.#opts.audit ? live.engine.roster(live.group) : [];
       live.group = live.engine.decodeGroup(pending.group);
+      this.#auditCommit(live, e, before, false);
       live.record.pending = undefined;
       this.#pin(live, live.engine.roster(live.group));
       if (pending.welcome) {
@@ -894,7 +917,10 @@ export class SkytaleChannelManager {
       return;
     }
     // Our own message read back: MLS does not decrypt a message for its sender.
-    if (live.ownIds.delete(id)) return;
+    if (live.ownIds.delete(id)) {
+      if (this.#opts.audit && e.kind === "application") this.#auditOwn(ctx, live, e, id);
+      return;
+    }
     const epoch = live.engine.epoch(live.group);
     if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
     if (e.kind !== "commit" && e.epoch > epoch) {
@@ -913,7 +939,9 @@ export class SkytaleChannelManager {
     // A commit whose new members claim a pinned name with another key is refused like an
     // invalid one: the group stays at this epoch.
     if (r.kind === "commit" && !r.removed) this.#pin(live, live.engine.roster(r.newGroup));
+    const before = this.#opts.audit && r.kind === "commit" ? live.engine.roster(live.group) : [];
     live.group = r.newGroup;
+    if (r.kind === "commit") this.#auditCommit(live, e, before, r.removed);
     if (r.kind === "commit") {
       live.record.recovered = undefined; // a new epoch: fresh sending keys
       if (r.removed) {
@@ -931,6 +959,17 @@ export class SkytaleChannelManager {
       if (tag === Tags.chat && body.length === 0) {
         this.#cover.received++; // cover traffic: never handed out
         return;
+      }
+      if (this.#opts.audit) {
+        this.#auditSee(live, {
+          type: "message",
+          seq: e.seq,
+          time,
+          sender: r.senderId,
+          tag,
+          size: body.length,
+          sha256: (await sha256(body)).toHex(),
+        });
       }
       if (tag === Tags.chat) {
         // Handed out before a crash lost the record.
@@ -1122,6 +1161,7 @@ export class SkytaleChannelManager {
     };
     await ctx.store.saveChannel(record);
     await this.#subscribe(ctx, await this.#live(ctx, record));
+    await this.#auditStart(channel, "created", engine.roster(group), 0);
     this.#emitMembership({ channel, change: "joined" });
   }
 
@@ -1235,8 +1275,9 @@ export class SkytaleChannelManager {
         { cause: e },
       );
     }
-    this.#emitMembership({ channel, change: "joined" });
     this.#contexts.joined(channel); // a joiner asks a member for the current shared context
+    await this.#auditStart(channel, "joined", roster, engine.epoch(group));
+    this.#emitMembership({ channel, change: "joined" });
   }
 
   /**
@@ -1279,6 +1320,16 @@ export class SkytaleChannelManager {
       await live.rekey;
     }
     const out = await this.#seal(ctx, live, data, tagData(tag));
+    if (this.#opts.audit && data.length > 0) {
+      this.#auditSent.set(out.id.toHex(), {
+        tag,
+        size: data.length,
+        sha256: (await sha256(data)).toHex(),
+      });
+      if (this.#auditSent.size > MAX_SENT_IDS) {
+        this.#auditSent.delete(this.#auditSent.keys().next().value!);
+      }
+    }
     const res = await ctx.relay.publish(channel, { ...out, kind: "application" as EntryKind });
     probes.sink?.(Stages.acked, out.id);
     if (!res.ok) {
@@ -1867,6 +1918,129 @@ export class SkytaleChannelManager {
     return this.#contexts.context(channel);
   }
 
+  #audit: Promise<AuditLog> | undefined;
+  /** Own messages' metadata until read back (publish id → tag, size, hash of the body). */
+  #auditSent = new Map<string, { tag: string; size: number; sha256: string }>();
+
+  /** The audit log (`src/audit/`), loaded on first use. */
+  #auditLog(): Promise<AuditLog> {
+    this.#audit ??= (async () => {
+      const { AuditLog } = await import("../audit/log.ts");
+      return new AuditLog({
+        loadBlob: async (name) => (await this.#context()).store.loadBlob(name),
+        saveBlob: async (name, data) => (await this.#context()).store.saveBlob(name, data),
+        put: async (address, id, item, ttl) =>
+          await (await this.#context()).relay.mailboxPut(address, item, ttl, id),
+        lease: async (address, takeKey) => {
+          // Its own connection: closing it hands the leased items back at once.
+          const relay = (await this.#context()).openRelay();
+          try {
+            return await relay.mailboxLease(address, takeKey);
+          } finally {
+            await relay.close();
+          }
+        },
+        exportSecret: (channel, label, length) => this.exportSecret(channel, label, length),
+        context: (channel) => this.context(channel),
+        whoami: () => this.whoami(),
+        roster: (channel) => this.roster(channel),
+      });
+    })();
+    return this.#audit;
+  }
+
+  #auditSee(live: Live, event: SeenEvent["event"]): void {
+    (live.audit ??= []).push({ epoch: live.engine.epoch(live.group), event });
+  }
+
+  #auditCommit(live: Live, e: LogEntry, before: Member[], removed: boolean): void {
+    if (!this.#opts.audit) return;
+    const time = new Date(e.time).toISOString();
+    if (removed) {
+      this.#auditSee(live, { type: "removed", seq: e.seq, time });
+      return;
+    }
+    const after = live.engine.roster(live.group);
+    const was = new Set(before.map((m) => m.did));
+    const is = new Set(after.map((m) => m.did));
+    const added = after.filter((m) => !was.has(m.did)).map((m) => m.did);
+    const gone = before.filter((m) => !is.has(m.did)).map((m) => m.did);
+    this.#auditSee(live, {
+      type: "commit",
+      seq: e.seq,
+      time,
+      added,
+      removed: gone,
+      rotation: added.length === 0 && gone.length === 0,
+    });
+  }
+
+  #auditOwn(ctx: Ctx, live: Live, e: LogEntry, id: string): void {
+    const noted = this.#auditSent.get(id);
+    this.#auditSent.delete(id);
+    if (!noted) return; // cover traffic, or sent before a restart: its body is not known here
+    this.#auditSee(live, {
+      type: "message",
+      seq: e.seq,
+      time: new Date(e.time).toISOString(),
+      sender: memberOf(this.identity, ctx.key.publicKey).did,
+      ...noted,
+    });
+  }
+
+  async #auditStart(
+    channel: string,
+    type: "created" | "joined",
+    roster: Member[],
+    epoch: number,
+  ): Promise<void> {
+    if (!this.#opts.audit) return;
+    await (await this.#auditLog()).append(channel, [{
+      epoch,
+      event: { type, time: new Date().toISOString(), members: roster.map((m) => m.did) },
+    }]);
+  }
+
+  /**
+   * The channel's audit key, for an auditor: with it (and the relay's URL)
+   * `skytale audit verify` reads and checks the channel's audit log without
+   * being a member. One key per channel, shared by every member through the
+   * shared context, the same across epochs.
+   *
+   * @param channel The channel (this manager must have `audit: true`).
+   * @returns The key, `skt_audit_…`.
+   */
+  async exportAuditKey(channel: string): Promise<string> {
+    await this.#get(channel);
+    this.#assertAuditing();
+    const { encodeAuditKey } = await import("../audit/chain.ts");
+    return encodeAuditKey(await (await this.#auditLog()).key(channel));
+  }
+
+  /**
+   * Reads the channel's audit log back from the relay and verifies it, after
+   * this member's own events got there (waits up to 10 s).
+   *
+   * @param channel The channel (this manager must have `audit: true`).
+   * @returns The verification report, with the entries that could be read.
+   */
+  async auditReport(channel: string): Promise<AuditReport> {
+    await this.#get(channel);
+    this.#assertAuditing();
+    const log = await this.#auditLog();
+    await log.settled(channel);
+    return await log.report(channel);
+  }
+
+  #assertAuditing(): void {
+    if (!this.#opts.audit) {
+      throw new ValidationError(
+        "invalid_argument",
+        "This manager keeps no audit log: create it with { audit: true }",
+      );
+    }
+  }
+
   /**
    * Makes an invite token: whoever holds it can join `channel` while this
    * manager runs, with no key package or Welcome copied by hand.
@@ -2180,6 +2354,7 @@ export class SkytaleChannelManager {
     if (this.#inviteTimer) clearTimeout(this.#inviteTimer);
     await this.#inviteMutex.run(() => Promise.resolve());
     await this.#contexts.close();
+    await (await this.#audit)?.close();
     const ctx = this.#ctx;
     for (const live of this.#channels.values()) {
       if (live.proposalTimer) clearTimeout(live.proposalTimer);

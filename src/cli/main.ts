@@ -18,6 +18,8 @@ Commands:
                              serve a stdio MCP server to a channel's members
   connect CHANNEL [--invite TOKEN]
                              a stdio MCP server forwarding to the one exposed on CHANNEL
+  audit verify|export CHANNEL --key KEY [--relay URL] [--format jsonl]
+                             check and read a channel's encrypted audit log
   help                       show this help`;
 
 /**
@@ -49,6 +51,10 @@ export async function main(argv: string[]): Promise<number> {
     case "connect": {
       const { connectCommand } = await import("./connect.ts");
       return await connectCommand(rest);
+    }
+    case "audit": {
+      const { auditCommand } = await import("./audit.ts");
+      return await auditCommand(rest);
     }
     case "help":
     case "--help":

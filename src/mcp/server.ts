@@ -11,6 +11,7 @@ import { registerSkytalePrompts } from "./prompts.ts";
 import { registerChannelResources } from "./resources.ts";
 import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
 import { hasContext, registerContextTools } from "./context_tools.ts";
+import { hasAudit, registerAuditTools } from "./audit_tools.ts";
 
 /** The name the server reports in `initialize`. */
 export const SERVER_NAME = "skytale";
@@ -93,6 +94,7 @@ export function buildMcpServer(
   );
   registerSkytaleTools(server, manager, options);
   if (hasContext(manager)) registerContextTools(server, manager, options);
+  if (hasAudit(manager)) registerAuditTools(server, manager, options);
   registerSkytalePrompts(server, manager);
   const stops = [registerChannelResources(server, manager)];
   if (options.claudeChannel) {

@@ -425,9 +425,14 @@ export class RelayClient {
    * @param address The mailbox address.
    * @param payload The opaque blob.
    * @param ttlSeconds How long the relay keeps it.
+   * @param id The item's 16-byte id (default: random); a put repeated with the same id is kept once.
    */
-  async mailboxPut(address: string, payload: Uint8Array, ttlSeconds: number): Promise<void> {
-    const id = crypto.getRandomValues(new Uint8Array(ID_BYTES));
+  async mailboxPut(
+    address: string,
+    payload: Uint8Array,
+    ttlSeconds: number,
+    id: Uint8Array = crypto.getRandomValues(new Uint8Array(ID_BYTES)),
+  ): Promise<void> {
     await this.#request<"ok">((reqId) => ({
       type: "mailboxPut",
       reqId,
