@@ -7,7 +7,8 @@
  */
 import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
-import { env, logLine, skytaleHome } from "../runtime/env.ts";
+import { env, logLine } from "../runtime/env.ts";
+import { skytaleHome } from "../runtime/home.ts";
 import { processStdio } from "../runtime/stdio.ts";
 import { parseChannelName } from "../validate.ts";
 import { type AuditReport, decodeAuditKey, readAuditLog } from "../audit/chain.ts";
