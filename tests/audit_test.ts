@@ -13,6 +13,7 @@ import { connectWebSocket, RelayClient } from "../src/relay/client.ts";
 import { openSqlite } from "../src/runtime/sqlite.ts";
 import { Client, InMemoryTransport } from "../src/mcp/_sdk.ts";
 import { createMcpServer } from "../src/mcp/server.ts";
+import { SKIP as NATS_SKIP, startNats } from "./_nats.ts";
 
 const procs: Proc[] = [];
 const managers: SkytaleChannelManager[] = [];
@@ -235,3 +236,46 @@ test("skytale_audit gives a member the verified recent entries, and says what to
   const bad = await call(a, { channel: "nope" });
   assert.equal(bad.isError, true);
 });
+
+test(
+  "on a relay backed by NATS JetStream, the shared context converges and the audit log verifies",
+  {
+    skip: NATS_SKIP,
+  },
+  async () => {
+    const nats = await startNats();
+    try {
+      const r = await startRelayProcess(["--store", nats.url]);
+      procs.push(r.proc);
+      const ch = "acme/audit/nats";
+      const a = member(r.url, "alice", await tempDir());
+      const b = member(r.url, "bob", await tempDir());
+      await a.create(ch);
+      await add(a, b, ch);
+      await a.context(ch).set("plan", { step: 1 });
+      await eventually(
+        async () => ((await b.context(ch).get("plan"))?.value as { step?: number })?.step === 1,
+        20_000,
+        "bob seeing alice's context entry",
+      );
+      await a.send(ch, "over NATS");
+      await b.receive(ch, { timeout: 10 });
+      const key = await a.exportAuditKey(ch);
+      const [da, db] = await Promise.all([a.whoami(), b.whoami()]);
+      await eventually(
+        async () => {
+          const log = await audit(r.url, ch, key);
+          return log.ok && Object.keys(log.heads).length === 2 &&
+            log.entries.some((e) => e.writer === db.did && e.event.type === "message");
+        },
+        20_000,
+        "both members' chains at the relay",
+      );
+      const log = await audit(r.url, ch, key);
+      assert.equal(log.ok, true, JSON.stringify(log.problems));
+      assert.deepEqual(Object.keys(log.heads).sort(), [da.did, db.did].sort());
+    } finally {
+      await nats.stop();
+    }
+  },
+);
