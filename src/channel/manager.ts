@@ -279,6 +279,8 @@ interface Ctx {
   key: IdentityKey;
   store: Store;
   relay: RelayClient;
+  /** Releases the embedded local relay (`localRelay().release`), when it is the one used. */
+  release?: () => Promise<void>;
 }
 
 /**
@@ -411,6 +413,7 @@ export class SkytaleChannelManager {
     const store = this.#opts.store ?? new FileStore(joinPath(this.#dataDir, this.identity));
     await store.open?.();
     let relay: RelayClient | undefined;
+    let release: (() => Promise<void>) | undefined;
     try {
       const key = await this.#identityKey(engine, store);
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
@@ -426,13 +429,17 @@ export class SkytaleChannelManager {
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
         });
       }
+      const embedded = urls === undefined
+        ? (local ?? await import("../relay/local.ts")).localRelay({
+          port: this.localPort,
+          home: skytaleHome(),
+        })
+        : undefined;
+      release = embedded?.release;
       relay = new RelayClient({
-        ...(urls === undefined
-          ? (local ?? await import("../relay/local.ts")).localRelay({
-            port: this.localPort,
-            home: skytaleHome(),
-          })
-          : { connect: failoverConnector(urls) }),
+        ...(embedded
+          ? { connect: embedded.connect, greet: embedded.greet }
+          : { connect: failoverConnector(urls!) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
         prove: async (nonce) => ({
@@ -446,6 +453,7 @@ export class SkytaleChannelManager {
         welcomeSuite: (w: Uint8Array) => MlsEngine.welcomeSuite(w),
         store,
         relay,
+        ...(release ? { release } : {}),
         key,
       };
       for (const record of await store.loadChannels()) {
@@ -496,6 +504,7 @@ export class SkytaleChannelManager {
     } catch (e) {
       // A manager that failed to start keeps no reconnecting client and no lock on the identity.
       await relay?.close();
+      await release?.();
       await store.close?.();
       throw e;
     }
@@ -2175,6 +2184,8 @@ export class SkytaleChannelManager {
         // Written once, flushed, so the next start reads one record and an empty journal.
         await this.#flush(c).catch((e) => logLine(`skytale: saving state failed: ${message(e)}`));
         await c.relay.close();
+        // The last manager of the process stops the embedded relay it hosts, so the process can exit.
+        await c.release?.();
         await c.store.close?.();
       }
     }
