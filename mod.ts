@@ -39,6 +39,7 @@ export {
   type SharedContext,
 } from "./src/context/context.ts";
 export { MemoryStore } from "./src/store/memory.ts";
+export { startTestRelay, type TestRelay, type TestRelayOptions } from "./src/relay/test_relay.ts";
 export { FileStore } from "./src/store/file.ts";
 export type {
   ChannelRecord,
