@@ -2190,6 +2190,15 @@ export class SkytaleChannelManager {
       }
     }
   }
+
+  /**
+   * Closes the manager ({@linkcode close}) when an `await using` block ends.
+   *
+   * @returns When closed.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
 }
 
 /**

@@ -57,9 +57,10 @@ export interface McpTransportLike {
 /**
  * The server {@linkcode createMcpServer} returns. At run time it is an
  * `McpServer` of `@modelcontextprotocol/sdk` (cast to it to register more
- * tools); this type names the part that serving needs.
+ * tools); this type names the part that serving needs. `await using` closes
+ * it when the block ends.
  */
-export interface SkytaleMcpServer {
+export interface SkytaleMcpServer extends AsyncDisposable {
   /**
    * Attaches a transport and starts answering on it.
    *
@@ -139,5 +140,6 @@ export function createMcpServer(
   manager: ChannelManagerLike,
   options: McpServerOptions = {},
 ): SkytaleMcpServer {
-  return buildMcpServer(manager, options);
+  const server = buildMcpServer(manager, options);
+  return Object.assign(server, { [Symbol.asyncDispose]: () => server.close() });
 }

@@ -580,6 +580,16 @@ export class SkytaleTransport implements McpTransport {
     return this.#close(true);
   }
 
+  /**
+   * Closes the transport ({@linkcode close}) when an `await using` block
+   * ends; the manager stays open.
+   *
+   * @returns When closed.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   #close(sayBye: boolean): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
@@ -705,8 +715,11 @@ export interface ServeChannelOptions {
   onSession?: (event: { type: "start" | "end"; session: ChannelSession; reason?: string }) => void;
 }
 
-/** A channel being served by {@linkcode serveChannel}. */
-export interface ChannelServing {
+/**
+ * A channel being served by {@linkcode serveChannel}; `await using` closes it
+ * when the block ends.
+ */
+export interface ChannelServing extends AsyncDisposable {
   /** The channel. */
   readonly channel: string;
   /**
@@ -1036,17 +1049,19 @@ export async function serveChannel(
   (timer as { unref?: () => void }).unref?.();
 
   let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= Promise.resolve().then(async () => {
+      closed = true;
+      clearInterval(timer);
+      untap();
+      await Promise.all([...sessions.values()].map((s) => end(s, "the server stopped", false)));
+    });
+    return closing;
+  };
   return {
     channel,
     sessions: () => [...sessions.values()].map((s) => ({ ...s.transport.session })),
-    close() {
-      closing ??= Promise.resolve().then(async () => {
-        closed = true;
-        clearInterval(timer);
-        untap();
-        await Promise.all([...sessions.values()].map((s) => end(s, "the server stopped", false)));
-      });
-      return closing;
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }
