@@ -284,18 +284,24 @@ interface Ctx {
 }
 
 /**
- * End-to-end encrypted channels for one identity.
+ * End-to-end encrypted channels for one identity. `await using` closes it.
  *
  * @example
- * ```ts ignore
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * const alice = new SkytaleChannelManager({ identity: "alice" });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ *
+ * await using relay = await startTestRelay(); // leave `endpoint` out for the embedded relay
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using alice = agent("alice");
+ * await using bob = agent("bob");
  * await alice.create("acme/research/results");
- * const bob = new SkytaleChannelManager({ identity: "bob" });
  * const welcome = await alice.addMember("acme/research/results", await bob.keyPackage());
  * await bob.join("acme/research/results", welcome);
  * await alice.send("acme/research/results", "analysis complete");
  * const msgs = await bob.receive("acme/research/results", { timeout: 5 });
+ * assert.deepEqual(msgs.map((m) => [m.sender, m.text]), [["alice", "analysis complete"]]);
  * ```
  */
 export class SkytaleChannelManager {

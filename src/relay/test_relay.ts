@@ -41,14 +41,13 @@ export interface TestRelay extends AsyncDisposable {
  * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
  *
  * await using relay = await startTestRelay();
- * const alice = new SkytaleChannelManager({
+ * await using alice = new SkytaleChannelManager({
  *   identity: "alice",
  *   endpoint: relay.url,
  *   store: new MemoryStore(),
  * });
  * await alice.create("acme/docs/relay");
  * assert.deepEqual((await alice.channels()).map((c) => c.channel), ["acme/docs/relay"]);
- * await alice.close();
  * ```
  *
  * @param options Interface, port and logging.
