@@ -12,15 +12,34 @@
  * every request carries `Authorization: Bearer <token>` (`SKYTALE_MCP_TOKEN`, or
  * the token kept in `<SKYTALE_DATA_DIR>/mcp-http.token`).
  *
- * @example
- * ```ts ignore
- * import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * import { createMcpServer } from "@skytale/mcp/mcp";
+ * `createMcpServer(manager)` connects to any MCP transport (stdio, Streamable
+ * HTTP); here one agent serves its tools to another over their channel, and
+ * the other calls one:
  *
- * const manager = new SkytaleChannelManager({ identity: "claude-agent" });
- * const server = createMcpServer(manager);
- * await server.connect(new StdioServerTransport());
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Client } from "@modelcontextprotocol/sdk/client";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ * import { serveChannel, SkytaleTransport } from "@skytale/mcp/transport";
+ *
+ * await using relay = await startTestRelay();
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using host = agent("host");
+ * await using user = agent("user");
+ * await host.create("acme/tools/mcp");
+ * await user.join("acme/tools/mcp", await host.addMember("acme/tools/mcp", await user.keyPackage()));
+ *
+ * await using _serving = await serveChannel(host, "acme/tools/mcp", () => createMcpServer(host));
+ * await using transport = new SkytaleTransport(user, "acme/tools/mcp", {
+ *   serverDid: (await host.whoami()).did,
+ * });
+ * const client = new Client({ name: "user", version: "1.0.0" });
+ * await client.connect(transport);
+ * const result = await client.callTool({ name: "skytale_whoami", arguments: {} });
+ * assert.match(JSON.stringify(result.content), /did:key:z6Mk/);
  * ```
  *
  * @module

@@ -4,16 +4,33 @@
  * Run directly, this module is the `skytale` command line (`deno run -A
  * jsr:@skytale/mcp` starts the stdio MCP server; `… relay` starts a relay).
  *
+ * Two agents on a relay in this process ({@linkcode startTestRelay}; leave out
+ * `endpoint` to use the user's embedded local relay, and `store` to keep state
+ * in files under `~/.skytale`):
+ *
  * @example
- * ```ts ignore
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * const alice = new SkytaleChannelManager({ identity: "alice" });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ *
+ * await using relay = await startTestRelay();
+ * await using alice = new SkytaleChannelManager({
+ *   identity: "alice",
+ *   endpoint: relay.url,
+ *   store: new MemoryStore(),
+ * });
  * await alice.create("acme/research/results");
- * const bob = new SkytaleChannelManager({ identity: "bob" });
+ * await using bob = new SkytaleChannelManager({
+ *   identity: "bob",
+ *   endpoint: relay.url,
+ *   store: new MemoryStore(),
+ * });
  * const welcome = await alice.addMember("acme/research/results", await bob.keyPackage());
  * await bob.join("acme/research/results", welcome);
  * await alice.send("acme/research/results", "analysis complete");
- * const msgs = await bob.receive("acme/research/results", { timeout: 5 });
+ * const [msg] = await bob.receive("acme/research/results", { timeout: 5 });
+ * assert.equal(msg?.text, "analysis complete");
+ * assert.equal(msg?.senderId, (await alice.whoami()).did);
  * ```
  *
  * @module
@@ -40,6 +57,7 @@ export {
 } from "./src/context/context.ts";
 export type { AuditEntry, AuditEvent, AuditProblem, AuditReport } from "./src/audit/chain.ts";
 export { MemoryStore } from "./src/store/memory.ts";
+export { startTestRelay, type TestRelay, type TestRelayOptions } from "./src/relay/test_relay.ts";
 export { FileStore } from "./src/store/file.ts";
 export type {
   ChannelRecord,

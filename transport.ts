@@ -3,20 +3,34 @@
  * clients, {@linkcode SkytaleTransport}, and {@linkcode serveChannel}, which
  * answers every member of a channel with its own MCP session.
  *
- * @example
- * ```ts ignore
- * import { Client } from "@modelcontextprotocol/sdk/client/index.js";
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * import { SkytaleTransport } from "@skytale/mcp/transport";
+ * A member joined with an invite from `skytale expose` passes the did it
+ * prints as `serverDid`; here both ends run in one process:
  *
- * const mgr = new SkytaleChannelManager({ identity: "mcp-agent" });
- * await mgr.joinWithToken("org/ns/mcp-rpc", "skt_inv_…"); // from `skytale expose`
- * const client = new Client({ name: "agent", version: "1.0.0" });
- * // the server's did, as `skytale expose` (or the server's `whoami()`) prints it
- * await client.connect(
- *   new SkytaleTransport(mgr, "org/ns/mcp-rpc", { serverDid: "did:key:z6Mk…" }),
- * );
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Client } from "@modelcontextprotocol/sdk/client";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ * import { serveChannel, SkytaleTransport } from "@skytale/mcp/transport";
+ *
+ * await using relay = await startTestRelay();
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using host = agent("host");
+ * await using user = agent("user");
+ * await host.create("acme/tools/mcp");
+ * await user.join("acme/tools/mcp", await host.addMember("acme/tools/mcp", await user.keyPackage()));
+ *
+ * // The host answers each member of the channel with its own MCP server.
+ * await using _serving = await serveChannel(host, "acme/tools/mcp", () => createMcpServer(host));
+ * await using transport = new SkytaleTransport(user, "acme/tools/mcp", {
+ *   serverDid: (await host.whoami()).did,
+ * });
+ * const client = new Client({ name: "user", version: "1.0.0" });
+ * await client.connect(transport);
  * const { tools } = await client.listTools();
+ * assert.ok(tools.some((t) => t.name === "skytale_send"));
  * ```
  *
  * @module

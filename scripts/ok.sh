@@ -25,6 +25,9 @@ step "deno check"
 deno check mod.ts mcp.ts transport.ts src/ tests/ $( [ -d examples ] && ls examples/*.ts 2>/dev/null ) $( [ -d bench ] && ls bench/*.ts 2>/dev/null )
 step "deno doc --lint"
 deno doc --lint mod.ts mcp.ts transport.ts
+step "deno test --doc (the entry points' examples, and those of the classes they export)"
+deno test -A --doc mod.ts mcp.ts transport.ts src/channel/manager.ts src/relay/test_relay.ts \
+  src/mcp/server.ts src/mcp/transport.ts
 step "deno publish --dry-run"
 deno publish --dry-run --allow-dirty
 

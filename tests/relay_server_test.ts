@@ -416,6 +416,26 @@ test("localRelay() hosts the relay when none runs and a survivor takes over the 
   }
 });
 
+test("localRelay() stops the relay it hosts when its last user in the process releases it", async () => {
+  const dir = await tempDir();
+  const port = await freePort();
+  const a = localRelay({ port, home: dir });
+  const b = localRelay({ port, home: dir });
+  const ca = new RelayClient({ connect: a.connect, greet: a.greet, requestTimeoutMs: 20_000 });
+  try {
+    assert.equal(await ca.create(CH), true); // hosts it
+    await ca.close();
+    await a.release();
+    await a.release(); // idempotent: b still counts
+    assert.equal(await (await fetch(`http://127.0.0.1:${port}/healthz`)).text(), "ok");
+    await b.release();
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
+  } finally {
+    await closeLocalRelays();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("the hello token is checked and an org-scoped connection may only use its org's channels", async () => {
   const relay = await startRelay({
     hostname: "127.0.0.1",

@@ -290,21 +290,29 @@ interface Ctx {
   relay: RelayClient;
   /** A second, short-lived connection to the same relay (audit reads release their leases on close). */
   openRelay: () => RelayClient;
+  /** Releases the embedded local relay (`localRelay().release`), when it is the one used. */
+  release?: () => Promise<void>;
 }
 
 /**
- * End-to-end encrypted channels for one identity.
+ * End-to-end encrypted channels for one identity. `await using` closes it.
  *
  * @example
- * ```ts ignore
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * const alice = new SkytaleChannelManager({ identity: "alice" });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ *
+ * await using relay = await startTestRelay(); // leave `endpoint` out for the embedded relay
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using alice = agent("alice");
+ * await using bob = agent("bob");
  * await alice.create("acme/research/results");
- * const bob = new SkytaleChannelManager({ identity: "bob" });
  * const welcome = await alice.addMember("acme/research/results", await bob.keyPackage());
  * await bob.join("acme/research/results", welcome);
  * await alice.send("acme/research/results", "analysis complete");
  * const msgs = await bob.receive("acme/research/results", { timeout: 5 });
+ * assert.deepEqual(msgs.map((m) => [m.sender, m.text]), [["alice", "analysis complete"]]);
  * ```
  */
 export class SkytaleChannelManager {
@@ -441,6 +449,7 @@ export class SkytaleChannelManager {
     const store = this.#opts.store ?? await this.#fileStore(this.#dataDir ?? this.#home!);
     await store.open?.();
     let relay: RelayClient | undefined;
+    let release: (() => Promise<void>) | undefined;
     try {
       const key = await this.#identityKey(engine, store);
       // A comma-separated endpoint lists the relays of a cluster: connect to any, fail over.
@@ -456,13 +465,17 @@ export class SkytaleChannelManager {
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
         });
       }
+      const embedded = urls === undefined
+        ? (local ?? await import("../relay/local.ts")).localRelay({
+          port: this.localPort,
+          home: this.#home!,
+        })
+        : undefined;
+      release = embedded?.release;
       const relayOptions: RelayClientOptions = {
-        ...(urls === undefined
-          ? (local ?? await import("../relay/local.ts")).localRelay({
-            port: this.localPort,
-            home: this.#home!,
-          })
-          : { connect: failoverConnector(urls) }),
+        ...(embedded
+          ? { connect: embedded.connect, greet: embedded.greet }
+          : { connect: failoverConnector(urls!) }),
         ...(tokens ? { token: () => tokens.token() } : {}),
         // The relay lets a connection use a channel only once it proves a member's key.
         prove: async (nonce: Uint8Array) => ({
@@ -478,6 +491,7 @@ export class SkytaleChannelManager {
         welcomeSuite: (w: Uint8Array) => MlsEngine.welcomeSuite(w),
         store,
         relay,
+        ...(release ? { release } : {}),
         key,
       };
       for (const record of await store.loadChannels()) {
@@ -528,6 +542,7 @@ export class SkytaleChannelManager {
     } catch (e) {
       // A manager that failed to start keeps no reconnecting client and no lock on the identity.
       await relay?.close();
+      await release?.();
       await store.close?.();
       throw e;
     }
@@ -2367,9 +2382,20 @@ export class SkytaleChannelManager {
         // Written once, flushed, so the next start reads one record and an empty journal.
         await this.#flush(c).catch((e) => logLine(`skytale: saving state failed: ${message(e)}`));
         await c.relay.close();
+        // The last manager of the process stops the embedded relay it hosts, so the process can exit.
+        await c.release?.();
         await c.store.close?.();
       }
     }
+  }
+
+  /**
+   * Closes the manager ({@linkcode close}) when an `await using` block ends.
+   *
+   * @returns When closed.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 

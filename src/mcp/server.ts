@@ -58,9 +58,10 @@ export interface McpTransportLike {
 /**
  * The server {@linkcode createMcpServer} returns. At run time it is an
  * `McpServer` of `@modelcontextprotocol/sdk` (cast to it to register more
- * tools); this type names the part that serving needs.
+ * tools); this type names the part that serving needs. `await using` closes
+ * it when the block ends.
  */
-export interface SkytaleMcpServer {
+export interface SkytaleMcpServer extends AsyncDisposable {
   /**
    * Attaches a transport and starts answering on it.
    *
@@ -125,12 +126,31 @@ export function buildMcpServer(
  * one server per client session, all sharing the same manager.
  *
  * @example
- * ```ts ignore
- * import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
- * import { SkytaleChannelManager } from "@skytale/mcp";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Client } from "@modelcontextprotocol/sdk/client";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
  * import { createMcpServer } from "@skytale/mcp/mcp";
- * const server = createMcpServer(new SkytaleChannelManager({ identity: "alice" }));
- * await server.connect(new StdioServerTransport());
+ * import { serveChannel, SkytaleTransport } from "@skytale/mcp/transport";
+ *
+ * await using relay = await startTestRelay();
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using host = agent("host");
+ * await using user = agent("user");
+ * await host.create("acme/tools/mcp");
+ * await user.join("acme/tools/mcp", await host.addMember("acme/tools/mcp", await user.keyPackage()));
+ *
+ * // One server per session; on stdio: `await createMcpServer(host).connect(new StdioServerTransport())`.
+ * await using _serving = await serveChannel(host, "acme/tools/mcp", () => createMcpServer(host));
+ * await using transport = new SkytaleTransport(user, "acme/tools/mcp", {
+ *   serverDid: (await host.whoami()).did,
+ * });
+ * const client = new Client({ name: "user", version: "1.0.0" });
+ * await client.connect(transport);
+ * await client.callTool({ name: "skytale_send", arguments: { channel: "acme/tools/mcp", message: "hi" } });
+ * const [msg] = await user.receive("acme/tools/mcp", { timeout: 5 });
+ * assert.equal(msg?.text, "hi");
  * ```
  *
  * @param manager The channel manager the tools act on.
@@ -141,5 +161,6 @@ export function createMcpServer(
   manager: ChannelManagerLike,
   options: McpServerOptions = {},
 ): SkytaleMcpServer {
-  return buildMcpServer(manager, options);
+  const server = buildMcpServer(manager, options);
+  return Object.assign(server, { [Symbol.asyncDispose]: () => server.close() });
 }

@@ -264,17 +264,37 @@ export interface SkytaleTransportOptions {
  * Pass it to an SDK `Client`'s `connect`, or use `write`/`read` directly.
  *
  * @example
- * ```ts ignore
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * import { SkytaleTransport } from "@skytale/mcp/transport";
- * const mgr = new SkytaleChannelManager({ identity: "mcp-agent" });
- * await mgr.joinWithToken("org/ns/mcp-rpc", "skt_inv_…");
- * const transport = new SkytaleTransport(mgr, "org/ns/mcp-rpc", {
- *   serverDid: "did:key:z6Mk…", // printed by `skytale expose`
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ * import { serveChannel, SkytaleTransport } from "@skytale/mcp/transport";
+ *
+ * await using relay = await startTestRelay();
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using host = agent("host");
+ * await using user = agent("user");
+ * await host.create("org/ns/mcp-rpc");
+ * await user.join("org/ns/mcp-rpc", await host.addMember("org/ns/mcp-rpc", await user.keyPackage()));
+ * await using _serving = await serveChannel(host, "org/ns/mcp-rpc", () => createMcpServer(host));
+ *
+ * // Without an SDK Client: write JSON-RPC and read the answers.
+ * await using transport = new SkytaleTransport(user, "org/ns/mcp-rpc", {
+ *   serverDid: (await host.whoami()).did, // `skytale expose` prints it
  * });
- * await transport.write({ jsonrpc: "2.0", method: "tools/list", id: 1 });
+ * await transport.write({
+ *   jsonrpc: "2.0",
+ *   id: 1,
+ *   method: "initialize",
+ *   params: {
+ *     protocolVersion: "2025-06-18",
+ *     capabilities: {},
+ *     clientInfo: { name: "user", version: "1.0.0" },
+ *   },
+ * });
  * const response = await transport.read();
- * await transport.close();
+ * assert.equal((response as { id?: number }).id, 1);
  * ```
  */
 export class SkytaleTransport implements McpTransport {
@@ -580,6 +600,16 @@ export class SkytaleTransport implements McpTransport {
     return this.#close(true);
   }
 
+  /**
+   * Closes the transport ({@linkcode close}) when an `await using` block
+   * ends; the manager stays open.
+   *
+   * @returns When closed.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   #close(sayBye: boolean): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
@@ -705,8 +735,11 @@ export interface ServeChannelOptions {
   onSession?: (event: { type: "start" | "end"; session: ChannelSession; reason?: string }) => void;
 }
 
-/** A channel being served by {@linkcode serveChannel}. */
-export interface ChannelServing {
+/**
+ * A channel being served by {@linkcode serveChannel}; `await using` closes it
+ * when the block ends.
+ */
+export interface ChannelServing extends AsyncDisposable {
   /** The channel. */
   readonly channel: string;
   /**
@@ -865,18 +898,34 @@ interface Served {
  * the module doc): other members see neither. Clients need this member's did
  * (`(await manager.whoami()).did`) to connect.
  *
+ * Any SDK `McpServer` (with your own tools) fits the factory; here the
+ * Skytale tools of {@linkcode createMcpServer} serve a member's SDK `Client`:
+ *
  * @example
- * ```ts ignore
- * import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
- * import { SkytaleChannelManager } from "@skytale/mcp";
- * import { serveChannel } from "@skytale/mcp/transport";
- * const mgr = new SkytaleChannelManager({ identity: "tools" });
- * await mgr.create("org/ns/mcp-rpc");
- * const serving = await serveChannel(mgr, "org/ns/mcp-rpc", () => {
- *   const server = new McpServer({ name: "tools", version: "1.0.0" });
- *   // server.registerTool(…)
- *   return server;
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Client } from "@modelcontextprotocol/sdk/client";
+ * import { MemoryStore, SkytaleChannelManager, startTestRelay } from "@skytale/mcp";
+ * import { createMcpServer } from "@skytale/mcp/mcp";
+ * import { serveChannel, SkytaleTransport } from "@skytale/mcp/transport";
+ *
+ * await using relay = await startTestRelay();
+ * const agent = (identity: string) =>
+ *   new SkytaleChannelManager({ identity, endpoint: relay.url, store: new MemoryStore() });
+ * await using host = agent("host");
+ * await using user = agent("user");
+ * await host.create("acme/tools/mcp");
+ * await user.join("acme/tools/mcp", await host.addMember("acme/tools/mcp", await user.keyPackage()));
+ *
+ * // The host answers each member of the channel with its own MCP server.
+ * await using _serving = await serveChannel(host, "acme/tools/mcp", () => createMcpServer(host));
+ * await using transport = new SkytaleTransport(user, "acme/tools/mcp", {
+ *   serverDid: (await host.whoami()).did,
  * });
+ * const client = new Client({ name: "user", version: "1.0.0" });
+ * await client.connect(transport);
+ * const { tools } = await client.listTools();
+ * assert.ok(tools.some((t) => t.name === "skytale_send"));
  * ```
  *
  * @param manager The channel manager, a member of `channel`.
@@ -1036,17 +1085,19 @@ export async function serveChannel(
   (timer as { unref?: () => void }).unref?.();
 
   let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= Promise.resolve().then(async () => {
+      closed = true;
+      clearInterval(timer);
+      untap();
+      await Promise.all([...sessions.values()].map((s) => end(s, "the server stopped", false)));
+    });
+    return closing;
+  };
   return {
     channel,
     sessions: () => [...sessions.values()].map((s) => ({ ...s.transport.session })),
-    close() {
-      closing ??= Promise.resolve().then(async () => {
-        closed = true;
-        clearInterval(timer);
-        untap();
-        await Promise.all([...sessions.values()].map((s) => end(s, "the server stopped", false)));
-      });
-      return closing;
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }

@@ -40,9 +40,18 @@ export interface LocalRelayConnection {
   connect: () => Promise<WebSocket>;
   /** The mutual proof of the user's secret on every (re)connect. */
   greet: (hello: (token: string) => Promise<FrameOf<"helloOk">>) => Promise<FrameOf<"helloOk">>;
+  /**
+   * Says this user is done with the relay (idempotent). When the last user in
+   * this process releases it, the relay this process hosts on that port, if
+   * any, stops, so the process can exit; another process that still uses it
+   * reconnects and hosts it in turn.
+   */
+  release: () => Promise<void>;
 }
 
 const hosted = new Map<string, Promise<Relay>>();
+/** `host:port` → how many `localRelay()` connections of this process have not been released. */
+const users = new Map<string, number>();
 
 /**
  * How a `RelayClient` uses, or hosts, the local relay.
@@ -54,6 +63,22 @@ export function localRelay(opts: LocalRelayOptions): LocalRelayConnection {
   const host = opts.host ?? "127.0.0.1";
   const url = `ws://${host}:${opts.port}`;
   const timeout = opts.connectTimeoutMs ?? 2000;
+  const key = `${host}:${opts.port}`;
+  users.set(key, (users.get(key) ?? 0) + 1);
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    const left = (users.get(key) ?? 1) - 1;
+    if (left > 0) {
+      users.set(key, left);
+      return;
+    }
+    users.delete(key);
+    const relay = hosted.get(key);
+    hosted.delete(key);
+    await relay?.then((r) => r.close(), () => {});
+  };
   let loading: Promise<LocalSecret> | undefined;
   const secret = () =>
     loading ??= LocalSecret.load(opts.home).catch((e) => {
@@ -64,7 +89,6 @@ export function localRelay(opts: LocalRelayOptions): LocalRelayConnection {
     try {
       return await connectWebSocket(url, timeout);
     } catch {
-      const key = `${host}:${opts.port}`;
       if (!hosted.has(key)) {
         const starting = secret().then((s) =>
           hostLocalRelay({ host, port: opts.port, home: opts.home, secret: s })
@@ -81,7 +105,7 @@ export function localRelay(opts: LocalRelayOptions): LocalRelayConnection {
       return await connectWebSocket(url, timeout);
     }
   };
-  return { connect, greet: localGreeter(secret, host, opts.port) };
+  return { connect, greet: localGreeter(secret, host, opts.port), release };
 }
 
 /** Options of {@linkcode hostLocalRelay}. */
