@@ -16,6 +16,11 @@ export { Refusal } from "./_group.ts";
 interface _View {
   /** `undefined`: a channel created without a genesis; its commits are not validated. */
   obs: GroupObserver | undefined;
+  /**
+   * The log had an entry at seq 1 when the view was made: a channel without a genesis then
+   * stays without one. An empty channel is looked at again (its genesis may be on its way).
+   */
+  settled: boolean;
 }
 
 /** Validates commits before the log sequences them. */
@@ -68,6 +73,18 @@ export class CommitGate {
   }
 
   /**
+   * Whether a channel is known, without reading the log, to be one the relay
+   * does not validate (created without a genesis).
+   *
+   * @param channel The channel.
+   * @returns True only for a loaded channel without a genesis.
+   */
+  knownOpen(channel: string): boolean {
+    const v = this.#views.get(channel);
+    return v !== undefined && v.obs === undefined && v.settled;
+  }
+
+  /**
    * Validates a commit and appends it through `append`, one commit of a
    * channel at a time.
    *
@@ -103,11 +120,11 @@ export class CommitGate {
 
   async #view(channel: string): Promise<_View> {
     let v = this.#views.get(channel);
-    if (v === undefined) {
+    if (v === undefined || (v.obs === undefined && !v.settled)) {
       const first = await this.#log.read(channel, 1, 1);
       const g = first[0]?.seq === 1 && first[0].kind === "genesis" ? first[0] : undefined;
       const obs = g ? await GroupObserver.genesis(channel, g.payload) : undefined;
-      v = { obs: obs instanceof GroupObserver ? obs : undefined };
+      v = { obs: obs instanceof GroupObserver ? obs : undefined, settled: first.length > 0 };
       this.#views.set(channel, v);
     }
     if (v.obs !== undefined) await this.#catchUp(channel, v.obs);
