@@ -316,3 +316,42 @@ test("--claude-channel pushes each message once with its meta; a sender outside 
   await bob2.close();
   await alice.close();
 });
+
+test("a channel's shared context is a resource: a handoff reaches its recipient as an update and in skytale_context_list", async () => {
+  const { alice, bob } = await world();
+  const ch = "acme/push/context";
+  await alice.ok("skytale_create_channel", { channel: ch });
+  const { token } = await alice.ok("skytale_invite", { channel: ch });
+  await bob.ok("skytale_join_with_token", { channel: ch, token });
+  const uri = `skytale://context/${ch}`;
+  const templates = await bob.client.listResourceTemplates();
+  assert.ok(
+    templates.resourceTemplates.some((t) => t.uriTemplate === "skytale://context/{org}/{ns}/{svc}"),
+  );
+  await bob.client.subscribeResource({ uri });
+  const before = bob.notesOf("notifications/resources/updated").length;
+  await alice.ok("skytale_handoff", {
+    channel: ch,
+    to: "bob",
+    task: "review the draft",
+    tried: ["spell check"],
+  });
+  await eventually(
+    () =>
+      bob.notesOf("notifications/resources/updated").slice(before).some((n) =>
+        n.params.uri === uri
+      ),
+    10_000,
+    "a context update at bob",
+  );
+  const read = await bob.client.readResource({ uri });
+  const body = JSON.parse(String((read.contents[0] as { text: string }).text));
+  const handoff = (body.entries as { type: string; value: { task?: string } }[]).find((e) =>
+    e.type === "handoff"
+  );
+  assert.equal(handoff?.value?.task, "review the draft", JSON.stringify(body));
+  const listed = await bob.ok("skytale_context_list", { channel: ch, type: "handoff" });
+  assert.match(String(listed.text), /review the draft/);
+  await alice.close();
+  await bob.close();
+});

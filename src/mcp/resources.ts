@@ -15,9 +15,13 @@ import {
   UnsubscribeRequestSchema,
 } from "./_sdk_server.ts";
 import type { ChannelManagerLike } from "./tools.ts";
+import { hasContext } from "./context_tools.ts";
 
 /** The URI scheme and prefix of a channel resource. */
 export const CHANNEL_URI_PREFIX = "skytale://channel/";
+
+/** The URI prefix of a channel's shared context as a resource. */
+export const CONTEXT_URI_PREFIX = "skytale://context/";
 
 /** How many recent messages `resources/read` returns. */
 const READ_MAX = 100;
@@ -113,15 +117,64 @@ export function registerChannelResources(
     };
   });
 
+  // Each channel's shared context (when the manager has them): its current entries, and an
+  // update to subscribers on every change, a handoff to this agent included.
+  const contextWatch = new Map<string, () => void>();
+  if (hasContext(manager)) {
+    const contexts = new ResourceTemplate(`${CONTEXT_URI_PREFIX}{org}/{ns}/{svc}`, {
+      list: async () => ({
+        resources: (await manager.channels()).filter((c) => c.active !== false).map((c) => ({
+          uri: CONTEXT_URI_PREFIX + c.channel,
+          name: `${c.channel} context`,
+          title: `Shared context of ${c.channel}`,
+          description:
+            `The shared context of "${c.channel}": notes, artifacts, tasks, handoffs and decisions its members keep. ` +
+            "Subscribe to hear of every change, including tasks handed to this agent.",
+          mimeType: "application/json",
+        })),
+      }),
+    });
+    server.registerResource("context", contexts, {
+      title: "A channel's shared context",
+      description:
+        "The shared context of a channel of this agent: skytale://context/{org}/{namespace}/{service}. " +
+        "Reading returns its current entries (key, type, value, author, updated).",
+      mimeType: "application/json",
+    }, async (uri, vars) => {
+      const channel = `${vars.org}/${vars.ns}/${vars.svc}`;
+      const entries = await manager.context(channel).list();
+      return {
+        contents: [{
+          uri: uri.href,
+          mimeType: "application/json",
+          text: JSON.stringify({ channel, entries }),
+        }],
+      };
+    });
+  }
+
   const subscribed = new Set<string>();
   server.server.registerCapabilities({ resources: { subscribe: true, listChanged: true } });
   server.server.setRequestHandler(SubscribeRequestSchema, async (req) => {
-    subscribed.add(req.params.uri);
+    const uri = req.params.uri;
+    subscribed.add(uri);
     await manager.channels(); // the manager connects on its first call: updates flow from now on
+    if (uri.startsWith(CONTEXT_URI_PREFIX) && hasContext(manager) && !contextWatch.has(uri)) {
+      const channel = uri.slice(CONTEXT_URI_PREFIX.length);
+      contextWatch.set(
+        uri,
+        manager.context(channel).subscribe(() => {
+          if (!subscribed.has(uri) || !server.isConnected()) return;
+          server.server.sendResourceUpdated({ uri }).catch(() => {});
+        }),
+      );
+    }
     return {};
   });
   server.server.setRequestHandler(UnsubscribeRequestSchema, (req) => {
     subscribed.delete(req.params.uri);
+    contextWatch.get(req.params.uri)?.();
+    contextWatch.delete(req.params.uri);
     return {};
   });
   const offArrival = manager.on("arrival", (channel) => {
@@ -138,5 +191,7 @@ export function registerChannelResources(
   return () => {
     offArrival();
     offMembership();
+    for (const off of contextWatch.values()) off();
+    contextWatch.clear();
   };
 }
