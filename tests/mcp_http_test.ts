@@ -101,7 +101,11 @@ test("mcp --http requires its bearer token: made 0600 on first start, kept, 401 
       assert.equal(none.challenge, 'Bearer realm="skytale"');
       assert.match(JSON.parse(none.body).error.message, /Authorization: Bearer <token>/);
       assert.equal(none.session, null);
-      const wrong = await init(a.url, { authorization: `Bearer ${a.token!.slice(0, -1)}0` });
+      // The token with its last hex digit changed (to a digit it is not).
+      const last = a.token!.slice(-1) === "0" ? "1" : "0";
+      const wrong = await init(a.url, {
+        authorization: `Bearer ${a.token!.slice(0, -1)}${last}`,
+      });
       assert.equal(wrong.status, 401);
       assert.match(wrong.challenge ?? "", /^Bearer realm="skytale", error="invalid_token"/);
       const basic = await init(a.url, { authorization: `Basic ${btoa(`x:${a.token}`)}` });
