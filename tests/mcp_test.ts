@@ -314,3 +314,52 @@ test("the stdio server writes only JSON-RPC to stdout and stops cleanly on SIGTE
     assert.match(proc.stderr(), /shutting down \(SIGTERM\)[\s\S]*stopped/);
   }
 });
+
+test("requests written before stdin closes are all answered before the stdio server stops", async () => {
+  const port = await freePort();
+  const proc = spawnScript("mod.ts", [], {
+    SKYTALE_IDENTITY: "dave",
+    SKYTALE_DATA_DIR: await tempDir("skytale-mcp-pipe-"),
+    SKYTALE_HOME: await tempDir("skytale-mcp-pipe-home-"),
+    SKYTALE_LOCAL_PORT: String(port),
+    SKYTALE_RELAY: "",
+  });
+  await proc.waitFor(/serving MCP on stdio/);
+  const lines = [
+    {
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: {
+        protocolVersion: "2025-06-18",
+        capabilities: {},
+        clientInfo: { name: "pipe", version: "0" },
+      },
+    },
+    { jsonrpc: "2.0", method: "notifications/initialized" },
+    {
+      jsonrpc: "2.0",
+      id: 2,
+      method: "tools/call",
+      params: { name: "skytale_create_channel", arguments: { channel: "acme/pipe/room" } },
+    },
+    {
+      jsonrpc: "2.0",
+      id: 3,
+      method: "tools/call",
+      params: { name: "skytale_whoami", arguments: {} },
+    },
+  ];
+  // A script piped into the server: everything written, then stdin closed at once.
+  proc.child.stdin!.end(lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+  await proc.exited;
+  const answers = proc.stdout().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  const byId = new Map(answers.map((a) => [a.id, a]));
+  assert.ok(
+    byId.get(2)?.result,
+    `no answer to the create call: ${proc.stdout()}\n${proc.stderr()}`,
+  );
+  assert.match(byId.get(2).result.content[0].text, /Created channel "acme\/pipe\/room"/);
+  assert.match(byId.get(3)?.result?.content[0]?.text ?? "", /did:key:z6Mk/);
+  assert.match(proc.stderr(), /stopped/);
+});

@@ -10,6 +10,9 @@ import { StdioServerTransport } from "./_sdk_server.ts";
 import { buildMcpServer, type McpServerOptions } from "./server.ts";
 import type { ChannelManagerLike } from "./tools.ts";
 
+/** The longest the server keeps answering requests after stdin closed, in ms. */
+const DRAIN_MAX_MS = 120_000;
+
 /** A server running on stdio. */
 export interface StdioServing {
   /** Resolves once the server has stopped (stdin closed, or {@linkcode StdioServing.close}). */
@@ -50,8 +53,32 @@ export async function serveStdio(
     })();
   };
   transport.onerror = (e) => logLine(`skytale mcp: stdio transport error: ${e.message}`);
-  onStdinEnd(() => void close());
+  // Requests a client sent before closing stdin are answered before the server stops (a piped
+  // script gets every answer); each tool has its own deadline, so this wait is bounded too.
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  onStdinEnd(() => {
+    if (inFlight === 0) return void close();
+    const bound = setTimeout(() => void close(), DRAIN_MAX_MS);
+    drained = () => {
+      clearTimeout(bound);
+      void close();
+    };
+  });
   await server.connect(transport);
+  const receive = transport.onmessage;
+  transport.onmessage = (m) => {
+    if ("method" in m && "id" in m) inFlight++;
+    receive?.(m);
+  };
+  const send = transport.send.bind(transport);
+  transport.send = async (m) => {
+    try {
+      return await send(m);
+    } finally {
+      if (!("method" in m) && "id" in m && --inFlight <= 0) drained?.();
+    }
+  };
   server.server.onclose = () => void close();
   return { done, close };
 }
