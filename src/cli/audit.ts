@@ -9,7 +9,7 @@ import { UsageError } from "../errors.ts";
 import { parseArgs } from "../runtime/args.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { skytaleHome } from "../runtime/home.ts";
-import { processStdio } from "../runtime/stdio.ts";
+import { writeOut } from "./_out.ts";
 import { parseChannelName } from "../validate.ts";
 import { type AuditReport, decodeAuditKey, readAuditLog } from "../audit/chain.ts";
 
@@ -25,13 +25,6 @@ Options:
   --api-key KEY              an API key for an authenticated relay (default SKYTALE_API_KEY)
   --format jsonl|text        export's output (default jsonl)
   --json                     verify: print the report as JSON`;
-
-function _out(text: string): Promise<void> {
-  const { stdout } = processStdio();
-  return new Promise((resolve) =>
-    stdout.write(text.endsWith("\n") ? text : text + "\n", () => resolve())
-  );
-}
 
 /**
  * Runs `skytale audit`.
@@ -80,7 +73,7 @@ export async function auditCommand(args: string[]): Promise<number> {
   const key = decodeAuditKey(keyText);
   const report = await _read(channel, key, values.relay, values["api-key"]);
   if (sub === "export") {
-    await _out(
+    await writeOut(
       report.entries.map((e) =>
         format === "jsonl"
           ? JSON.stringify({
@@ -95,7 +88,7 @@ export async function auditCommand(args: string[]): Promise<number> {
       ).join("\n") || "",
     );
   } else if (values.json) {
-    await _out(JSON.stringify(report));
+    await writeOut(JSON.stringify(report));
   }
   for (const p of report.problems) {
     logLine(`skytale audit: position ${p.position}: ${p.reason}`);

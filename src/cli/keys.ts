@@ -11,7 +11,7 @@ import { parseArgs } from "../runtime/args.ts";
 import { logLine } from "../runtime/env.ts";
 import { skytaleHome } from "../runtime/home.ts";
 import { joinPath } from "../runtime/fs.ts";
-import { processStdio } from "../runtime/stdio.ts";
+import { writeOut } from "./_out.ts";
 import { type ApiKeyStore, KeyStore } from "../relay/auth.ts";
 
 const USAGE = `Usage: skytale keys <create|list|revoke> [options]
@@ -25,13 +25,6 @@ Options:
   --store nats://HOST:PORT[,…]
                              the keys of relays run with the same --store (a NATS cluster)
   --json                     print JSON`;
-
-function _out(text: string): Promise<void> {
-  const { stdout } = processStdio();
-  return new Promise((resolve) =>
-    stdout.write(text.endsWith("\n") ? text : text + "\n", () => resolve())
-  );
-}
 
 /**
  * Runs `skytale keys`.
@@ -87,7 +80,7 @@ export async function keysCommand(args: string[]): Promise<number> {
   try {
     if (sub === "create") {
       const { key, info } = await store.create(values.org!);
-      await _out(
+      await writeOut(
         values.json
           ? JSON.stringify({ ...info, key })
           : `id:      ${info.id}\norg:     ${info.org}\ncreated: ${info.created}\nkey:     ${key}`,
@@ -97,9 +90,9 @@ export async function keysCommand(args: string[]): Promise<number> {
     }
     if (sub === "list") {
       const keys = await store.list();
-      if (values.json) await _out(JSON.stringify(keys));
+      if (values.json) await writeOut(JSON.stringify(keys));
       else if (keys.length > 0) {
-        await _out(
+        await writeOut(
           keys.map((k) =>
             `${k.id}  ${k.org}  ${k.created}  ${k.revoked ? `revoked ${k.revoked}` : "active"}`
           ).join("\n"),
@@ -112,7 +105,7 @@ export async function keysCommand(args: string[]): Promise<number> {
       logLine(`skytale keys: no key "${id}" in "${where}"`);
       return 1;
     }
-    await _out(values.json ? JSON.stringify(await store.get(id)) : `revoked ${id}`);
+    await writeOut(values.json ? JSON.stringify(await store.get(id)) : `revoked ${id}`);
     return 0;
   } finally {
     await store.close();

@@ -4,7 +4,14 @@
  *
  * @module
  */
-import { type ClientConfig, decodeGroupState, encodeGroupState, type GroupState } from "ts-mls";
+import {
+  type ClientConfig,
+  decodeGroupState,
+  decodeMlsMessage,
+  encodeGroupState,
+  type GroupState,
+  type MLSMessage,
+} from "ts-mls";
 import type { PrivateKeyPackage } from "ts-mls";
 
 /** Version byte of the private key package format. */
@@ -98,4 +105,20 @@ export function decodeGroupEnvelope(
     return undefined;
   }
   return { ...decoded[0], clientConfig };
+}
+
+/**
+ * Decodes a whole MLSMessage.
+ *
+ * @param bytes The bytes.
+ * @returns The message, or `undefined` on malformed input or trailing bytes.
+ */
+export function decodeWhole(bytes: unknown): MLSMessage | undefined {
+  if (!(bytes instanceof Uint8Array)) return undefined;
+  try {
+    const r = decodeMlsMessage(bytes, 0);
+    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
+  } catch {
+    return undefined;
+  }
 }

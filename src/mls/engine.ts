@@ -16,7 +16,6 @@ import {
   createGroup,
   createProposal,
   type CryptoProvider,
-  decodeMlsMessage,
   defaultAuthenticationService,
   defaultCapabilities,
   defaultKeyPackageEqualityConfig,
@@ -34,7 +33,6 @@ import {
   joinGroup,
   type KeyPackage,
   mlsExporter,
-  type MLSMessage,
   type PrivateMessage,
   processPrivateMessage,
   processPublicMessage,
@@ -51,6 +49,7 @@ import { checkCommit, identityOfLeaf, memberAt, memberOfLeaf, rosterOf } from ".
 import {
   decodeGroupEnvelope,
   decodePrivateKeyPackage,
+  decodeWhole,
   encodeGroupEnvelope,
   encodePrivateKeyPackage,
 } from "./_codec.ts";
@@ -174,17 +173,6 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 function reason(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** Decodes a whole MLSMessage; `undefined` on malformed or trailing bytes. */
-function decodeWhole(bytes: unknown): MLSMessage | undefined {
-  if (!(bytes instanceof Uint8Array)) return undefined;
-  try {
-    const r = decodeMlsMessage(bytes, 0);
-    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The size of an MLS variable-length integer (RFC 9420 §2.1.2). */

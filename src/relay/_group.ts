@@ -16,7 +16,6 @@
 import {
   type CiphersuiteImpl,
   type CiphersuiteName,
-  decodeMlsMessage,
   emptyPskIndex,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
@@ -36,6 +35,7 @@ import { ratchetTreeFromExtension, verifyGroupInfoSignature } from "ts-mls/group
 import { treeHashRoot } from "ts-mls/treeHash.js";
 import { applyUpdatePath } from "ts-mls/updatePath.js";
 import { checkCommit, memberAt, rosterOf } from "../mls/_rules.ts";
+import { decodeWhole } from "../mls/_codec.ts";
 
 /** The public state of one channel at one epoch. */
 export interface PublicState {
@@ -61,15 +61,6 @@ function reason(e: unknown): string {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function decode(bytes: Uint8Array) {
-  try {
-    const r = decodeMlsMessage(bytes, 0);
-    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Why the relay refused a handshake message. */
@@ -102,7 +93,7 @@ export class GroupObserver {
    * @returns The observer, or a refusal saying what was wrong.
    */
   static async genesis(channel: string, bytes: Uint8Array): Promise<GroupObserver | Refusal> {
-    const msg = decode(bytes);
+    const msg = decodeWhole(bytes);
     if (msg?.wireformat !== "mls_group_info") return new Refusal("not an MLS GroupInfo");
     const gi = msg.groupInfo;
     const ctx = gi.groupContext;
@@ -187,7 +178,7 @@ export class GroupObserver {
    * @returns The state the commit leads to, or a refusal saying what was wrong.
    */
   async check(bytes: Uint8Array): Promise<PublicState | Refusal> {
-    const msg = decode(bytes);
+    const msg = decodeWhole(bytes);
     if (msg?.wireformat !== "mls_public_message") {
       return new Refusal("a commit must be an MLS PublicMessage");
     }
