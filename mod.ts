@@ -78,12 +78,16 @@ export {
 export { type ChannelName, parseChannelName } from "./src/validate.ts";
 export {
   AuthError,
+  type CodeOf,
   CryptoError,
   type ErrorCode,
   ErrorCodes,
+  ErrorFamilies,
+  InterruptedError,
   ProtocolError,
   RelayError,
   SkytaleError,
+  skytaleError,
   StateError,
   UsageError,
   ValidationError,

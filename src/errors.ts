@@ -62,15 +62,53 @@ export const ErrorCodes = {
 export type ErrorCode = typeof ErrorCodes[keyof typeof ErrorCodes];
 
 /**
- * The base of every error Skytale throws on purpose.
+ * Which family, and so which class, each code belongs to: a code is thrown
+ * only as its family's class, so `instanceof` and `code` never disagree.
+ */
+export const ErrorFamilies = {
+  invalid_argument: "ValidationError",
+  invalid_channel: "ValidationError",
+  invalid_hex: "ValidationError",
+  too_large: "ValidationError",
+  unknown_channel: "ValidationError",
+  unknown_member: "ValidationError",
+  channel_exists: "ValidationError",
+  invalid_message: "CryptoError",
+  welcome_mismatch: "CryptoError",
+  refused: "CryptoError",
+  identity_mismatch: "CryptoError",
+  protocol: "ProtocolError",
+  relay_unavailable: "RelayError",
+  relay_error: "RelayError",
+  wrong_relay: "RelayError",
+  limit: "RelayError",
+  stale_epoch: "RelayError",
+  auth: "AuthError",
+  state_corrupt: "StateError",
+  in_use: "StateError",
+  timeout: "InterruptedError",
+  aborted: "InterruptedError",
+  closed: "InterruptedError",
+  usage: "UsageError",
+} as const satisfies Record<ErrorCode, string>;
+
+/** The codes of one family, e.g. `CodeOf<"StateError">` is `"state_corrupt" | "in_use"`. */
+export type CodeOf<F extends string> = {
+  [C in ErrorCode]: typeof ErrorFamilies[C] extends F ? C : never;
+}[ErrorCode];
+
+/**
+ * The base of every error Skytale throws on purpose. Skytale itself throws
+ * only the family classes below; {@linkcode skytaleError} makes the right one
+ * for a code.
  *
  * @example
  * ```ts
- * import { SkytaleError } from "@skytale/mcp";
+ * import { SkytaleError, skytaleError } from "@skytale/mcp";
  * try {
- *   throw new SkytaleError("unknown_channel", 'Unknown channel "a/b/c"');
+ *   throw skytaleError("unknown_channel", 'Unknown channel "a/b/c"');
  * } catch (e) {
- *   if (e instanceof SkytaleError) console.log(e.code);
+ *   if (e instanceof SkytaleError) console.log(e.name, e.code); // ValidationError unknown_channel
  * }
  * ```
  */
@@ -91,31 +129,39 @@ export class SkytaleError extends Error {
   }
 }
 
-/** Bad input from a caller: arguments, names, hex, sizes. */
+/**
+ * Bad input from a caller: arguments, names, hex, sizes, a channel or member
+ * that does not exist or already does.
+ */
 export class ValidationError extends SkytaleError {
+  declare readonly code: CodeOf<"ValidationError">;
   /**
    * Creates the error.
    *
-   * @param code A stable machine-readable code.
+   * @param code One of the family's codes.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: CodeOf<"ValidationError">, message: string, options?: ErrorOptions) {
     super(code, message, options);
     this.name = "ValidationError";
   }
 }
 
-/** A failure of MLS processing: undecodable or unverifiable objects. */
+/**
+ * MLS refused something: an undecodable or unverifiable object, a Welcome for
+ * someone else, or a proposal or commit that breaks the channel's rules.
+ */
 export class CryptoError extends SkytaleError {
+  declare readonly code: CodeOf<"CryptoError">;
   /**
    * Creates the error.
    *
-   * @param code A stable machine-readable code.
+   * @param code One of the family's codes.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: CodeOf<"CryptoError">, message: string, options?: ErrorOptions) {
     super(code, message, options);
     this.name = "CryptoError";
   }
@@ -123,29 +169,30 @@ export class CryptoError extends SkytaleError {
 
 /** A malformed or unexpected wire frame. */
 export class ProtocolError extends SkytaleError {
+  declare readonly code: "protocol";
   /**
    * Creates the error.
    *
-   * @param code A stable machine-readable code.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
+  constructor(message: string, options?: ErrorOptions) {
+    super("protocol", message, options);
     this.name = "ProtocolError";
   }
 }
 
-/** The relay could not be reached or refused a request. */
+/** The relay could not be reached, refused a request, or is not the relay the channel lives on. */
 export class RelayError extends SkytaleError {
+  declare readonly code: CodeOf<"RelayError">;
   /**
    * Creates the error.
    *
-   * @param code A stable machine-readable code.
+   * @param code One of the family's codes.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: CodeOf<"RelayError">, message: string, options?: ErrorOptions) {
     super(code, message, options);
     this.name = "RelayError";
   }
@@ -153,6 +200,7 @@ export class RelayError extends SkytaleError {
 
 /** Credentials were missing, wrong, expired or revoked. */
 export class AuthError extends SkytaleError {
+  declare readonly code: "auth";
   /**
    * Creates the error.
    *
@@ -165,23 +213,41 @@ export class AuthError extends SkytaleError {
   }
 }
 
-/** Stored state could not be read or written. */
+/** Stored state is unreadable or corrupt, or another process holds it. */
 export class StateError extends SkytaleError {
+  declare readonly code: CodeOf<"StateError">;
   /**
    * Creates the error.
    *
-   * @param code A stable machine-readable code.
+   * @param code One of the family's codes.
    * @param message What was wrong.
    * @param options The underlying cause, if any.
    */
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: CodeOf<"StateError">, message: string, options?: ErrorOptions) {
     super(code, message, options);
     this.name = "StateError";
   }
 }
 
+/** An operation stopped before it finished: its deadline passed, its signal fired, or it was closed. */
+export class InterruptedError extends SkytaleError {
+  declare readonly code: CodeOf<"InterruptedError">;
+  /**
+   * Creates the error.
+   *
+   * @param code One of the family's codes.
+   * @param message What was wrong.
+   * @param options The underlying cause, if any.
+   */
+  constructor(code: CodeOf<"InterruptedError">, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+    this.name = "InterruptedError";
+  }
+}
+
 /** The command line was wrong. */
 export class UsageError extends SkytaleError {
+  declare readonly code: "usage";
   /**
    * Creates the error.
    *
@@ -191,5 +257,36 @@ export class UsageError extends SkytaleError {
   constructor(message: string, options?: ErrorOptions) {
     super("usage", message, options);
     this.name = "UsageError";
+  }
+}
+
+/**
+ * The error of `code`'s family: how a code read off the wire (a relay's error
+ * frame, an MCP tool result) becomes a typed error again.
+ *
+ * @param code A code; an unknown string becomes `relay_error`.
+ * @param message What was wrong.
+ * @param options The underlying cause, if any.
+ * @returns An instance of the code's family class.
+ */
+export function skytaleError(code: string, message: string, options?: ErrorOptions): SkytaleError {
+  const c: ErrorCode = Object.hasOwn(ErrorFamilies, code) ? code as ErrorCode : "relay_error";
+  switch (ErrorFamilies[c]) {
+    case "ValidationError":
+      return new ValidationError(c as CodeOf<"ValidationError">, message, options);
+    case "CryptoError":
+      return new CryptoError(c as CodeOf<"CryptoError">, message, options);
+    case "ProtocolError":
+      return new ProtocolError(message, options);
+    case "RelayError":
+      return new RelayError(c as CodeOf<"RelayError">, message, options);
+    case "AuthError":
+      return new AuthError(message, options);
+    case "StateError":
+      return new StateError(c as CodeOf<"StateError">, message, options);
+    case "InterruptedError":
+      return new InterruptedError(c as CodeOf<"InterruptedError">, message, options);
+    case "UsageError":
+      return new UsageError(message, options);
   }
 }

@@ -80,7 +80,7 @@ function ed25519Seed(signKey: Uint8Array): Uint8Array {
   if (signKey.length === 48 && prefix.every((b, i) => signKey[i] === b)) {
     return signKey.subarray(16);
   }
-  throw new CryptoError("invalid_argument", "The identity key is not an Ed25519 key");
+  throw new ValidationError("invalid_argument", "The identity key is not an Ed25519 key");
 }
 
 /**

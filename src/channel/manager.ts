@@ -6,7 +6,14 @@
  *
  * @module
  */
-import { RelayError, SkytaleError, StateError, ValidationError } from "../errors.ts";
+import {
+  CryptoError,
+  InterruptedError,
+  RelayError,
+  SkytaleError,
+  StateError,
+  ValidationError,
+} from "../errors.ts";
 import type { MlsEngine } from "../mls/engine.ts";
 import type { BoxPrivateKey } from "../seal.ts";
 import {
@@ -413,7 +420,7 @@ export class SkytaleChannelManager {
 
   #context(): Promise<Ctx> {
     if (this.#closed) {
-      return Promise.reject(new SkytaleError("closed", "This channel manager is closed"));
+      return Promise.reject(new InterruptedError("closed", "This channel manager is closed"));
     }
     this.#ctx ??= this.#init();
     return this.#ctx;
@@ -608,7 +615,7 @@ export class SkytaleChannelManager {
     for (const m of members) {
       const known = pins[m.name];
       if (known !== undefined && known !== m.did) {
-        throw new SkytaleError(
+        throw new CryptoError(
           "identity_mismatch",
           `"${m.name}" in "${live.record.channel}" is pinned to ${known}, not ${m.did}`,
         );
@@ -729,7 +736,7 @@ export class SkytaleChannelManager {
         (es) => this.#onEntries(ctx, live, es),
       );
     } catch (e) {
-      if (!(e instanceof RelayError && e.code === "unknown_channel")) throw e;
+      if (!(e instanceof ValidationError && e.code === "unknown_channel")) throw e;
       // This identity has the channel, the relay does not: two relays (or two SKYTALE_HOMEs).
       throw new RelayError(
         "wrong_relay",
@@ -824,7 +831,7 @@ export class SkytaleChannelManager {
       };
       const check = () => {
         if (this.#closed) {
-          end(() => reject(new SkytaleError("closed", "This channel manager is closed")));
+          end(() => reject(new InterruptedError("closed", "This channel manager is closed")));
         } else if (ready()) end(() => resolve(true));
       };
       const onAbort = () => end(() => reject(aborted(signal!)));
@@ -939,7 +946,7 @@ export class SkytaleChannelManager {
     const epoch = live.engine.epoch(live.group);
     if (e.kind === "commit" && e.epoch !== epoch) return; // before our join, or not applicable
     if (e.kind !== "commit" && e.epoch > epoch) {
-      throw new SkytaleError("invalid_message", `message from future epoch ${e.epoch}`);
+      throw new CryptoError("invalid_message", `message from future epoch ${e.epoch}`);
     }
     let r: Awaited<ReturnType<MlsEngine["process"]>>;
     try {
@@ -1091,7 +1098,7 @@ export class SkytaleChannelManager {
     if (res.ok) {
       const seq = res.seq;
       if (!await this.#waitFor(live, () => live.record.cursor >= seq, WAIT_MS)) {
-        throw new RelayError(
+        throw new InterruptedError(
           "timeout",
           `Commit to "${live.record.channel}" was accepted but not delivered back in time`,
         );
@@ -1120,7 +1127,7 @@ export class SkytaleChannelManager {
 
   #assertActive(live: Live): void {
     if (!live.record.active) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "unknown_channel",
         `"${this.identity}" is no longer a member of "${live.record.channel}"`,
       );
@@ -1132,7 +1139,7 @@ export class SkytaleChannelManager {
     const ctx = await this.#context();
     const live = this.#channels.get(channel as string);
     if (!live) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "unknown_channel",
         `Unknown channel "${channel}": create it or join it first`,
       );
@@ -1154,13 +1161,13 @@ export class SkytaleChannelManager {
     parseChannelName(channel);
     const ctx = await this.#context();
     if (this.#channels.has(channel)) {
-      throw new SkytaleError("channel_exists", `Channel "${channel}" already exists here`);
+      throw new ValidationError("channel_exists", `Channel "${channel}" already exists here`);
     }
     const engine = await ctx.engineFor(options.ciphersuite);
     const group = await engine.createGroup(utf8(channel), this.identity, ctx.key);
     // The relay validates every later commit against this public state.
     if (!await ctx.relay.create(channel, await engine.groupInfo(group))) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "channel_exists",
         `Channel "${channel}" already exists on the relay: join it with a Welcome or an invite`,
       );
@@ -1243,14 +1250,14 @@ export class SkytaleChannelManager {
     const ctx = await this.#context();
     const existing = this.#channels.get(channel);
     if (existing?.record.active) {
-      throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
+      throw new ValidationError("channel_exists", `Already a member of "${channel}"`);
     }
     const candidates = await ctx.store.loadKeyPackages();
     const engine = await ctx.engineFor(ctx.welcomeSuite(welcome));
     const { group, ref } = await engine.join(welcome, candidates);
     const groupChannel = fromUtf8(engine.groupId(group));
     if (groupChannel !== channel) {
-      throw new ValidationError(
+      throw new CryptoError(
         "welcome_mismatch",
         `Cannot join channel "${channel}": the Welcome is for "${groupChannel}"`,
       );
@@ -1258,7 +1265,7 @@ export class SkytaleChannelManager {
     const roster = engine.roster(group);
     const names = new Set(roster.map((m) => m.name));
     if (names.size !== roster.length) {
-      throw new SkytaleError(
+      throw new CryptoError(
         "refused",
         `Cannot join "${channel}": two of its members share a name`,
       );
@@ -2284,7 +2291,7 @@ export class SkytaleChannelManager {
     }
     const ctx = await this.#context();
     if (this.#channels.get(channel)?.record.active) {
-      throw new SkytaleError("channel_exists", `Already a member of "${channel}"`);
+      throw new ValidationError("channel_exists", `Already a member of "${channel}"`);
     }
     const keyPackage = await this.keyPackage(inv.suite ? { ciphersuite: inv.suite } : {});
     // The reply mailbox is this joiner's: only its take key, kept here, takes from it.
@@ -2326,7 +2333,7 @@ export class SkytaleChannelManager {
         }
         if (!r.ok || !r.welcome) {
           await ack(item.id);
-          throw new SkytaleError(
+          throw new ValidationError(
             "invalid_argument",
             `The inviter refused to admit "${this.identity}" to "${channel}": ${r.error}`,
           );
@@ -2337,7 +2344,7 @@ export class SkytaleChannelManager {
       }
       await new Promise((res) => setTimeout(res, INVITE_POLL_MS));
     }
-    throw new SkytaleError(
+    throw new InterruptedError(
       "timeout",
       `No answer from the inviter of "${channel}" in time: is its MCP server or agent running?`,
     );
@@ -2442,7 +2449,7 @@ function publicMessage(m: StoredMessage): Message {
 }
 
 function aborted(signal: AbortSignal): SkytaleError {
-  return new SkytaleError("aborted", "The wait was aborted", { cause: signal.reason });
+  return new InterruptedError("aborted", "The wait was aborted", { cause: signal.reason });
 }
 
 async function sha256(data: Uint8Array): Promise<Uint8Array> {

@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { SkytaleError, ValidationError } from "../errors.ts";
+import { InterruptedError, SkytaleError, ValidationError } from "../errors.ts";
 import type { Member } from "../identity.ts";
 import { logLine } from "../runtime/env.ts";
 import { compareHlc, type Hlc, HlcClock, isHlc } from "./hlc.ts";
@@ -782,7 +782,7 @@ export class ContextHub {
    * @returns Its context.
    */
   context(channel: string): SharedContext {
-    if (this.#closed) throw new SkytaleError("closed", "This channel manager is closed");
+    if (this.#closed) throw new InterruptedError("closed", "This channel manager is closed");
     return this.#of(channel);
   }
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { SkytaleError } from "../errors.ts";
+import { InterruptedError } from "../errors.ts";
 import type { AuditReport } from "../audit/chain.ts";
 import type { CallToolResult, McpServer } from "./_sdk.ts";
 import { errorResult } from "./tools.ts";
@@ -80,7 +80,7 @@ export function registerAuditTools(
           timer = setTimeout(
             () =>
               reject(
-                new SkytaleError("timeout", `Timed out after ${limit} s running ${AUDIT_TOOL}`),
+                new InterruptedError("timeout", `Timed out after ${limit} s running ${AUDIT_TOOL}`),
               ),
             limit * 1000,
           );

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { SkytaleError } from "../errors.ts";
+import { InterruptedError, ValidationError } from "../errors.ts";
 import type { ContextEntry, EntryType, SharedContext } from "../context/context.ts";
 import type { CallToolResult, McpServer } from "./_sdk.ts";
 import { errorResult } from "./tools.ts";
@@ -117,7 +117,8 @@ export function registerContextTools(
         body(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new SkytaleError("timeout", `Timed out after ${limit} s running ${tool}`)),
+            () =>
+              reject(new InterruptedError("timeout", `Timed out after ${limit} s running ${tool}`)),
             limit * 1000,
           );
         }),
@@ -152,7 +153,7 @@ export function registerContextTools(
   }, ({ channel, key, value, type, visible_to, ttl }) =>
     run(ContextToolNames.set, async () => {
       if (value === undefined) {
-        throw new SkytaleError("invalid_argument", "value is required: pass text or JSON");
+        throw new ValidationError("invalid_argument", "value is required: pass text or JSON");
       }
       const ctx = manager.context(channel);
       const e = await ctx.set(key, value, {

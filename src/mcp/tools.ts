@@ -7,7 +7,7 @@
  * @module
  */
 import { z } from "zod";
-import { SkytaleError } from "../errors.ts";
+import { InterruptedError, SkytaleError } from "../errors.ts";
 import type { ErrorCode } from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
 import type { Member } from "../identity.ts";
@@ -352,7 +352,7 @@ function deadline<T>(work: Promise<T>, seconds: number, what: string): Promise<T
   let timer: ReturnType<typeof setTimeout> | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new SkytaleError("timeout", `Timed out after ${seconds} s ${what}`)),
+      () => reject(new InterruptedError("timeout", `Timed out after ${seconds} s ${what}`)),
       seconds * 1000,
     );
   });

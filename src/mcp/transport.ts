@@ -42,7 +42,7 @@
  *
  * @module
  */
-import { SkytaleError, ValidationError } from "../errors.ts";
+import { InterruptedError, type SkytaleError, ValidationError } from "../errors.ts";
 import { Tags } from "../channel/envelope.ts";
 import { logLine } from "../runtime/env.ts";
 import {
@@ -389,7 +389,7 @@ export class SkytaleTransport implements McpTransport {
    */
   async start(): Promise<void> {
     if (this.#startCalled) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "invalid_argument",
         `SkytaleTransport on "${this.channel}" is already started`,
       );
@@ -418,7 +418,7 @@ export class SkytaleTransport implements McpTransport {
       if (this.#serverDid === undefined) {
         const m = roster.find((r) => r.name === this.#serverName);
         if (!m) {
-          throw new SkytaleError(
+          throw new ValidationError(
             "unknown_member",
             `No member named "${this.#serverName}" on "${this.channel}" to talk MCP to`,
           );
@@ -437,7 +437,7 @@ export class SkytaleTransport implements McpTransport {
   }
 
   #closedError(): SkytaleError {
-    return new SkytaleError(
+    return new InterruptedError(
       "closed",
       `MCP session on "${this.channel}" is closed${this.#endReason ? `: ${this.#endReason}` : ""}`,
     );
@@ -580,7 +580,7 @@ export class SkytaleTransport implements McpTransport {
       const timer = setTimeout(() => {
         this.#readers.splice(this.#readers.indexOf(reader), 1);
         reject(
-          new SkytaleError(
+          new InterruptedError(
             "timeout",
             `No MCP message on "${this.channel}" within ${ms / 1000} s`,
           ),
@@ -679,7 +679,7 @@ class _ServerEnd {
 
   async send(m: JsonRpcMessage): Promise<void> {
     if (!this.#session) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "invalid_argument",
         `No MCP client has opened a session on "${this.#channel}" yet: a server end only answers`,
       );
@@ -788,7 +788,7 @@ class SessionTransport implements McpTransport {
   start(): Promise<void> {
     if (this.#started) {
       return Promise.reject(
-        new SkytaleError(
+        new ValidationError(
           "invalid_argument",
           `Session "${this.sessionId}" of "${this.session.identity}" is already started`,
         ),
@@ -822,7 +822,7 @@ class SessionTransport implements McpTransport {
 
   async send(message: JsonRpcMessage, _options?: TransportSendOptions): Promise<void> {
     if (this.#closing) {
-      throw new SkytaleError(
+      throw new InterruptedError(
         "closed",
         `Session "${this.sessionId}" of "${this.session.identity}" is closed`,
       );

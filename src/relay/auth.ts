@@ -38,7 +38,7 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import { AuthError, RelayError, ValidationError } from "../errors.ts";
+import { AuthError, RelayError, StateError, ValidationError } from "../errors.ts";
 import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import { openSqlite, type SqlDatabase, type SqlValue } from "../runtime/sqlite.ts";
 import { jsonLog, type RelayLogger, type RelaySession } from "./server.ts";
@@ -342,12 +342,12 @@ async function _signingKey(
   try {
     jwk = JSON.parse(text);
   } catch (e) {
-    throw new RelayError("state_corrupt", `Signing key "${store.where}" is not JSON`, {
+    throw new StateError("state_corrupt", `Signing key "${store.where}" is not JSON`, {
       cause: e,
     });
   }
   if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || !jwk.d || !jwk.x) {
-    throw new RelayError(
+    throw new StateError(
       "state_corrupt",
       `Signing key "${store.where}" is not an Ed25519 private JWK`,
     );

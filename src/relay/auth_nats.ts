@@ -25,7 +25,7 @@ import {
   type JetStreamManager,
   type StoredMsg,
 } from "@nats-io/jetstream";
-import { RelayError } from "../errors.ts";
+import { InterruptedError, RelayError, StateError } from "../errors.ts";
 import {
   connectNats,
   directGet,
@@ -108,7 +108,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
   }
 
   #check(): void {
-    if (this.#closed) throw new RelayError("closed", "The auth store is closed");
+    if (this.#closed) throw new InterruptedError("closed", "The auth store is closed");
   }
 
   #last(subject: string): Promise<StoredMsg | null> {
@@ -124,7 +124,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
     } catch {
       // reported below
     }
-    throw new RelayError("state_corrupt", `API key record "${m.subject}" is not valid`);
+    throw new StateError("state_corrupt", `API key record "${m.subject}" is not valid`);
   }
 
   /**
@@ -235,7 +235,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
       if (!isWrongLast(e)) throw e;
     }
     const m = await this.#last(subject);
-    if (!m) throw new RelayError("state_corrupt", `The signing key vanished from ${this.where}`);
+    if (!m) throw new StateError("state_corrupt", `The signing key vanished from ${this.where}`);
     return m.string();
   }
 

@@ -7,7 +7,14 @@
  *
  * @module
  */
-import { AuthError, type ErrorCode, ErrorCodes, RelayError, ValidationError } from "../errors.ts";
+import {
+  AuthError,
+  InterruptedError,
+  ProtocolError,
+  RelayError,
+  skytaleError,
+  ValidationError,
+} from "../errors.ts";
 import { logLine } from "../runtime/env.ts";
 import { clientWebSocket } from "../runtime/websocket.ts";
 import type { EntryKind, LogEntry } from "./log/types.ts";
@@ -124,14 +131,8 @@ interface _Sub {
   pendingReq: number | undefined;
 }
 
-const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
 /** The most take pages one `mailboxLease` collects (a mailbox filled as fast as it is read ends). */
 const MAX_TAKE_PAGES = 256;
-
-function _relayError(code: string, message: string): RelayError | AuthError {
-  if (code === "auth") return new AuthError(message);
-  return new RelayError(KNOWN_CODES.has(code) ? code as ErrorCode : "relay_error", message);
-}
 
 function _describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -414,7 +415,7 @@ export class RelayClient {
     if (f.type === "ack") return { ok: true, seq: f.seq, epoch: f.epoch };
     const code = f.code === "stale_epoch" || f.code === "unknown_channel" ? f.code : undefined;
     if (!code) {
-      throw _relayError(f.code, `The relay refused the publish to "${channel}": ${f.code}`);
+      throw skytaleError(f.code, `The relay refused the publish to "${channel}": ${f.code}`);
     }
     return { ok: false, code, epoch: f.epoch };
   }
@@ -514,7 +515,7 @@ export class RelayClient {
         }));
       } catch (e) {
         if (
-          !(e instanceof RelayError && e.code === "protocol" &&
+          !(e instanceof ProtocolError &&
             /Unknown frame type/.test(e.message))
         ) {
           throw e;
@@ -558,7 +559,7 @@ export class RelayClient {
       this.#stopPing();
       clearTimeout(this.#renewTimer);
       for (const p of [...this.#pending.values()]) {
-        this.#settle(p.reqId)?.reject(new RelayError("closed", "The relay client is closed"));
+        this.#settle(p.reqId)?.reject(new InterruptedError("closed", "The relay client is closed"));
       }
       for (const s of this.#subs.values()) {
         s.active = false;
@@ -575,7 +576,7 @@ export class RelayClient {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new RelayError("closed", "The relay client is closed");
+    if (this.#closed) throw new InterruptedError("closed", "The relay client is closed");
   }
 
   #settle(reqId: number): _Pending | undefined {
@@ -614,7 +615,9 @@ export class RelayClient {
             ),
           );
         } else {
-          reject(new RelayError("timeout", `The relay did not answer within ${timeoutMs} ms`));
+          reject(
+            new InterruptedError("timeout", `The relay did not answer within ${timeoutMs} ms`),
+          );
         }
       }, timeoutMs);
       let bytes: Uint8Array<ArrayBuffer>;
@@ -757,7 +760,7 @@ export class RelayClient {
         "hello",
       );
       if (ok.type !== "helloOk") {
-        throw new RelayError("protocol", `The relay answered hello with "${ok.type}"`);
+        throw new ProtocolError(`The relay answered hello with "${ok.type}"`);
       }
       return ok;
     };
@@ -791,7 +794,7 @@ export class RelayClient {
         reject,
         timer: setTimeout(() => {
           if (this.#settle(reqId)) {
-            reject(new RelayError("timeout", `The relay did not answer ${what} in time`));
+            reject(new InterruptedError("timeout", `The relay did not answer ${what} in time`));
           }
         }, Math.min(10_000, this.#requestTimeoutMs)),
       };
@@ -893,7 +896,7 @@ export class RelayClient {
 
   #onMessage(data: unknown): void {
     if (!(data instanceof ArrayBuffer)) {
-      this.#onError(new RelayError("protocol", "The relay sent a text message"));
+      this.#onError(new ProtocolError("The relay sent a text message"));
       return;
     }
     let f: Frame;
@@ -905,7 +908,7 @@ export class RelayClient {
     }
     if (f.type === "deliver") return this.#onDeliver(f);
     if (f.type === "error" && f.reqId === 0) {
-      this.#onError(_relayError(f.code, `The relay reported: ${f.message}`));
+      this.#onError(skytaleError(f.code, `The relay reported: ${f.message}`));
       return;
     }
     const p = this.#settle(f.reqId);
@@ -918,7 +921,7 @@ export class RelayClient {
         sub.next ??= f.fromSeq;
       }
     }
-    if (f.type === "error") p.reject(_relayError(f.code, f.message));
+    if (f.type === "error") p.reject(skytaleError(f.code, f.message));
     else p.resolve(f);
   }
 

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { AuthError, RelayError, StateError } from "../errors.ts";
+import { AuthError, ProtocolError, StateError } from "../errors.ts";
 import { joinPath, readOrCreateSecret } from "../runtime/fs.ts";
 import type { FrameOf } from "./protocol.ts";
 import type { HelloContext, RelaySession } from "./server.ts";
@@ -233,7 +233,7 @@ export function localGreeter(
     try {
       first = await hello(LOCAL_TOKEN_PREFIX + challenge.toHex());
     } catch (e) {
-      if (e instanceof AuthError || (e instanceof RelayError && e.code === "protocol")) {
+      if (e instanceof AuthError || e instanceof ProtocolError) {
         throw squatter(`it refused the handshake: ${e.message}`, e);
       }
       throw e;

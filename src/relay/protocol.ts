@@ -213,7 +213,7 @@ class _Writer {
   }
   u32(v: number, what: string): void {
     if (!Number.isInteger(v) || v < 0 || v >= TWO_32) {
-      throw new ProtocolError("protocol", `Cannot encode ${what} ${v}: not a u32`);
+      throw new ProtocolError(`Cannot encode ${what} ${v}: not a u32`);
     }
     this.ensure(4);
     this.view.setUint32(this.pos, v);
@@ -221,10 +221,7 @@ class _Writer {
   }
   u64(v: number, what: string): void {
     if (!Number.isSafeInteger(v) || v < 0) {
-      throw new ProtocolError(
-        "protocol",
-        `Cannot encode ${what} ${v}: not a safe non-negative integer`,
-      );
+      throw new ProtocolError(`Cannot encode ${what} ${v}: not a safe non-negative integer`);
     }
     this.ensure(8);
     this.view.setUint32(this.pos, Math.floor(v / TWO_32));
@@ -234,7 +231,7 @@ class _Writer {
   str(s: string, what: string): void {
     const b = encoder.encode(s);
     if (b.length > 0xffff) {
-      throw new ProtocolError("protocol", `Cannot encode ${what}: ${b.length} bytes is over 65535`);
+      throw new ProtocolError(`Cannot encode ${what}: ${b.length} bytes is over 65535`);
     }
     this.u16(b.length);
     this.raw(b);
@@ -245,19 +242,13 @@ class _Writer {
   }
   id(b: Uint8Array, what: string): void {
     if (b.length !== ID_BYTES) {
-      throw new ProtocolError(
-        "protocol",
-        `Cannot encode ${what}: expected ${ID_BYTES} bytes, got ${b.length}`,
-      );
+      throw new ProtocolError(`Cannot encode ${what}: expected ${ID_BYTES} bytes, got ${b.length}`);
     }
     this.raw(b);
   }
   fixed(b: Uint8Array, n: number, what: string): void {
     if (b.length !== n) {
-      throw new ProtocolError(
-        "protocol",
-        `Cannot encode ${what}: expected ${n} bytes, got ${b.length}`,
-      );
+      throw new ProtocolError(`Cannot encode ${what}: expected ${n} bytes, got ${b.length}`);
     }
     this.raw(b);
   }
@@ -284,7 +275,6 @@ class _Reader {
   need(n: number, what: string): void {
     if (this.pos + n > this.buf.length) {
       throw new ProtocolError(
-        "protocol",
         `Truncated "${this.frame}" frame: ${what} needs ${n} bytes at offset ${this.pos}, ${
           this.buf.length - this.pos
         } left`,
@@ -313,10 +303,7 @@ class _Reader {
     const lo = this.view.getUint32(this.pos + 4);
     this.pos += 8;
     if (hi > 0x1f_ffff) {
-      throw new ProtocolError(
-        "protocol",
-        `Bad "${this.frame}" frame: ${what} is larger than a safe integer`,
-      );
+      throw new ProtocolError(`Bad "${this.frame}" frame: ${what} is larger than a safe integer`);
     }
     return hi * TWO_32 + lo;
   }
@@ -328,7 +315,7 @@ class _Reader {
     try {
       return decoder.decode(b);
     } catch (e) {
-      throw new ProtocolError("protocol", `Bad "${this.frame}" frame: ${what} is not UTF-8`, {
+      throw new ProtocolError(`Bad "${this.frame}" frame: ${what} is not UTF-8`, {
         cause: e,
       });
     }
@@ -359,14 +346,13 @@ class _Reader {
     const b = this.u8("kind");
     const k = BYTE_TO_KIND[b];
     if (k === undefined) {
-      throw new ProtocolError("protocol", `Bad "${this.frame}" frame: unknown entry kind ${b}`);
+      throw new ProtocolError(`Bad "${this.frame}" frame: unknown entry kind ${b}`);
     }
     return k;
   }
   end(): void {
     if (this.pos !== this.buf.length) {
       throw new ProtocolError(
-        "protocol",
         `Bad "${this.frame}" frame: ${this.buf.length - this.pos} trailing bytes`,
       );
     }
@@ -509,26 +495,24 @@ export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
  */
 export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FRAME_BYTES): Frame {
   if (!(bytes instanceof Uint8Array)) {
-    throw new ProtocolError("protocol", `Frame must be binary, got ${typeof bytes}`);
+    throw new ProtocolError(`Frame must be binary, got ${typeof bytes}`);
   }
   if (bytes.length > Math.min(maxBytes, ABSOLUTE_MAX_FRAME_BYTES)) {
     throw new ProtocolError(
-      "protocol",
       `Frame of ${bytes.length} bytes is over the limit of ${maxBytes} bytes`,
     );
   }
   if (bytes.length < 2) {
-    throw new ProtocolError("protocol", `Frame of ${bytes.length} bytes is too short for a header`);
+    throw new ProtocolError(`Frame of ${bytes.length} bytes is too short for a header`);
   }
   if (bytes[0] !== PROTOCOL_VERSION) {
     throw new ProtocolError(
-      "protocol",
       `Unsupported protocol version ${bytes[0]}: this end speaks version ${PROTOCOL_VERSION}`,
     );
   }
   const type = TYPE_NAMES.get(bytes[1]!);
   if (type === undefined) {
-    throw new ProtocolError("protocol", `Unknown frame type ${bytes[1]}`);
+    throw new ProtocolError(`Unknown frame type ${bytes[1]}`);
   }
   const r = new _Reader(bytes, type);
   r.pos = 2;
@@ -537,7 +521,7 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
   switch (type) {
     case "hello": {
       const flag = r.u8("token flag");
-      if (flag > 1) throw new ProtocolError("protocol", `Bad "hello" frame: token flag ${flag}`);
+      if (flag > 1) throw new ProtocolError(`Bad "hello" frame: token flag ${flag}`);
       f = flag === 1 ? { type, reqId, token: r.str("token") } : { type, reqId };
       break;
     }
@@ -567,14 +551,14 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
       break;
     case "created": {
       const b = r.u8("created flag");
-      if (b > 1) throw new ProtocolError("protocol", `Bad "created" frame: flag ${b}`);
+      if (b > 1) throw new ProtocolError(`Bad "created" frame: flag ${b}`);
       f = { type, reqId, created: b === 1 };
       break;
     }
     case "subscribe": {
       const channel = r.str("channel");
       const mode = r.u8("from mode");
-      if (mode > 1) throw new ProtocolError("protocol", `Bad "subscribe" frame: from mode ${mode}`);
+      if (mode > 1) throw new ProtocolError(`Bad "subscribe" frame: from mode ${mode}`);
       const v = r.u64("from value");
       f = { type, reqId, channel, from: mode === 0 ? { seq: v } : { epoch: v } };
       break;

@@ -15,14 +15,7 @@
  *
  * @module
  */
-import {
-  AuthError,
-  type ErrorCode,
-  ErrorCodes,
-  ProtocolError,
-  SkytaleError,
-  ValidationError,
-} from "../errors.ts";
+import { AuthError, type ErrorCode, ErrorCodes, SkytaleError, ValidationError } from "../errors.ts";
 import { CommitGate, Refusal } from "./_commits.ts";
 import { probes, Stages } from "../_probe.ts";
 import { env, logLine } from "../runtime/env.ts";
@@ -615,7 +608,7 @@ export class RelayServer {
     let frame: Frame;
     try {
       if (data.length > this.#limits.maxFrameBytes) {
-        throw new ProtocolError(
+        throw new ValidationError(
           "too_large",
           `Frame of ${data.length} bytes is over the limit of ${this.#limits.maxFrameBytes} bytes`,
         );
@@ -1240,7 +1233,7 @@ export class RelayServer {
 
   #checkAddress(address: string): void {
     if (address.length === 0 || _utf8Length(address) > MAX_NAME_BYTES) {
-      throw new SkytaleError(
+      throw new ValidationError(
         "invalid_argument",
         `Mailbox address must be 1 to ${MAX_NAME_BYTES} bytes, got ${_utf8Length(address)}`,
       );

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { RelayError } from "../../errors.ts";
+import { InterruptedError } from "../../errors.ts";
 import {
   type AppendInput,
   type AppendResult,
@@ -97,7 +97,7 @@ export class MemoryLog implements RelayLog {
   }
 
   #check(): void {
-    if (this.#closed) throw new RelayError("closed", "The relay log is closed");
+    if (this.#closed) throw new InterruptedError("closed", "The relay log is closed");
   }
 
   /**

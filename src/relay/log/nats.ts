@@ -61,7 +61,7 @@ import {
   type JetStreamManager,
   type StoredMsg,
 } from "@nats-io/jetstream";
-import { RelayError } from "../../errors.ts";
+import { InterruptedError, RelayError, StateError, ValidationError } from "../../errors.ts";
 import {
   connectNats,
   directGet,
@@ -195,7 +195,7 @@ export class NatsLog implements RelayLog {
   }
 
   #check(): void {
-    if (this.#closed) throw new RelayError("closed", "The relay log is closed");
+    if (this.#closed) throw new InterruptedError("closed", "The relay log is closed");
   }
 
   async #h(channel: string): Promise<string> {
@@ -333,7 +333,7 @@ export class NatsLog implements RelayLog {
     if (e) return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
     // Retention deletes non-commits only: the repeated request still names the epoch.
     if (input.kind !== "commit") return { ok: true, seq, epoch: input.epoch };
-    throw new RelayError("state_corrupt", `Commit ${seq} is missing from its stream`);
+    throw new StateError("state_corrupt", `Commit ${seq} is missing from its stream`);
   }
 
   /**
@@ -537,7 +537,9 @@ export class NatsLog implements RelayLog {
     try {
       last = (await this.#jsm.streams.info(stream)).state.last_seq;
     } catch (e) {
-      if (isNotFound(e)) throw new RelayError("unknown_channel", `Unknown channel "${channel}"`);
+      if (isNotFound(e)) {
+        throw new ValidationError("unknown_channel", `Unknown channel "${channel}"`);
+      }
       throw e;
     }
     // Stream seq of the last message handed on: a replacement consumer starts after it.

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { RelayError } from "../../errors.ts";
+import { InterruptedError, SkytaleError, StateError } from "../../errors.ts";
 import { ensureDir } from "../../runtime/fs.ts";
 import { afterIo } from "../../runtime/tick.ts";
 import {
@@ -112,7 +112,7 @@ function _leaseId(): number {
 
 function _bytes(v: SqlValue | undefined): Uint8Array {
   if (!(v instanceof Uint8Array)) {
-    throw new RelayError("state_corrupt", "Relay log row has no blob");
+    throw new StateError("state_corrupt", "Relay log row has no blob");
   }
   return v.constructor === Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
@@ -120,7 +120,7 @@ function _bytes(v: SqlValue | undefined): Uint8Array {
 function _num(v: SqlValue | undefined): number {
   if (typeof v === "number") return v;
   if (typeof v === "bigint") return Number(v);
-  throw new RelayError("state_corrupt", `Relay log row has ${typeof v} where a number belongs`);
+  throw new StateError("state_corrupt", `Relay log row has ${typeof v} where a number belongs`);
 }
 
 /** A channel's row as a batch reads and changes it. */
@@ -255,7 +255,7 @@ export class SqliteLog implements RelayLog {
         if (v === undefined) {
           db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
         } else if (v.value !== SCHEMA_VERSION) {
-          throw new RelayError(
+          throw new StateError(
             "state_corrupt",
             `Relay log "${path}" has schema version "${
               String(v.value)
@@ -272,14 +272,14 @@ export class SqliteLog implements RelayLog {
       }
     } catch (e) {
       db.close();
-      if (e instanceof RelayError) throw e;
-      throw new RelayError("state_corrupt", `Cannot open relay log "${path}"`, { cause: e });
+      if (e instanceof SkytaleError) throw e;
+      throw new StateError("state_corrupt", `Cannot open relay log "${path}"`, { cause: e });
     }
     return new SqliteLog(db, opts.retention ?? {});
   }
 
   #check(): void {
-    if (this.#closed) throw new RelayError("closed", "The relay log is closed");
+    if (this.#closed) throw new InterruptedError("closed", "The relay log is closed");
   }
 
   #tx<T>(fn: () => T): T {
@@ -360,7 +360,7 @@ export class SqliteLog implements RelayLog {
     if (batch.length === 0) return;
     this.#queue = [];
     if (this.#closed) {
-      const err = new RelayError("closed", "The relay log is closed");
+      const err = new InterruptedError("closed", "The relay log is closed");
       for (const a of batch) a.reject(err);
       return;
     }
