@@ -20,6 +20,7 @@
  * @module
  */
 import { ValidationError } from "../errors.ts";
+import { sha256Hex } from "../_util.ts";
 
 /** The MLS exporter label the audit key is derived with. */
 export const AUDIT_LABEL = "skytale audit";
@@ -104,10 +105,6 @@ async function _hkdf(key: Uint8Array, info: string, bytes: number): Promise<Uint
   );
 }
 
-async function _sha256Hex(data: Uint8Array): Promise<string> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource)).toHex();
-}
-
 /**
  * Derives the entry key and the mailbox of an audit key.
  *
@@ -132,7 +129,7 @@ export async function auditKeys(key: Uint8Array): Promise<AuditKeys> {
     "decrypt",
   ]);
   const takeKey = await _hkdf(key, "skytale audit mailbox v1", 32);
-  return { aes, takeKey, address: AUDIT_PREFIX + await _sha256Hex(takeKey) };
+  return { aes, takeKey, address: AUDIT_PREFIX + await sha256Hex(takeKey) };
 }
 
 /**
@@ -250,7 +247,7 @@ export async function openEntry(
  * @returns Hex SHA-256, or 64 zeros.
  */
 export async function itemHash(item: Uint8Array | undefined): Promise<string> {
-  return item === undefined ? ZERO : await _sha256Hex(item);
+  return item === undefined ? ZERO : await sha256Hex(item);
 }
 
 /**

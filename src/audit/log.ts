@@ -21,6 +21,7 @@ import { Mutex } from "../channel/_mutex.ts";
 import type { Member } from "../identity.ts";
 import type { SharedContext } from "../context/context.ts";
 import { logLine } from "../runtime/env.ts";
+import { errorMessage, sleep } from "../_util.ts";
 import {
   AUDIT_LABEL,
   type AuditEvent,
@@ -160,7 +161,7 @@ export class AuditLog {
     void this.#pump(channel, c).then(
       () => {},
       (e) => {
-        logLine(`skytale: audit log of "${channel}": ${e instanceof Error ? e.message : e}`);
+        logLine(`skytale: audit log of "${channel}": ${errorMessage(e)}`);
         clearTimeout(c.timer);
         c.timer = setTimeout(() => this.#kick(channel, c), RETRY_MS);
         (c.timer as { unref?: () => void }).unref?.();
@@ -243,7 +244,7 @@ export class AuditLog {
       // A joiner: the other members' context snapshot may be on its way.
       const end = Date.now() + KEY_WAIT_MS;
       while (!hex && Date.now() < end && !this.#closed) {
-        await new Promise((r) => setTimeout(r, 100));
+        await sleep(100);
         hex = await read();
       }
     }
@@ -287,7 +288,7 @@ export class AuditLog {
       if (s.queue.length === 0 && s.unsent.length === 0 && !c.pumping) return true;
       if (Date.now() >= end) return false;
       if (!c.pumping) this.#kick(channel, c);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 

@@ -6,6 +6,7 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
+import { randomHex } from "../_util.ts";
 
 /**
  * Creates a directory (and its parents) readable by the owner only. A
@@ -84,7 +85,7 @@ export async function readOrCreateSecret(file: string, length: number): Promise<
   await ensureDir(path.dirname(file));
   let bytes = await readFileIfExists(file);
   if (bytes === undefined) {
-    const tmp = `${file}.${crypto.getRandomValues(new Uint8Array(6)).toHex()}.tmp`;
+    const tmp = `${file}.${randomHex(6)}.tmp`;
     const fh = await fsp.open(tmp, "wx", 0o600);
     try {
       await fh.writeFile(crypto.getRandomValues(new Uint8Array(length)));
@@ -128,7 +129,7 @@ export async function writeFileAtomic(
   const dir = path.dirname(file);
   const tmp = path.join(
     dir,
-    `.${path.basename(file)}.${crypto.getRandomValues(new Uint8Array(6)).toHex()}.tmp`,
+    `.${path.basename(file)}.${randomHex(6)}.tmp`,
   );
   const fh = await fsp.open(tmp, "w", 0o600);
   try {

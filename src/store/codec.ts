@@ -5,6 +5,7 @@
  * @module
  */
 import { StateError } from "../errors.ts";
+import { sha256Hex } from "../_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
@@ -19,10 +20,6 @@ function reviver(_key: string, value: unknown): unknown {
     return Uint8Array.fromHex((value as { $bytes: string }).$bytes);
   }
   return value;
-}
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource)).toHex();
 }
 
 /**
