@@ -8,8 +8,10 @@ import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
+import http from "node:http";
 import { chromium, type Page } from "playwright-core";
-import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
+import { MemoryStore, SkytaleChannelManager, ValidationError } from "../mod.ts";
+import { startConsole } from "../src/console/server.ts";
 import {
   eventually,
   freePort,
@@ -109,6 +111,16 @@ test("a person joins by invite in the web console, sees members, messages and co
       await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
       assert.match(await page.inputValue("#identity"), /^console-[0-9a-f]{6}$/);
 
+      // A token that is not one is refused in the page, which can then try again.
+      await page.fill("#invite", "skt_inv_not-a-token");
+      await page.getByRole("button", { name: "Join" }).click();
+      await waitForText(
+        page,
+        "#status.error",
+        "Could not join: Invite token is not usable: it is truncated or altered",
+      );
+      assert.equal(await page.isEnabled("#join-button"), true);
+
       await page.fill("#identity", "human");
       await page.fill("#invite", token);
       await page.getByRole("button", { name: "Join" }).click();
@@ -176,4 +188,58 @@ test("a person joins by invite in the web console, sees members, messages and co
       await relay.proc.kill();
     }
   });
+});
+
+/** A GET with the given Host header (fetch will not send one of our choosing). */
+function get(
+  url: string,
+  host: string,
+  method = "GET",
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers: { host } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+test("the console serves its static files with strict headers, to its own origin only", {
+  timeout: 60_000,
+}, async () => {
+  await assert.rejects(startConsole({ hostname: "0.0.0.0" }), ValidationError);
+  await assert.rejects(startConsole({ relay: "http://relay.example" }), ValidationError);
+  await using site = await startConsole({ relay: "wss://relay.example:8443/" });
+  const host = new URL(site.origin).host;
+  const page = await get(site.url, host);
+  assert.equal(page.status, 200);
+  assert.match(page.headers["content-type"] ?? "", /^text\/html/);
+  assert.equal(
+    page.headers["content-security-policy"],
+    "default-src 'none'; script-src 'self'; style-src 'self'; " +
+      "connect-src 'self' wss://relay.example:8443; img-src 'self'; base-uri 'none'; " +
+      "form-action 'none'; frame-ancestors 'none'",
+  );
+  assert.equal(page.headers["x-content-type-options"], "nosniff");
+  assert.equal(page.headers["cache-control"], "no-store");
+  assert.match(page.body, /<meta name="skytale-relay" content="wss:\/\/relay\.example:8443\/">/);
+  assert.match(page.body, /<script type="module" src="\/page\.js"><\/script>/);
+  assert.doesNotMatch(page.body, /<script>/, "no inline script: the CSP would refuse it");
+
+  const script = await get(`${site.origin}/page.js`, host);
+  assert.equal(script.status, 200);
+  assert.match(script.headers["content-type"] ?? "", /^text\/javascript/);
+  assert.match(script.body, /SkytaleChannelManager|skt_inv_/);
+  assert.equal((await get(`${site.origin}/_server_only.js`, host)).status, 200);
+  assert.equal((await get(`${site.origin}/../mod.ts`, host)).status, 404);
+  assert.equal((await get(`${site.origin}/src/console/page.ts`, host)).status, 404);
+  assert.equal((await get(site.url, host, "POST")).status, 405);
+  // Another name for the same address is another origin, which the relay would refuse.
+  const other = await get(site.url, `localhost:${new URL(site.origin).port}`);
+  assert.equal(other.status, 421);
+  assert.equal(other.body, `Open this console at ${site.url}\n`);
 });

@@ -171,9 +171,12 @@ async function _show(agent: SkytaleChannelManager, channel: string): Promise<voi
   });
   _el("context-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const key = _el<HTMLInputElement>("context-key").value;
-    const value = _el<HTMLInputElement>("context-value").value;
-    ctx.set(key, value).then(refresh, (e) => _status(`Not set: ${_message(e)}`, true));
+    const key = _el<HTMLInputElement>("context-key");
+    const value = _el<HTMLInputElement>("context-value");
+    ctx.set(key.value, value.value).then(() => {
+      key.value = value.value = "";
+      return refresh();
+    }).catch((e) => _status(`Not set: ${_message(e)}`, true));
   });
   _status(`Joined ${channel}.`);
 }
