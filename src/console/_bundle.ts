@@ -49,10 +49,12 @@ function _filePath(u: URL): string {
  */
 export async function buildPage(): Promise<Map<string, Uint8Array>> {
   const entry = new URL("./page.ts", import.meta.url);
-  if (entry.protocol !== "file:") {
+  const { readFileIfExists } = await import("../runtime/fs.ts");
+  if (entry.protocol !== "file:" || !(await readFileIfExists(_filePath(entry)))) {
     throw new UsageError(
       `The console builds its page from the package's source files, which are not on disk here ` +
-        `("${entry.href}"): run it from a checkout or an npm install of the package`,
+        `("${entry.href}"): run it from a checkout or an npm install of the package, not from ` +
+        `jsr: or a compiled binary`,
     );
   }
   const esbuild = await _esbuild();
