@@ -20,6 +20,9 @@ Commands:
                              a stdio MCP server forwarding to the one exposed on CHANNEL
   audit verify|export CHANNEL --key KEY [--relay URL] [--format jsonl]
                              check and read a channel's encrypted audit log
+  console [--port N] [--host H] [--relay URL]
+                             serve a web page to join a channel by invite, read and send
+                             messages and watch its shared context (crypto in the page)
   help                       show this help`;
 
 /**
@@ -55,6 +58,10 @@ export async function main(argv: string[]): Promise<number> {
     case "audit": {
       const { auditCommand } = await import("./audit.ts");
       return await auditCommand(rest);
+    }
+    case "console": {
+      const { consoleCommand } = await import("./console.ts");
+      return await consoleCommand(rest);
     }
     case "help":
     case "--help":
