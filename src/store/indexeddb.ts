@@ -18,9 +18,10 @@
  * machine's power). Each journal append is its own transaction.
  *
  * One holder: `open()` takes the Web Lock named like the database
- * (`navigator.locks`, `ifAvailable`), so a second tab, worker or store object
- * of the same identity in the same origin gets `in_use` instead of forking
- * the MLS state; the lock goes with `close()` or with the tab. Where Web Locks
+ * (`navigator.locks`), so a second tab, worker or store object of the same
+ * identity in the same origin gets `in_use` instead of forking the MLS state.
+ * The lock goes with `close()` or with the tab; `open()` waits up to a second
+ * for it, the time a reloaded or closing page takes to let go. Where Web Locks
  * are missing (no secure context, an old browser) nothing is checked.
  *
  * @module
@@ -29,6 +30,8 @@ import { StateError, ValidationError } from "../errors.ts";
 import type { ChannelRecord, JournalEntry, KeyPackageRecord, Store } from "./types.ts";
 
 const VERSION = 1;
+/** How long `open()` waits for a holder that is going away (a reloading or closing tab). */
+const LOCK_WAIT_MS = 1_000;
 const CHANNELS = "channels";
 const KEY_PACKAGES = "keypackages";
 const BLOBS = "blobs";
@@ -89,8 +92,9 @@ export class IndexedDbStore implements Store {
   }
 
   /**
-   * Claims the identity's state for this store object with a Web Lock, and
-   * opens the database. Claiming again while it holds the lock does nothing.
+   * Claims the identity's state for this store object with a Web Lock (waiting
+   * up to a second for a holder that is going away), and opens the database.
+   * Claiming again while it holds the lock does nothing.
    *
    * @throws {StateError} `in_use` while another tab, worker or store object holds it.
    */
@@ -99,16 +103,22 @@ export class IndexedDbStore implements Store {
     if (locks && !this.#unlock) {
       let release!: () => void;
       const held = new Promise<void>((resolve) => release = resolve);
-      let granted!: (got: boolean) => void;
-      const answer = new Promise<boolean>((resolve) => granted = resolve);
-      const done = locks.request(this.#name, { ifAvailable: true }, (lock) => {
-        granted(lock !== null);
-        return lock ? held : undefined;
+      let done!: Promise<void>;
+      const got = await new Promise<boolean>((resolve, reject) => {
+        // Not `ifAvailable`: a page that is reloaded asks while the old page's lock is being
+        // released (the browser drops it when the old document goes), so a short wait is allowed.
+        done = locks.request(this.#name, { signal: AbortSignal.timeout(LOCK_WAIT_MS) }, () => {
+          resolve(true);
+          return held;
+        });
+        done.catch((e) => {
+          const waited = e instanceof DOMException &&
+            (e.name === "TimeoutError" || e.name === "AbortError");
+          if (waited) resolve(false);
+          else reject(e);
+        });
       });
-      // A request that fails before its callback runs (e.g. a SecurityError) answers here.
-      const got = await Promise.race([answer, done.then(() => false)]);
       if (!got) {
-        await done;
         throw new StateError(
           "in_use",
           `The state in IndexedDB "${this.#name}" is in use by another tab, worker or store of this origin: close it, or use another identity`,
