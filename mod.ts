@@ -59,6 +59,7 @@ export type { AuditEntry, AuditEvent, AuditProblem, AuditReport } from "./src/au
 export { MemoryStore } from "./src/store/memory.ts";
 export { startTestRelay, type TestRelay, type TestRelayOptions } from "./src/relay/test_relay.ts";
 export { FileStore } from "./src/store/file.ts";
+export { IndexedDbStore } from "./src/store/indexeddb.ts";
 export type {
   ChannelRecord,
   JournalEntry,

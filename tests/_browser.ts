@@ -1,4 +1,4 @@
-// The SDK in a browser tab, for tests/browser_test.ts: an esbuild bundle of mod.ts for the
+// The SDK in a browser tab, for tests/browser_*_test.ts: an esbuild bundle of mod.ts for the
 // browser, a static server on 127.0.0.1 (a secure context), and headless Chromium.
 import fs from "node:fs";
 import fsp from "node:fs/promises";
@@ -7,6 +7,8 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import process from "node:process";
 import * as esbuild from "esbuild";
+import type { BrowserContext, Page } from "playwright-core";
+import type { SkytaleChannelManager } from "../mod.ts";
 import { ROOT } from "./_helpers.ts";
 
 /** Where the browser is: `SKYTALE_CHROMIUM`, else Debian's `chromium` (scripts/chromium.sh). */
@@ -97,3 +99,66 @@ export const CHROMIUM_ARGS = [
   "--disable-component-update",
   "--no-first-run",
 ];
+
+/** A page that imports the bundled SDK as `globalThis.sdk`, then sets its title to "ready". */
+export const SDK_PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>skytale browser test</title>
+<script type="module">
+  import * as sdk from "./mod.js";
+  globalThis.sdk = sdk;
+  document.title = "ready";
+</script>`;
+
+/** What the tests put on a page's `globalThis`: `sdk` is the bundled mod.ts. */
+export interface PageGlobals {
+  sdk: typeof import("../mod.ts");
+  agent: SkytaleChannelManager;
+}
+
+/**
+ * Bundles the SDK into `dir`, writes {@linkcode SDK_PAGE} as its `index.html` and serves it.
+ *
+ * @returns The bundle's files and the server.
+ */
+export async function serveSdk(
+  dir: string,
+): Promise<{ files: string[]; origin: string; close(): Promise<void> }> {
+  const files = await bundleSdk(dir);
+  await fsp.writeFile(path.join(dir, "index.html"), SDK_PAGE);
+  return { files, ...await serveDir(dir) };
+}
+
+/** A tab of `context` on the SDK page, what it logs, and the paths it was answered 404 for. */
+export interface SdkTab {
+  page: Page;
+  log: string[];
+  missing: string[];
+  /** Loads the page again (a reload, same storage) and waits until the SDK is imported. */
+  reload(): Promise<void>;
+}
+
+/** Opens {@linkcode SDK_PAGE} at `origin` in a new tab of `context`; resolves once it is ready. */
+export async function openSdkTab(context: BrowserContext, origin: string): Promise<SdkTab> {
+  const page = await context.newPage();
+  const log: string[] = [];
+  const missing: string[] = [];
+  page.on("console", (m) => void log.push(m.text()));
+  page.on("pageerror", (e) => void log.push(`pageerror: ${e.message}`));
+  page.on("response", (r) => {
+    if (r.status() === 404) missing.push(new URL(r.url()).pathname);
+  });
+  const ready = () =>
+    page.waitForFunction(() => document.title === "ready", undefined, { timeout: 10_000 });
+  await page.goto(`${origin}/`);
+  await ready();
+  return {
+    page,
+    log,
+    missing,
+    reload: async () => {
+      await page.reload();
+      await ready();
+    },
+  };
+}

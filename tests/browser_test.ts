@@ -4,34 +4,18 @@
 // ways through a real relay process, which admits the page's Origin by --allow-origin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { chromium } from "playwright-core";
 import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
 import { reaping, startRelayProcess, tempDir } from "./_helpers.ts";
-import { bundleSdk, CHROMIUM_ARGS, chromiumPath, serveDir } from "./_browser.ts";
+import { CHROMIUM_ARGS, chromiumPath, openSdkTab, type PageGlobals, serveSdk } from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
 const skip = browser === undefined && process.env.CI !== "true"
   ? "chromium is not installed (scripts/chromium.sh install)"
   : false;
-
-const PAGE = `<!doctype html>
-<meta charset="utf-8">
-<title>skytale browser test</title>
-<script type="module">
-  import * as sdk from "./mod.js";
-  globalThis.sdk = sdk;
-  document.title = "ready";
-</script>`;
-
-/** What runs in the page; `sdk` is the bundled mod.ts. */
-interface PageGlobals {
-  sdk: typeof import("../mod.ts");
-  agent: SkytaleChannelManager;
-}
 
 test("an agent in a browser tab joins by invite and exchanges messages through a real relay", {
   skip,
@@ -40,10 +24,8 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
   assert.ok(browser, "chromium is not installed: run scripts/chromium.sh install");
   await reaping(async () => {
     const dir = await tempDir();
-    const files = await bundleSdk(dir);
-    assert.ok(files.includes("mod.js"), files.join(", "));
-    await fsp.writeFile(path.join(dir, "index.html"), PAGE);
-    const site = await serveDir(dir);
+    const site = await serveSdk(dir);
+    assert.ok(site.files.includes("mod.js"), site.files.join(", "));
     const relay = await startRelayProcess([
       "--data-dir",
       path.join(dir, "relay"),
@@ -57,19 +39,12 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
       store: new MemoryStore(),
     });
     const chrome = await chromium.launch({ executablePath: browser, args: CHROMIUM_ARGS });
-    const pageLog: string[] = [];
+    let pageLog: string[] = [];
     try {
       await alice.create(channel);
       const token = await alice.invite(channel);
-      const page = await chrome.newPage();
-      page.on("console", (m) => void pageLog.push(m.text()));
-      page.on("pageerror", (e) => void pageLog.push(`pageerror: ${e.message}`));
-      const missing: string[] = [];
-      page.on("response", (r) => {
-        if (r.status() === 404) missing.push(new URL(r.url()).pathname);
-      });
-      await page.goto(`${site.origin}/`);
-      await page.waitForFunction(() => document.title === "ready", undefined, { timeout: 10_000 });
+      const { page, log, missing } = await openSdkTab(await chrome.newContext(), site.origin);
+      pageLog = log;
       assert.equal(await page.evaluate(() => isSecureContext), true);
 
       await page.evaluate(async ({ endpoint, channel, token }) => {
