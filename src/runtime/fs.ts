@@ -270,23 +270,55 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Appends bytes to a file, created owner-only if missing. With `sync` the data
- * is on disk when the promise resolves; a crash can tear only the last append.
- *
- * @param file The path.
- * @param data The bytes to append.
- * @param options `sync: true` flushes the file to disk.
+ * A file kept open for appends, created owner-only if missing: what a journal
+ * written once per burst needs, without an open and a close around every line.
+ * Appends run one at a time in call order; with `sync` an append is on disk
+ * when its promise resolves, and a crash can tear only the last one.
  */
-export async function appendFile(
-  file: string,
-  data: Uint8Array,
-  options: { sync?: boolean } = {},
-): Promise<void> {
-  const fh = await fsp.open(file, "a", 0o600);
-  try {
-    await fh.write(data);
-    if (options.sync) await fh.sync();
-  } finally {
-    await fh.close();
+export class Appender {
+  #file: string;
+  #handle: Promise<fsp.FileHandle> | undefined;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Creates the appender; the file opens on the first append.
+   *
+   * @param file The path.
+   */
+  constructor(file: string) {
+    this.#file = file;
+  }
+
+  /**
+   * Appends bytes.
+   *
+   * @param data The bytes.
+   * @param sync Whether to flush the file to disk before resolving.
+   * @returns When written (and flushed, with `sync`).
+   */
+  append(data: Uint8Array, sync: boolean): Promise<void> {
+    const run = this.#tail.then(async () => {
+      this.#handle ??= fsp.open(this.#file, "a", 0o600);
+      const fh = await this.#handle;
+      await fh.write(data);
+      if (sync) await fh.sync();
+    });
+    this.#tail = run.catch(() => {
+      // A failed open or write is the caller's error; the next append reopens the file.
+      this.#handle = undefined;
+    });
+    return run;
+  }
+
+  /**
+   * Waits for the appends in flight, then closes the file.
+   *
+   * @returns When closed.
+   */
+  async close(): Promise<void> {
+    await this.#tail;
+    const handle = this.#handle;
+    this.#handle = undefined;
+    if (handle) await (await handle).close();
   }
 }

@@ -28,6 +28,8 @@ function files(): Promise<Fs> {
 export class FileStore implements Store {
   #dir: string;
   #ready: Promise<void> | undefined;
+  /** Each channel's journal, kept open between appends. */
+  #journals = new Map<string, import("../runtime/fs.ts").Appender>();
 
   /**
    * Creates a store over a directory.
@@ -65,6 +67,9 @@ export class FileStore implements Store {
   /** Releases the lock taken by {@linkcode FileStore.open}. */
   async close(): Promise<void> {
     const fs = await files();
+    const journals = [...this.#journals.values()];
+    this.#journals.clear();
+    await Promise.all(journals.map((j) => j.close()));
     await fs.releaseLockFile(fs.joinPath(this.#dir, "lock"));
   }
 
@@ -182,6 +187,7 @@ export class FileStore implements Store {
   async deleteChannel(channel: string): Promise<void> {
     const fs = await files();
     await this.#remove("channels", channelFile(channel));
+    await this.#closeJournal(channel);
     await fs.removeFile(this.#journalFile(fs, channel));
   }
 
@@ -204,7 +210,18 @@ export class FileStore implements Store {
     const fs = await files();
     await this.#ensure();
     const line = enc.encode(JSON.stringify(entry) + "\n");
-    await fs.appendFile(this.#journalFile(fs, channel), line, { sync: options.durable ?? false });
+    let journal = this.#journals.get(channel);
+    if (journal === undefined) {
+      journal = new fs.Appender(this.#journalFile(fs, channel));
+      this.#journals.set(channel, journal);
+    }
+    await journal.append(line, options.durable ?? false);
+  }
+
+  async #closeJournal(channel: string): Promise<void> {
+    const journal = this.#journals.get(channel);
+    this.#journals.delete(channel);
+    await journal?.close();
   }
 
   /**
@@ -237,6 +254,7 @@ export class FileStore implements Store {
    */
   async clearJournal(channel: string): Promise<void> {
     const fs = await files();
+    await this.#closeJournal(channel);
     await fs.removeFile(this.#journalFile(fs, channel));
   }
 
