@@ -24,7 +24,7 @@
  * @module
  */
 import { type Ciphersuite, type CiphersuiteImpl, defaultCryptoProvider } from "ts-mls";
-import type { MlsCryptoProvider } from "./engine.ts";
+import type { MlsCryptoProvider } from "./types.ts";
 import { CryptoError as MlsCryptoError } from "ts-mls/mlsError.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
