@@ -16,7 +16,7 @@ const dec = new TextDecoder();
 
 const count = z.int().min(0);
 
-/** A timestamp, as `isHlc` in `hlc.ts` accepts it. */
+/** A timestamp (`Hlc` in `hlc.ts`): whole non-negative time and counter, a node id of at most 128 characters. */
 const HlcSchema = z.looseObject({ t: count, c: count, n: z.string().max(128) });
 
 /** A version; fields of later formats are kept (and passed on in snapshots). */
