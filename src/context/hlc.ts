@@ -35,18 +35,6 @@ export function compareHlc(a: Hlc, b: Hlc): number {
   return a.n < b.n ? -1 : a.n > b.n ? 1 : 0;
 }
 
-/**
- * Whether a value is a well-formed timestamp.
- *
- * @param h The value.
- * @returns True if it has a finite `t`, a whole `c` and a string `n`.
- */
-export function isHlc(h: unknown): h is Hlc {
-  const x = h as Hlc;
-  return typeof x === "object" && x !== null && Number.isSafeInteger(x.t) && x.t >= 0 &&
-    Number.isSafeInteger(x.c) && x.c >= 0 && typeof x.n === "string" && x.n.length <= 128;
-}
-
 /** One node's clock. */
 export class HlcClock {
   #node: string;

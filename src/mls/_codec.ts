@@ -1,6 +1,7 @@
 /**
  * Byte formats of our own around ts-mls objects: the private half of a key
- * package, and the persisted group envelope. Each starts with a version byte.
+ * package, and the persisted group envelope, each starting with a version
+ * byte; and decoding of whole MLS messages and key packages from untrusted bytes.
  *
  * @module
  */
@@ -10,9 +11,11 @@ import {
   decodeMlsMessage,
   encodeGroupState,
   type GroupState,
+  type KeyPackage,
   type MLSMessage,
 } from "ts-mls";
 import type { PrivateKeyPackage } from "ts-mls";
+import { decodeKeyPackage } from "ts-mls/keyPackage.js";
 
 /** Version byte of the private key package format. */
 const PRIVATE_KEY_V1 = 1;
@@ -107,6 +110,20 @@ export function decodeGroupEnvelope(
   return { ...decoded[0], clientConfig };
 }
 
+/** `decode` applied to all of `bytes`: `undefined` on a throw, a short read or trailing bytes. */
+function whole<T>(
+  bytes: unknown,
+  decode: (b: Uint8Array, offset: number) => [T, number] | undefined,
+): T | undefined {
+  if (!(bytes instanceof Uint8Array)) return undefined;
+  try {
+    const r = decode(bytes, 0);
+    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Decodes a whole MLSMessage.
  *
@@ -114,11 +131,18 @@ export function decodeGroupEnvelope(
  * @returns The message, or `undefined` on malformed input or trailing bytes.
  */
 export function decodeWhole(bytes: unknown): MLSMessage | undefined {
-  if (!(bytes instanceof Uint8Array)) return undefined;
-  try {
-    const r = decodeMlsMessage(bytes, 0);
-    return r !== undefined && r[1] === bytes.length ? r[0] : undefined;
-  } catch {
-    return undefined;
-  }
+  return whole(bytes, decodeMlsMessage);
+}
+
+/**
+ * Decodes a key package as other implementations send it: wrapped in an
+ * MLSMessage (RFC 9420 §6) or bare (OpenMLS' `tls_serialize` of a KeyPackage).
+ *
+ * @param bytes The bytes.
+ * @returns The key package, or `undefined` if the bytes are neither form.
+ */
+export function decodeKeyPackageBytes(bytes: unknown): KeyPackage | undefined {
+  const msg = decodeWhole(bytes);
+  if (msg !== undefined) return msg.wireformat === "mls_key_package" ? msg.keyPackage : undefined;
+  return whole(bytes, decodeKeyPackage);
 }

@@ -24,14 +24,8 @@ const byLeaf = new WeakMap<LeafLike, Member | null>();
 /** Did and fingerprint by signature key (hex), for leaves decoded afresh. */
 const byKey = new Map<string, { did: string; fingerprint: string }>();
 
-function hex(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i++) s += (b[i]! < 16 ? "0" : "") + b[i]!.toString(16);
-  return s;
-}
-
 function cachedMemberOf(name: string, key: Uint8Array): Member {
-  const id = hex(key);
+  const id = key.toHex();
   let ids = byKey.get(id);
   if (ids !== undefined) {
     byKey.delete(id);
@@ -85,6 +79,20 @@ export function memberOfLeaf(leaf: LeafLike): Member | undefined {
     byLeaf.set(leaf, m);
   }
   return m === null ? undefined : { ...m };
+}
+
+/**
+ * The leaf of a member.
+ *
+ * @param tree The ratchet tree.
+ * @param identity The member's name.
+ * @returns Its leaf index, or `undefined` if no leaf has that name.
+ */
+export function leafOf(tree: RatchetTree, identity: string): number | undefined {
+  for (let i = 0; i * 2 < tree.length; i++) {
+    if (identityOfLeaf(tree, i) === identity) return i;
+  }
+  return undefined;
 }
 
 export function rosterOf(tree: RatchetTree): Member[] {

@@ -24,7 +24,7 @@
  * @module
  */
 import { type Ciphersuite, type CiphersuiteImpl, defaultCryptoProvider } from "ts-mls";
-import type { MlsCryptoProvider } from "./engine.ts";
+import type { MlsCryptoProvider } from "./types.ts";
 import { CryptoError as MlsCryptoError } from "ts-mls/mlsError.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
@@ -36,6 +36,8 @@ import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
 import { hmacSha256, sha256 as jsSha256 } from "./_sha256.ts";
 import { ed25519Pkcs8 } from "./_pkcs8.ts";
 import type { NativeCrypto, NativeEd25519Key } from "../runtime/native_crypto.ts";
+import { runtime } from "../runtime/env.ts";
+import { timingSafeEqual } from "../_util.ts";
 
 /**
  * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
@@ -74,22 +76,15 @@ export const SIGNATURE_KEY_CACHE_SIZE = 1024;
 
 const subtle = globalThis.crypto.subtle;
 
-function userAgent(): string {
-  return typeof navigator === "object" ? String(navigator.userAgent ?? "") : "";
-}
-
 /** JavaScriptCore (Bun) has a slower noble AES than V8 (Deno, Node). */
 function aeadNobleMax(): number {
-  return userAgent().startsWith("Bun/") ? AEAD_NOBLE_MAX.jsc : AEAD_NOBLE_MAX.v8;
+  return runtime === "bun" ? AEAD_NOBLE_MAX.jsc : AEAD_NOBLE_MAX.v8;
 }
 
 /** Largest AES-GCM input for `node:crypto` on this runtime (-1: none). */
 function aeadNativeMax(native: NativeCrypto | undefined): number {
   if (native === undefined) return -1;
-  const ua = userAgent();
-  if (ua.startsWith("Deno/")) return AEAD_NATIVE_MAX.deno;
-  if (ua.startsWith("Bun/")) return AEAD_NATIVE_MAX.bun;
-  return AEAD_NATIVE_MAX.node;
+  return AEAD_NATIVE_MAX[runtime];
 }
 
 type NobleHash = CHash;
@@ -103,13 +98,6 @@ function nobleHash(h: Ciphersuite["hash"]): NobleHash {
     case "SHA-512":
       return sha512;
   }
-}
-
-function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
-  return d === 0;
 }
 
 /** A view WebCrypto accepts under every runtime's typings (no SharedArrayBuffer). */
@@ -134,7 +122,7 @@ function makeHash(alg: Ciphersuite["hash"]): CiphersuiteImpl["hash"] {
     },
     mac,
     async verifyMac(key, tag, data) {
-      return constantTimeEqual(tag, await mac(key, data));
+      return timingSafeEqual(tag, await mac(key, data));
     },
   };
 }
