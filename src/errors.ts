@@ -134,6 +134,7 @@ export class SkytaleError extends Error {
  * that does not exist or already does.
  */
 export class ValidationError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: CodeOf<"ValidationError">;
   /**
    * Creates the error.
@@ -153,6 +154,7 @@ export class ValidationError extends SkytaleError {
  * someone else, or a proposal or commit that breaks the channel's rules.
  */
 export class CryptoError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: CodeOf<"CryptoError">;
   /**
    * Creates the error.
@@ -169,6 +171,7 @@ export class CryptoError extends SkytaleError {
 
 /** A malformed or unexpected wire frame. */
 export class ProtocolError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: "protocol";
   /**
    * Creates the error.
@@ -184,6 +187,7 @@ export class ProtocolError extends SkytaleError {
 
 /** The relay could not be reached, refused a request, or is not the relay the channel lives on. */
 export class RelayError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: CodeOf<"RelayError">;
   /**
    * Creates the error.
@@ -200,6 +204,7 @@ export class RelayError extends SkytaleError {
 
 /** Credentials were missing, wrong, expired or revoked. */
 export class AuthError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: "auth";
   /**
    * Creates the error.
@@ -215,6 +220,7 @@ export class AuthError extends SkytaleError {
 
 /** Stored state is unreadable or corrupt, or another process holds it. */
 export class StateError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: CodeOf<"StateError">;
   /**
    * Creates the error.
@@ -231,6 +237,7 @@ export class StateError extends SkytaleError {
 
 /** An operation stopped before it finished: its deadline passed, its signal fired, or it was closed. */
 export class InterruptedError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: CodeOf<"InterruptedError">;
   /**
    * Creates the error.
@@ -247,6 +254,7 @@ export class InterruptedError extends SkytaleError {
 
 /** The command line was wrong. */
 export class UsageError extends SkytaleError {
+  /** The code: one of this family's. */
   declare readonly code: "usage";
   /**
    * Creates the error.
