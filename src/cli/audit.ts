@@ -6,10 +6,10 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { parseArgs } from "../runtime/args.ts";
 import { env, logLine } from "../runtime/env.ts";
 import { skytaleHome } from "../runtime/home.ts";
 import { writeOut } from "./_out.ts";
+import { parseCommandArgs } from "./_args.ts";
 import { parseChannelName } from "../validate.ts";
 import { type AuditReport, decodeAuditKey, readAuditLog } from "../audit/chain.ts";
 
@@ -25,6 +25,7 @@ Options:
   --api-key KEY              an API key for an authenticated relay (default SKYTALE_API_KEY)
   --format jsonl|text        export's output (default jsonl)
   --json                     verify: print the report as JSON`;
+const CMD = { command: "skytale audit", usage: USAGE };
 
 /**
  * Runs `skytale audit`.
@@ -34,24 +35,14 @@ Options:
  * @throws {UsageError} on unknown or missing arguments.
  */
 export async function auditCommand(args: string[]): Promise<number> {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        key: { type: "string" },
-        relay: { type: "string" },
-        "api-key": { type: "string" },
-        format: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: true,
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n${USAGE}`, { cause: e });
-  }
+  const { values, positionals } = parseCommandArgs(CMD, args, {
+    key: { type: "string" },
+    relay: { type: "string" },
+    "api-key": { type: "string" },
+    format: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  }, true);
   const [sub, channel, ...rest] = positionals;
   if (values.help || sub === undefined) {
     logLine(USAGE);

@@ -20,11 +20,15 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import { errorMessage } from "../_util.ts";
 import { didPublicKey } from "../identity.ts";
 import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
 import { StdioServerTransport } from "../mcp/_sdk_server.ts";
 import { BridgeErrorCodes, type JsonRpcMessage } from "../mcp/transport.ts";
+import type { SkytaleTransport } from "../mcp/transport.ts";
+import type { SkytaleChannelManager } from "../channel/manager.ts";
+import { parseCommandArgs } from "./_args.ts";
 
 const USAGE = `Usage: skytale connect CHANNEL --server DID [--invite TOKEN] [--timeout SECONDS]
 
@@ -39,6 +43,8 @@ A stdio MCP server that forwards to the MCP server exposed on CHANNEL with
                       without any message from the server (default 120)
 
 Environment: SKYTALE_IDENTITY, SKYTALE_RELAY, SKYTALE_API_KEY, SKYTALE_DATA_DIR.`;
+
+const CMD = { command: "skytale connect", usage: USAGE };
 
 /** Parsed `skytale connect` arguments. */
 export interface ConnectOptions {
@@ -60,59 +66,48 @@ export interface ConnectOptions {
  * @throws {UsageError} On a missing channel or a bad option.
  */
 export function parseConnectArgs(argv: string[]): ConnectOptions | undefined {
-  let channel: string | undefined;
-  const out: Omit<ConnectOptions, "channel" | "server"> & { server?: string } = { timeout: 120 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith("--")) {
-        throw new UsageError(`Option "${a}" needs a value\n${USAGE}`);
-      }
-      return v;
-    };
-    switch (a) {
-      case "-h":
-      case "--help":
-        return undefined;
-      case "--invite":
-        out.invite = value();
-        break;
-      case "--server": {
-        const v = value();
-        try {
-          didPublicKey(v);
-        } catch {
-          throw new UsageError(
-            `Option --server needs the server's did ("did:key:z6Mk…", printed by \`skytale expose\`), got "${v}"`,
-          );
-        }
-        out.server = v;
-        break;
-      }
-      case "--timeout": {
-        const v = value();
-        const n = Number(v);
-        if (!Number.isFinite(n) || n <= 0 || n > 86400) {
-          throw new UsageError(`Option --timeout needs seconds from 0 to 86400, got "${v}"`);
-        }
-        out.timeout = n;
-        break;
-      }
-      default:
-        if (a.startsWith("-") || channel !== undefined) {
-          throw new UsageError(`Unexpected argument "${a}" for "skytale connect"\n${USAGE}`);
-        }
-        channel = a;
+  const { values, positionals } = parseCommandArgs(CMD, argv, {
+    invite: { type: "string" },
+    server: { type: "string" },
+    timeout: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, true);
+  if (values.help) return undefined;
+  const [channel, ...extra] = positionals;
+  if (extra.length > 0) {
+    throw new UsageError(`Unexpected argument "${extra[0]}" for "skytale connect"\n${USAGE}`);
+  }
+  const server = values.server;
+  if (server !== undefined) {
+    try {
+      didPublicKey(server);
+    } catch {
+      throw new UsageError(
+        `Option --server needs the server's did ("did:key:z6Mk…", printed by \`skytale expose\`), got "${server}"`,
+      );
+    }
+  }
+  let timeout = 120;
+  if (values.timeout !== undefined) {
+    timeout = Number(values.timeout);
+    if (!Number.isFinite(timeout) || timeout <= 0 || timeout > 86400) {
+      throw new UsageError(
+        `Option --timeout needs seconds from 0 to 86400, got "${values.timeout}"`,
+      );
     }
   }
   if (channel === undefined) throw new UsageError(`Missing CHANNEL\n${USAGE}`);
-  if (out.server === undefined) {
+  if (server === undefined) {
     throw new UsageError(
       `Missing --server DID: name the exposing member's did, as \`skytale expose\` prints it\n${USAGE}`,
     );
   }
-  return { channel, ...out, server: out.server };
+  return {
+    channel,
+    ...(values.invite !== undefined ? { invite: values.invite } : {}),
+    server,
+    timeout,
+  };
 }
 
 const idKey = (id: string | number) => `${typeof id}:${id}`;
@@ -134,26 +129,65 @@ export async function connectCommand(argv: string[]): Promise<number> {
   const { SkytaleChannelManager } = await import("../channel/manager.ts");
   const { SkytaleTransport } = await import("../mcp/transport.ts");
   const mgr = new SkytaleChannelManager();
-  const member = (await mgr.channels()).some((c) => c.channel === opts.channel && c.active);
-  if (!member) {
-    if (opts.invite === undefined) {
-      throw new UsageError(
-        `"${mgr.identity}" is not a member of "${opts.channel}": pass --invite TOKEN from \`skytale expose\``,
-      );
-    }
-    await mgr.joinWithToken(opts.channel, opts.invite, { timeout: 60 });
-    logLine(`skytale connect: joined "${opts.channel}" as "${mgr.identity}"`);
-  }
-
-  const { stdin, stdout } = processStdio();
-  const local = new StdioServerTransport(stdin, stdout);
-  let remote: InstanceType<typeof SkytaleTransport>;
+  await _joinIfNeeded(mgr, opts);
+  let remote: SkytaleTransport;
   try {
     remote = new SkytaleTransport(mgr, opts.channel, { serverDid: opts.server });
   } catch (e) {
     await mgr.close();
-    throw new UsageError(`Option --server: ${(e as Error).message}`, { cause: e });
+    throw new UsageError(`Option --server: ${errorMessage(e)}`, { cause: e });
   }
+  const { stdin, stdout } = processStdio();
+  const local = new StdioServerTransport(stdin, stdout);
+  const bridge = _bridge(local, remote, opts);
+  await remote.start();
+  await local.start();
+  logLine(
+    `skytale connect: forwarding stdio to the MCP server ${
+      remote.server === undefined ? "" : `"${remote.server}" `
+    }(${opts.server}) on "${opts.channel}"`,
+  );
+
+  const reason = await new Promise<string>((resolve) => {
+    onStdinEnd(() => resolve("stdin closed"));
+    onShutdownSignal(resolve);
+  });
+  logLine(`skytale connect: shutting down (${reason})`);
+  const force = setTimeout(() => exit(1), 10_000);
+  bridge.stop();
+  await remote.close();
+  await local.close().catch(() => {});
+  releaseStdin();
+  await mgr.close();
+  clearTimeout(force);
+  exit(0);
+}
+
+/** Joins the channel with the invite unless this identity is a member already. */
+async function _joinIfNeeded(mgr: SkytaleChannelManager, opts: ConnectOptions): Promise<void> {
+  const member = (await mgr.channels()).some((c) => c.channel === opts.channel && c.active);
+  if (member) return;
+  if (opts.invite === undefined) {
+    throw new UsageError(
+      `"${mgr.identity}" is not a member of "${opts.channel}": pass --invite TOKEN from \`skytale expose\``,
+    );
+  }
+  await mgr.joinWithToken(opts.channel, opts.invite, { timeout: 60 });
+  logLine(`skytale connect: joined "${opts.channel}" as "${mgr.identity}"`);
+}
+
+/**
+ * Forwards between the local stdio client and the remote server, answering
+ * every request exactly once: with the server's answer, or with an error when
+ * it cannot be sent, times out, or the session ends.
+ *
+ * @returns `stop()`, which ends the bridge (every later request gets an error).
+ */
+function _bridge(
+  local: StdioServerTransport,
+  remote: SkytaleTransport,
+  opts: ConnectOptions,
+): { stop(): void } {
   const timeoutMs = opts.timeout * 1000;
   /** Requests from the local client still waiting for an answer, by id, with their deadline. */
   const pending = new Map<string, { id: string | number; deadline: number }>();
@@ -164,21 +198,11 @@ export async function connectCommand(argv: string[]): Promise<number> {
     local.send({ jsonrpc: "2.0", id, error: { code, message } }).catch(() => {});
   };
 
-  const failAll = (code: number, message: string) => {
-    for (const p of [...pending.values()]) answerError(p.id, code, message);
-  };
-
   local.onmessage = (msg) => {
     const m = msg as JsonRpcMessage;
     const isRequest = m.method !== undefined && m.id !== undefined;
     if (ended !== undefined) {
-      if (isRequest) {
-        local.send({
-          jsonrpc: "2.0",
-          id: m.id!,
-          error: { code: BridgeErrorCodes.connectionClosed, message: ended },
-        }).catch(() => {});
-      }
+      if (isRequest) answerError(m.id!, BridgeErrorCodes.connectionClosed, ended);
       return;
     }
     if (isRequest) pending.set(idKey(m.id!), { id: m.id!, deadline: Date.now() + timeoutMs });
@@ -214,7 +238,9 @@ export async function connectCommand(argv: string[]): Promise<number> {
   remote.onclose = () => {
     ended = `The remote MCP session on "${opts.channel}" ended: ${remote.closeReason ?? "closed"}`;
     logLine(`skytale connect: ${ended}`);
-    failAll(BridgeErrorCodes.connectionClosed, ended);
+    for (const p of [...pending.values()]) {
+      answerError(p.id, BridgeErrorCodes.connectionClosed, ended);
+    }
   };
 
   const ticker = setInterval(() => {
@@ -229,27 +255,10 @@ export async function connectCommand(argv: string[]): Promise<number> {
       }
     }
   }, Math.min(1000, Math.max(50, timeoutMs / 4)));
-
-  await remote.start();
-  await local.start();
-  logLine(
-    `skytale connect: forwarding stdio to the MCP server ${
-      remote.server === undefined ? "" : `"${remote.server}" `
-    }(${opts.server}) on "${opts.channel}"`,
-  );
-
-  const reason = await new Promise<string>((resolve) => {
-    onStdinEnd(() => resolve("stdin closed"));
-    onShutdownSignal(resolve);
-  });
-  logLine(`skytale connect: shutting down (${reason})`);
-  const force = setTimeout(() => exit(1), 10_000);
-  clearInterval(ticker);
-  ended ??= "The bridge is shutting down";
-  await remote.close();
-  await local.close().catch(() => {});
-  releaseStdin();
-  await mgr.close();
-  clearTimeout(force);
-  exit(0);
+  return {
+    stop() {
+      clearInterval(ticker);
+      ended ??= "The bridge is shutting down";
+    },
+  };
 }

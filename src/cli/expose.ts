@@ -19,7 +19,9 @@
  *
  * @module
  */
+import { z } from "zod";
 import { UsageError } from "../errors.ts";
+import { intOption, parseCommandArgs } from "./_args.ts";
 import { exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { type ChildExit, type LineProcess, spawnLineProcess } from "../runtime/process.ts";
 import {
@@ -63,13 +65,7 @@ export interface ExposeOptions {
   maxSessions: number;
 }
 
-function intOption(name: string, v: string | undefined, min: number, max: number): number {
-  const n = Number(v);
-  if (v === undefined || !Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`Option ${name} needs a whole number from ${min} to ${max}, got "${v}"`);
-  }
-  return n;
-}
+const CMD = { command: "skytale expose", usage: USAGE };
 
 /**
  * Parses the arguments of `skytale expose`.
@@ -82,35 +78,21 @@ export function parseExposeArgs(argv: string[]): ExposeOptions | undefined {
   const dash = argv.indexOf("--");
   const own = dash < 0 ? argv : argv.slice(0, dash);
   const cmd = dash < 0 ? [] : argv.slice(dash + 1);
-  let channel: string | undefined;
-  let uses = 10;
-  let ttl = 86400;
-  let maxSessions = 64;
-  for (let i = 0; i < own.length; i++) {
-    const a = own[i]!;
-    switch (a) {
-      case "-h":
-      case "--help":
-        return undefined;
-      case "--uses":
-        uses = intOption(a, own[++i], 1, 1000);
-        break;
-      case "--ttl":
-        ttl = intOption(a, own[++i], 1, 30 * 86400);
-        break;
-      case "--no-invite":
-        uses = 0;
-        break;
-      case "--max-sessions":
-        maxSessions = intOption(a, own[++i], 1, 10_000);
-        break;
-      default:
-        if (a.startsWith("-") || channel !== undefined) {
-          throw new UsageError(`Unexpected argument "${a}" for "skytale expose"\n${USAGE}`);
-        }
-        channel = a;
-    }
+  const { values, positionals } = parseCommandArgs(CMD, own, {
+    uses: { type: "string" },
+    ttl: { type: "string" },
+    "no-invite": { type: "boolean" },
+    "max-sessions": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, true);
+  if (values.help) return undefined;
+  const [channel, ...extra] = positionals;
+  if (extra.length > 0) {
+    throw new UsageError(`Unexpected argument "${extra[0]}" for "skytale expose"\n${USAGE}`);
   }
+  const uses = values["no-invite"] ? 0 : intOption(CMD, "--uses", values.uses, 1, 1000) ?? 10;
+  const ttl = intOption(CMD, "--ttl", values.ttl, 1, 30 * 86400) ?? 86400;
+  const maxSessions = intOption(CMD, "--max-sessions", values["max-sessions"], 1, 10_000) ?? 64;
   if (channel === undefined) throw new UsageError(`Missing CHANNEL\n${USAGE}`);
   if (cmd.length === 0) {
     throw new UsageError(`Missing the server command after "--"\n${USAGE}`);
@@ -123,6 +105,17 @@ function describeExit(e: ChildExit): string {
   if (e.signal) return `was killed by ${e.signal}`;
   return `exited with code ${e.code}`;
 }
+
+/** A JSON-RPC message as a child writes it; other fields pass through untouched. */
+const CHILD_MESSAGE = z.looseObject({
+  jsonrpc: z.literal("2.0"),
+  id: z.union([z.string(), z.number()]).optional(),
+  method: z.string().optional(),
+  params: z.unknown().optional(),
+  result: z.unknown().optional(),
+  error: z.looseObject({ code: z.number(), message: z.string(), data: z.unknown().optional() })
+    .optional(),
+});
 
 /** Every child still running, also those of ended sessions that are still stopping. */
 const children = new Set<LineProcess>();
@@ -166,13 +159,21 @@ class ChildSession implements McpServerLike {
   }
 
   #fromChild(line: string): void {
-    let m: JsonRpcMessage;
+    let json: unknown;
     try {
-      m = JSON.parse(line) as JsonRpcMessage;
+      json = JSON.parse(line);
     } catch {
       logLine(`skytale expose: ignored a line that is not JSON from the server: ${line}`);
       return;
     }
+    const parsed = CHILD_MESSAGE.safeParse(json);
+    if (!parsed.success) {
+      logLine(
+        `skytale expose: ignored a line that is not a JSON-RPC message from the server: ${line}`,
+      );
+      return;
+    }
+    const m: JsonRpcMessage = parsed.data;
     if (m.method === undefined && m.id !== undefined) this.#pending.delete(m.id);
     if (this.#closing) return; // the session is over: nobody is listening
     this.#t?.send(m).catch((e) =>

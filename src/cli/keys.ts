@@ -7,11 +7,11 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { parseArgs } from "../runtime/args.ts";
 import { logLine } from "../runtime/env.ts";
 import { skytaleHome } from "../runtime/home.ts";
 import { joinPath } from "../runtime/fs.ts";
 import { writeOut } from "./_out.ts";
+import { parseCommandArgs } from "./_args.ts";
 import { type ApiKeyStore, KeyStore } from "../relay/auth.ts";
 
 const USAGE = `Usage: skytale keys <create|list|revoke> [options]
@@ -25,6 +25,7 @@ Options:
   --store nats://HOST:PORT[,…]
                              the keys of relays run with the same --store (a NATS cluster)
   --json                     print JSON`;
+const CMD = { command: "skytale keys", usage: USAGE };
 
 /**
  * Runs `skytale keys`.
@@ -34,23 +35,13 @@ Options:
  * @throws {UsageError} on unknown or missing arguments.
  */
 export async function keysCommand(args: string[]): Promise<number> {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        org: { type: "string" },
-        "data-dir": { type: "string" },
-        store: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: true,
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n${USAGE}`, { cause: e });
-  }
+  const { values, positionals } = parseCommandArgs(CMD, args, {
+    org: { type: "string" },
+    "data-dir": { type: "string" },
+    store: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  }, true);
   const [sub, ...rest] = positionals;
   if (values.help || sub === undefined) {
     logLine(USAGE);

@@ -11,7 +11,9 @@ import { UsageError, ValidationError } from "../errors.ts";
 import { env, exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { homeDir } from "../runtime/home.ts";
 import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
+import { errorMessage, randomHex } from "../_util.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
+import { durationOption, intOption, parseCommandArgs } from "./_args.ts";
 
 const USAGE = `Usage: skytale mcp [--claude-channel [--claude-channel-allow NAME|DID,...]]
        skytale mcp --http HOST:PORT [--token TOKEN | --no-auth] [--allow-host NAME]...
@@ -87,28 +89,7 @@ export function parseHostPort(value: string): { host: string; port: number } {
   return { host: m[1]!, port };
 }
 
-const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
-
-function _duration(name: string, v: string): number {
-  const m = /^(\d+)([smhd]?)$/.exec(v);
-  const n = m ? Number(m[1]) * UNITS[m[2]!]! : 0;
-  if (!m || n < 1 || n > 365 * 86400) {
-    throw new UsageError(
-      `Option ${name} must be a duration like 30, 90s, 15m or 2h, got "${v}"\n${USAGE}`,
-    );
-  }
-  return n;
-}
-
-function _count(name: string, v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1 || n > 1_000_000) {
-    throw new UsageError(
-      `Option ${name} must be an integer from 1 to 1000000, got "${v}"\n${USAGE}`,
-    );
-  }
-  return n;
-}
+const CMD = { command: "skytale mcp", usage: USAGE };
 
 function _list(v: string): string[] {
   return v.split(",").map((x) => x.trim()).filter((x) => x !== "");
@@ -122,62 +103,43 @@ function _list(v: string): string[] {
  * @throws {UsageError} On an unknown option or a missing value.
  */
 export function parseMcpArgs(args: string[]): McpCommandOptions {
-  const out: McpCommandOptions = { allowHosts: [], allowOrigins: [], help: false };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const eq = arg.indexOf("=");
-    const name = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = arg.startsWith("--") && eq > 0 ? arg.slice(eq + 1) : undefined;
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const v = args[++i];
-      if (v === undefined || v.startsWith("--")) {
-        throw new UsageError(`Option "${name}" needs a value\n${USAGE}`);
-      }
-      return v;
-    };
-    switch (name) {
-      case "--http":
-        out.http = parseHostPort(value());
-        break;
-      case "--allow-host":
-        out.allowHosts.push(value());
-        break;
-      case "--allow-origin":
-        out.allowOrigins.push(value());
-        break;
-      case "--token":
-        out.token = value();
-        break;
-      case "--no-auth":
-        out.noAuth = true;
-        break;
-      case "--max-sessions":
-        out.maxSessions = _count(name, value());
-        break;
-      case "--session-idle":
-        out.sessionIdleSeconds = _duration(name, value());
-        break;
-      case "--claude-channel":
-        out.claudeChannel = true;
-        break;
-      case "--claude-channel-allow":
-        out.claudeChannelAllow = _list(value());
-        break;
-      case "-h":
-      case "--help":
-        out.help = true;
-        break;
-      default:
-        throw new UsageError(`Unknown option "${arg}" for "skytale mcp"\n${USAGE}`);
-    }
-  }
+  const { values } = parseCommandArgs(CMD, args, {
+    http: { type: "string" },
+    "allow-host": { type: "string", multiple: true },
+    "allow-origin": { type: "string", multiple: true },
+    token: { type: "string" },
+    "no-auth": { type: "boolean" },
+    "max-sessions": { type: "string" },
+    "session-idle": { type: "string" },
+    "claude-channel": { type: "boolean" },
+    "claude-channel-allow": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
+  const maxSessions = intOption(CMD, "--max-sessions", values["max-sessions"], 1, 1_000_000);
+  const sessionIdleSeconds = durationOption(
+    CMD,
+    "--session-idle",
+    values["session-idle"],
+    365 * 86400,
+  );
+  const out: McpCommandOptions = {
+    ...(values.http !== undefined ? { http: parseHostPort(values.http) } : {}),
+    allowHosts: values["allow-host"] ?? [],
+    allowOrigins: values["allow-origin"] ?? [],
+    ...(values.token !== undefined ? { token: values.token } : {}),
+    ...(values["no-auth"] ? { noAuth: true } : {}),
+    ...(maxSessions !== undefined ? { maxSessions } : {}),
+    ...(sessionIdleSeconds !== undefined ? { sessionIdleSeconds } : {}),
+    help: values.help ?? false,
+  };
+  const allow = values["claude-channel-allow"];
+  if (values["claude-channel"] || allow !== undefined) out.claudeChannel = true;
+  if (allow !== undefined) out.claudeChannelAllow = _list(allow);
   if (out.noAuth && out.token !== undefined) {
     throw new UsageError(`Options --token and --no-auth exclude each other\n${USAGE}`);
   }
   const httpOnly = out.token !== undefined || out.noAuth || out.maxSessions !== undefined ||
     out.sessionIdleSeconds !== undefined;
-  if (out.claudeChannelAllow && !out.claudeChannel) out.claudeChannel = true;
   if (out.claudeChannel && out.http) {
     throw new UsageError(
       `Option --claude-channel is for the stdio server (Claude Code), not --http\n${USAGE}`,
@@ -208,13 +170,21 @@ async function _token(given: string | undefined): Promise<{ token: string; from:
   const text = kept ? new TextDecoder().decode(kept).trim() : "";
   if (text !== "") return { token: text, from: file };
   await ensureDir(dir);
-  const token = "skt_mcp_" + crypto.getRandomValues(new Uint8Array(32)).toHex();
+  const token = "skt_mcp_" + randomHex(32);
   await writeFileAtomic(file, new TextEncoder().encode(token + "\n"));
   return { token, from: `${file} (new)` };
 }
 
 /** How long shutdown may take before the process exits anyway. */
 const SHUTDOWN_MS = 10_000;
+
+/** A server that is running, and how to stop it. */
+interface Serving {
+  /** Stops serving. */
+  stop(): Promise<void>;
+  /** Resolves when it stopped by itself (stdin closed). */
+  stopped: Promise<void>;
+}
 
 /**
  * Runs `skytale mcp`. Once the server has started, this ends the process when
@@ -231,70 +201,12 @@ export async function mcpCommand(args: string[]): Promise<number> {
     return 0;
   }
   const { SkytaleChannelManager } = await import("../channel/manager.ts");
-  const manager: ChannelManagerLike & { close(): Promise<void> } = new SkytaleChannelManager();
-
-  let stopServing: () => Promise<void>;
-  let stopped: Promise<void>;
-  if (opts.http) {
-    const { serveHttp } = await import("../mcp/http.ts");
-    const loopback = ["localhost", "127.0.0.1", "[::1]"];
-    const bare = opts.http.host.replace(/^\[(.*)\]$/, "$1");
-    const own = ["0.0.0.0", "::"].includes(bare) ? [] : [opts.http.host];
-    const auth = opts.noAuth ? undefined : await _token(opts.token);
-    let http;
-    try {
-      http = await serveHttp(manager, {
-        host: opts.http.host,
-        port: opts.http.port,
-        allowedHosts: [...loopback, ...own, ...opts.allowHosts],
-        allowedOrigins: opts.allowOrigins,
-        ...(auth ? { token: auth.token } : { noAuth: true }),
-        ...(opts.maxSessions !== undefined ? { maxSessions: opts.maxSessions } : {}),
-        ...(opts.sessionIdleSeconds !== undefined
-          ? { sessionIdleMs: opts.sessionIdleSeconds * 1000 }
-          : {}),
-      });
-    } catch (e) {
-      await manager.close();
-      if (e instanceof ValidationError) {
-        throw new UsageError(`${e.message}\n${USAGE}`, { cause: e });
-      }
-      throw e;
-    }
-    if (auth) {
-      logLine(
-        `skytale mcp: HTTP clients must send the header 'Authorization: Bearer ${auth.token}' ` +
-          `(token from ${auth.from})`,
-      );
-    } else {
-      logLine(
-        "skytale mcp: WARNING: --no-auth: any local process can call every tool of this server",
-      );
-    }
-    logLine(`skytale mcp: identity "${manager.identity}", listening on ${http.url}`);
-    stopServing = () => http.close();
-    stopped = new Promise<void>(() => {});
-  } else {
-    const { serveStdio } = await import("../mcp/stdio.ts");
-    const allowEnv = env("SKYTALE_CLAUDE_CHANNEL_ALLOW");
-    const allow = opts.claudeChannelAllow ?? (allowEnv ? _list(allowEnv) : undefined);
-    const push = opts.claudeChannel || allow !== undefined ||
-      ["1", "true", "yes"].includes(env("SKYTALE_CLAUDE_CHANNEL") ?? "");
-    const stdio = await serveStdio(manager, push ? { claudeChannel: { allow } } : {});
-    if (push) {
-      logLine(
-        `skytale mcp: pushing messages as Claude Code channel events${
-          allow ? ` from ${allow.join(", ")} only` : ""
-        }`,
-      );
-    }
-    logLine(`skytale mcp: identity "${manager.identity}", serving MCP on stdio`);
-    stopServing = () => stdio.close();
-    stopped = stdio.done;
-  }
-
+  const manager: ManagerToServe = new SkytaleChannelManager();
+  const serving = opts.http
+    ? await _serveHttp(manager, opts, opts.http)
+    : await _serveStdio(manager, opts);
   const reason = await Promise.race([
-    stopped.then(() => "stdin closed"),
+    serving.stopped.then(() => "stdin closed"),
     new Promise<string>((resolve) => onShutdownSignal(resolve)),
   ]);
   logLine(`skytale mcp: shutting down (${reason})`);
@@ -304,13 +216,75 @@ export async function mcpCommand(args: string[]): Promise<number> {
   }, SHUTDOWN_MS);
   let code = 0;
   try {
-    await stopServing();
+    await serving.stop();
     await manager.close();
   } catch (e) {
-    logLine(`skytale mcp: error during shutdown: ${e instanceof Error ? e.message : String(e)}`);
+    logLine(`skytale mcp: error during shutdown: ${errorMessage(e)}`);
     code = 1;
   }
   clearTimeout(force);
   logLine("skytale mcp: stopped");
   exit(code);
+}
+
+type ManagerToServe = ChannelManagerLike & { close(): Promise<void> };
+
+/** `--http`: Streamable HTTP with a bearer token (or `--no-auth` on loopback). */
+async function _serveHttp(
+  manager: ManagerToServe,
+  opts: McpCommandOptions,
+  at: { host: string; port: number },
+): Promise<Serving> {
+  const { serveHttp } = await import("../mcp/http.ts");
+  const loopback = ["localhost", "127.0.0.1", "[::1]"];
+  const bare = at.host.replace(/^\[(.*)\]$/, "$1");
+  const own = ["0.0.0.0", "::"].includes(bare) ? [] : [at.host];
+  const auth = opts.noAuth ? undefined : await _token(opts.token);
+  let http;
+  try {
+    http = await serveHttp(manager, {
+      host: at.host,
+      port: at.port,
+      allowedHosts: [...loopback, ...own, ...opts.allowHosts],
+      allowedOrigins: opts.allowOrigins,
+      ...(auth ? { token: auth.token } : { noAuth: true }),
+      ...(opts.maxSessions !== undefined ? { maxSessions: opts.maxSessions } : {}),
+      ...(opts.sessionIdleSeconds !== undefined
+        ? { sessionIdleMs: opts.sessionIdleSeconds * 1000 }
+        : {}),
+    });
+  } catch (e) {
+    await manager.close();
+    if (e instanceof ValidationError) {
+      throw new UsageError(`${e.message}\n${USAGE}`, { cause: e });
+    }
+    throw e;
+  }
+  logLine(
+    auth
+      ? `skytale mcp: HTTP clients must send the header 'Authorization: Bearer ${auth.token}' ` +
+        `(token from ${auth.from})`
+      : "skytale mcp: WARNING: --no-auth: any local process can call every tool of this server",
+  );
+  logLine(`skytale mcp: identity "${manager.identity}", listening on ${http.url}`);
+  return { stop: () => http.close(), stopped: new Promise<void>(() => {}) };
+}
+
+/** stdio, with Claude Code channel pushes if asked (flag or environment). */
+async function _serveStdio(manager: ManagerToServe, opts: McpCommandOptions): Promise<Serving> {
+  const { serveStdio } = await import("../mcp/stdio.ts");
+  const allowEnv = env("SKYTALE_CLAUDE_CHANNEL_ALLOW");
+  const allow = opts.claudeChannelAllow ?? (allowEnv ? _list(allowEnv) : undefined);
+  const push = opts.claudeChannel || allow !== undefined ||
+    ["1", "true", "yes"].includes(env("SKYTALE_CLAUDE_CHANNEL") ?? "");
+  const stdio = await serveStdio(manager, push ? { claudeChannel: { allow } } : {});
+  if (push) {
+    logLine(
+      `skytale mcp: pushing messages as Claude Code channel events${
+        allow ? ` from ${allow.join(", ")} only` : ""
+      }`,
+    );
+  }
+  logLine(`skytale mcp: identity "${manager.identity}", serving MCP on stdio`);
+  return { stop: () => stdio.close(), stopped: stdio.done };
 }

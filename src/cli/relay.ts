@@ -4,7 +4,6 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { parseArgs } from "../runtime/args.ts";
 import { env, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { skytaleHome } from "../runtime/home.ts";
 import {
@@ -33,6 +32,7 @@ import {
 } from "../relay/server.ts";
 import type { Retention } from "../relay/log/types.ts";
 import { normalizeHost, normalizeOrigin } from "../relay/_doors.ts";
+import { durationOption, intOption, parseCommandArgs, type ParsedCommandArgs } from "./_args.ts";
 
 const USAGE = `Usage: skytale relay [options]
 
@@ -91,30 +91,47 @@ Options:
   --token-failure-window DUR
                           that window (default ${DEFAULT_TOKEN_FAILURE_WINDOW_SECONDS}s)`;
 
-const UNITS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
+const CMD = { command: "skytale relay", usage: USAGE };
 
-function _duration(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const m = /^(\d+)([smhd]?)$/.exec(v);
-  const n = m ? Number(m[1]) * UNITS[m[2]!]! : 0;
-  if (!m || n < 1 || n > 10 * 365 * 86400) {
-    throw new UsageError(
-      `Option --${name} must be a duration like 30, 90s, 15m, 12h or 7d, got "${v}"\n${USAGE}`,
-    );
-  }
-  return n;
-}
+const OPTIONS = {
+  host: { type: "string" },
+  port: { type: "string" },
+  local: { type: "boolean" },
+  "data-dir": { type: "string" },
+  store: { type: "string" },
+  "nats-replicas": { type: "string" },
+  "max-frame-bytes": { type: "string" },
+  "max-channels-per-connection": { type: "string" },
+  "publish-rate": { type: "string" },
+  "max-channels-per-org": { type: "string" },
+  "max-connections-per-org": { type: "string" },
+  "org-publish-rate": { type: "string" },
+  "token-max-failures": { type: "string" },
+  "token-failure-window": { type: "string" },
+  "retention-count": { type: "string" },
+  "retention-age": { type: "string" },
+  "mailbox-ttl": { type: "string" },
+  "mailbox-lease": { type: "string" },
+  "batch-ms": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  auth: { type: "boolean" },
+  "token-lifetime": { type: "string" },
+  "allow-origin": { type: "string", multiple: true },
+  "allow-host": { type: "string", multiple: true },
+  "hello-timeout": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
 
-function _int(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > max) {
-    throw new UsageError(
-      `Option --${name} must be an integer from ${min} to ${max}, got "${v}"\n${USAGE}`,
-    );
-  }
-  return n;
-}
+type Values = ParsedCommandArgs<typeof OPTIONS, false>["values"];
+
+/** An integer option of `skytale relay`, by name. */
+const _int = (name: keyof Values, v: string | undefined, min: number, max: number) =>
+  intOption(CMD, `--${name}`, v, min, max);
+
+/** A duration option of `skytale relay`, by name (at most ten years). */
+const _duration = (name: keyof Values, v: string | undefined) =>
+  durationOption(CMD, `--${name}`, v, 10 * 365 * 86400);
 
 async function _readText(file: string): Promise<string> {
   const b = await readFileIfExists(file);
@@ -122,60 +139,32 @@ async function _readText(file: string): Promise<string> {
   return new TextDecoder().decode(b);
 }
 
-/**
- * Runs a relay until a shutdown signal.
- *
- * @param args The arguments after `relay`.
- * @returns The exit code (0 after a clean shutdown).
- * @throws {UsageError} on unknown or malformed options.
- */
-export async function relayCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        host: { type: "string" },
-        port: { type: "string" },
-        local: { type: "boolean" },
-        "data-dir": { type: "string" },
-        store: { type: "string" },
-        "nats-replicas": { type: "string" },
-        "max-frame-bytes": { type: "string" },
-        "max-channels-per-connection": { type: "string" },
-        "publish-rate": { type: "string" },
-        "max-channels-per-org": { type: "string" },
-        "max-connections-per-org": { type: "string" },
-        "org-publish-rate": { type: "string" },
-        "token-max-failures": { type: "string" },
-        "token-failure-window": { type: "string" },
-        "retention-count": { type: "string" },
-        "retention-age": { type: "string" },
-        "mailbox-ttl": { type: "string" },
-        "mailbox-lease": { type: "string" },
-        "batch-ms": { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        auth: { type: "boolean" },
-        "token-lifetime": { type: "string" },
-        "allow-origin": { type: "string", multiple: true },
-        "allow-host": { type: "string", multiple: true },
-        "hello-timeout": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n${USAGE}`, { cause: e });
-  }
-  if (values.help) {
-    logLine(USAGE);
-    return 0;
-  }
-  const hostname = values.host ?? "127.0.0.1";
-  const port = _int("port", values.port, 0, 65535) ??
-    (values.local ? _int("port", env("SKYTALE_LOCAL_PORT"), 1, 65535) : undefined) ?? 5000;
+/** Each value of a repeatable option, normalised, or a usage error naming the bad one. */
+function _each(
+  values: string[] | undefined,
+  normalize: (v: string) => string | undefined,
+  problem: (v: string) => string,
+): string[] {
+  return (values ?? []).map((v) => {
+    const n = normalize(v);
+    if (n === undefined) throw new UsageError(`${problem(v)}\n${USAGE}`);
+    return n;
+  });
+}
+
+/** What every relay gets, local or not: limits, retention, the allowed origins and hosts. */
+interface Common {
+  port: number;
+  limits: Partial<RelayLimits>;
+  retention: Retention;
+  mailboxLease: number | undefined;
+  batchMs: number | undefined;
+  allowOrigins: string[];
+  allowHosts: string[];
+}
+
+/** The limits of the relay's options. */
+function _limits(values: Values): Partial<RelayLimits> {
   const maxFrameBytes = _int("max-frame-bytes", values["max-frame-bytes"], 1024, 64 * 1024 * 1024);
   const maxChannels = _int(
     "max-channels-per-connection",
@@ -192,31 +181,9 @@ export async function relayCommand(args: string[]): Promise<number> {
     10_000_000,
   );
   const orgRate = _int("org-publish-rate", values["org-publish-rate"], 1, 100_000_000);
-  const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
-  const retentionAge = _duration("retention-age", values["retention-age"]);
   const mailboxTtl = _duration("mailbox-ttl", values["mailbox-ttl"]);
-  const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
-  const batchMs = _int("batch-ms", values["batch-ms"], 0, 60_000);
   const helloTimeout = _duration("hello-timeout", values["hello-timeout"]);
-  const allowOrigins = (values["allow-origin"] ?? []).map((o) => {
-    const origin = normalizeOrigin(o);
-    if (origin === undefined) {
-      throw new UsageError(
-        `Option --allow-origin must be an origin like https://app.example or http://localhost:3000, got "${o}"\n${USAGE}`,
-      );
-    }
-    return origin;
-  });
-  const allowHosts = (values["allow-host"] ?? []).map((h) => {
-    const host = normalizeHost(h);
-    if (host === undefined) {
-      throw new UsageError(
-        `Option --allow-host must be a host name, optionally with :port, got "${h}"\n${USAGE}`,
-      );
-    }
-    return host;
-  });
-  const limits: Partial<RelayLimits> = {
+  return {
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
     ...(maxChannels !== undefined ? { maxChannelsPerConnection: maxChannels } : {}),
     ...(rate !== undefined ? { publishPerSecond: rate, publishBurst: rate * 2 } : {}),
@@ -228,45 +195,95 @@ export async function relayCommand(args: string[]): Promise<number> {
       ? { orgPublishPerSecond: orgRate, orgPublishBurst: orgRate * 2 }
       : {}),
   };
+}
+
+/** The options every relay takes, checked. */
+function _common(values: Values): Common {
+  const port = _int("port", values.port, 0, 65535) ??
+    (values.local ? _int("port", env("SKYTALE_LOCAL_PORT"), 1, 65535) : undefined) ?? 5000;
+  const limits = _limits(values);
+  const retentionCount = _int("retention-count", values["retention-count"], 1, 2 ** 52);
+  const retentionAge = _duration("retention-age", values["retention-age"]);
+  const mailboxLease = _duration("mailbox-lease", values["mailbox-lease"]);
+  const batchMs = _int("batch-ms", values["batch-ms"], 0, 60_000);
+  const allowOrigins = _each(
+    values["allow-origin"],
+    normalizeOrigin,
+    (o) =>
+      `Option --allow-origin must be an origin like https://app.example or http://localhost:3000, got "${o}"`,
+  );
+  const allowHosts = _each(
+    values["allow-host"],
+    normalizeHost,
+    (h) => `Option --allow-host must be a host name, optionally with :port, got "${h}"`,
+  );
   const retention: Retention = {
     ...(retentionCount !== undefined ? { maxCount: retentionCount } : {}),
     ...(retentionAge !== undefined ? { maxAgeMs: retentionAge * 1000 } : {}),
   };
+  return { port, limits, retention, mailboxLease, batchMs, allowOrigins, allowHosts };
+}
+
+/**
+ * Runs a relay until a shutdown signal.
+ *
+ * @param args The arguments after `relay`.
+ * @returns The exit code (0 after a clean shutdown).
+ * @throws {UsageError} on unknown or malformed options.
+ */
+export async function relayCommand(args: string[]): Promise<number> {
+  const { values } = parseCommandArgs(CMD, args, OPTIONS);
+  if (values.help) {
+    logLine(USAGE);
+    return 0;
+  }
+  const hostname = values.host ?? "127.0.0.1";
+  const common = _common(values);
   if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) {
     throw new UsageError(`Options --tls-cert and --tls-key go together\n${USAGE}`);
   }
   const tls = values["tls-cert"] !== undefined && values["tls-key"] !== undefined
     ? { cert: await _readText(values["tls-cert"]), key: await _readText(values["tls-key"]) }
     : undefined;
-  if (values.local) {
-    const other = [
-      "data-dir",
-      "store",
-      "nats-replicas",
-      "tls-cert",
-      "tls-key",
-      "auth",
-      "token-lifetime",
-    ]
-      .filter((o) => values[o as keyof typeof values] !== undefined);
-    if (other.length > 0 || hostname !== "127.0.0.1") {
-      throw new UsageError(
-        `Option --local serves 127.0.0.1 from $SKYTALE_HOME and cannot be combined with ${
-          other.length > 0 ? other.map((o) => `--${o}`).join(", ") : `--host ${hostname}`
-        }\n${USAGE}`,
-      );
-    }
-    const { hostLocalRelay } = await import("../relay/local.ts");
-    const home = skytaleHome();
-    const relay = await hostLocalRelay({ port, home, limits, retention });
-    return await _serveUntilSignal(relay, {
-      local: true,
-      home,
-      log: joinPath(home, "relay", "relay.db"),
-      limits: relay.server.limits,
-      retention,
-    });
+  return values.local
+    ? await _serveLocal(values, hostname, common)
+    : await _serveOwn(values, hostname, common, tls);
+}
+
+/** `--local`: this user's embedded local relay, as an agent would host it. */
+async function _serveLocal(values: Values, hostname: string, common: Common): Promise<number> {
+  const other = [
+    "data-dir",
+    "store",
+    "nats-replicas",
+    "tls-cert",
+    "tls-key",
+    "auth",
+    "token-lifetime",
+  ]
+    .filter((o) => values[o as keyof Values] !== undefined);
+  if (other.length > 0 || hostname !== "127.0.0.1") {
+    throw new UsageError(
+      `Option --local serves 127.0.0.1 from $SKYTALE_HOME and cannot be combined with ${
+        other.length > 0 ? other.map((o) => `--${o}`).join(", ") : `--host ${hostname}`
+      }\n${USAGE}`,
+    );
   }
+  const { hostLocalRelay } = await import("../relay/local.ts");
+  const home = skytaleHome();
+  const { port, limits, retention } = common;
+  const relay = await hostLocalRelay({ port, home, limits, retention });
+  return await _serveUntilSignal(relay, {
+    local: true,
+    home,
+    log: joinPath(home, "relay", "relay.db"),
+    limits: relay.server.limits,
+    retention,
+  });
+}
+
+/** The log backend `--store` names: "sqlite", "memory" or a nats:// URL. */
+function _store(values: Values): { store: string; nats: boolean; replicas: number | undefined } {
   const store = values.store ?? "sqlite";
   const nats = store.startsWith("nats://");
   if (store !== "sqlite" && store !== "memory" && !nats) {
@@ -278,40 +295,65 @@ export async function relayCommand(args: string[]): Promise<number> {
   if (replicas !== undefined && !nats) {
     throw new UsageError(`Option --nats-replicas needs --store nats://…\n${USAGE}`);
   }
+  return { store, nats, replicas };
+}
+
+/** Opens the relay's log. */
+async function _openLog(
+  { store, nats, replicas }: ReturnType<typeof _store>,
+  dataDir: string,
+  retention: Retention,
+): Promise<RelayLog> {
+  if (store === "sqlite") return await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention });
+  if (!nats) return new MemoryLog({ retention });
+  const { NatsLog } = await import("../relay/log/nats.ts");
+  return await NatsLog.open(store, { retention, ...(replicas !== undefined ? { replicas } : {}) });
+}
+
+/** Opens the API keys and token issuer for `--auth` (in a cluster, kept in NATS). */
+async function _openAuth(
+  values: Values,
+  { store, nats, replicas }: ReturnType<typeof _store>,
+  dataDir: string,
+): Promise<RelayAuth | undefined> {
+  const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
+  const tokenFailures = _int("token-max-failures", values["token-max-failures"], 1, 1_000_000);
+  const tokenWindow = _duration("token-failure-window", values["token-failure-window"]);
+  if (!values.auth) return undefined;
+  // In a cluster the keys and the signing key live in NATS, shared by every relay.
+  const shared = nats
+    ? await (await import("../relay/auth_nats.ts")).NatsAuthStore.open(store, {
+      ...(replicas !== undefined ? { replicas } : {}),
+    })
+    : undefined;
+  return await RelayAuth.open({
+    dataDir,
+    ...(shared ? { keys: shared, signingKey: shared } : {}),
+    ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
+    ...(tokenFailures !== undefined ? { maxTokenFailures: tokenFailures } : {}),
+    ...(tokenWindow !== undefined ? { tokenFailureWindowSeconds: tokenWindow } : {}),
+  });
+}
+
+/** A relay of its own log (sqlite, memory or NATS), with `--auth` if asked. */
+async function _serveOwn(
+  values: Values,
+  hostname: string,
+  common: Common,
+  tls: { cert: string; key: string } | undefined,
+): Promise<number> {
+  const backend = _store(values);
   const dataDir = values["data-dir"] ?? joinPath(skytaleHome(), "relay");
-  if (store === "sqlite" || values.auth) {
+  if (backend.store === "sqlite" || values.auth) {
     // Owner-only, whatever an older version or a copy left behind (the log, auth.db, the key).
     await ensureDir(dataDir);
     await restrictTree(dataDir, 0);
   }
-  const log: RelayLog = store === "sqlite"
-    ? await SqliteLog.open(joinPath(dataDir, "relay.db"), { retention })
-    : nats
-    ? await (await import("../relay/log/nats.ts")).NatsLog.open(store, {
-      retention,
-      ...(replicas !== undefined ? { replicas } : {}),
-    })
-    : new MemoryLog({ retention });
-  const tokenLifetime = _int("token-lifetime", values["token-lifetime"], 1, 30 * 86400);
-  const tokenFailures = _int("token-max-failures", values["token-max-failures"], 1, 1_000_000);
-  const tokenWindow = _duration("token-failure-window", values["token-failure-window"]);
+  const { port, limits, retention, mailboxLease, batchMs, allowOrigins, allowHosts } = common;
+  const log = await _openLog(backend, dataDir, retention);
   let auth: RelayAuth | undefined;
   try {
-    if (values.auth) {
-      // In a cluster the keys and the signing key live in NATS, shared by every relay.
-      const shared = nats
-        ? await (await import("../relay/auth_nats.ts")).NatsAuthStore.open(store, {
-          ...(replicas !== undefined ? { replicas } : {}),
-        })
-        : undefined;
-      auth = await RelayAuth.open({
-        dataDir,
-        ...(shared ? { keys: shared, signingKey: shared } : {}),
-        ...(tokenLifetime !== undefined ? { tokenLifetimeSeconds: tokenLifetime } : {}),
-        ...(tokenFailures !== undefined ? { maxTokenFailures: tokenFailures } : {}),
-        ...(tokenWindow !== undefined ? { tokenFailureWindowSeconds: tokenWindow } : {}),
-      });
-    }
+    auth = await _openAuth(values, backend, dataDir);
   } catch (e) {
     await log.close();
     throw e;
@@ -341,8 +383,8 @@ export async function relayCommand(args: string[]): Promise<number> {
     throw e;
   }
   return await _serveUntilSignal(relay, {
-    store: nats ? "nats" : store,
-    ...(store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
+    store: backend.nats ? "nats" : backend.store,
+    ...(backend.store === "sqlite" ? { log: joinPath(dataDir, "relay.db") } : {}),
     auth: auth !== undefined,
     ...(auth ? { tokenLifetimeSeconds: auth.tokenLifetimeSeconds } : {}),
     tls: tls !== undefined,

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_util.ts";
 import { logLine } from "../runtime/env.ts";
 import type { McpServer } from "./_sdk_server.ts";
 import type { ChannelManagerLike, ReceivedMessage } from "./tools.ts";
@@ -78,7 +79,7 @@ export function registerClaudeChannel(
       }).catch((e) =>
         logLine(
           `skytale mcp: could not push seq ${m.seq} of "${channel}" to the client: ${
-            e instanceof Error ? e.message : String(e)
+            errorMessage(e)
           }`,
         )
       );
@@ -90,9 +91,7 @@ export function registerClaudeChannel(
     // The manager connects on its first call: make it now, so messages flow without one.
     manager.channels().catch((e) =>
       logLine(
-        `skytale mcp: could not start the channel manager: ${
-          e instanceof Error ? e.message : String(e)
-        }`,
+        `skytale mcp: could not start the channel manager: ${errorMessage(e)}`,
       )
     );
   };

@@ -6,10 +6,11 @@
  * @module
  */
 import { z } from "zod";
-import { InterruptedError, ValidationError } from "../errors.ts";
+import { ValidationError } from "../errors.ts";
 import type { ContextEntry, EntryType, SharedContext } from "../context/context.ts";
-import type { CallToolResult, McpServer } from "./_sdk.ts";
-import { errorResult } from "./tools.ts";
+import type { McpServer } from "./_sdk.ts";
+import { shortChannelArg as channelArg } from "./tools/_args.ts";
+import { text, type ToolRun, toolRunner } from "./tools/_result.ts";
 
 /** The names of the shared-context tools. */
 export const ContextToolNames = {
@@ -40,15 +41,8 @@ export function hasContext(m: unknown): m is ContextManagerLike {
   return typeof (m as ContextManagerLike).context === "function";
 }
 
-const CHANNEL = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 const TYPES = ["note", "artifact", "task", "handoff", "decision"] as const;
 
-const channelArg = z
-  .string({ error: 'channel is required: pass a name "org/namespace/service"' })
-  .regex(CHANNEL, {
-    error: 'channel must be "org/namespace/service", e.g. "acme/research/results"',
-  })
-  .describe('The channel, "org/namespace/service"');
 const keyArg = z
   .string({ error: 'key is required: pass the entry\'s key, e.g. "plan"' })
   .min(1, { error: "key is empty: pass the entry's key" })
@@ -82,10 +76,6 @@ function structured(e: ContextEntry): Record<string, unknown> {
   };
 }
 
-function text(t: string, s: Record<string, unknown>): CallToolResult {
-  return { content: [{ type: "text", text: t }], structuredContent: s };
-}
-
 /**
  * Registers the four shared-context tools on an MCP server.
  *
@@ -106,30 +96,15 @@ export function registerContextTools(
   manager: ContextManagerLike,
   options: { toolTimeoutSeconds?: number } = {},
 ): void {
-  const limit = options.toolTimeoutSeconds ?? 60;
-  async function run(
-    tool: ContextToolName,
-    body: () => Promise<CallToolResult>,
-  ): Promise<CallToolResult> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      return await Promise.race([
-        body(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(new InterruptedError("timeout", `Timed out after ${limit} s running ${tool}`)),
-            limit * 1000,
-          );
-        }),
-      ]);
-    } catch (e) {
-      return errorResult(tool, e);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
+  const run = toolRunner(options.toolTimeoutSeconds ?? 60);
+  registerSet(server, manager, run);
+  registerGet(server, manager, run);
+  registerList(server, manager, run);
+  registerHandoff(server, manager, run);
+}
 
+/** `skytale_context_set`: writes an entry. */
+function registerSet(server: McpServer, manager: ContextManagerLike, run: ToolRun): void {
   server.registerTool(ContextToolNames.set, {
     title: "Write to the shared context",
     description:
@@ -169,7 +144,10 @@ export function registerContextTools(
         { channel, entry: structured(e), sent },
       );
     }));
+}
 
+/** `skytale_context_get`: reads one entry. */
+function registerGet(server: McpServer, manager: ContextManagerLike, run: ToolRun): void {
   server.registerTool(ContextToolNames.get, {
     title: "Read the shared context",
     description:
@@ -188,7 +166,10 @@ export function registerContextTools(
       }
       return text(render(e), { channel, found: true, entry: structured(e) });
     }));
+}
 
+/** `skytale_context_list`: lists the readable entries. */
+function registerList(server: McpServer, manager: ContextManagerLike, run: ToolRun): void {
   server.registerTool(ContextToolNames.list, {
     title: "List the shared context",
     description:
@@ -222,7 +203,10 @@ export function registerContextTools(
         s,
       );
     }));
+}
 
+/** `skytale_handoff`: hands a task to another member. */
+function registerHandoff(server: McpServer, manager: ContextManagerLike, run: ToolRun): void {
   server.registerTool(ContextToolNames.handoff, {
     title: "Hand a task to another agent",
     description:

@@ -14,8 +14,9 @@ import {
   SubscribeRequestSchema,
   UnsubscribeRequestSchema,
 } from "./_sdk_server.ts";
-import type { ChannelManagerLike } from "./tools.ts";
-import { hasContext } from "./context_tools.ts";
+import type { ChannelListing, ChannelManagerLike } from "./tools.ts";
+import { type ContextManagerLike, hasContext } from "./context_tools.ts";
+import { messageJson } from "./tools/_result.ts";
 
 /** The URI scheme and prefix of a channel resource. */
 export const CHANNEL_URI_PREFIX = "skytale://channel/";
@@ -36,6 +37,23 @@ export function channelUri(channel: string): string {
   return CHANNEL_URI_PREFIX + channel;
 }
 
+/** The channels this agent is still a member of. */
+async function activeChannels(manager: ChannelManagerLike): Promise<ChannelListing[]> {
+  return (await manager.channels()).filter((c) => c.active !== false);
+}
+
+/** The channel a template's `{org}/{ns}/{svc}` names. */
+function channelOf(vars: Record<string, string | string[]>): string {
+  return `${vars.org}/${vars.ns}/${vars.svc}`;
+}
+
+/** A `resources/read` result holding one JSON document. */
+function jsonContents(uri: URL, value: unknown) {
+  return {
+    contents: [{ uri: uri.href, mimeType: "application/json", text: JSON.stringify(value) }],
+  };
+}
+
 /** Channel names of this agent (active ones) that start with `prefix` in part `index`. */
 async function suggest(
   manager: ChannelManagerLike,
@@ -43,9 +61,7 @@ async function suggest(
   value: string,
   known: Record<string, string> | undefined,
 ): Promise<string[]> {
-  const parts = (await manager.channels()).filter((c) => c.active !== false).map((c) =>
-    c.channel.split("/")
-  );
+  const parts = (await activeChannels(manager)).map((c) => c.channel.split("/"));
   const keys = ["org", "ns", "svc"];
   const out = new Set<string>();
   for (const p of parts) {
@@ -69,9 +85,16 @@ export function registerChannelResources(
   server: McpServer,
   manager: ChannelManagerLike,
 ): () => void {
+  registerChannels(server, manager);
+  if (hasContext(manager)) registerContexts(server, manager);
+  return notifyUpdates(server, manager);
+}
+
+/** `skytale://channel/…`: a channel's recent messages, consuming nothing. */
+function registerChannels(server: McpServer, manager: ChannelManagerLike): void {
   const template = new ResourceTemplate(`${CHANNEL_URI_PREFIX}{org}/{ns}/{svc}`, {
     list: async () => ({
-      resources: (await manager.channels()).filter((c) => c.active !== false).map((c) => ({
+      resources: (await activeChannels(manager)).map((c) => ({
         uri: channelUri(c.channel),
         name: c.channel,
         title: `Channel ${c.channel}`,
@@ -95,65 +118,58 @@ export function registerChannelResources(
       "Reading returns its recent messages (sender, sender_id, seq, time, text) without consuming them.",
     mimeType: "application/json",
   }, async (uri, vars) => {
-    const channel = `${vars.org}/${vars.ns}/${vars.svc}`;
+    const channel = channelOf(vars);
     const messages = await manager.history(channel, { max: READ_MAX });
     const members = await manager.members(channel);
-    return {
-      contents: [{
-        uri: uri.href,
-        mimeType: "application/json",
-        text: JSON.stringify({
-          channel,
-          members,
-          messages: messages.map((m) => ({
-            sender: m.sender,
-            sender_id: m.senderId,
-            seq: m.seq,
-            time: m.time,
-            text: m.text,
-          })),
-        }),
-      }],
-    };
+    return jsonContents(uri, { channel, members, messages: messages.map(messageJson) });
   });
+}
 
-  // Each channel's shared context (when the manager has them): its current entries, and an
-  // update to subscribers on every change, a handoff to this agent included.
-  const contextWatch = new Map<string, () => void>();
-  if (hasContext(manager)) {
-    const contexts = new ResourceTemplate(`${CONTEXT_URI_PREFIX}{org}/{ns}/{svc}`, {
-      list: async () => ({
-        resources: (await manager.channels()).filter((c) => c.active !== false).map((c) => ({
-          uri: CONTEXT_URI_PREFIX + c.channel,
-          name: `${c.channel} context`,
-          title: `Shared context of ${c.channel}`,
-          description:
-            `The shared context of "${c.channel}": notes, artifacts, tasks, handoffs and decisions its members keep. ` +
-            "Subscribe to hear of every change, including tasks handed to this agent.",
-          mimeType: "application/json",
-        })),
-      }),
-    });
-    server.registerResource("context", contexts, {
-      title: "A channel's shared context",
-      description:
-        "The shared context of a channel of this agent: skytale://context/{org}/{namespace}/{service}. " +
-        "Reading returns its current entries (key, type, value, author, updated).",
-      mimeType: "application/json",
-    }, async (uri, vars) => {
-      const channel = `${vars.org}/${vars.ns}/${vars.svc}`;
-      const entries = await manager.context(channel).list();
-      return {
-        contents: [{
-          uri: uri.href,
-          mimeType: "application/json",
-          text: JSON.stringify({ channel, entries }),
-        }],
-      };
-    });
-  }
+/** `skytale://context/…`: each channel's shared context, its current entries. */
+function registerContexts(
+  server: McpServer,
+  manager: ChannelManagerLike & ContextManagerLike,
+): void {
+  const contexts = new ResourceTemplate(`${CONTEXT_URI_PREFIX}{org}/{ns}/{svc}`, {
+    list: async () => ({
+      resources: (await activeChannels(manager)).map((c) => ({
+        uri: CONTEXT_URI_PREFIX + c.channel,
+        name: `${c.channel} context`,
+        title: `Shared context of ${c.channel}`,
+        description:
+          `The shared context of "${c.channel}": notes, artifacts, tasks, handoffs and decisions its members keep. ` +
+          "Subscribe to hear of every change, including tasks handed to this agent.",
+        mimeType: "application/json",
+      })),
+    }),
+  });
+  server.registerResource("context", contexts, {
+    title: "A channel's shared context",
+    description:
+      "The shared context of a channel of this agent: skytale://context/{org}/{namespace}/{service}. " +
+      "Reading returns its current entries (key, type, value, author, updated).",
+    mimeType: "application/json",
+  }, async (uri, vars) => {
+    const channel = channelOf(vars);
+    return jsonContents(uri, { channel, entries: await manager.context(channel).list() });
+  });
+}
 
+/**
+ * Subscriptions: one `notifications/resources/updated` per burst of new
+ * messages on a subscribed channel, and per change of a subscribed shared
+ * context (a handoff to this agent included); `list_changed` on joins,
+ * leaves and removals.
+ *
+ * @returns A function that stops the notifications.
+ */
+function notifyUpdates(server: McpServer, manager: ChannelManagerLike): () => void {
   const subscribed = new Set<string>();
+  const contextWatch = new Map<string, () => void>();
+  const updated = (uri: string) => {
+    if (!subscribed.has(uri) || !server.isConnected()) return;
+    server.server.sendResourceUpdated({ uri }).catch(() => {});
+  };
   server.server.registerCapabilities({ resources: { subscribe: true, listChanged: true } });
   server.server.setRequestHandler(SubscribeRequestSchema, async (req) => {
     const uri = req.params.uri;
@@ -161,13 +177,7 @@ export function registerChannelResources(
     await manager.channels(); // the manager connects on its first call: updates flow from now on
     if (uri.startsWith(CONTEXT_URI_PREFIX) && hasContext(manager) && !contextWatch.has(uri)) {
       const channel = uri.slice(CONTEXT_URI_PREFIX.length);
-      contextWatch.set(
-        uri,
-        manager.context(channel).subscribe(() => {
-          if (!subscribed.has(uri) || !server.isConnected()) return;
-          server.server.sendResourceUpdated({ uri }).catch(() => {});
-        }),
-      );
+      contextWatch.set(uri, manager.context(channel).subscribe(() => updated(uri)));
     }
     return {};
   });
@@ -177,11 +187,7 @@ export function registerChannelResources(
     contextWatch.delete(req.params.uri);
     return {};
   });
-  const offArrival = manager.on("arrival", (channel) => {
-    const uri = channelUri(channel);
-    if (!subscribed.has(uri) || !server.isConnected()) return;
-    server.server.sendResourceUpdated({ uri }).catch(() => {});
-  });
+  const offArrival = manager.on("arrival", (channel) => updated(channelUri(channel)));
   const offMembership = manager.on("membership", (change) => {
     if (!server.isConnected()) return;
     server.sendResourceListChanged();

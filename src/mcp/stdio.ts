@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_util.ts";
 import { logLine } from "../runtime/env.ts";
 import { onStdinEnd, processStdio, releaseStdin } from "../runtime/stdio.ts";
 import { StdioServerTransport } from "./_sdk_server.ts";
@@ -46,7 +47,7 @@ export async function serveStdio(
       try {
         await server.close();
       } catch (e) {
-        logLine(`skytale mcp: error while closing: ${e instanceof Error ? e.message : String(e)}`);
+        logLine(`skytale mcp: error while closing: ${errorMessage(e)}`);
       }
       releaseStdin();
       resolveDone();
