@@ -325,8 +325,8 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * The session keys a receiver opened, per sender did, direction and session
- * id: a key box is opened once (one HPKE open), then each frame costs one
+ * The session keys a receiver opened, per channel, sender did, direction and
+ * session id: a key box is opened once (one HPKE open), then each frame costs one
  * AES-GCM pass. A frame whose counter is not above the last one accepted under
  * its key is refused (a replay). Frames are to be opened one at a time, in the
  * order they arrived.
@@ -355,7 +355,7 @@ export class FrameKeys {
    */
   async open(frame: Frame, channel: string, from: string): Promise<FrameBody | undefined> {
     const tail = tailOf(channel, from);
-    const id = `${from}\n${frame.dir}\n${frame.sid}`;
+    const id = `${channel}\n${from}\n${frame.dir}\n${frame.sid}`;
     let o = this.#keys.get(id);
     if (o && sameBytes(o.keyBox, frame.keyBox)) {
       this.#keys.delete(id); // re-inserted below: most recently used last
@@ -365,7 +365,12 @@ export class FrameKeys {
     this.#keys.set(id, o);
     if (this.#keys.size > MAX_KEYS) this.#keys.delete(this.#keys.keys().next().value!);
     const key = await o.key;
-    if (!key || frame.counter <= o.last) return undefined;
+    if (!key) {
+      // Not cached: a box that does not open is no reason to refuse the next one.
+      if (this.#keys.get(id) === o) this.#keys.delete(id);
+      return undefined;
+    }
+    if (frame.counter <= o.last) return undefined;
     let plain: Uint8Array;
     try {
       plain = await openWithKey(
@@ -384,12 +389,13 @@ export class FrameKeys {
   /**
    * Forgets the key of a session (e.g. once it ended).
    *
+   * @param channel The channel.
    * @param from The sender's did.
    * @param dir The direction of its frames.
    * @param sid The session id.
    */
-  forget(from: string, dir: FrameDir, sid: string): void {
-    this.#keys.delete(`${from}\n${dir}\n${sid}`);
+  forget(channel: string, from: string, dir: FrameDir, sid: string): void {
+    this.#keys.delete(`${channel}\n${from}\n${dir}\n${sid}`);
   }
 
   async #openKey(frame: Frame, tail: Uint8Array): Promise<Uint8Array | undefined> {

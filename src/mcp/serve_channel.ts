@@ -165,7 +165,7 @@ class ChannelServer {
     const transport = new SessionTransport(this.#mgr, this.#me, session, (reason) => {
       if (this.sessions.get(key)?.transport !== transport) return;
       this.sessions.delete(key);
-      this.#keys.forget(session.did, "c", session.sessionId);
+      this.#keys.forget(this.#channel, session.did, "c", session.sessionId);
       this.#ended.add(key);
       if (this.#ended.size > MAX_ENDED) this.#ended.delete(this.#ended.values().next().value!);
       this.#options.onSession?.({ type: "end", session, reason });
