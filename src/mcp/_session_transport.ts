@@ -10,12 +10,12 @@ import { FrameSealer, MAX_FRAMES_PER_KEY } from "./_frame.ts";
 import { bounded, BYE_WAIT_MS, errorOf } from "./_common.ts";
 import {
   BridgeErrorCodes,
+  type ChannelSession,
   type JsonRpcMessage,
   type McpTransport,
   type TaggedChannels,
   type TransportSendOptions,
 } from "./transport_contract.ts";
-import type { ChannelSession } from "./serve_channel.ts";
 
 /** The transport of one remote client's session on the serving side. */
 export class SessionTransport implements McpTransport {

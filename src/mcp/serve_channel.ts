@@ -20,23 +20,12 @@ import { errorOf, logOnce } from "./_common.ts";
 import { SessionTransport } from "./_session_transport.ts";
 import {
   BridgeErrorCodes,
+  type ChannelSession,
   type JsonRpcMessage,
+  type McpTransport,
   type TaggedChannels,
   type TaggedMessage,
 } from "./transport_contract.ts";
-import type { McpTransport } from "./transport_contract.ts";
-
-/** A remote client's session, as {@linkcode serveChannel} sees it. */
-export interface ChannelSession {
-  /** The channel. */
-  channel: string;
-  /** The client's display name, from its MLS credential (a label). */
-  identity: string;
-  /** The client's did, as MLS proves it: sessions are keyed by it. */
-  did: string;
-  /** The client transport's session id. */
-  sessionId: string;
-}
 
 /**
  * What {@linkcode serveChannel} needs from a server: an SDK `McpServer` (or

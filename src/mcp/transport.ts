@@ -59,6 +59,7 @@
  */
 export {
   BridgeErrorCodes,
+  type ChannelSession,
   type JsonRpcMessage,
   type McpTransport,
   type TaggedChannels,
@@ -68,7 +69,6 @@ export {
 export { SkytaleTransport, type SkytaleTransportOptions } from "./client_transport.ts";
 export {
   type ChannelServing,
-  type ChannelSession,
   type McpServerLike,
   serveChannel,
   type ServeChannelOptions,

@@ -128,3 +128,15 @@ export const BridgeErrorCodes = {
 
 /** A code of {@linkcode BridgeErrorCodes}. */
 export type BridgeErrorCodes = typeof BridgeErrorCodes[keyof typeof BridgeErrorCodes];
+
+/** A remote client's session, as the serving end (`serveChannel`) sees it. */
+export interface ChannelSession {
+  /** The channel. */
+  channel: string;
+  /** The client's display name, from its MLS credential (a label). */
+  identity: string;
+  /** The client's did, as MLS proves it: sessions are keyed by it. */
+  did: string;
+  /** The client transport's session id. */
+  sessionId: string;
+}
