@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { appendFileSync } from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
@@ -271,6 +272,10 @@ function processAlive(pid: number): boolean {
 /**
  * Appends bytes to a file, created owner-only if missing. With `sync` the data
  * is on disk when the promise resolves; a crash can tear only the last append.
+ * Without it the data is with the operating system (it survives the process,
+ * not a power loss) when the promise resolves: written in one synchronous call
+ * (about 10 µs for a journal line) rather than three round trips to the I/O
+ * thread pool (open, write, close: 0.02-0.1 ms, and far more under load).
  *
  * @param file The path.
  * @param data The bytes to append.
@@ -281,6 +286,10 @@ export async function appendFile(
   data: Uint8Array,
   options: { sync?: boolean } = {},
 ): Promise<void> {
+  if (!options.sync) {
+    appendFileSync(file, data, { mode: 0o600 });
+    return;
+  }
   const fh = await fsp.open(file, "a", 0o600);
   try {
     await fh.write(data);
