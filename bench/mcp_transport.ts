@@ -10,7 +10,12 @@
  *   `skytale expose` → the server (what Claude Desktop would use).
  *
  * Every encrypted call is two MLS application messages (request and response),
- * each encrypted, stored by the relay, delivered and decrypted.
+ * each encrypted, stored by the relay, delivered and decrypted; each carries
+ * one MCP frame, AES-GCM under the session's key (frame version 3).
+ *
+ * Then the round trip budget of the transport path (`_mcp_budget.ts`): per
+ * stage of the request and the response, the step from the stage before, from
+ * the client's manager and transport (this process) and the relay's probes.
  *
  * ```sh
  * deno run -A bench/mcp_transport.ts   # or: node bench/mcp_transport.ts, bun bench/mcp_transport.ts
@@ -31,9 +36,11 @@ import {
   startRelayProcess,
   tempDir,
 } from "./_util.ts";
+import { RoundTripBudget } from "./_mcp_budget.ts";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { SkytaleTransport } from "../src/mcp/transport.ts";
+import { readFileIfExists } from "../src/runtime/fs.ts";
 
 const CHANNEL = "bench/mcp/transport";
 
@@ -62,13 +69,15 @@ async function call(client: Client, args: Record<string, unknown>): Promise<void
  * @returns When reported.
  */
 export async function run(h: Harness): Promise<void> {
-  const relay = await startRelayProcess();
   const dirs: string[] = [];
   const dir = async () => {
     const d = await tempDir();
     dirs.push(d);
     return d;
   };
+  const probeFile = `${await dir()}/relay-probes.json`;
+  const relay = await startRelayProcess("sqlite", { SKYTALE_BENCH_PROBES: probeFile });
+  const budget = new RoundTripBudget();
   const [cmd, pre] = runtimeCommand();
   let expose: Child | undefined;
   const clients: Client[] = [];
@@ -96,9 +105,9 @@ export async function run(h: Harness): Promise<void> {
     });
     await mgr.joinWithToken(CHANNEL, token);
     const overChannel = new Client({ name: "skytale-bench", version: "0.0.0" });
-    await overChannel.connect(new SkytaleTransport(mgr, CHANNEL, { serverDid: did }), {
-      timeout: 60_000,
-    });
+    const transport = new SkytaleTransport(budget.channels(mgr), CHANNEL, { serverDid: did });
+    await overChannel.connect(transport, { timeout: 60_000 });
+    budget.watch(transport);
     clients.push(overChannel);
     const bridged = await stdioClient(
       [path.join(ROOT, "mod.ts"), "connect", CHANNEL, "--server", did, "--invite", token],
@@ -111,20 +120,24 @@ export async function run(h: Harness): Promise<void> {
     for (let i = 0; i < 20; i++) for (const c of paths) await call(c, args);
     const calls = h.quick ? 30 : 300;
     const times: number[][] = paths.map(() => []);
+    // The probe points cost a stamp each when on (as in bench/e2e.ts).
+    budget.start();
     for (let i = 0; i < calls; i++) {
       for (let j = 0; j < paths.length; j++) {
         const t = performance.now();
-        await call(paths[j]!, args);
+        if (j === 1) await budget.time(() => call(paths[j]!, args));
+        else await call(paths[j]!, args);
         times[j]!.push(performance.now() - t);
       }
     }
-    const [base, transport, bridge] = times as [number[], number[], number[]];
+    budget.stop();
+    const [base, overTransport, bridge] = times as [number[], number[], number[]];
     for (const p of [50, 99]) {
       const baseline = { name: `plain stdio p${p}`, value: percentile(base, p) };
       const note = `${calls} calls interleaved, echo of 1 KiB`;
       h.report({
         name: `tools/call over SkytaleTransport p${p}`,
-        value: percentile(transport, p),
+        value: percentile(overTransport, p),
         unit: "ms",
         better: Better.lower,
         baseline,
@@ -144,6 +157,7 @@ export async function run(h: Harness): Promise<void> {
     await mgr?.close();
     await expose?.stop();
     await relay.stop();
+    budget.report(h, await readFileIfExists(probeFile));
     for (const d of dirs) await removeDir(d);
   }
 }

@@ -27,7 +27,7 @@ step "deno doc --lint"
 deno doc --lint mod.ts mcp.ts transport.ts
 step "deno test --doc (the entry points' examples, and those of the classes they export)"
 deno test -A --doc mod.ts mcp.ts transport.ts src/channel/manager.ts src/relay/test_relay.ts \
-  src/mcp/server.ts src/mcp/transport.ts
+  src/mcp/server.ts src/mcp/transport.ts src/mcp/client_transport.ts src/mcp/serve_channel.ts
 step "deno publish --dry-run"
 deno publish --dry-run --allow-dirty
 

@@ -15,6 +15,11 @@
  * agreement: the conversion is the birational map libsodium and `age` use,
  * and HPKE's `info` separates every use made here.
  *
+ * A box costs an X25519 key agreement (about 0.5–1 ms under Deno), so a
+ * party that sends many messages to one peer seals a random session key in
+ * one box and encrypts each message with it ({@linkcode sealWithKey}, about
+ * 10 µs), with a nonce it never repeats under that key.
+ *
  * @module
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
@@ -175,5 +180,69 @@ export async function openBox(
     );
   } catch (e) {
     throw new CryptoError("invalid_message", "Could not open a sealed box", { cause: e });
+  }
+}
+
+/** Bytes of a session key for {@linkcode sealWithKey} (AES-128-GCM). */
+export const SESSION_KEY_BYTES = 16;
+/** Bytes of an AES-GCM nonce. */
+export const NONCE_BYTES = 12;
+/** Bytes {@linkcode sealWithKey} adds to its plaintext (the AEAD tag). */
+export const TAG_BYTES = 16;
+
+/**
+ * A fresh random session key for {@linkcode sealWithKey}.
+ *
+ * @returns 16 random bytes.
+ */
+export function newSessionKey(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(SESSION_KEY_BYTES));
+}
+
+/**
+ * Encrypts with a session key (AES-128-GCM, the AEAD of the HPKE suite, run by
+ * the same provider: native and synchronous where the runtime has it). The
+ * caller owns nonce uniqueness: never two plaintexts under one key and nonce.
+ *
+ * @param key A key from {@linkcode newSessionKey} (passed to the peer in a sealed box).
+ * @param nonce 12 bytes, unique per key.
+ * @param plaintext The plaintext.
+ * @param aad Data the ciphertext is bound to without carrying it.
+ * @returns The ciphertext with its 16-byte tag.
+ */
+export async function sealWithKey(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  return await (await hpke()).encryptAead(key, nonce, aad, plaintext);
+}
+
+/**
+ * Decrypts what {@linkcode sealWithKey} made.
+ *
+ * @param key The session key.
+ * @param nonce The nonce it was sealed with.
+ * @param ciphertext The ciphertext with its tag.
+ * @param aad The data it was bound to.
+ * @returns The plaintext.
+ * @throws {CryptoError} `invalid_message` if the key, nonce, aad or ciphertext do not match.
+ */
+export async function openWithKey(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  if (key.length !== SESSION_KEY_BYTES || ciphertext.length < TAG_BYTES) {
+    throw new CryptoError("invalid_message", "Not a session-key ciphertext");
+  }
+  try {
+    return await (await hpke()).decryptAead(key, nonce, aad, ciphertext);
+  } catch (e) {
+    throw new CryptoError("invalid_message", "Could not open a session-key ciphertext", {
+      cause: e,
+    });
   }
 }

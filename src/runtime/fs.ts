@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { closeSync, fsync, openSync, writeSync } from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
@@ -270,15 +271,21 @@ function processAlive(pid: number): boolean {
 }
 
 /**
+/**
  * A file kept open for appends, created owner-only if missing: what a journal
  * written once per burst needs, without an open and a close around every line.
- * Appends run one at a time in call order; with `sync` an append is on disk
- * when its promise resolves, and a crash can tear only the last one.
+ * Each append is written in one synchronous call (about 10 µs for a journal
+ * line, where an asynchronous open, write and close are three round trips to
+ * the I/O thread pool: 0.02-0.1 ms, far more under load), so appends land in
+ * call order and, once `append` returns, survive the process (not a power
+ * loss). With `sync` the promise resolves once an fsync begun after the write
+ * has finished: the line is on disk, and a crash can tear only the last one.
  */
 export class Appender {
   #file: string;
-  #handle: Promise<fsp.FileHandle> | undefined;
-  #tail: Promise<unknown> = Promise.resolve();
+  #fd: number | undefined;
+  /** The last fsync asked for: `close()` waits for it before closing the descriptor. */
+  #flushed: Promise<void> = Promise.resolve();
 
   /**
    * Creates the appender; the file opens on the first append.
@@ -297,28 +304,43 @@ export class Appender {
    * @returns When written (and flushed, with `sync`).
    */
   append(data: Uint8Array, sync: boolean): Promise<void> {
-    const run = this.#tail.then(async () => {
-      this.#handle ??= fsp.open(this.#file, "a", 0o600);
-      const fh = await this.#handle;
-      await fh.write(data);
-      if (sync) await fh.sync();
-    });
-    this.#tail = run.catch(() => {
-      // A failed open or write is the caller's error; the next append reopens the file.
-      this.#handle = undefined;
-    });
-    return run;
+    try {
+      this.#fd ??= openSync(this.#file, "a", 0o600);
+      let off = 0;
+      while (off < data.length) off += writeSync(this.#fd, data, off, data.length - off);
+    } catch (e) {
+      // The caller's error; the next append reopens the file.
+      this.#closeFd();
+      return Promise.reject(e);
+    }
+    if (!sync) return Promise.resolve();
+    const fd = this.#fd;
+    const flushed = new Promise<void>((resolve, reject) =>
+      fsync(fd, (e) => e ? reject(e) : resolve())
+    );
+    this.#flushed = flushed.catch(() => {});
+    return flushed;
   }
 
   /**
-   * Waits for the appends in flight, then closes the file.
+   * Closes the file once the fsyncs asked for have finished.
    *
    * @returns When closed.
    */
   async close(): Promise<void> {
-    await this.#tail;
-    const handle = this.#handle;
-    this.#handle = undefined;
-    if (handle) await (await handle).close();
+    await this.#flushed;
+    this.#closeFd();
+  }
+
+  #closeFd(): void {
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
   }
 }

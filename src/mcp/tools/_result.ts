@@ -10,7 +10,7 @@ import type { ErrorCode } from "../../errors.ts";
 import { errorMessage, withTimeout } from "../../_util.ts";
 import { logLine } from "../../runtime/env.ts";
 import type { CallToolResult, McpServer } from "../_sdk.ts";
-import type { ChannelManagerLike, ReceivedMessage } from "../tools.ts";
+import type { ChannelManagerLike, ReceivedMessage } from "./_types.ts";
 import { CHANNEL_HINT, type ToolName } from "./_args.ts";
 
 /** How often a long wait tells a client that asked for progress how it goes. */

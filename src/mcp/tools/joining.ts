@@ -7,7 +7,7 @@
  * @module
  */
 import { z } from "zod";
-import type { ChannelManagerLike } from "../tools.ts";
+import type { ChannelManagerLike } from "./_types.ts";
 import { channelArg, ciphersuiteArg, hexArg, ToolNames } from "./_args.ts";
 import { list, text, type ToolFamily } from "./_result.ts";
 
