@@ -199,8 +199,14 @@ test("bad input gets a clear SkytaleError code and changes no stored state", asy
     }
     return out;
   };
-  await new Promise((r) => setTimeout(r, 300)); // let alice finish processing bob's join
-  const before = await snapshot(dir);
+  // Let alice finish processing bob's join: her files stop changing (bounded: 10 s).
+  let before = await snapshot(dir);
+  for (let still = 0, i = 0; still < 3 && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await snapshot(dir);
+    still = JSON.stringify(now) === JSON.stringify(before) ? still + 1 : 0;
+    before = now;
+  }
   const expectCode = async (p: Promise<unknown>, code: string, re?: RegExp) => {
     await assert.rejects(p, (e: AgentError) => {
       assert.equal(e.code, code, e.message);
