@@ -6,6 +6,7 @@
  * @module
  */
 import { type ErrorCode, ErrorCodes, SkytaleError } from "../errors.ts";
+import { randomBytes } from "../_util.ts";
 import type { WsConnection } from "../runtime/serve.ts";
 import type { MailboxLease, RelayLog } from "./log/types.ts";
 import type { Frame } from "./protocol.ts";
@@ -86,7 +87,7 @@ export function newConn(ws: WsConnection, now: number, burst: number): Conn {
     helloTimer: undefined,
     preHelloFrames: 0,
     leases: new Map(),
-    nonce: crypto.getRandomValues(new Uint8Array(16)),
+    nonce: randomBytes(16),
     keys: [],
     memberOf: new Map(),
     org: undefined,

@@ -10,7 +10,8 @@
  */
 import { AuthError, ValidationError } from "../errors.ts";
 import { ownsMailbox } from "./mailbox.ts";
-import type { MailboxLease } from "./log/types.ts";
+import { DEFAULT_MAILBOX_LEASE_MS, type MailboxLease } from "./log/types.ts";
+import { env } from "../runtime/env.ts";
 import { type FrameOf, ID_BYTES, MAX_ACK_IDS, MAX_NAME_BYTES } from "./protocol.ts";
 import type { Conn, RelayContext } from "./_conn.ts";
 import type { Quotas } from "./_quotas.ts";
@@ -62,6 +63,22 @@ async function _checkOwner(address: string, key: Uint8Array | undefined): Promis
   }
 }
 
+/** The mailbox lease in force: the option, else the environment variable, else 30 s. */
+function _leaseMs(opt: number | undefined): number {
+  const raw = opt ?? env("SKYTALE_RELAY_MAILBOX_LEASE_MS");
+  if (raw === undefined) return DEFAULT_MAILBOX_LEASE_MS;
+  const ms = Number(raw);
+  if (!Number.isSafeInteger(ms) || ms < 1) {
+    throw new ValidationError(
+      "invalid_argument",
+      `The mailbox lease must be a whole number of milliseconds of at least 1, got ${
+        typeof raw === "string" ? `"${raw}" (SKYTALE_RELAY_MAILBOX_LEASE_MS)` : raw
+      }`,
+    );
+  }
+  return ms;
+}
+
 /** Mailbox frames of one relay server. */
 export class Mailboxes {
   readonly #ctx: RelayContext;
@@ -75,12 +92,13 @@ export class Mailboxes {
    *
    * @param ctx The log, limits and how to answer.
    * @param quotas The rate limits puts count against.
-   * @param leaseMs How long a take leases its items.
+   * @param leaseMs How long a take leases its items (see `RelayServerOptions.mailboxLeaseMs`).
+   * @throws {ValidationError} `invalid_argument` for a lease that is no whole number of ms >= 1.
    */
-  constructor(ctx: RelayContext, quotas: Quotas, leaseMs: number) {
+  constructor(ctx: RelayContext, quotas: Quotas, leaseMs: number | undefined) {
     this.#ctx = ctx;
     this.#quotas = quotas;
-    this.#leaseMs = leaseMs;
+    this.#leaseMs = _leaseMs(leaseMs);
   }
 
   /**

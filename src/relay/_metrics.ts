@@ -76,40 +76,34 @@ export class RelayMetrics {
    */
   text(g: Gauges): string {
     const m = this.counters;
-    const lines: [string, string, string, number][] = [
-      ["skytale_relay_connections", "gauge", "Open WebSocket connections", g.connections],
-      ["skytale_relay_channels", "gauge", "Channels with a subscriber here", g.channels],
-      ["skytale_relay_subscriptions", "gauge", "Subscriptions", g.subscriptions],
-      ["skytale_relay_frames_in_total", "counter", "Frames received", m.framesIn],
-      ["skytale_relay_frames_out_total", "counter", "Frames sent", m.framesOut],
-      ["skytale_relay_bytes_in_total", "counter", "Bytes received", m.bytesIn],
-      ["skytale_relay_bytes_out_total", "counter", "Bytes sent", m.bytesOut],
-      ["skytale_relay_published_total", "counter", "Entries appended", m.published],
-      ["skytale_relay_acks_total", "counter", "Publishes acked", m.acks],
-      ["skytale_relay_nacks_total", "counter", "Publishes nacked", m.nacked],
-      ["skytale_relay_nacked_total", "counter", "Publishes nacked (old name)", m.nacked],
-      ["skytale_relay_delivered_total", "counter", "Entries delivered", m.delivered],
-      ["skytale_relay_frame_errors_total", "counter", "Malformed frames", m.frameErrors],
-      ["skytale_relay_auth_failures_total", "counter", "Refused credentials", m.authFailures],
-      [
-        "skytale_relay_limit_breaches_total",
-        "counter",
-        "Requests refused by a limit",
-        m.limitBreaches,
-      ],
-      ["skytale_relay_mailbox_puts_total", "counter", "Mailbox puts", m.mailboxPuts],
-      ["skytale_relay_mailbox_takes_total", "counter", "Mailbox takes", m.mailboxTakes],
-      ["skytale_relay_mailbox_acks_total", "counter", "Mailbox item ids acked", m.mailboxAcks],
-      [
-        "skytale_relay_retention_trimmed_total",
-        "counter",
-        "Entries deleted by age retention",
-        m.trimmed,
-      ],
+    const gauges: [string, string, number][] = [
+      ["connections", "Open WebSocket connections", g.connections],
+      ["channels", "Channels with a subscriber here", g.channels],
+      ["subscriptions", "Subscriptions", g.subscriptions],
     ];
-    let out = lines.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}\n`).join(
-      "",
-    );
+    const counters: [string, string, number][] = [
+      ["frames_in_total", "Frames received", m.framesIn],
+      ["frames_out_total", "Frames sent", m.framesOut],
+      ["bytes_in_total", "Bytes received", m.bytesIn],
+      ["bytes_out_total", "Bytes sent", m.bytesOut],
+      ["published_total", "Entries appended", m.published],
+      ["acks_total", "Publishes acked", m.acks],
+      ["nacks_total", "Publishes nacked", m.nacked],
+      ["nacked_total", "Publishes nacked (old name)", m.nacked],
+      ["delivered_total", "Entries delivered", m.delivered],
+      ["frame_errors_total", "Malformed frames", m.frameErrors],
+      ["auth_failures_total", "Refused credentials", m.authFailures],
+      ["limit_breaches_total", "Requests refused by a limit", m.limitBreaches],
+      ["mailbox_puts_total", "Mailbox puts", m.mailboxPuts],
+      ["mailbox_takes_total", "Mailbox takes", m.mailboxTakes],
+      ["mailbox_acks_total", "Mailbox item ids acked", m.mailboxAcks],
+      ["retention_trimmed_total", "Entries deleted by age retention", m.trimmed],
+    ];
+    const text = (type: string) => ([name, help, v]: [string, string, number]) => {
+      const n = `skytale_relay_${name}`;
+      return `# HELP ${n} ${help}\n# TYPE ${n} ${type}\n${n} ${v}\n`;
+    };
+    let out = gauges.map(text("gauge")).join("") + counters.map(text("counter")).join("");
     const h = "skytale_relay_log_append_seconds";
     out += `# HELP ${h} Log append latency\n# TYPE ${h} histogram\n`;
     let cum = 0;

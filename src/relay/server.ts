@@ -27,7 +27,6 @@ import { decodeFrame, encodeFrame, type Frame, type FrameOf, peekRequestId } fro
 import {
   DEFAULT_LIMITS,
   jsonLog,
-  leaseMs,
   PRE_HELLO_MAX_FRAME_BYTES,
   PRE_HELLO_MAX_FRAMES,
   type RelayLimits,
@@ -43,18 +42,7 @@ import { Membership } from "./_membership.ts";
 import { Mailboxes } from "./_mailboxes.ts";
 import { Channels } from "./_channels.ts";
 
-export {
-  DEFAULT_LIMITS,
-  type HelloContext,
-  jsonLog,
-  type LogLevel,
-  PRE_HELLO_MAX_FRAME_BYTES,
-  PRE_HELLO_MAX_FRAMES,
-  type RelayLimits,
-  type RelayLogger,
-  type RelayServerOptions,
-  type RelaySession,
-} from "./server_options.ts";
+export * from "./server_options.ts";
 
 /** The relay's request handling, independent of how it is served. */
 export class RelayServer {
@@ -90,12 +78,11 @@ export class RelayServer {
     this.#extraMetrics = opts.metrics;
     this.#now = opts.now ?? Date.now;
     this.#logger = opts.logger ?? jsonLog;
-    const lease = leaseMs(opts.mailboxLeaseMs);
     const ctx = this.#context();
     const gate = new CommitGate(opts.log);
     this.#quotas = new Quotas(ctx);
     this.#fanOut = new FanOut(ctx, opts.batchMs ?? 0);
-    this.#mailboxes = new Mailboxes(ctx, this.#quotas, lease);
+    this.#mailboxes = new Mailboxes(ctx, this.#quotas, opts.mailboxLeaseMs);
     this.#membership = new Membership(ctx, gate);
     this.#channels = new Channels({
       ctx,

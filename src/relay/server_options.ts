@@ -5,9 +5,8 @@
  *
  * @module
  */
-import { ValidationError } from "../errors.ts";
 import { env, logLine } from "../runtime/env.ts";
-import { DEFAULT_MAILBOX_LEASE_MS, type RelayLog } from "./log/types.ts";
+import type { RelayLog } from "./log/types.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./protocol.ts";
 
 /** Severity of a relay log line. */
@@ -162,25 +161,4 @@ export interface RelayServerOptions {
    * delivery to the publish that caused it (default 0: deliver at once).
    */
   batchMs?: number;
-}
-
-/**
- * The mailbox lease in force: the option, else the environment variable, else 30 s.
- *
- * @param opt {@linkcode RelayServerOptions.mailboxLeaseMs}.
- * @returns The lease, in ms.
- */
-export function leaseMs(opt: number | undefined): number {
-  const raw = opt ?? env("SKYTALE_RELAY_MAILBOX_LEASE_MS");
-  if (raw === undefined) return DEFAULT_MAILBOX_LEASE_MS;
-  const ms = Number(raw);
-  if (!Number.isSafeInteger(ms) || ms < 1) {
-    throw new ValidationError(
-      "invalid_argument",
-      `The mailbox lease must be a whole number of milliseconds of at least 1, got ${
-        typeof raw === "string" ? `"${raw}" (SKYTALE_RELAY_MAILBOX_LEASE_MS)` : raw
-      }`,
-    );
-  }
-  return ms;
 }

@@ -23,7 +23,8 @@ import type { JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jets
 import { directGet, directScan, isNotFound, isWrongLast } from "../_nats.ts";
 import { fromHex } from "../../validate.ts";
 import type { MailboxEntry, MailboxLease, MailboxPage } from "./types.ts";
-import { PageBudget, type SerialQueue } from "./_shared.ts";
+import { PageBudget } from "./_shared.ts";
+import type { SerialQueue } from "../_serial.ts";
 import { nameHash } from "./_nats_layout.ts";
 
 /** Mailboxes in one JetStream stream, shared by every relay. */

@@ -10,7 +10,7 @@
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { isNotFound } from "../_nats.ts";
 import type { Retention } from "./types.ts";
-import type { SerialQueue } from "./_shared.ts";
+import type { SerialQueue } from "../_serial.ts";
 import { entryOf } from "./_nats_layout.ts";
 
 /** What {@linkcode NatsRetention} works on. */

@@ -1,7 +1,6 @@
 /**
  * What the relay logs (memory, SQLite, NATS) share: the stored code of an
- * entry kind, the page budget of a mailbox take, and a per-key queue that
- * runs one operation at a time.
+ * entry kind and the page budget of a mailbox take.
  *
  * @module
  */
@@ -67,28 +66,5 @@ export class PageBudget {
   add(payloadBytes: number): void {
     this.#count++;
     this.#used += payloadBytes + (this.#page?.perItemBytes ?? 0);
-  }
-}
-
-/** Runs operations one at a time per key, in call order (a failed one does not stop the next). */
-export class SerialQueue {
-  readonly #tails = new Map<string, Promise<unknown>>();
-
-  /**
-   * Runs `fn` after every earlier call for the same key.
-   *
-   * @param key What the calls share (a channel, a mailbox).
-   * @param fn The operation.
-   * @returns What `fn` returns.
-   */
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.#tails.set(key, tail);
-    void tail.then(() => {
-      if (this.#tails.get(key) === tail) this.#tails.delete(key);
-    });
-    return next;
   }
 }

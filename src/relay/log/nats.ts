@@ -64,7 +64,7 @@ import {
   type RelayLog,
   type Retention,
 } from "./types.ts";
-import { SerialQueue } from "./_shared.ts";
+import { SerialQueue } from "../_serial.ts";
 import { StreamWatch } from "./_nats_watch.ts";
 import { NatsMailboxes } from "./_nats_mailbox.ts";
 import { entryHeaders, entryOf, nameHash } from "./_nats_layout.ts";

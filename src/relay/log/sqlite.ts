@@ -17,6 +17,7 @@
  * @module
  */
 import { InterruptedError, SkytaleError, StateError } from "../../errors.ts";
+import { randomBytes } from "../../_util.ts";
 import { ensureDir } from "../../runtime/fs.ts";
 import { afterIo } from "../../runtime/tick.ts";
 import { openSqlite, type SqlDatabase } from "../../runtime/sqlite.ts";
@@ -44,7 +45,7 @@ const PURGE_EVERY_MS = 60_000;
 
 /** A random lease id: 48 bits, so it is a safe integer and never 0. */
 function _leaseId(): number {
-  const b = crypto.getRandomValues(new Uint8Array(6));
+  const b = randomBytes(6);
   let n = 0;
   for (const x of b) n = n * 256 + x;
   return n || 1;
