@@ -10,6 +10,7 @@
  */
 import { GroupObserver, Refusal } from "./_group.ts";
 import type { AppendResult, LogEntry, RelayLog } from "./log/types.ts";
+import { SerialQueue } from "./_serial.ts";
 
 export { Refusal } from "./_group.ts";
 
@@ -27,7 +28,7 @@ interface _View {
 export class CommitGate {
   readonly #log: RelayLog;
   readonly #views = new Map<string, _View>();
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #serial = new SerialQueue();
 
   /**
    * @param log The relay's log.
@@ -56,7 +57,7 @@ export class CommitGate {
    *   channel whose membership the relay does not know (created without a genesis).
    */
   async members(channel: string): Promise<((publicKey: Uint8Array) => boolean) | undefined> {
-    return await this.#serial(channel, async () => {
+    return await this.#serial.run(channel, async () => {
       const obs = (await this.#view(channel)).obs;
       return obs === undefined ? undefined : (k) => obs.isMember(k);
     });
@@ -100,7 +101,7 @@ export class CommitGate {
     payload: Uint8Array,
     append: () => Promise<AppendResult>,
   ): Promise<AppendResult | Refusal> {
-    return await this.#serial(channel, async () => {
+    return await this.#serial.run(channel, async () => {
       const v = await this.#view(channel);
       // A stale epoch may be a retry of a commit the log holds: the log answers it.
       if (v.obs === undefined || epoch !== v.obs.epoch) return await append();
@@ -142,16 +143,5 @@ export class CommitGate {
       if (next instanceof Refusal) break;
       obs.adopt(next);
     }
-  }
-
-  #serial<T>(channel: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(channel) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => {});
-    this.#locks.set(channel, tail);
-    void tail.then(() => {
-      if (this.#locks.get(channel) === tail) this.#locks.delete(channel);
-    });
-    return run;
   }
 }

@@ -19,6 +19,7 @@ import {
   emptyPskIndex,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
+  type Proposal,
   type RatchetTree,
 } from "ts-mls";
 import {
@@ -29,13 +30,18 @@ import {
   validateLeafNodeUpdateOrCommit,
 } from "ts-mls/clientState.js";
 import { defaultClientConfig } from "ts-mls/clientConfig.js";
-import { verifyFramedContentSignature } from "ts-mls/framedContent.js";
+import {
+  type FramedContentAuthDataCommit,
+  type FramedContentCommit,
+  verifyFramedContentSignature,
+} from "ts-mls/framedContent.js";
 import type { GroupContext } from "ts-mls/groupContext.js";
 import { ratchetTreeFromExtension, verifyGroupInfoSignature } from "ts-mls/groupInfo.js";
 import { treeHashRoot } from "ts-mls/treeHash.js";
 import { applyUpdatePath } from "ts-mls/updatePath.js";
 import { checkCommit, memberAt, rosterOf } from "../mls/_rules.ts";
 import { decodeWhole } from "../mls/_codec.ts";
+import { errorMessage } from "../_util.ts";
 
 /** The public state of one channel at one epoch. */
 export interface PublicState {
@@ -55,12 +61,18 @@ function suite(name: string): Promise<CiphersuiteImpl> {
   return cs;
 }
 
-function reason(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** A member's commit to this group at this epoch, as {@linkcode GroupObserver.check} reads it. */
+interface _Commit {
+  content: FramedContentCommit;
+  auth: FramedContentAuthDataCommit;
+  sender: number;
+  /** The committer's signature key. */
+  signer: Uint8Array;
+  byValue: { proposal: Proposal; senderLeafIndex: number }[];
 }
 
 /** Why the relay refused a handshake message. */
@@ -124,7 +136,7 @@ export class GroupObserver {
         return new Refusal("its signature does not verify");
       }
     } catch (e) {
-      return new Refusal(reason(e));
+      return new Refusal(errorMessage(e));
     }
     return new GroupObserver({ groupContext: ctx, tree, confirmationTag: gi.confirmationTag }, cs);
   }
@@ -178,6 +190,19 @@ export class GroupObserver {
    * @returns The state the commit leads to, or a refusal saying what was wrong.
    */
   async check(bytes: Uint8Array): Promise<PublicState | Refusal> {
+    const c = this.#commitOf(bytes);
+    if (c instanceof Refusal) return c;
+    const rules = checkCommit(this.#s.tree, c.sender, c.byValue);
+    if ("refused" in rules) return new Refusal(rules.refused);
+    try {
+      return await this.#next(c, rules.expect);
+    } catch (e) {
+      return new Refusal(errorMessage(e));
+    }
+  }
+
+  /** The commit a message carries, if it is one of a member of this group at this epoch. */
+  #commitOf(bytes: Uint8Array): _Commit | Refusal {
     const msg = decodeWhole(bytes);
     if (msg?.wireformat !== "mls_public_message") {
       return new Refusal("a commit must be an MLS PublicMessage");
@@ -199,83 +224,85 @@ export class GroupObserver {
     const sender = content.sender.leafIndex;
     const leaf = s.tree[sender * 2];
     if (leaf?.nodeType !== "leaf") return new Refusal("the committer is not a member");
-    const cs = this.#cs;
-    const proposals = content.commit.proposals;
-    const byValue = [];
-    for (const p of proposals) {
+    const byValue: _Commit["byValue"] = [];
+    for (const p of content.commit.proposals) {
       if (p.proposalOrRefType !== "proposal") {
         return new Refusal("proposals must be committed by value");
       }
       byValue.push({ proposal: p.proposal, senderLeafIndex: sender });
     }
-    const rules = checkCommit(s.tree, sender, byValue);
-    if ("refused" in rules) return new Refusal(rules.refused);
-    try {
-      const ok = await verifyFramedContentSignature(
-        leaf.leaf.signaturePublicKey,
-        "mls_public_message",
-        content,
-        auth,
-        s.groupContext,
-        cs.signature,
-      );
-      if (!ok) return new Refusal("the committer's signature does not verify");
-      const view = {
-        groupContext: s.groupContext,
-        ratchetTree: s.tree,
-        unappliedProposals: {},
-        clientConfig: defaultClientConfig,
-        // The relay holds no leaf; an index past the tree marks it as such.
-        privatePath: { leafIndex: s.tree.length, privateKeys: {} },
-      };
-      const r = await applyProposals(
-        view as never,
-        proposals,
-        sender as never,
-        emptyPskIndex,
-        false,
-        cs,
-      );
-      if (r.additionalResult.kind !== "memberCommit") {
-        return new Refusal("only member commits are accepted");
-      }
-      const path = content.commit.path;
-      if (r.needsUpdatePath && path === undefined) return new Refusal("the commit needs a path");
-      let tree = r.tree;
-      if (path !== undefined) {
-        throwIfDefined(
-          await validateLeafNodeUpdateOrCommit(
-            path.leafNode,
-            sender,
-            s.groupContext,
-            defaultClientConfig.authService,
-            cs.signature,
-          ),
-        );
-        throwIfDefined(
-          await validateLeafNodeCredentialAndKeyUniqueness(tree, path.leafNode, sender),
-        );
-        tree = await applyUpdatePath(tree, sender as never, path, cs.hash);
-      }
-      const got = rosterOf(tree).map((m) => `${m.name}\0${m.did}`);
-      if (got.length !== rules.expect.size || got.some((m) => !rules.expect.has(m))) {
-        return new Refusal("its path renames or re-keys a member");
-      }
-      const ext = r.additionalResult.extensions.length > 0
-        ? { ...s.groupContext, extensions: r.additionalResult.extensions }
-        : s.groupContext;
-      const groupContext = await nextEpochContext(
-        ext,
-        "mls_public_message",
-        content,
-        auth.signature,
-        await treeHashRoot(tree, cs.hash),
-        s.confirmationTag,
-        cs.hash,
-      );
-      return { groupContext, tree, confirmationTag: auth.confirmationTag };
-    } catch (e) {
-      return new Refusal(reason(e));
+    return { content, auth, sender, signer: leaf.leaf.signaturePublicKey, byValue };
+  }
+
+  /**
+   * The state a commit leads to: its signature verified, its proposals and path applied, and
+   * the roster it yields the one `expect` names (throws what the MLS checks throw).
+   */
+  async #next(c: _Commit, expect: ReadonlySet<string>): Promise<PublicState | Refusal> {
+    const { content, auth, sender } = c;
+    const s = this.#s;
+    const cs = this.#cs;
+    const ok = await verifyFramedContentSignature(
+      c.signer,
+      "mls_public_message",
+      content,
+      auth,
+      s.groupContext,
+      cs.signature,
+    );
+    if (!ok) return new Refusal("the committer's signature does not verify");
+    const view = {
+      groupContext: s.groupContext,
+      ratchetTree: s.tree,
+      unappliedProposals: {},
+      clientConfig: defaultClientConfig,
+      // The relay holds no leaf; an index past the tree marks it as such.
+      privatePath: { leafIndex: s.tree.length, privateKeys: {} },
+    };
+    const proposals = content.commit.proposals;
+    const r = await applyProposals(
+      view as never,
+      proposals,
+      sender as never,
+      emptyPskIndex,
+      false,
+      cs,
+    );
+    if (r.additionalResult.kind !== "memberCommit") {
+      return new Refusal("only member commits are accepted");
     }
+    const path = content.commit.path;
+    if (r.needsUpdatePath && path === undefined) return new Refusal("the commit needs a path");
+    let tree = r.tree;
+    if (path !== undefined) {
+      throwIfDefined(
+        await validateLeafNodeUpdateOrCommit(
+          path.leafNode,
+          sender,
+          s.groupContext,
+          defaultClientConfig.authService,
+          cs.signature,
+        ),
+      );
+      throwIfDefined(await validateLeafNodeCredentialAndKeyUniqueness(tree, path.leafNode, sender));
+      tree = await applyUpdatePath(tree, sender as never, path, cs.hash);
+    }
+    const got = rosterOf(tree).map((m) => `${m.name}\0${m.did}`);
+    if (got.length !== expect.size || got.some((m) => !expect.has(m))) {
+      return new Refusal("its path renames or re-keys a member");
+    }
+    const ext = r.additionalResult.extensions.length > 0
+      ? { ...s.groupContext, extensions: r.additionalResult.extensions }
+      : s.groupContext;
+    const groupContext = await nextEpochContext(
+      ext,
+      "mls_public_message",
+      content,
+      auth.signature,
+      await treeHashRoot(tree, cs.hash),
+      s.confirmationTag,
+      cs.hash,
+    );
+    return { groupContext, tree, confirmationTag: auth.confirmationTag };
   }
 }

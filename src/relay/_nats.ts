@@ -8,6 +8,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type JetStreamManager, jetstreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { RelayError } from "../errors.ts";
+import { backoff, sleep } from "../_util.ts";
 
 /** JetStream's error code for a failed expected-last-sequence check. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -129,6 +130,64 @@ export async function connectNats(
   } catch (e) {
     await nc.close();
     throw noJetStream(servers, e);
+  }
+}
+
+/**
+ * Connects to NATS and sets up what a store needs (its streams); if the setup
+ * fails, the connection is closed again.
+ *
+ * @param servers NATS URL(s), comma-separated.
+ * @param name The connection name NATS shows.
+ * @param setup Makes the streams and the store.
+ * @returns What `setup` returns.
+ * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
+ */
+export async function openJetStream<T>(
+  servers: string,
+  name: string,
+  setup: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>,
+): Promise<T> {
+  const { nc, jsm } = await connectNats(servers, name);
+  try {
+    return await setup(nc, jsm);
+  } catch (e) {
+    await nc.close();
+    throw noJetStream(servers, e);
+  }
+}
+
+/** How long {@linkcode retryTransient} tries again while NATS fails in a passing way. */
+const TRANSIENT_RETRY_MS = 8000;
+
+/**
+ * Runs `fn` again while it fails in a passing way (see {@linkcode isTransient}), for up to
+ * 8 s, backing off from 100 ms to 1 s.
+ *
+ * @param what What is tried, for the error (`append to "a/b/c"`).
+ * @param fn The operation.
+ * @param stopped Whether to stop trying (the store closed).
+ * @returns What `fn` returns.
+ * @throws {RelayError} `relay_unavailable` if NATS still fails after that.
+ */
+export async function retryTransient<T>(
+  what: string,
+  fn: () => Promise<T>,
+  stopped: () => boolean,
+): Promise<T> {
+  const end = Date.now() + TRANSIENT_RETRY_MS;
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isTransient(e) || stopped()) throw e;
+      if (Date.now() >= end) {
+        throw new RelayError("relay_unavailable", `NATS did not answer the ${what} in time`, {
+          cause: e,
+        });
+      }
+      await sleep(backoff(attempt, 100, 1000));
+    }
   }
 }
 

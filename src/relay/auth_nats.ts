@@ -19,6 +19,7 @@
  * @module
  */
 import type { NatsConnection } from "@nats-io/transport-node";
+import { z } from "zod";
 import {
   jetstream,
   type JetStreamClient,
@@ -26,14 +27,7 @@ import {
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { InterruptedError, RelayError, StateError } from "../errors.ts";
-import {
-  connectNats,
-  directGet,
-  directScan,
-  ensureStream,
-  isWrongLast,
-  noJetStream,
-} from "./_nats.ts";
+import { directGet, directScan, ensureStream, isWrongLast, openJetStream } from "./_nats.ts";
 import {
   apiKeyHash,
   type ApiKeyInfo,
@@ -45,6 +39,15 @@ import {
 interface _Record extends ApiKeyInfo {
   hash: string;
 }
+
+/** An API key record as stored in the auth stream (anyone with NATS access could write one). */
+const _RecordSchema = z.object({
+  id: z.string(),
+  org: z.string(),
+  created: z.string(),
+  revoked: z.string().optional(),
+  hash: z.string(),
+});
 
 function _info(r: _Record): ApiKeyInfo {
   const info: ApiKeyInfo = { id: r.id, org: r.org, created: r.created };
@@ -89,9 +92,8 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
    * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
    */
   static async open(servers: string, opts: NatsAuthOptions = {}): Promise<NatsAuthStore> {
-    const { nc, jsm } = await connectNats(servers, "skytale-auth");
     const prefix = opts.prefix ?? "skytale";
-    try {
+    return await openJetStream(servers, "skytale-auth", async (nc, jsm) => {
       await ensureStream(jsm, {
         name: `${prefix.toUpperCase()}_AUTH`,
         subjects: [`${prefix}.auth.>`],
@@ -101,10 +103,7 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
         max_msgs_per_subject: 1,
       });
       return new NatsAuthStore(nc, jsm, prefix);
-    } catch (e) {
-      await nc.close();
-      throw noJetStream(servers, e);
-    }
+    });
   }
 
   #check(): void {
@@ -116,15 +115,24 @@ export class NatsAuthStore implements ApiKeyStore, SigningKeyStore {
   }
 
   #record(m: StoredMsg): _Record {
+    let parsed;
     try {
-      const r = m.json<_Record>();
-      if (typeof r.id === "string" && typeof r.org === "string" && typeof r.hash === "string") {
-        return r;
-      }
-    } catch {
-      // reported below
+      parsed = _RecordSchema.safeParse(m.json());
+    } catch (e) {
+      parsed = { success: false as const, error: e };
     }
-    throw new StateError("state_corrupt", `API key record "${m.subject}" is not valid`);
+    if (!parsed.success) {
+      const why = parsed.error instanceof z.ZodError
+        ? z.prettifyError(parsed.error).replaceAll("\n", " ")
+        : "not JSON";
+      throw new StateError("state_corrupt", `API key record "${m.subject}" is not valid: ${why}`, {
+        cause: parsed.error,
+      });
+    }
+    const r = parsed.data;
+    const record: _Record = { id: r.id, org: r.org, created: r.created, hash: r.hash };
+    if (r.revoked !== undefined) record.revoked = r.revoked;
+    return record;
   }
 
   /**

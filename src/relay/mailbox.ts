@@ -8,6 +8,7 @@
  * @module
  */
 import { ValidationError } from "../errors.ts";
+import { randomBytes, sha256Hex } from "../_util.ts";
 import { TAKE_KEY_BYTES } from "./protocol.ts";
 
 export { TAKE_KEY_BYTES } from "./protocol.ts";
@@ -27,7 +28,7 @@ async function _digestHex(takeKey: Uint8Array): Promise<string> {
       `Mailbox take key must be ${TAKE_KEY_BYTES} bytes, got ${takeKey.length}`,
     );
   }
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", takeKey as BufferSource)).toHex();
+  return await sha256Hex(takeKey);
 }
 
 /**
@@ -56,7 +57,7 @@ export async function mailboxAddress(prefix: string, takeKey: Uint8Array): Promi
  * @returns The address and the take key.
  */
 export async function newMailbox(prefix: string): Promise<OwnedMailbox> {
-  const takeKey = crypto.getRandomValues(new Uint8Array(TAKE_KEY_BYTES));
+  const takeKey = randomBytes(TAKE_KEY_BYTES);
   return { address: await mailboxAddress(prefix, takeKey), takeKey };
 }
 

@@ -5,6 +5,10 @@
  * first to `onUpgrade` (which may refuse them) and then to `onSocket`, which
  * returns the connection's handlers.
  *
+ * Plain requests pass through `Bun.serve` on Bun and through the bridge in
+ * `_fetch_bridge.ts` (`@hono/node-server`'s request listener) on Node and
+ * Deno; on both, a request body over `maxBodyBytes` gets 413.
+ *
  * The message size cap (`maxMessageBytes`) is enforced by the WebSocket
  * implementation from the frame header, before the message is buffered: Bun's
  * `maxPayloadLength` and `ws`'s `maxPayload` close the connection (1009).
@@ -68,6 +72,11 @@ export interface ServeOptions {
   maxMessageBytes?: number;
   /** Serve HTTPS and `wss://` with this PEM certificate chain and private key. */
   tls?: { cert: string; key: string };
+  /**
+   * The largest plain HTTP request body accepted, in bytes (default 4 MiB); larger ones get
+   * 413 before `onRequest` sees them.
+   */
+  maxBodyBytes?: number;
 }
 
 /** A listening server. */
@@ -177,6 +186,7 @@ interface _BunNs {
   serve(o: {
     hostname: string;
     port: number;
+    maxRequestBodySize?: number;
     tls?: { cert: string; key: string };
     fetch(req: Request, server: _BunServer): Response | Promise<Response> | undefined;
     websocket: {
@@ -188,12 +198,14 @@ interface _BunNs {
   }): _BunServer;
 }
 
-function _serveBun(opts: ServeOptions): Promise<Server> {
+async function _serveBun(opts: ServeOptions): Promise<Server> {
   const B = (globalThis as unknown as { Bun: _BunNs }).Bun;
+  const { DEFAULT_MAX_BODY_BYTES } = await import("./_fetch_bridge.ts");
   const sockets = new Set<_BunWs>();
   const server = B.serve({
     hostname: opts.hostname,
     port: opts.port,
+    maxRequestBodySize: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     ...(opts.tls ? { tls: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     fetch(req, srv) {
       if (_isUpgrade(req.headers)) {
@@ -237,7 +249,7 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
     },
   });
   let closing: Promise<void> | undefined;
-  return Promise.resolve({
+  return {
     port: server.port,
     close() {
       closing ??= (async () => {
@@ -250,94 +262,90 @@ function _serveBun(opts: ServeOptions): Promise<Server> {
       })();
       return closing;
     },
-  });
+  };
 }
 
 // ---------------------------------------------------------------- Node
+
+type _Incoming = import("node:http").IncomingMessage;
+type _WsServer = import("ws").WebSocketServer;
+type _Ws = import("ws").WebSocket;
+
+/** The `Request` of an upgrade (no body), for `onUpgrade` to check. */
+function _upgradeRequest(opts: ServeOptions, req: _Incoming): Request {
+  const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined) continue;
+    for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
+  }
+  // A Host that is no URL authority (a forged one) still makes a Request; checks read the header.
+  const scheme = opts.tls ? "https" : "http";
+  let url: URL;
+  try {
+    url = new URL(`${scheme}://${host}${req.url ?? "/"}`);
+  } catch {
+    url = new URL(`${scheme}://invalid.host${req.url ?? "/"}`);
+  }
+  return new Request(url, { method: req.method ?? "GET", headers });
+}
+
+/** Sends a refusal (`onUpgrade`'s response) on the raw socket of an upgrade, and closes it. */
+async function _refuse(socket: import("node:stream").Duplex, refused: Response): Promise<void> {
+  const body = new Uint8Array(await refused.arrayBuffer());
+  const lines = [`HTTP/1.1 ${refused.status} ${refused.statusText || "Refused"}`];
+  refused.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
+  lines.push(`content-length: ${body.length}`, "connection: close", "", "");
+  socket.on("error", () => {});
+  socket.end(_concat(textEncoder.encode(lines.join("\r\n")), body));
+}
+
+/** Hands an accepted `ws` socket to `onSocket`. */
+function _adopt(opts: ServeOptions, ws: _Ws, req: _Incoming): void {
+  const conn: WsConnection = {
+    send(data) {
+      if (ws.readyState === ws.OPEN) ws.send(data);
+    },
+    close(code, reason) {
+      ws.close(code, reason);
+    },
+    get bufferedAmount() {
+      return ws.bufferedAmount;
+    },
+    remote: req.socket.remoteAddress ?? "",
+  };
+  let h: WsHandlers | undefined = opts.onSocket(conn);
+  ws.on("message", (data) => h?.message(_toBytes(data)));
+  ws.on("error", () => {});
+  ws.on("close", () => {
+    const hh = h;
+    h = undefined;
+    hh?.close();
+  });
+}
 
 async function _serveNode(opts: ServeOptions): Promise<Server> {
   const http = await import("node:http");
   const https = await import("node:https");
   const { WebSocketServer } = await import("ws");
-  const wss = new WebSocketServer({
+  const { DEFAULT_MAX_BODY_BYTES, fetchListener } = await import("./_fetch_bridge.ts");
+  const wss: _WsServer = new WebSocketServer({
     noServer: true,
     ...(opts.maxMessageBytes ? { maxPayload: opts.maxMessageBytes } : {}),
   });
-  type _Incoming = import("node:http").IncomingMessage;
-  const toRequest = (req: _Incoming, body?: Uint8Array): Request => {
-    const host = req.headers.host ?? `${opts.hostname}:${opts.port}`;
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) {
-      if (v === undefined) continue;
-      for (const vv of Array.isArray(v) ? v : [v]) headers.append(k, vv);
-    }
-    // A Host that is no URL authority (a forged one) still makes a Request; checks read the header.
-    let url: URL;
-    try {
-      url = new URL(`${opts.tls ? "https" : "http"}://${host}${req.url ?? "/"}`);
-    } catch {
-      url = new URL(`${opts.tls ? "https" : "http"}://invalid.host${req.url ?? "/"}`);
-    }
-    return new Request(url, {
-      method: req.method ?? "GET",
-      headers,
-      ...(body ? { body: body as Uint8Array<ArrayBuffer> } : {}),
-    });
-  };
-  const handler: Parameters<typeof http.createServer>[1] = async (req, res) => {
-    try {
-      const chunks: Uint8Array[] = [];
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        for await (const c of req) chunks.push(c as Uint8Array);
-      }
-      const request = toRequest(req, chunks.length ? _toBytes(chunks) : undefined);
-      const response = await opts.onRequest(request, req.socket.remoteAddress ?? "");
-      const out = new Uint8Array(await response.arrayBuffer());
-      const outHeaders: Record<string, string> = {};
-      response.headers.forEach((v, k) => (outHeaders[k] = v));
-      res.writeHead(response.status, outHeaders);
-      res.end(out);
-    } catch {
-      if (!res.headersSent) res.writeHead(500);
-      res.end();
-    }
-  };
+  const listener = fetchListener(opts.onRequest, {
+    hostname: `${opts.hostname.includes(":") ? `[${opts.hostname}]` : opts.hostname}:${opts.port}`,
+    maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+  });
+  const handler = (req: _Incoming, res: import("node:http").ServerResponse) =>
+    void listener(req, res);
   const server = opts.tls
     ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
     : http.createServer(handler);
   server.on("upgrade", async (req, socket, head) => {
-    const refused = opts.onUpgrade?.(toRequest(req));
-    if (refused) {
-      const body = new Uint8Array(await refused.arrayBuffer());
-      const lines = [`HTTP/1.1 ${refused.status} ${refused.statusText || "Refused"}`];
-      refused.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
-      lines.push(`content-length: ${body.length}`, "connection: close", "", "");
-      socket.on("error", () => {});
-      socket.end(_concat(textEncoder.encode(lines.join("\r\n")), body));
-      return;
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn: WsConnection = {
-        send(data) {
-          if (ws.readyState === ws.OPEN) ws.send(data);
-        },
-        close(code, reason) {
-          ws.close(code, reason);
-        },
-        get bufferedAmount() {
-          return ws.bufferedAmount;
-        },
-        remote: req.socket.remoteAddress ?? "",
-      };
-      let h: WsHandlers | undefined = opts.onSocket(conn);
-      ws.on("message", (data) => h?.message(_toBytes(data)));
-      ws.on("error", () => {});
-      ws.on("close", () => {
-        const hh = h;
-        h = undefined;
-        hh?.close();
-      });
-    });
+    const refused = opts.onUpgrade?.(_upgradeRequest(opts, req));
+    if (refused) return await _refuse(socket, refused);
+    wss.handleUpgrade(req, socket, head, (ws) => _adopt(opts, ws, req));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

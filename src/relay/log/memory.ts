@@ -8,7 +8,6 @@ import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
-  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
@@ -16,6 +15,7 @@ import {
   type RelayLog,
   type Retention,
 } from "./types.ts";
+import { PageBudget } from "./_shared.ts";
 
 interface _Channel {
   epoch: number;
@@ -253,11 +253,11 @@ export class MemoryLog implements RelayLog {
     else this.#mailboxes.set(address, box);
     const lease = String(++this.#leases);
     const out: MailboxEntry[] = [];
-    let used = 0;
+    const budget = new PageBudget(page);
     for (const i of box) {
       if (i.leaseUntil > now) continue;
-      if (!fitsPage(page, out.length, used, i.payload.length)) break;
-      used += i.payload.length + (page?.perItemBytes ?? 0);
+      if (!budget.fits(i.payload.length)) break;
+      budget.add(i.payload.length);
       i.leaseUntil = now + leaseMs;
       i.lease = lease;
       out.push({ id: i.id, payload: i.payload, lease });

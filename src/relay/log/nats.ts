@@ -26,59 +26,37 @@
  * - **Fan-out**: each relay subscribes (core NATS) to the subjects of the
  *   channels its clients follow; a message from another relay wakes the
  *   relay's subscribers, which read what they miss from the stream.
- * - **Mailboxes**: stream `SKYTALE_MB`, subject `skytale.mb.<h(address)>`, msg
- *   id `<h>.<item id>`, expiry in a header. Each item (stream seq S) has a
- *   claim subject `skytale.mb.<h>.c.<S>` whose last message is its lease:
- *   header `Sky-Lease-Until` (ms since the Unix epoch; 0 = released).
- *   `mailboxTake` reads the subject and takes each item whose claim subject
- *   is empty or holds a lapsed lease by publishing a new claim with expected
- *   last subject sequence = the claim it read (0 for none): of relays taking
- *   at once exactly one wins, so an item is never handed out twice while
- *   leased. `mailboxRelease` publishes a lapsed claim the same way, so it
- *   fails harmlessly once another take holds the item. `mailboxAck` deletes
- *   the item, then purges its claim subject (in that order: a take never
- *   finds a claimable acked item). Expired items are deleted by takes; the
- *   rest age out with the stream's 30-day limit. Leases compare each relay's
- *   clock with the claimant's, so relay clocks should agree to well within a
- *   lease.
- *
+ * - **Mailboxes**: stream `SKYTALE_MB`, one message per item and a claim
+ *   subject per item whose last message is its lease (`_nats_mailbox.ts`).
  * - **Retention**: deletes non-commit entries (JetStream message deletes, so
  *   stream seqs never move): by count within each append (before it is acked),
- *   by age in {@linkcode NatsLog.trim}. Each relay walks a channel from where
- *   its last walk stopped; deletes are idempotent, so relays sharing a
- *   channel may walk it at once. Readers skip the gaps; the head and epoch
- *   survive the newest entries being deleted by age (the stream keeps its
- *   last seq, commits are never deleted).
+ *   by age in {@linkcode NatsLog.trim} (`_nats_trim.ts`). Readers skip the
+ *   gaps; the head and epoch survive the newest entries being deleted by age
+ *   (the stream keeps its last seq, commits are never deleted).
  *
  * @module
  */
-import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  type Consumer,
-  type ConsumerMessages,
   jetstream,
   type JetStreamClient,
   type JetStreamManager,
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { InterruptedError, RelayError, StateError, ValidationError } from "../../errors.ts";
+import { errorMessage, withTimeout } from "../../_util.ts";
 import {
-  connectNats,
   directGet,
-  directScan,
   ensureStream,
   isNotFound,
-  isTransient,
   isWrongLast,
-  noJetStream,
+  openJetStream,
+  retryTransient,
 } from "../_nats.ts";
-import { fromHex } from "../../validate.ts";
-import type { EntryKind } from "../protocol.ts";
 import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
-  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
@@ -86,6 +64,11 @@ import {
   type RelayLog,
   type Retention,
 } from "./types.ts";
+import { SerialQueue } from "../_serial.ts";
+import { StreamWatch } from "./_nats_watch.ts";
+import { NatsMailboxes } from "./_nats_mailbox.ts";
+import { entryHeaders, entryOf, nameHash } from "./_nats_layout.ts";
+import { NatsRetention } from "./_nats_trim.ts";
 
 /** Options of {@linkcode NatsLog.open}. */
 export interface NatsLogOptions {
@@ -108,31 +91,6 @@ interface _State {
   epoch: number;
 }
 
-const KINDS: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
-/** How long a watch's pull lasts; heartbeats come twice as often. */
-const WATCH_PULL_MS = 4000;
-/** How long an append is tried again while NATS fails in a passing way. */
-const TRANSIENT_RETRY_MS = 8000;
-
-async function _hash(s: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
-  return new Uint8Array(d).toHex().slice(0, 32);
-}
-
-/** The entry a stored message holds (`undefined` for the creation marker). */
-function _entry(h: MsgHdrs | undefined, data: Uint8Array): LogEntry | undefined {
-  const seq = h?.get("Sky-Seq");
-  if (!h || !seq) return undefined;
-  return {
-    seq: Number(seq),
-    epoch: Number(h.get("Sky-Epoch")),
-    kind: KINDS[Number(h.get("Sky-Kind"))] ?? "application",
-    id: fromHex(h.get("Sky-Id"), "entry id"),
-    time: Number(h.get("Sky-Time")),
-    payload: data,
-  };
-}
-
 /** A relay log on NATS JetStream, shared by every relay connected to the same NATS. */
 export class NatsLog implements RelayLog {
   readonly #nc: NatsConnection;
@@ -142,11 +100,10 @@ export class NatsLog implements RelayLog {
   readonly #P: string;
   readonly #opts: NatsLogOptions;
   readonly #state = new Map<string, _State>();
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #serial = new SerialQueue();
+  readonly #mailboxes: NatsMailboxes;
   readonly #hashes = new Map<string, string>();
-  /** Stream → the stream seq where the next retention walk starts. */
-  readonly #trimFrom = new Map<string, number>();
-  #lastAgePass = -Infinity;
+  readonly #retention: NatsRetention;
   #closed = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, opts: NatsLogOptions) {
@@ -156,6 +113,15 @@ export class NatsLog implements RelayLog {
     this.#p = opts.prefix ?? "skytale";
     this.#P = this.#p.toUpperCase();
     this.#opts = opts;
+    this.#mailboxes = new NatsMailboxes(this.#js, jsm, this.#p, this.#serial);
+    this.#retention = new NatsRetention({
+      jsm,
+      prefix: this.#p,
+      retention: opts.retention,
+      serial: this.#serial,
+      next: (h, seq) => this.#next(h, seq),
+      closed: () => this.#closed,
+    });
   }
 
   /**
@@ -167,18 +133,14 @@ export class NatsLog implements RelayLog {
    * @throws {RelayError} `relay_unavailable` if NATS cannot be reached or has no JetStream.
    */
   static async open(servers: string, opts: NatsLogOptions = {}): Promise<NatsLog> {
-    const { nc, jsm } = await connectNats(servers, "skytale-relay");
-    try {
+    return await openJetStream(servers, "skytale-relay", async (nc, jsm) => {
       const log = new NatsLog(nc, jsm, opts);
       await log.#ensureStream(`${log.#P}_IDS`, `${log.#p}.id.>`, { max_msgs_per_subject: 1 });
       await log.#ensureStream(`${log.#P}_MB`, `${log.#p}.mb.>`, {
         max_age: 30 * 86400 * 1e9,
       });
       return log;
-    } catch (e) {
-      await nc.close();
-      throw noJetStream(servers, e);
-    }
+    });
   }
 
   #base(): Record<string, unknown> {
@@ -200,7 +162,7 @@ export class NatsLog implements RelayLog {
 
   async #h(channel: string): Promise<string> {
     let h = this.#hashes.get(channel);
-    if (!h) this.#hashes.set(channel, h = await _hash(channel));
+    if (!h) this.#hashes.set(channel, h = await nameHash(channel));
     return h;
   }
 
@@ -210,18 +172,6 @@ export class NatsLog implements RelayLog {
 
   #subject(h: string): string {
     return `${this.#p}.ch.${h}`;
-  }
-
-  /** Runs `fn` after every earlier call for the same key (appends of one channel, in order). */
-  #serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.#locks.set(key, tail);
-    void tail.then(() => {
-      if (this.#locks.get(key) === tail) this.#locks.delete(key);
-    });
-    return next;
   }
 
   #get(stream: string, seq: number): Promise<StoredMsg | null> {
@@ -249,7 +199,7 @@ export class NatsLog implements RelayLog {
     // nats-server 2.9 answers "not found" for the last message of a subject once the newest one
     // was deleted (age retention): find the last stored one by a binary search instead.
     if (!m) m = await this.#lastStored(h, last);
-    const e = m && _entry(m.header, m.data);
+    const e = m && entryOf(m.header, m.data);
     const epoch = e ? Number(m!.header.get("Sky-Chan-Epoch")) : 0;
     const st: _State = { head: e && e.seq >= last - 1 ? e.seq : last - 1, epoch };
     this.#state.set(channel, st);
@@ -329,7 +279,7 @@ export class NatsLog implements RelayLog {
   /** The result of an append repeated with the id of the entry at `seq`. */
   async #prior(h: string, seq: number, input: AppendInput): Promise<AppendResult> {
     const m = await this.#get(this.#stream(h), seq + 1);
-    const e = m && _entry(m.header, m.data);
+    const e = m && entryOf(m.header, m.data);
     if (e) return { ok: true, seq, epoch: e.kind === "commit" ? e.epoch + 1 : e.epoch };
     // Retention deletes non-commits only: the repeated request still names the epoch.
     if (input.kind !== "commit") return { ok: true, seq, epoch: input.epoch };
@@ -347,31 +297,14 @@ export class NatsLog implements RelayLog {
     this.#check();
     // The whole append is idempotent (publish id = msg id, plus the id index), so a try cut
     // short by NATS (a stream electing its leader after a node died) is simply made again.
-    return this.#serial(
+    return this.#serial.run(
       channel,
       () => this.#retrying(`append to "${channel}"`, () => this.#append(channel, e)),
     );
   }
 
-  /**
-   * Runs `fn` again while it fails in a passing way (see {@linkcode isTransient}), for up to
-   * {@linkcode TRANSIENT_RETRY_MS}.
-   */
-  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const end = Date.now() + TRANSIENT_RETRY_MS;
-    for (let attempt = 0;; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (!isTransient(e) || this.#closed) throw e;
-        if (Date.now() >= end) {
-          throw new RelayError("relay_unavailable", `NATS did not answer the ${what} in time`, {
-            cause: e,
-          });
-        }
-        await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** attempt)));
-      }
-    }
+  #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retryTransient(what, fn, () => this.#closed);
   }
 
   async #append(channel: string, e: AppendInput): Promise<AppendResult> {
@@ -391,13 +324,7 @@ export class NatsLog implements RelayLog {
       }
       const seq = st.head + 1;
       const chanEpoch = isCommit ? e.epoch + 1 : st.epoch;
-      const hd = natsHeaders();
-      hd.set("Sky-Seq", String(seq));
-      hd.set("Sky-Epoch", String(e.epoch));
-      hd.set("Sky-Chan-Epoch", String(chanEpoch));
-      hd.set("Sky-Kind", String(KINDS.indexOf(e.kind)));
-      hd.set("Sky-Time", String(e.time));
-      hd.set("Sky-Id", idHex);
+      const hd = entryHeaders(e, seq, chanEpoch);
       let ack;
       try {
         ack = await this.#js.publish(this.#subject(h), e.payload, {
@@ -425,7 +352,8 @@ export class NatsLog implements RelayLog {
       if (max !== undefined && !ack.duplicate && seq > max) {
         // Before the ack, as SQLite does: a reader after it sees the newest N only. A failed
         // trim fails nothing; the next walk takes it up.
-        await this.#countTrim(channel, h, max).catch(() => {});
+        await this.#retention.countTrim(h, () => (this.#state.get(channel)?.head ?? 0) - max)
+          .catch(() => {});
       }
       return result;
     }
@@ -454,7 +382,7 @@ export class NatsLog implements RelayLog {
         Array.from({ length: last - first + 1 }, (_, i) => this.#get(stream, first + i + 1)),
       );
       for (const m of msgs) {
-        const e = m && _entry(m.header, m.data);
+        const e = m && entryOf(m.header, m.data);
         if (e) out.push(e);
       }
     };
@@ -465,7 +393,7 @@ export class NatsLog implements RelayLog {
       // Retention deleted the whole range: jump to the next stored entry (maybe past the head
       // this relay knows of) and read a batch from there.
       const next = await this.#next(h, to + 2);
-      const e = next && _entry(next.header, next.data);
+      const e = next && entryOf(next.header, next.data);
       if (e) {
         out.push(e);
         if (e.seq < st.head) await batch(e.seq + 1, Math.min(st.head, e.seq + limit - 1));
@@ -493,7 +421,7 @@ export class NatsLog implements RelayLog {
     const h = await this.#h(channel);
     const probe = async (seq: number) => {
       const m = await this.#next(h, seq + 1);
-      const e = m && _entry(m.header, m.data);
+      const e = m && entryOf(m.header, m.data);
       return e && { e, chanEpoch: Number(m!.header.get("Sky-Chan-Epoch")) };
     };
     let lo = 1;
@@ -532,7 +460,8 @@ export class NatsLog implements RelayLog {
    */
   async watch(channel: string, onAppend: (e: LogEntry) => void): Promise<() => void> {
     this.#check();
-    const stream = this.#stream(await this.#h(channel));
+    const h = await this.#h(channel);
+    const stream = this.#stream(h);
     let last: number;
     try {
       last = (await this.#jsm.streams.info(stream)).state.last_seq;
@@ -542,145 +471,26 @@ export class NatsLog implements RelayLog {
       }
       throw e;
     }
-    // Stream seq of the last message handed on: a replacement consumer starts after it.
-    let done = last;
-    let stopped = false;
-    let current: { msgs: ConsumerMessages; consumer: Consumer } | undefined;
-    // When the consumer last showed life (a message or a heartbeat; a pending pull gets a
-    // heartbeat every WATCH_PULL_MS / 2).
-    let alive = Date.now();
-    let replacing = false;
-    // For the stall check: `done` as the last check found it behind the stream, if it was.
-    let behindAt: number | undefined;
-    let checking = false;
-    let delivered = false; // anything handed on since the last stall check
-    let tick = 0;
-    const drop = (c: typeof current) => {
-      void c?.msgs.close().then(() => c.consumer.delete()).catch(() => {});
-    };
-    const start = async (): Promise<void> => {
-      const consumer = await this.#js.consumers.get(stream, {
-        name_prefix: `${this.#P}_W_${crypto.randomUUID().replaceAll("-", "")}`,
-        opt_start_seq: done + 1,
-      });
-      const msgs = await consumer.consume({
-        expires: WATCH_PULL_MS,
-        idle_heartbeat: WATCH_PULL_MS / 2,
-        callback: (m) => {
-          alive = Date.now();
-          if (stopped || m.seq <= done) return; // a replaced consumer's last words
-          done = m.seq;
-          delivered = true;
-          const e = _entry(m.headers, m.data);
-          if (!e) return; // the creation marker
-          const st = this.#state.get(channel);
-          if (st && e.seq > st.head) {
-            st.head = e.seq;
-            st.epoch = Number(m.headers?.get("Sky-Chan-Epoch"));
-          }
-          onAppend(e);
-        },
-      });
-      current = { msgs, consumer };
-      alive = Date.now();
-      void (async () => {
-        for await (const st of msgs.status()) {
-          if (st.type === "heartbeat") alive = Date.now();
+    const watch = await StreamWatch.start({
+      js: this.#js,
+      jsm: this.#jsm,
+      stream,
+      subject: this.#subject(h),
+      namePrefix: `${this.#P}_W_`,
+      after: last,
+      closed: () => this.#closed,
+      onMessage: (m) => {
+        const e = entryOf(m.headers, m.data);
+        if (!e) return; // the creation marker
+        const st = this.#state.get(channel);
+        if (st && e.seq > st.head) {
+          st.head = e.seq;
+          st.epoch = Number(m.headers?.get("Sky-Chan-Epoch"));
         }
-      })().catch(() => {});
-    };
-    // The library recovers from reconnects, but a consumer lost with its NATS node (ordered
-    // consumers have one replica) or a pull ended by a leader change (409) can leave it
-    // silent for good: replace a silent consumer, from where it stopped.
-    const replace = async (): Promise<void> => {
-      replacing = true;
-      drop(current);
-      current = undefined;
-      try {
-        for (let attempt = 0; !stopped && !this.#closed; attempt++) {
-          try {
-            return await start();
-          } catch {
-            await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
-          }
-        }
-      } finally {
-        replacing = false;
-      }
-    };
-    await start();
-    const subject = this.#subject(await this.#h(channel));
-    const watchdog = setInterval(async () => {
-      if (replacing || checking || stopped) return;
-      if (Date.now() - alive > WATCH_PULL_MS * 1.5) return void replace();
-      // Alive but stuck (a CI run after a NATS node died: no messages for 30 s although the
-      // silence check above never fired): the stream has a message past `done` at two checks
-      // in a row while `done` did not move.
-      // Checked every 8 s, and only when nothing was handed on since the last check.
-      if (++tick % 4 !== 0) return;
-      if (delivered) {
-        delivered = false;
-        behindAt = undefined;
-        return;
-      }
-      checking = true;
-      try {
-        const m = await directGet(this.#jsm, stream, { last_by_subj: subject });
-        const behind = m !== null && m.seq > done;
-        if (behind && behindAt === done) {
-          behindAt = undefined;
-          void replace();
-        } else {
-          behindAt = behind ? done : undefined;
-        }
-      } catch {
-        // NATS unreachable: the library reconnects, the next check looks again
-      } finally {
-        checking = false;
-      }
-    }, WATCH_PULL_MS / 2);
-    return () => {
-      stopped = true;
-      clearInterval(watchdog);
-      drop(current);
-    };
-  }
-
-  /** Trims a channel to its newest `max` seqs, after any walk already running on it. */
-  #countTrim(channel: string, h: string, max: number): Promise<number> {
-    return this.#serial(`trim:${h}`, async () => {
-      if (this.#closed) return 0;
-      return await this.#trimStream(h, (this.#state.get(channel)?.head ?? 0) - max, -Infinity);
+        onAppend(e);
+      },
     });
-  }
-
-  /**
-   * Deletes a channel's non-commit entries with seq <= `upToSeq` or time before
-   * `before`, walking from where the last walk stopped to the first entry it keeps.
-   */
-  async #trimStream(h: string, upToSeq: number, before: number): Promise<number> {
-    const stream = this.#stream(h);
-    let from = this.#trimFrom.get(stream) ?? 2; // stream seq 1 is the creation marker
-    let n = 0;
-    try {
-      for (;;) {
-        const m = await this.#next(h, from);
-        if (!m) break;
-        const e = _entry(m.header, m.data);
-        if (e && e.kind !== "commit" && e.kind !== "genesis") {
-          if (e.seq > upToSeq && e.time >= before) break;
-          try {
-            if (await this.#jsm.streams.deleteMessage(stream, m.seq, false)) n++;
-          } catch (err) {
-            if (!isNotFound(err)) throw err; // another relay deleted it first
-          }
-        }
-        from = m.seq + 1;
-      }
-    } finally {
-      this.#trimFrom.set(stream, from);
-    }
-    return n;
+    return () => watch.stop();
   }
 
   /**
@@ -691,23 +501,9 @@ export class NatsLog implements RelayLog {
    * @param now Now, ms since the Unix epoch.
    * @returns How many entries this relay deleted.
    */
-  async trim(now: number): Promise<number> {
+  trim(now: number): Promise<number> {
     this.#check();
-    const { maxAgeMs, maxCount } = this.#opts.retention ?? {};
-    if (maxAgeMs === undefined && maxCount === undefined) return 0;
-    if (now - this.#lastAgePass < Math.min(60_000, (maxAgeMs ?? 600_000) / 10)) return 0;
-    this.#lastAgePass = now;
-    const prefix = `${this.#P}_CH_`;
-    let n = 0;
-    for await (const si of this.#jsm.streams.list(`${this.#p}.ch.>`)) {
-      const name = si.config.name;
-      if (!name.startsWith(prefix) || this.#closed) continue;
-      const h = name.slice(prefix.length);
-      const upTo = maxCount === undefined ? 0 : si.state.last_seq - 1 - maxCount;
-      const before = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
-      n += await this.#serial(`trim:${h}`, () => this.#trimStream(h, upTo, before));
-    }
-    return n;
+    return this.#retention.pass(now);
   }
 
   /**
@@ -718,21 +514,14 @@ export class NatsLog implements RelayLog {
    * @param payload The blob.
    * @param expiresAt Expiry, ms since the Unix epoch.
    */
-  async mailboxPut(
+  mailboxPut(
     address: string,
     id: Uint8Array,
     payload: Uint8Array,
     expiresAt: number,
   ): Promise<void> {
     this.#check();
-    const h = await _hash(address);
-    const hd = natsHeaders();
-    hd.set("Sky-Expires", String(expiresAt));
-    hd.set("Sky-Id", id.toHex());
-    await this.#js.publish(`${this.#p}.mb.${h}`, payload, {
-      msgID: `${h}.${id.toHex()}`,
-      headers: hd,
-    });
+    return this.#mailboxes.put(address, id, payload, expiresAt);
   }
 
   /**
@@ -742,6 +531,7 @@ export class NatsLog implements RelayLog {
    * @param address The mailbox address.
    * @param now Now, ms since the Unix epoch.
    * @param leaseMs How long the lease lasts.
+   * @param page How many fit one answer.
    * @returns The items, oldest first.
    */
   mailboxTake(
@@ -751,33 +541,7 @@ export class NatsLog implements RelayLog {
     page?: MailboxPage,
   ): Promise<MailboxEntry[]> {
     this.#check();
-    return this.#serial(`mb:${address}`, async () => {
-      const subject = `${this.#p}.mb.${await _hash(address)}`;
-      const out: MailboxEntry[] = [];
-      const seen = new Set<string>();
-      const expired: number[] = [];
-      let used = 0;
-      for await (const m of this.#items(subject)) {
-        const idHex = m.header?.get("Sky-Id") ?? "";
-        if (!(Number(m.header?.get("Sky-Expires")) > now)) {
-          expired.push(m.seq);
-          continue;
-        }
-        // A later copy of an id (a put repeated after the de-duplication window) waits for
-        // the first, as a repeated put does in the other logs.
-        if (seen.has(idHex)) continue;
-        seen.add(idHex);
-        // Full: the rest waits for the next take (expired ones after it are dropped then).
-        if (!fitsPage(page, out.length, used, m.data.length)) break;
-        const lease = await this.#lease(subject, m.seq, now, now + leaseMs);
-        if (lease !== undefined) {
-          used += m.data.length + (page?.perItemBytes ?? 0);
-          out.push({ id: fromHex(idHex, "mailbox id"), payload: m.data, lease });
-        }
-      }
-      for (const seq of expired) await this.#dropItem(subject, seq);
-      return out;
-    });
+    return this.#mailboxes.take(address, now, leaseMs, page);
   }
 
   /**
@@ -790,16 +554,7 @@ export class NatsLog implements RelayLog {
   mailboxAck(address: string, ids: readonly Uint8Array[]): Promise<number> {
     this.#check();
     if (ids.length === 0) return Promise.resolve(0);
-    return this.#serial(`mb:${address}`, async () => {
-      const subject = `${this.#p}.mb.${await _hash(address)}`;
-      const want = new Set(ids.map((id) => id.toHex()));
-      let n = 0;
-      for await (const m of this.#items(subject)) {
-        if (!want.has(m.header?.get("Sky-Id") ?? "")) continue;
-        if (await this.#dropItem(subject, m.seq)) n++;
-      }
-      return n;
-    });
+    return this.#mailboxes.ack(address, ids);
   }
 
   /**
@@ -811,79 +566,7 @@ export class NatsLog implements RelayLog {
   mailboxRelease(address: string, leases: readonly MailboxLease[]): Promise<void> {
     this.#check();
     if (leases.length === 0) return Promise.resolve();
-    return this.#serial(`mb:${address}`, async () => {
-      const subject = `${this.#p}.mb.${await _hash(address)}`;
-      for (const l of leases) {
-        const m = /^(\d+)\.(\d+)$/.exec(l.lease);
-        if (m) await this.#publishClaim(`${subject}.c.${m[1]}`, 0, Number(m[2]));
-      }
-    });
-  }
-
-  /** The item messages of a mailbox subject, oldest first. */
-  #items(subject: string): AsyncGenerator<StoredMsg> {
-    return directScan(this.#jsm, `${this.#P}_MB`, subject);
-  }
-
-  /**
-   * Leases the item at stream seq `itemSeq` until `until`, unless a lease that
-   * has not lapsed by `now` holds it.
-   *
-   * @returns The lease (`<item seq>.<claim seq>`), or `undefined` if another holds it.
-   */
-  async #lease(
-    subject: string,
-    itemSeq: number,
-    now: number,
-    until: number,
-  ): Promise<string | undefined> {
-    const claimSubject = `${subject}.c.${itemSeq}`;
-    const last = await directGet(this.#jsm, `${this.#P}_MB`, { last_by_subj: claimSubject });
-    // A claim without a lease header (an older relay's, whose take then purged the item)
-    // counts as lapsed.
-    if (Number(last?.header?.get("Sky-Lease-Until") ?? 0) > now) return undefined;
-    const seq = await this.#publishClaim(claimSubject, until, last?.seq ?? 0);
-    return seq === undefined ? undefined : `${itemSeq}.${seq}`;
-  }
-
-  /**
-   * Publishes a claim (a lease until `until`; 0 releases) if the claim
-   * subject's last message is still the one at `expectSeq` (0: none). Of
-   * relays publishing after the same message exactly one succeeds, so two
-   * relays taking one address at once never both hold an item.
-   *
-   * @returns The new claim's stream seq, or `undefined` if another claim came first.
-   */
-  async #publishClaim(
-    claimSubject: string,
-    until: number,
-    expectSeq: number,
-  ): Promise<number | undefined> {
-    const hd = natsHeaders();
-    hd.set("Sky-Lease-Until", String(until));
-    try {
-      const ack = await this.#js.publish(claimSubject, new Uint8Array(0), {
-        headers: hd,
-        expect: { lastSubjectSequence: expectSeq },
-      });
-      return ack.seq;
-    } catch (e) {
-      if (isWrongLast(e)) return undefined;
-      throw e;
-    }
-  }
-
-  /** Deletes an item message and then its claims; true if this call deleted the item. */
-  async #dropItem(subject: string, itemSeq: number): Promise<boolean> {
-    const stream = `${this.#P}_MB`;
-    let deleted = false;
-    try {
-      deleted = await this.#jsm.streams.deleteMessage(stream, itemSeq, false);
-    } catch (e) {
-      if (!isNotFound(e)) throw e; // another relay deleted it first
-    }
-    await this.#jsm.streams.purge(stream, { filter: `${subject}.c.${itemSeq}` });
-    return deleted;
+    return this.#mailboxes.release(address, leases);
   }
 
   /**
@@ -894,22 +577,12 @@ export class NatsLog implements RelayLog {
    */
   async health(): Promise<void> {
     this.#check();
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([
-        this.#nc.rtt(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error("no answer to a ping within 2 s")), 2000);
-        }),
-      ]);
+      await withTimeout(this.#nc.rtt(), 2000, () => new Error("no answer to a ping within 2 s"));
     } catch (e) {
-      throw new RelayError(
-        "relay_unavailable",
-        `NATS is not reachable: ${e instanceof Error ? e.message : String(e)}`,
-        { cause: e },
-      );
-    } finally {
-      clearTimeout(timer);
+      throw new RelayError("relay_unavailable", `NATS is not reachable: ${errorMessage(e)}`, {
+        cause: e,
+      });
     }
   }
 

@@ -17,20 +17,14 @@
  * @module
  */
 import { InterruptedError, SkytaleError, StateError } from "../../errors.ts";
+import { randomBytes } from "../../_util.ts";
 import { ensureDir } from "../../runtime/fs.ts";
 import { afterIo } from "../../runtime/tick.ts";
-import {
-  openSqlite,
-  type SqlDatabase,
-  type SqlStatement,
-  type SqlValue,
-} from "../../runtime/sqlite.ts";
-import type { EntryKind } from "../protocol.ts";
+import { openSqlite, type SqlDatabase } from "../../runtime/sqlite.ts";
 import {
   type AppendInput,
   type AppendResult,
   DEFAULT_MAILBOX_LEASE_MS,
-  fitsPage,
   type LogEntry,
   type MailboxEntry,
   type MailboxLease,
@@ -38,89 +32,23 @@ import {
   type RelayLog,
   type Retention,
 } from "./types.ts";
+import { kindCode, kindOf, PageBudget } from "./_shared.ts";
+import {
+  migrate,
+  prepareStatements,
+  rowBytes,
+  rowNumber,
+  type Statements,
+} from "./_sqlite_schema.ts";
 
-const KINDS: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
-const KIND_NUM: Record<EntryKind, number> = { application: 0, commit: 1, proposal: 2, genesis: 3 };
-const SCHEMA_VERSION = "1";
 const PURGE_EVERY_MS = 60_000;
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS channels (
-  cid INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  epoch INTEGER NOT NULL,
-  head INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS entries (
-  cid INTEGER NOT NULL,
-  seq INTEGER NOT NULL,
-  epoch INTEGER NOT NULL,
-  kind INTEGER NOT NULL,
-  id BLOB NOT NULL,
-  time INTEGER NOT NULL,
-  payload BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS entries_seq ON entries (cid, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS entries_id ON entries (cid, id);
-CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
-CREATE TABLE IF NOT EXISTS epochs (
-  cid INTEGER NOT NULL,
-  epoch INTEGER NOT NULL,
-  first_seq INTEGER NOT NULL,
-  PRIMARY KEY (cid, epoch)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS mailbox (
-  n INTEGER PRIMARY KEY AUTOINCREMENT,
-  address TEXT NOT NULL,
-  id BLOB NOT NULL,
-  payload BLOB NOT NULL,
-  expires_at INTEGER NOT NULL,
-  lease_until INTEGER NOT NULL DEFAULT 0,
-  lease_id INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS mailbox_id ON mailbox (address, id);
-CREATE INDEX IF NOT EXISTS mailbox_expiry ON mailbox (expires_at);
-`;
-
-/**
- * Columns added to tables of schema 1 after files of it were written. Adding
- * them keeps every row (each gets the default) and old readers keep working,
- * so the schema version stays 1.
- */
-const ADDED_COLUMNS: readonly [table: string, column: string, decl: string][] = [
-  // Mailbox leases: 0 = not leased.
-  ["mailbox", "lease_until", "INTEGER NOT NULL DEFAULT 0"],
-  ["mailbox", "lease_id", "INTEGER NOT NULL DEFAULT 0"],
-];
-
-/** Adds the columns in {@linkcode ADDED_COLUMNS} that a file lacks (inside the open transaction). */
-function _addColumns(db: SqlDatabase): void {
-  for (const [table, column, decl] of ADDED_COLUMNS) {
-    const have = db.prepare(`PRAGMA table_info(${table})`).all().some((r) => r.name === column);
-    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
-  }
-}
 
 /** A random lease id: 48 bits, so it is a safe integer and never 0. */
 function _leaseId(): number {
-  const b = crypto.getRandomValues(new Uint8Array(6));
+  const b = randomBytes(6);
   let n = 0;
   for (const x of b) n = n * 256 + x;
   return n || 1;
-}
-
-function _bytes(v: SqlValue | undefined): Uint8Array {
-  if (!(v instanceof Uint8Array)) {
-    throw new StateError("state_corrupt", "Relay log row has no blob");
-  }
-  return v.constructor === Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-}
-
-function _num(v: SqlValue | undefined): number {
-  if (typeof v === "number") return v;
-  if (typeof v === "bigint") return Number(v);
-  throw new StateError("state_corrupt", `Relay log row has ${typeof v} where a number belongs`);
 }
 
 /** A channel's row as a batch reads and changes it. */
@@ -151,30 +79,7 @@ export interface SqliteLogOptions {
 /** A relay log in a SQLite file. */
 export class SqliteLog implements RelayLog {
   #db: SqlDatabase;
-  #st: Record<
-    | "channel"
-    | "createChannel"
-    | "entryById"
-    | "insertEntry"
-    | "updateChannel"
-    | "insertEpoch"
-    | "read"
-    | "epochStart"
-    | "mailboxPut"
-    | "mailboxSelect"
-    | "mailboxPayload"
-    | "mailboxLease"
-    | "mailboxDeleteExpired"
-    | "mailboxAck"
-    | "mailboxRelease"
-    | "mailboxPurge"
-    | "trimCount"
-    | "trimAge"
-    | "begin"
-    | "commit"
-    | "rollback",
-    SqlStatement
-  >;
+  #st: Statements;
   /** Appends are queued in call order and written in that order: see {@linkcode RelayLog.sequencesOnCall}. */
   readonly sequencesOnCall = true;
   #closed = false;
@@ -190,43 +95,7 @@ export class SqliteLog implements RelayLog {
   private constructor(db: SqlDatabase, retention: Retention) {
     this.#db = db;
     this.#retention = retention;
-    const p = (sql: string) => db.prepare(sql);
-    this.#st = {
-      channel: p("SELECT cid, epoch, head FROM channels WHERE name = ?"),
-      createChannel: p("INSERT OR IGNORE INTO channels (name, epoch, head) VALUES (?, 0, 0)"),
-      entryById: p("SELECT seq, epoch, kind FROM entries WHERE cid = ? AND id = ?"),
-      insertEntry: p(
-        "INSERT INTO entries (cid, seq, epoch, kind, id, time, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      ),
-      updateChannel: p("UPDATE channels SET head = ?, epoch = ? WHERE cid = ?"),
-      insertEpoch: p("INSERT OR REPLACE INTO epochs (cid, epoch, first_seq) VALUES (?, ?, ?)"),
-      read: p(
-        "SELECT seq, epoch, kind, id, time, payload FROM entries WHERE cid = ? AND seq >= ? ORDER BY seq LIMIT ?",
-      ),
-      epochStart: p("SELECT first_seq FROM epochs WHERE cid = ? AND epoch = ?"),
-      mailboxPut: p(
-        "INSERT OR IGNORE INTO mailbox (address, id, payload, expires_at) VALUES (?, ?, ?, ?)",
-      ),
-      mailboxSelect: p(
-        "SELECT n, id, length(payload) AS size, expires_at, lease_until FROM mailbox WHERE address = ? ORDER BY n",
-      ),
-      // Payloads are read one by one, only for the items a take returns.
-      mailboxPayload: p("SELECT payload FROM mailbox WHERE n = ?"),
-      mailboxLease: p("UPDATE mailbox SET lease_until = ?, lease_id = ? WHERE n = ?"),
-      mailboxDeleteExpired: p("DELETE FROM mailbox WHERE address = ? AND expires_at <= ?"),
-      mailboxAck: p("DELETE FROM mailbox WHERE address = ? AND id = ?"),
-      mailboxRelease: p(
-        "UPDATE mailbox SET lease_until = 0 WHERE address = ? AND id = ? AND lease_id = ?",
-      ),
-      mailboxPurge: p("DELETE FROM mailbox WHERE expires_at <= ?"),
-      trimCount: p(
-        "DELETE FROM entries WHERE cid = ? AND seq > ? AND seq <= ? AND kind NOT IN (1, 3)",
-      ),
-      trimAge: p("DELETE FROM entries WHERE time < ? AND kind NOT IN (1, 3)"),
-      begin: p("BEGIN IMMEDIATE"),
-      commit: p("COMMIT"),
-      rollback: p("ROLLBACK"),
-    };
+    this.#st = prepareStatements(db);
   }
 
   /**
@@ -248,28 +117,7 @@ export class SqliteLog implements RelayLog {
       db.exec("PRAGMA busy_timeout = 5000");
       db.exec("PRAGMA journal_mode = WAL");
       db.exec(`PRAGMA synchronous = ${opts.synchronous === "full" ? "FULL" : "NORMAL"}`);
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        db.exec(SCHEMA);
-        const v = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get();
-        if (v === undefined) {
-          db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
-        } else if (v.value !== SCHEMA_VERSION) {
-          throw new StateError(
-            "state_corrupt",
-            `Relay log "${path}" has schema version "${
-              String(v.value)
-            }", expected "${SCHEMA_VERSION}"`,
-          );
-        }
-        _addColumns(db);
-        db.exec("COMMIT");
-      } catch (e) {
-        try {
-          db.exec("ROLLBACK");
-        } catch { /* SQLite already rolled it back */ }
-        throw e;
-      }
+      migrate(db, path);
     } catch (e) {
       db.close();
       if (e instanceof SkytaleError) throw e;
@@ -305,7 +153,7 @@ export class SqliteLog implements RelayLog {
 
   #channel(name: string): { cid: number; epoch: number; head: number } | undefined {
     const r = this.#st.channel.get(name);
-    return r && { cid: _num(r.cid), epoch: _num(r.epoch), head: _num(r.head) };
+    return r && { cid: rowNumber(r.cid), epoch: rowNumber(r.epoch), head: rowNumber(r.head) };
   }
 
   /**
@@ -421,15 +269,15 @@ export class SqliteLog implements RelayLog {
     if (!c) return { ok: false, code: "unknown_channel", epoch: 0 };
     const prior = this.#st.entryById.get(c.cid, e.id);
     if (prior) {
-      const pe = _num(prior.epoch);
-      return { ok: true, seq: _num(prior.seq), epoch: prior.kind === 1 ? pe + 1 : pe };
+      const pe = rowNumber(prior.epoch);
+      return { ok: true, seq: rowNumber(prior.seq), epoch: prior.kind === 1 ? pe + 1 : pe };
     }
     const isCommit = e.kind === "commit";
     if (isCommit && e.epoch !== c.epoch) {
       return { ok: false, code: "stale_epoch", epoch: c.epoch };
     }
     const seq = c.head + 1;
-    this.#st.insertEntry.run(c.cid, seq, e.epoch, KIND_NUM[e.kind], e.id, e.time, e.payload);
+    this.#st.insertEntry.run(c.cid, seq, e.epoch, kindCode(e.kind), e.id, e.time, e.payload);
     c.head = seq;
     if (isCommit) {
       c.epoch = e.epoch + 1;
@@ -469,12 +317,12 @@ export class SqliteLog implements RelayLog {
     if (!c) return Promise.resolve([]);
     const rows = this.#st.read.all(c.cid, Math.max(1, fromSeq), Math.max(0, limit));
     return Promise.resolve(rows.map((r) => ({
-      seq: _num(r.seq),
-      epoch: _num(r.epoch),
-      kind: KINDS[_num(r.kind)] ?? "application",
-      id: _bytes(r.id),
-      time: _num(r.time),
-      payload: _bytes(r.payload),
+      seq: rowNumber(r.seq),
+      epoch: rowNumber(r.epoch),
+      kind: kindOf(rowNumber(r.kind)),
+      id: rowBytes(r.id),
+      time: rowNumber(r.time),
+      payload: rowBytes(r.payload),
     })));
   }
 
@@ -491,7 +339,7 @@ export class SqliteLog implements RelayLog {
     if (!c) return Promise.resolve(1);
     if (epoch === 0) return Promise.resolve(1);
     const r = this.#st.epochStart.get(c.cid, epoch);
-    return Promise.resolve(r ? _num(r.first_seq) : c.head + 1);
+    return Promise.resolve(r ? rowNumber(r.first_seq) : c.head + 1);
   }
 
   /**
@@ -536,20 +384,20 @@ export class SqliteLog implements RelayLog {
     this.#check();
     return Promise.resolve(this.#tx(() => {
       const rows = this.#st.mailboxSelect.all(address);
-      if (rows.some((r) => _num(r.expires_at) <= now)) {
+      if (rows.some((r) => rowNumber(r.expires_at) <= now)) {
         this.#st.mailboxDeleteExpired.run(address, now);
       }
       const lease = _leaseId();
       const out: MailboxEntry[] = [];
-      let used = 0;
+      const budget = new PageBudget(page);
       for (const r of rows) {
-        if (_num(r.expires_at) <= now || _num(r.lease_until) > now) continue;
-        const size = _num(r.size);
-        if (!fitsPage(page, out.length, used, size)) break;
-        used += size + (page?.perItemBytes ?? 0);
-        const payload = _bytes(this.#st.mailboxPayload.all(_num(r.n))[0]!.payload);
-        this.#st.mailboxLease.run(now + leaseMs, lease, _num(r.n));
-        out.push({ id: _bytes(r.id), payload, lease: String(lease) });
+        if (rowNumber(r.expires_at) <= now || rowNumber(r.lease_until) > now) continue;
+        const size = rowNumber(r.size);
+        if (!budget.fits(size)) break;
+        budget.add(size);
+        const payload = rowBytes(this.#st.mailboxPayload.all(rowNumber(r.n))[0]!.payload);
+        this.#st.mailboxLease.run(now + leaseMs, lease, rowNumber(r.n));
+        out.push({ id: rowBytes(r.id), payload, lease: String(lease) });
       }
       return out;
     }));
