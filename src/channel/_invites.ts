@@ -351,7 +351,7 @@ async function openOrSay<T>(
   try {
     return await open(inv.secret, `${what}:${inv.id}`, payload, schema) ?? "fails its MAC";
   } catch (e) {
-    if (e instanceof ProtocolError) return `is malformed: ${e.message}`;
+    if (e instanceof ProtocolError) return `was refused: ${e.message}`;
     throw e;
   }
 }
