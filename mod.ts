@@ -35,6 +35,7 @@
  *
  * @module
  */
+export { relayUrl, SkytaleChannelManager } from "./src/channel/manager.ts";
 export {
   type ChannelSummary,
   DEFAULT_PADDING_BUCKETS,
@@ -42,11 +43,9 @@ export {
   type Message,
   type MessageListenerOptions,
   type ReceiveOptions,
-  relayUrl,
-  SkytaleChannelManager,
   type SkytaleOptions,
   type TaggedData,
-} from "./src/channel/manager.ts";
+} from "./src/channel/types.ts";
 export {
   type ContextEntry,
   type ContextEvent,
@@ -60,6 +59,7 @@ export { MemoryStore } from "./src/store/memory.ts";
 export { startTestRelay, type TestRelay, type TestRelayOptions } from "./src/relay/test_relay.ts";
 export { FileStore } from "./src/store/file.ts";
 export { IndexedDbStore } from "./src/store/indexeddb.ts";
+// The contract of a custom `Store`: the records it keeps (applications never need them).
 export type {
   ChannelRecord,
   JournalEntry,

@@ -8,6 +8,8 @@ import {
   decodeInviteToken,
   encodeInviteToken,
   type InviteToken,
+  JoinReply,
+  JoinRequest,
   open,
   seal,
 } from "../src/channel/invite.ts";
@@ -44,8 +46,8 @@ function manager(identity: string, url: string): SkytaleChannelManager {
 
 interface Reply {
   ok: boolean;
-  welcome?: string;
-  error?: string;
+  welcome?: string | undefined;
+  error?: string | undefined;
 }
 
 /** A join request made by hand, as a joiner holding the token (or the relay replaying one) can. */
@@ -87,7 +89,7 @@ class Crafted {
       async () => {
         if (this.#got.length > 0) return true;
         for (const item of await this.rc.mailboxLease(this.reply, this.box.takeKey)) {
-          const r = await open<Reply>(inv.secret, `reply:${inv.id}`, item.payload);
+          const r = await open(inv.secret, `reply:${inv.id}`, item.payload, JoinReply);
           if (r) this.#got.push(r);
           await this.rc.mailboxAck(this.reply, [item.id], this.box.takeKey);
         }
@@ -238,11 +240,7 @@ test("a refusal replayed into a joiner's reply address is ignored: a reply must 
       10_000,
       "bob's request",
     );
-    const req = await open<{ keyPackage: string; reply: string }>(
-      inv.secret,
-      `request:${inv.id}`,
-      request!,
-    );
+    const req = await open(inv.secret, `request:${inv.id}`, request!, JoinRequest);
     assert.ok(req);
     const hash = (r: Uint8Array) => crypto.subtle.digest("SHA-256", r as BufferSource);
     const other = new Uint8Array(await hash(rid())).toHex();

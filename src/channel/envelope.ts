@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { CryptoError } from "../errors.ts";
+import { CryptoError, ValidationError } from "../errors.ts";
 
 const LEGACY = 1;
 const AAD_VERSION = 2;
@@ -34,11 +34,17 @@ export type Tag = typeof Tags[keyof typeof Tags];
  *
  * @param tag The layer the body is for (1–255 bytes of UTF-8).
  * @returns The authenticated data to send the body with.
+ * @throws {ValidationError} `invalid_argument` for an empty or longer tag.
  */
 export function tagData(tag: string): Uint8Array {
   if (tag === Tags.chat) return new Uint8Array(0);
   const t = enc.encode(tag);
-  if (t.length === 0 || t.length > 255) throw new RangeError(`Bad layer tag "${tag}"`);
+  if (t.length === 0 || t.length > 255) {
+    throw new ValidationError(
+      "invalid_argument",
+      `Invalid layer tag "${tag.slice(0, 80)}": use 1-255 bytes of UTF-8`,
+    );
+  }
   return Uint8Array.of(AAD_VERSION, t.length, ...t);
 }
 

@@ -7,7 +7,10 @@
  *
  * @module
  */
-import { ValidationError } from "../errors.ts";
+import { z } from "zod";
+import { ProtocolError, StateError, ValidationError } from "../errors.ts";
+import { timingSafeEqual } from "../_util.ts";
+import { parseChannelName } from "../validate.ts";
 
 const PREFIX = "skt_inv_";
 const enc = new TextEncoder();
@@ -56,6 +59,97 @@ export interface Admission {
   keyPackage: string;
 }
 
+const HEX32 = /^[0-9a-f]{32}$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+const ADDRESS = /^inv:[0-9a-f]{64}$/;
+
+function isChannelName(name: string): boolean {
+  try {
+    parseChannelName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A token body of the first version (its request mailbox could not be taken from). */
+const OldToken = z.object({ v: z.literal(1) });
+
+/** A token's body: short keys, to keep tokens short. */
+const TokenBody = z.object({
+  v: z.literal(2),
+  r: z.string(),
+  c: z.string().refine(isChannelName, "not a channel name"),
+  i: z.string().regex(HEX32),
+  a: z.string().regex(ADDRESS),
+  s: z.string().regex(HEX64),
+  e: z.number(),
+  cs: z.unknown().optional(),
+});
+
+/** A joiner's request, sealed to the inviter's request mailbox. */
+export const JoinRequest: z.ZodType<{ keyPackage: string; reply: string; identity: string }> = z
+  .object({ keyPackage: z.string(), reply: z.string(), identity: z.string() });
+
+/** The inviter's reply, sealed to the joiner's reply mailbox. */
+export const JoinReply: z.ZodType<{
+  ok: boolean;
+  welcome?: string | undefined;
+  error?: string | undefined;
+  req?: string | undefined;
+}> = z.object({
+  ok: z.boolean(),
+  welcome: z.string().optional(),
+  error: z.string().optional(),
+  req: z.string().optional(),
+});
+
+const Admitted = z.union([
+  z.object({ reply: z.string(), keyPackage: z.string() }),
+  // Records from before admissions named their key package: such a reply address is matched
+  // by no key package, so a request that reuses it is refused.
+  z.string().transform((reply) => ({ reply, keyPackage: "" })),
+]);
+
+/** A stored invite; those from before mailbox take keys (no `takeKey`, no `address`) fail it. */
+const StoredInvite: z.ZodType<InviteRecord> = z.object({
+  relay: z.string(),
+  channel: z.string(),
+  id: z.string(),
+  address: z.string().min(1),
+  secret: z.string().regex(HEX64),
+  expires: z.number(),
+  suite: z.string().optional(),
+  takeKey: z.string(),
+  uses: z.number(),
+  admitted: z.array(Admitted).optional(),
+});
+
+/**
+ * Reads the inviter's stored invites (its `invites` blob), dropping those it
+ * cannot use any more.
+ *
+ * @param json The blob's JSON.
+ * @returns The usable invites, and how many were dropped.
+ * @throws {StateError} `state_corrupt` if the blob is not a JSON list.
+ */
+export function parseInviteRecords(json: string): { invites: InviteRecord[]; dropped: number } {
+  let list: unknown;
+  try {
+    list = JSON.parse(json);
+  } catch (e) {
+    throw new StateError("state_corrupt", "The stored invites are not JSON", { cause: e });
+  }
+  const all = z.array(z.unknown()).safeParse(list);
+  if (!all.success) throw new StateError("state_corrupt", "The stored invites are not a list");
+  const invites: InviteRecord[] = [];
+  for (const item of all.data) {
+    const r = StoredInvite.safeParse(item);
+    if (r.success) invites.push(r.data);
+  }
+  return { invites, dropped: all.data.length - invites.length };
+}
+
 function b64url(bytes: Uint8Array): string {
   return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
 }
@@ -93,34 +187,20 @@ export function decodeInviteToken(token: unknown): InviteToken {
   if (typeof token !== "string" || !token.startsWith(PREFIX)) {
     throw bad(`expected a string starting with "${PREFIX}"`);
   }
-  let body: {
-    v?: unknown;
-    r?: unknown;
-    c?: unknown;
-    i?: unknown;
-    a?: unknown;
-    s?: unknown;
-    e?: unknown;
-    cs?: unknown;
-  };
+  let json: unknown;
   try {
-    body = JSON.parse(
+    json = JSON.parse(
       dec.decode(Uint8Array.fromBase64(token.slice(PREFIX.length), { alphabet: "base64url" })),
     );
   } catch {
     throw bad("it is truncated or altered");
   }
-  if (body?.v === 1) {
+  if (OldToken.safeParse(json).success) {
     throw bad("it was made by an older version of Skytale: ask the inviter for a new one");
   }
-  if (
-    body?.v !== 2 || typeof body.a !== "string" || !/^inv:[0-9a-f]{64}$/.test(body.a) ||
-    typeof body.r !== "string" || typeof body.c !== "string" ||
-    typeof body.i !== "string" || !/^[0-9a-f]{32}$/.test(body.i) ||
-    typeof body.s !== "string" || !/^[0-9a-f]{64}$/.test(body.s) || typeof body.e !== "number"
-  ) {
-    throw bad("it is truncated or altered");
-  }
+  const parsed = TokenBody.safeParse(json);
+  if (!parsed.success) throw bad(`it is truncated or altered (${issue(parsed.error)})`);
+  const body = parsed.data;
   if (body.e < Date.now()) throw bad(`it expired at ${new Date(body.e).toISOString()}`);
   return {
     relay: body.r,
@@ -131,6 +211,12 @@ export function decodeInviteToken(token: unknown): InviteToken {
     expires: body.e,
     ...(typeof body.cs === "string" ? { suite: body.cs.slice(0, 120) } : {}),
   };
+}
+
+/** The first problem zod found, as `path: message`. */
+function issue(e: z.ZodError): string {
+  const i = e.issues[0];
+  return i ? `${i.path.length > 0 ? i.path.join(".") + ": " : ""}${i.message}` : "malformed";
 }
 
 async function hmac(secretHex: string, label: string, data: Uint8Array): Promise<Uint8Array> {
@@ -163,27 +249,36 @@ export async function seal(secretHex: string, label: string, value: unknown): Pr
 }
 
 /**
- * Opens a sealed value, checking its MAC in constant time.
+ * Opens a sealed value: checks its MAC in constant time, then its shape.
  *
  * @param secretHex The invite secret.
  * @param label The label it was sealed with.
  * @param sealed The sealed bytes.
+ * @param schema The shape the value must have (e.g. {@linkcode JoinRequest}).
  * @returns The value, or `undefined` if the MAC does not verify.
+ * @throws {ProtocolError} `protocol` if the MAC verifies but the value is not JSON of that shape.
  */
 export async function open<T>(
   secretHex: string,
   label: string,
   sealed: Uint8Array,
+  schema: z.ZodType<T>,
 ): Promise<T | undefined> {
   if (sealed.length < 33) return undefined;
   const body = sealed.subarray(32);
   const want = await hmac(secretHex, label, body);
-  let diff = 0;
-  for (let i = 0; i < 32; i++) diff |= want[i]! ^ sealed[i]!;
-  if (diff !== 0) return undefined;
+  if (!timingSafeEqual(want, sealed.subarray(0, 32))) return undefined;
+  let json: unknown;
   try {
-    return JSON.parse(dec.decode(body)) as T;
+    json = JSON.parse(dec.decode(body));
   } catch {
-    return undefined;
+    throw new ProtocolError(`The ${label.split(":")[0]} is not JSON`);
   }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    throw new ProtocolError(
+      `The ${label.split(":")[0]} is malformed (${issue(parsed.error)})`,
+    );
+  }
+  return parsed.data;
 }

@@ -1,6 +1,8 @@
 /**
  * The client-side persistence contract: what a {@linkcode Store} keeps so a
- * restarted process loses nothing it had acknowledged.
+ * restarted process loses nothing it had acknowledged. `mod.ts` exports these
+ * record types only for whoever implements a custom `Store`; applications
+ * see `Message` and `ChannelSummary` (`src/channel/types.ts`) instead.
  *
  * @module
  */
