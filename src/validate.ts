@@ -6,7 +6,12 @@
  */
 import { ValidationError } from "./errors.ts";
 
-const COMPONENT = /^[A-Za-z0-9._-]+$/;
+/**
+ * A channel name: three non-empty parts of letters, digits, ".", "_" or "-",
+ * at most 255 characters in all ({@linkcode parseChannelName} checks the length).
+ * The one statement of the rule: the MCP tools' argument schemas use it too.
+ */
+export const CHANNEL_PATTERN: RegExp = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 
 /** The largest plaintext message accepted by `send`, in bytes. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -35,8 +40,7 @@ export function parseChannelName(name: unknown): ChannelName {
       `Channel name must be a string of the form "org/namespace/service", got ${typeof name}`,
     );
   }
-  const parts = name.split("/");
-  if (parts.length !== 3 || !parts.every((p) => COMPONENT.test(p)) || name.length > 255) {
+  if (!CHANNEL_PATTERN.test(name) || name.length > 255) {
     throw new ValidationError(
       "invalid_channel",
       `Invalid channel name "${
@@ -44,7 +48,7 @@ export function parseChannelName(name: unknown): ChannelName {
       }": use "org/namespace/service", three non-empty parts of letters, digits, ".", "_" or "-"`,
     );
   }
-  const [org, namespace, service] = parts as [string, string, string];
+  const [org, namespace, service] = name.split("/") as [string, string, string];
   return { org, namespace, service };
 }
 

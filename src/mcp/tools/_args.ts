@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from "zod";
+import { CHANNEL_PATTERN } from "../../validate.ts";
 
 /** The names of the tools, as registered. */
 export const ToolNames = {
@@ -31,8 +32,6 @@ export type ToolName = typeof ToolNames[keyof typeof ToolNames];
 /** The longest `timeout` `skytale_receive` accepts, in seconds. */
 export const MAX_RECEIVE_TIMEOUT = 50;
 
-/** A channel name: three non-empty parts of letters, digits, ".", "_" or "-". */
-export const CHANNEL_PATTERN = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 const HEX_PATTERN = /^\s*[0-9a-fA-F]+\s*$/;
 /** How the messages describe a channel name. */
 export const CHANNEL_HINT =

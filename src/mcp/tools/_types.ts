@@ -4,32 +4,19 @@
  * @module
  */
 import type { Member } from "../../identity.ts";
+import type { ChannelSummary, Message } from "../../channel/types.ts";
 
-/** A message returned by {@linkcode ChannelManagerLike.receive}. */
-export interface ReceivedMessage {
-  /** The sender's identity (from its MLS credential). */
-  sender: string;
-  /** The sender's did, the key its name is bound to. */
-  senderId: string;
-  /** The relay's per-channel sequence number. */
-  seq: number;
-  /** When the relay stored it, ISO-8601. */
-  time: string;
-  /** The text. */
-  text: string;
-}
+/** A message returned by {@linkcode ChannelManagerLike.receive}: the SDK's one `Message` shape. */
+export type ReceivedMessage = Message;
 
-/** A channel as listed by {@linkcode ChannelManagerLike.channels}. */
-export interface ChannelListing {
-  /** The channel name. */
-  channel: string;
-  /** The MLS epoch. */
-  epoch: number;
-  /** Member identities. */
-  members: string[];
+/**
+ * A channel as listed by {@linkcode ChannelManagerLike.channels}: the part of the SDK's
+ * `ChannelSummary` the tools show.
+ */
+export type ChannelListing = Pick<ChannelSummary, "channel" | "epoch" | "members"> & {
   /** False once this identity was removed from the channel. */
   active?: boolean;
-}
+};
 
 /**
  * The part of `SkytaleChannelManager` the MCP tools use. The tools call
