@@ -26,7 +26,7 @@ import {
 } from "../identity.ts";
 import { PROVE_CONTEXT } from "../relay/protocol.ts";
 import type { Group } from "../mls/engine.ts";
-import type { ApiKeyTokens } from "../relay/auth.ts";
+import type { ApiKeyTokens } from "../relay/auth_client.ts";
 import type { RelayClient, RelayClientOptions } from "../relay/client.ts";
 import type { EntryKind, LogEntry } from "../relay/log/types.ts";
 import { newMailbox } from "../relay/mailbox.ts";
@@ -466,7 +466,7 @@ export class SkytaleChannelManager {
       // The embedded local relay needs no API key: its connections prove the user's local.key.
       let tokens: ApiKeyTokens | undefined;
       if (apiKey !== undefined && urls !== undefined) {
-        const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth.ts");
+        const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth_client.ts");
         tokens = new ApiKeyTokens({
           apiKey,
           apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),
