@@ -413,82 +413,69 @@ function _writeField(w: Writer, field: _Field, v: unknown): void {
   }
 }
 
-/** Reads one field into `out`; an absent optional field is not set at all. */
-function _readField(r: Reader, field: _Field, out: Record<string, unknown>): void {
-  const { name, what } = field;
+/** Reads one field: its value, or `undefined` for an absent optional one. */
+function _readField(r: Reader, field: _Field): unknown {
+  const what = field.what;
   switch (field.kind) {
     case K.u32:
-      out[name] = r.u32(what);
-      return;
+      return r.u32(what);
     case K.u64:
-      out[name] = r.u64(what);
-      return;
+      return r.u64(what);
     case K.str:
-      out[name] = r.str(what);
-      return;
+      return r.str(what);
     case K.bytes:
-      out[name] = r.bytes(what);
-      return;
+      return r.bytes(what);
     case K.id:
-      out[name] = r.fixed(ID_BYTES, what);
-      return;
+      return r.fixed(ID_BYTES, what);
     case K.kind: {
       const b = r.u8(what);
       const k = BYTE_TO_KIND[b];
       if (k === undefined) {
         throw new ProtocolError(`Bad "${r.frame}" frame: unknown entry kind ${b}`);
       }
-      out[name] = k;
-      return;
+      return k;
     }
     case K.flag: {
       const b = r.u8(what);
       if (b > 1) throw new ProtocolError(`Bad "${r.frame}" frame: flag ${b}`);
-      out[name] = b === 1;
-      return;
+      return b === 1;
     }
     case K.optStr: {
       const b = r.u8(`${what} flag`);
       if (b > 1) throw new ProtocolError(`Bad "${r.frame}" frame: ${what} flag ${b}`);
-      if (b === 1) out[name] = r.str(what);
-      return;
+      return b === 1 ? r.str(what) : undefined;
     }
     case K.from: {
       const mode = r.u8("from mode");
       if (mode > 1) throw new ProtocolError(`Bad "${r.frame}" frame: from mode ${mode}`);
       const v = r.u64("from value");
-      out[name] = mode === 0 ? { seq: v } : { epoch: v };
-      return;
+      return mode === 0 ? { seq: v } : { epoch: v };
     }
     case K.items: {
       const n = r.u32(`${what} count`);
       // Each item takes at least 20 bytes, so a lying count fails fast instead of looping.
-      r.need(n * (ID_BYTES + 4), name);
+      r.need(n * (ID_BYTES + 4), "items");
       const items: MailboxItem[] = [];
       for (let i = 0; i < n; i++) {
         items.push({ id: r.fixed(ID_BYTES, "mailbox id"), payload: r.bytes("payload") });
       }
-      out[name] = items;
-      return;
+      return items;
     }
     case K.ids: {
       const n = r.u32(`${what} count`);
       // A lying count fails here, before anything is allocated for it.
-      r.need(n * ID_BYTES, name);
+      r.need(n * ID_BYTES, "ids");
       const ids: Uint8Array[] = [];
       for (let i = 0; i < n; i++) ids.push(r.fixed(ID_BYTES, "mailbox id"));
-      out[name] = ids;
-      return;
+      return ids;
     }
     case K.tail: {
-      if (r.left() === 0) return;
+      if (r.left() === 0) return undefined;
       const b = r.bytes(what);
-      if (!(field.emptyIsAbsent && b.length === 0)) out[name] = b;
-      return;
+      return field.emptyIsAbsent && b.length === 0 ? undefined : b;
     }
     case K.tailKey:
-      if (r.left() > 0) out[name] = r.fixed(TAKE_KEY_BYTES, what);
-      return;
+      return r.left() > 0 ? r.fixed(TAKE_KEY_BYTES, what) : undefined;
   }
 }
 
@@ -548,7 +535,10 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
   const f: Record<string, unknown> = spec.noReqId
     ? { type: spec.type }
     : { type: spec.type, reqId: r.u32("request id") };
-  for (const field of spec.fields) _readField(r, field, f);
+  for (const field of spec.fields) {
+    const v = _readField(r, field);
+    if (v !== undefined) f[field.name] = v;
+  }
   r.end();
   return f as unknown as Frame;
 }
