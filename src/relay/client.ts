@@ -13,7 +13,7 @@ import { ProtocolError, skytaleError, ValidationError } from "../errors.ts";
 import { randomBytes } from "../_util.ts";
 import { RelayConnection } from "./_connection.ts";
 import { deliverTo, newSub, stopSub, type Sub } from "./_subscriptions.ts";
-import type { EntryKind, LogEntry } from "./log/types.ts";
+import type { AppendResult, EntryKind, LogEntry } from "./log/types.ts";
 import {
   type FrameOf,
   ID_BYTES,
@@ -59,10 +59,8 @@ export interface RelayClientOptions {
   onError?: (e: unknown) => void;
 }
 
-/** The result of a publish. */
-export type PublishResult =
-  | { ok: true; seq: number; epoch: number }
-  | { ok: false; code: "stale_epoch" | "unknown_channel"; epoch: number };
+/** The result of a publish: the relay's append result (ack: seq and epoch; nack: why, current epoch). */
+export type PublishResult = AppendResult;
 
 /** What to publish. */
 export interface PublishInput {
