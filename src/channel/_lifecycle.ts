@@ -14,7 +14,7 @@ import { RelayError, StateError, ValidationError } from "../errors.ts";
 import type { MlsEngine } from "../mls/engine.ts";
 import { decodeIdentityKey, encodeIdentityKey, type IdentityKey, signWith } from "../identity.ts";
 import { PROVE_CONTEXT } from "../relay/protocol.ts";
-import type { ApiKeyTokens } from "../relay/auth.ts";
+import type { ApiKeyTokens } from "../relay/auth_client.ts";
 import type { RelayClient, RelayClientOptions } from "../relay/client.ts";
 import { env, logLine } from "../runtime/env.ts";
 import type { Store } from "../store/types.ts";
@@ -216,7 +216,7 @@ async function apiKeyTokens(
   const apiUrl = core.opts.apiUrl ?? env("SKYTALE_API_URL");
   // The embedded local relay needs no API key: its connections prove the user's local.key.
   if (apiKey === undefined || urls === undefined) return undefined;
-  const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth.ts");
+  const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth_client.ts");
   return new ApiKeyTokens({
     apiKey,
     apiUrls: apiUrl?.split(",").map((u) => u.trim()) ?? urls.map(tokenApiUrl),

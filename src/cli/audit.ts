@@ -106,7 +106,7 @@ async function _read(
   const urls = endpoint?.split(",").map((u) => normalise(u.trim()));
   let token: (() => Promise<string | undefined>) | undefined;
   if (key_ !== undefined && urls !== undefined) {
-    const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth.ts");
+    const { ApiKeyTokens, tokenApiUrl } = await import("../relay/auth_client.ts");
     const tokens = new ApiKeyTokens({ apiKey: key_, apiUrls: urls.map(tokenApiUrl) });
     token = () => tokens.token();
   }

@@ -1,11 +1,8 @@
 /**
- * Relay authentication: API keys, short-lived JWTs and the token API.
+ * Relay authentication, the relay's side: short-lived JWTs and the token API.
  *
- * - **API keys** `sk_live_…` (32 random bytes, base64url) belong to one
- *   organisation. The relay keeps only their SHA-256 hashes, with the org,
- *   the creation time and the revocation time, in an {@linkcode ApiKeyStore}:
- *   `auth.db` under the relay's data dir ({@linkcode KeyStore}), or NATS for
- *   a cluster (`src/relay/auth_nats.ts`); `skytale keys` edits the same store.
+ * - **API keys** `sk_live_…` belong to one organisation; the relay keeps only
+ *   their hashes (`auth_keys.ts`: {@linkcode ApiKeyStore}, {@linkcode KeyStore}).
  * - **Tokens** are JWTs signed with EdDSA (Ed25519) by a key the first relay
  *   creates and every relay then reads from a {@linkcode SigningKeyStore}:
  *   `signing-key.jwk` (mode 0600) in the data dir, or NATS. Claims:
@@ -24,13 +21,13 @@
  *   scoped to the token's org until the token expires (a client re-sends
  *   `hello` with a fresh token on the same connection to extend it).
  *
- * {@linkcode ApiKeyTokens} is the client side: it exchanges an API key for
- * tokens and renews them before they expire.
+ * The client side, which exchanges an API key for tokens and renews them
+ * ({@linkcode ApiKeyTokens}), is `auth_client.ts`: it has none of this
+ * module's dependencies, so the SDK can load it in a browser.
  *
  * @module
  */
 import {
-  decodeJwt,
   errors as joseErrors,
   exportJWK,
   generateKeyPair,
@@ -38,17 +35,40 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import { AuthError, RelayError, StateError, ValidationError } from "../errors.ts";
-import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
-import { openSqlite, type SqlDatabase, type SqlValue } from "../runtime/sqlite.ts";
+import { z } from "zod";
+import { AuthError, StateError, ValidationError } from "../errors.ts";
+import { randomHex } from "../_util.ts";
 import { jsonLog, type RelayLogger, type RelaySession } from "./server.ts";
+import { TOKEN_PATH } from "./auth_client.ts";
+import {
+  type ApiKeyStore,
+  checkOrg,
+  FileSigningKey,
+  hashApiKey,
+  KeyStore,
+  type SigningKeyStore,
+} from "./auth_keys.ts";
 
-/** The prefix of every API key. */
-export const API_KEY_PREFIX = "sk_live_";
+export {
+  API_KEY_PREFIX,
+  ApiKeyTokens,
+  type ApiKeyTokensOptions,
+  TOKEN_PATH,
+  tokenApiUrl,
+} from "./auth_client.ts";
+export {
+  apiKeyHash,
+  type ApiKeyInfo,
+  type ApiKeyStore,
+  checkOrg,
+  FileSigningKey,
+  KeyStore,
+  newApiKey,
+  type SigningKeyStore,
+} from "./auth_keys.ts";
+
 /** The default token lifetime, in seconds. */
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 3600;
-/** The path of the token API. */
-export const TOKEN_PATH = "/v1/tokens";
 /** Refused token requests tolerated per address (and per presented key) in a window. */
 export const DEFAULT_TOKEN_MAX_FAILURES = 10;
 /** The token throttle's window, in seconds. */
@@ -60,272 +80,15 @@ type _Key = Awaited<ReturnType<typeof importJWK>>;
 
 const ISSUER = "skytale-relay";
 const ALG = "EdDSA";
-const ORG = /^[A-Za-z0-9._-]{1,64}$/;
-const KEY_SHAPE = /^sk_live_[A-Za-z0-9_-]{43}$/;
 
-/** What is stored about an API key (never the key itself). */
-export interface ApiKeyInfo {
-  /** The key id, `key_` + 16 hex digits; shown by `skytale keys list`, used to revoke. */
-  id: string;
-  /** The organisation whose channels the key's tokens may use. */
-  org: string;
-  /** When the key was created, ISO-8601. */
-  created: string;
-  /** When the key was revoked, ISO-8601; absent while it is valid. */
-  revoked?: string;
-}
-
-function _b64url(b: Uint8Array): string {
-  let s = "";
-  for (const x of b) s += String.fromCharCode(x);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-async function _hash(key: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  return new Uint8Array(d).toHex();
-}
-
-function _info(r: Record<string, SqlValue>): ApiKeyInfo {
-  const info: ApiKeyInfo = { id: String(r.id), org: String(r.org), created: String(r.created) };
-  if (typeof r.revoked === "string") info.revoked = r.revoked;
-  return info;
-}
-
-/**
- * Validates an organisation name (one channel-name component).
- *
- * @param org The name.
- * @returns The name.
- * @throws {ValidationError} `invalid_argument` if it is not 1-64 of `[A-Za-z0-9._-]`.
- */
-export function checkOrg(org: string): string {
-  if (!ORG.test(org)) {
-    throw new ValidationError(
-      "invalid_argument",
-      `Organisation "${org}" must be 1-64 letters, digits or . _ -`,
-    );
-  }
-  return org;
-}
-
-/** Where API key records live (hashes only), shared by the relays and `skytale keys`. */
-export interface ApiKeyStore {
-  /**
-   * Creates an API key for an organisation.
-   *
-   * @param org The organisation.
-   * @returns The key (shown once, never stored) and its record.
-   * @throws {ValidationError} `invalid_argument` for a bad org name.
-   */
-  create(org: string): Promise<{ key: string; info: ApiKeyInfo }>;
-  /**
-   * Lists every key, oldest first.
-   *
-   * @returns The records.
-   */
-  list(): Promise<ApiKeyInfo[]>;
-  /**
-   * Revokes a key: new tokens are refused, and so are its existing tokens at
-   * their next hello.
-   *
-   * @param id The key id.
-   * @returns `false` if no such key exists (revoking twice is fine).
-   */
-  revoke(id: string): Promise<boolean>;
-  /**
-   * Reads a key's record by id.
-   *
-   * @param id The key id.
-   * @returns The record, or `undefined`.
-   */
-  get(id: string): Promise<ApiKeyInfo | undefined>;
-  /**
-   * Finds the record of a presented key.
-   *
-   * @param key The API key.
-   * @returns The record, or `undefined` if the key is unknown.
-   */
-  lookup(key: string): Promise<ApiKeyInfo | undefined>;
-  /** Releases the store. */
-  close(): Promise<void>;
-}
-
-/** Where the relays' token signing key lives. */
-export interface SigningKeyStore {
-  /** Where the key is, for messages (a file path, a NATS subject). */
-  readonly where: string;
-  /**
-   * Reads the stored private JWK, storing `make()`'s first if there is none.
-   * When several relays start at once, every one gets the same survivor.
-   *
-   * @param make Makes a new private JWK (JSON text).
-   * @returns The stored JWK (JSON text).
-   */
-  loadOrCreate(make: () => Promise<string>): Promise<string>;
-}
-
-/**
- * Makes a new API key for an organisation.
- *
- * @param org The organisation.
- * @returns The key, its record, and the hash to store.
- * @throws {ValidationError} `invalid_argument` for a bad org name.
- */
-export async function newApiKey(
-  org: string,
-): Promise<{ key: string; info: ApiKeyInfo; hash: string }> {
-  checkOrg(org);
-  const key = API_KEY_PREFIX + _b64url(crypto.getRandomValues(new Uint8Array(32)));
-  const info: ApiKeyInfo = {
-    id: "key_" + crypto.getRandomValues(new Uint8Array(8)).toHex(),
-    org,
-    created: new Date().toISOString(),
-  };
-  return { key, info, hash: await _hash(key) };
-}
-
-/**
- * The stored hash of a presented API key.
- *
- * @param key The key.
- * @returns The hex SHA-256 of the key, or `undefined` if it is not shaped like one.
- */
-export async function apiKeyHash(key: string): Promise<string | undefined> {
-  return KEY_SHAPE.test(key) ? await _hash(key) : undefined;
-}
-
-/** API key records (hashes only) in `auth.db`, shared by the relay and `skytale keys`. */
-export class KeyStore implements ApiKeyStore {
-  #db: SqlDatabase;
-
-  private constructor(db: SqlDatabase) {
-    this.#db = db;
-  }
-
-  /**
-   * Opens (creating if needed) the key store of a relay data dir.
-   *
-   * @param dataDir The relay's data dir.
-   * @returns The store.
-   */
-  static async open(dataDir: string): Promise<KeyStore> {
-    await ensureDir(dataDir);
-    const db = openSqlite(joinPath(dataDir, "auth.db"));
-    db.exec("PRAGMA busy_timeout = 5000");
-    db.exec(`CREATE TABLE IF NOT EXISTS api_keys (
-      id TEXT PRIMARY KEY,
-      org TEXT NOT NULL,
-      hash TEXT NOT NULL UNIQUE,
-      created TEXT NOT NULL,
-      revoked TEXT
-    )`);
-    return new KeyStore(db);
-  }
-
-  /**
-   * Creates an API key for an organisation.
-   *
-   * @param org The organisation.
-   * @returns The key (shown once, never stored) and its record.
-   * @throws {ValidationError} `invalid_argument` for a bad org name.
-   */
-  async create(org: string): Promise<{ key: string; info: ApiKeyInfo }> {
-    const { key, info, hash } = await newApiKey(org);
-    this.#db.prepare("INSERT INTO api_keys (id, org, hash, created) VALUES (?, ?, ?, ?)")
-      .run(info.id, org, hash, info.created);
-    return { key, info };
-  }
-
-  /**
-   * Lists every key, oldest first.
-   *
-   * @returns The records.
-   */
-  list(): Promise<ApiKeyInfo[]> {
-    return Promise.resolve(
-      this.#db.prepare("SELECT id, org, created, revoked FROM api_keys ORDER BY created, id")
-        .all().map(_info),
-    );
-  }
-
-  /**
-   * Revokes a key: new tokens are refused, and so are its existing tokens at
-   * their next hello.
-   *
-   * @param id The key id.
-   * @returns `false` if no such key exists (revoking twice is fine).
-   */
-  revoke(id: string): Promise<boolean> {
-    const r = this.#db.prepare(
-      "UPDATE api_keys SET revoked = COALESCE(revoked, ?) WHERE id = ?",
-    ).run(new Date().toISOString(), id);
-    return Promise.resolve(r.changes === 1);
-  }
-
-  /**
-   * Reads a key's record by id.
-   *
-   * @param id The key id.
-   * @returns The record, or `undefined`.
-   */
-  get(id: string): Promise<ApiKeyInfo | undefined> {
-    const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE id = ?")
-      .get(id);
-    return Promise.resolve(r && _info(r));
-  }
-
-  /**
-   * Finds the record of a presented key.
-   *
-   * @param key The API key.
-   * @returns The record, or `undefined` if the key is unknown.
-   */
-  async lookup(key: string): Promise<ApiKeyInfo | undefined> {
-    const hash = await apiKeyHash(key);
-    if (hash === undefined) return undefined;
-    const r = this.#db.prepare("SELECT id, org, created, revoked FROM api_keys WHERE hash = ?")
-      .get(hash);
-    return r && _info(r);
-  }
-
-  /** Closes the database. */
-  close(): Promise<void> {
-    this.#db.close();
-    return Promise.resolve();
-  }
-}
-
-/** The signing key in `signing-key.jwk` (mode 0600) in a relay data dir. */
-export class FileSigningKey implements SigningKeyStore {
-  /** The file's path. */
-  readonly where: string;
-
-  /**
-   * Names the file; nothing is read until {@linkcode FileSigningKey.loadOrCreate}.
-   *
-   * @param dataDir The relay's data dir.
-   */
-  constructor(dataDir: string) {
-    this.where = joinPath(dataDir, "signing-key.jwk");
-  }
-
-  /**
-   * Reads the key, writing `make()`'s first if the file does not exist.
-   *
-   * @param make Makes a new private JWK.
-   * @returns The stored JWK.
-   */
-  async loadOrCreate(make: () => Promise<string>): Promise<string> {
-    let raw = await readFileIfExists(this.where);
-    if (!raw) {
-      await writeFileAtomic(this.where, new TextEncoder().encode(await make() + "\n"));
-      // Read back: if another process wrote one at the same moment, both use the survivor.
-      raw = await readFileIfExists(this.where);
-    }
-    return new TextDecoder().decode(raw);
-  }
-}
+/** The stored signing key: an Ed25519 private JWK (what `_signingKey` writes). */
+const _PrivateJwk = z.object({
+  kty: z.literal("OKP"),
+  crv: z.literal("Ed25519"),
+  x: z.string().min(1),
+  d: z.string().min(1),
+  kid: z.string().optional(),
+});
 
 async function _signingKey(
   store: SigningKeyStore,
@@ -335,24 +98,27 @@ async function _signingKey(
     return JSON.stringify({
       ...await exportJWK(privateKey),
       alg: ALG,
-      kid: crypto.getRandomValues(new Uint8Array(8)).toHex(),
+      kid: randomHex(8),
     });
   });
-  let jwk: { kty?: string; crv?: string; x?: string; d?: string; kid?: string };
+  let json: unknown;
   try {
-    jwk = JSON.parse(text);
+    json = JSON.parse(text);
   } catch (e) {
     throw new StateError("state_corrupt", `Signing key "${store.where}" is not JSON`, {
       cause: e,
     });
   }
-  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || !jwk.d || !jwk.x) {
+  const parsed = _PrivateJwk.safeParse(json);
+  if (!parsed.success) {
     throw new StateError(
       "state_corrupt",
       `Signing key "${store.where}" is not an Ed25519 private JWK`,
+      { cause: parsed.error },
     );
   }
-  const priv = await importJWK(jwk, ALG);
+  const jwk = parsed.data;
+  const priv = await importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, d: jwk.d }, ALG);
   const pub = await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x }, ALG);
   return { priv, pub, kid: jwk.kid ?? "" };
 }
@@ -446,7 +212,7 @@ export class RelayAuth {
    *
    * @param opts The data dir or the stores, and the token lifetime.
    * @returns The authenticator.
-   * @throws {RelayError} `state_corrupt` if the signing key is unreadable.
+   * @throws {StateError} `state_corrupt` if the signing key is unreadable.
    * @throws {ValidationError} `invalid_argument` without a data dir or both stores.
    */
   static async open(opts: RelayAuthOptions): Promise<RelayAuth> {
@@ -496,7 +262,7 @@ export class RelayAuth {
       .setSubject(info.id)
       .setIssuedAt(now)
       .setExpirationTime(exp)
-      .setJti(crypto.getRandomValues(new Uint8Array(12)).toHex())
+      .setJti(randomHex(12))
       .sign(this.#priv);
     return { token, expiresAt: exp * 1000 };
   }
@@ -553,7 +319,7 @@ export class RelayAuth {
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
     const buckets = [`ip:${remote}`];
-    if (m) buckets.push(`key:${(await _hash(m[1]!)).slice(0, 32)}`);
+    if (m) buckets.push(`key:${(await hashApiKey(m[1]!)).slice(0, 32)}`);
     const wait = this.#throttledFor(buckets);
     if (wait > 0) {
       this.#throttled++;
@@ -668,133 +434,5 @@ export class RelayAuth {
   /** Closes the key store. */
   close(): Promise<void> {
     return this.keys.close();
-  }
-}
-
-/**
- * The token API origin for a relay URL: `ws://h:p/…` → `http://h:p`,
- * `wss://` → `https://` (http(s) URLs keep their scheme).
- *
- * @param relayUrl The relay URL.
- * @returns The origin, without a trailing slash.
- */
-export function tokenApiUrl(relayUrl: string): string {
-  const u = new URL(relayUrl);
-  const scheme = u.protocol === "wss:" || u.protocol === "https:" ? "https:" : "http:";
-  return `${scheme}//${u.host}`;
-}
-
-/** Options of {@linkcode ApiKeyTokens}. */
-export interface ApiKeyTokensOptions {
-  /** The API key `sk_live_…`. */
-  apiKey: string;
-  /** Token API base URLs, tried in order (a relay cluster can list several). */
-  apiUrls: string[];
-  /** The fetch to use (tests). */
-  fetch?: typeof fetch;
-  /** Per-request timeout in ms (default 10000). */
-  timeoutMs?: number;
-}
-
-/**
- * The client side of the token API: exchanges an API key for a JWT, caches
- * it and fetches a new one once half its lifetime has passed, so a client
- * that asks before every (re)connect and every hello renewal never presents
- * an expired token.
- */
-export class ApiKeyTokens {
-  readonly #apiKey: string;
-  readonly #urls: string[];
-  readonly #fetch: typeof fetch;
-  readonly #timeoutMs: number;
-  #cached: { token: string; renewAt: number; expiresAt: number } | undefined;
-  #inflight: Promise<string> | undefined;
-
-  /**
-   * Creates it; nothing is fetched until {@linkcode ApiKeyTokens.token}.
-   *
-   * @param opts The key and where to exchange it.
-   */
-  constructor(opts: ApiKeyTokensOptions) {
-    if (!opts.apiKey.startsWith(API_KEY_PREFIX)) {
-      throw new ValidationError(
-        "invalid_argument",
-        `API key must start with "${API_KEY_PREFIX}", got "${opts.apiKey.slice(0, 8)}…"`,
-      );
-    }
-    if (opts.apiUrls.length === 0) {
-      throw new ValidationError("invalid_argument", "At least one token API URL is needed");
-    }
-    this.#apiKey = opts.apiKey;
-    this.#urls = opts.apiUrls.map((u) => u.replace(/\/+$/, ""));
-    this.#fetch = opts.fetch ?? fetch;
-    this.#timeoutMs = opts.timeoutMs ?? 10_000;
-  }
-
-  /**
-   * A token valid for at least half its lifetime (fetching one if needed).
-   * When the token API cannot be reached, a cached token that has not expired
-   * yet is returned instead.
-   *
-   * @returns The JWT.
-   * @throws {AuthError} if the key is refused (unknown or revoked).
-   * @throws {RelayError} `relay_unavailable` if no token API answers and no valid token is cached.
-   */
-  token(): Promise<string> {
-    const now = Date.now();
-    if (this.#cached && now < this.#cached.renewAt) return Promise.resolve(this.#cached.token);
-    this.#inflight ??= this.#fetchToken().finally(() => (this.#inflight = undefined));
-    return this.#inflight;
-  }
-
-  async #fetchToken(): Promise<string> {
-    let lastError: unknown;
-    for (const base of this.#urls) {
-      const started = Date.now();
-      let res: Response;
-      try {
-        res = await this.#fetch(`${base}${TOKEN_PATH}`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${this.#apiKey}` },
-          signal: AbortSignal.timeout(this.#timeoutMs),
-        });
-      } catch (e) {
-        lastError = e;
-        continue;
-      }
-      const body = await res.json().catch(() => undefined) as
-        | { token?: string; expires_in?: number; error?: { message?: string } }
-        | undefined;
-      if (res.status === 401 || res.status === 403) {
-        this.#cached = undefined;
-        throw new AuthError(
-          `The relay refused the API key: ${body?.error?.message ?? `HTTP ${res.status}`}`,
-        );
-      }
-      if (!res.ok || typeof body?.token !== "string") {
-        lastError = new Error(`HTTP ${res.status} from "${base}${TOKEN_PATH}"`);
-        continue;
-      }
-      let lifetimeMs = (body.expires_in ?? 0) * 1000;
-      if (!(lifetimeMs > 0)) {
-        const c = decodeJwt(body.token);
-        lifetimeMs = ((c.exp ?? 0) - (c.iat ?? 0)) * 1000;
-      }
-      // Measured on the local clock from when the request was sent: immune to clock skew.
-      this.#cached = {
-        token: body.token,
-        renewAt: started + lifetimeMs / 2,
-        expiresAt: started + lifetimeMs,
-      };
-      return body.token;
-    }
-    if (this.#cached && Date.now() < this.#cached.expiresAt - 1000) return this.#cached.token;
-    throw new RelayError(
-      "relay_unavailable",
-      `Cannot reach the token API at "${this.#urls.join(", ")}": ${
-        lastError instanceof Error ? lastError.message : String(lastError)
-      }`,
-      { cause: lastError },
-    );
   }
 }

@@ -23,6 +23,7 @@
  * @module
  */
 import { AuthError, ProtocolError, StateError } from "../errors.ts";
+import { randomBytes } from "../_util.ts";
 import { joinPath, readOrCreateSecret } from "../runtime/fs.ts";
 import type { FrameOf } from "./protocol.ts";
 import type { HelloContext, RelaySession } from "./server.ts";
@@ -32,9 +33,14 @@ export const LOCAL_KEY_BYTES = 32;
 /** What every hello token of the local handshake starts with. */
 export const LOCAL_TOKEN_PREFIX = "skytale-local-v1.";
 
-const enc = new TextEncoder();
-const RELAY_CONTEXT = enc.encode("skytale local relay v1\0");
-const CLIENT_CONTEXT = enc.encode("skytale local client v1\0");
+/** Who makes a proof: the relay (step 2) or the client (step 3). */
+export type ProofSide = "relay" | "client";
+
+/** Each side's context: a relay's proof can never serve as a client's answer, nor back. */
+const CONTEXTS: Readonly<Record<ProofSide, Uint8Array>> = {
+  relay: new TextEncoder().encode("skytale local relay v1\0"),
+  client: new TextEncoder().encode("skytale local client v1\0"),
+};
 const CHALLENGE_BYTES = 16;
 const MAC_BYTES = 32;
 const HEX = /^[0-9a-f]*$/;
@@ -78,82 +84,57 @@ export class LocalSecret {
     return new LocalSecret(file, key);
   }
 
-  async #mac(context: Uint8Array, port: number, c: Uint8Array, r: Uint8Array): Promise<Uint8Array> {
-    const data = new Uint8Array([...context, port >> 8 & 0xff, port & 0xff, ...c, ...r]);
-    return new Uint8Array(await crypto.subtle.sign("HMAC", this.#key, data));
-  }
-
-  async #verify(
-    context: Uint8Array,
-    port: number,
-    c: Uint8Array,
-    r: Uint8Array,
-    mac: Uint8Array,
-  ): Promise<boolean> {
-    if (mac.length !== MAC_BYTES) return false;
-    const data = new Uint8Array([...context, port >> 8 & 0xff, port & 0xff, ...c, ...r]);
-    return await crypto.subtle.verify("HMAC", this.#key, mac as BufferSource, data);
-  }
-
   /**
-   * The relay's proof for a client's challenge.
+   * One side's proof for a connection: HMAC-SHA-256 over that side's context,
+   * the port (u16), the client's challenge `c` and the connection's nonce `r`.
    *
+   * @param side Who proves: the relay (step 2) or the client (step 3).
    * @param port The local relay's port.
    * @param challenge The client's challenge `c`.
    * @param nonce The connection's nonce `r`.
    * @returns The proof.
    */
-  relayProof(port: number, challenge: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
-    return this.#mac(RELAY_CONTEXT, port, challenge, nonce);
+  async prove(
+    side: ProofSide,
+    port: number,
+    challenge: Uint8Array,
+    nonce: Uint8Array,
+  ): Promise<Uint8Array> {
+    const data = _macInput(side, port, challenge, nonce);
+    return new Uint8Array(await crypto.subtle.sign("HMAC", this.#key, data));
   }
 
   /**
-   * Checks a relay's proof (in constant time).
+   * Checks one side's proof (in constant time).
    *
-   * @param port The port the client connected to.
+   * @param side Who made it.
+   * @param port The local relay's port.
    * @param challenge The client's challenge `c`.
-   * @param nonce The connection's nonce `r`, from `helloOk`.
-   * @param proof The proof from `helloOk`.
-   * @returns Whether the relay knows the secret.
+   * @param nonce The connection's nonce `r`.
+   * @param proof The proof received.
+   * @returns Whether its maker holds the secret.
    */
-  verifyRelay(
+  async verify(
+    side: ProofSide,
     port: number,
     challenge: Uint8Array,
     nonce: Uint8Array,
     proof: Uint8Array,
   ): Promise<boolean> {
-    return this.#verify(RELAY_CONTEXT, port, challenge, nonce, proof);
+    if (proof.length !== MAC_BYTES) return false;
+    const data = _macInput(side, port, challenge, nonce);
+    return await crypto.subtle.verify("HMAC", this.#key, proof as BufferSource, data);
   }
+}
 
-  /**
-   * The client's answer for a connection.
-   *
-   * @param port The port the client connected to.
-   * @param challenge The client's challenge `c`.
-   * @param nonce The connection's nonce `r`.
-   * @returns The answer.
-   */
-  clientProof(port: number, challenge: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
-    return this.#mac(CLIENT_CONTEXT, port, challenge, nonce);
-  }
-
-  /**
-   * Checks a client's answer (in constant time).
-   *
-   * @param port The local relay's port.
-   * @param challenge The client's challenge `c`.
-   * @param nonce The connection's nonce `r`.
-   * @param answer The client's answer.
-   * @returns Whether the client knows the secret.
-   */
-  verifyClient(
-    port: number,
-    challenge: Uint8Array,
-    nonce: Uint8Array,
-    answer: Uint8Array,
-  ): Promise<boolean> {
-    return this.#verify(CLIENT_CONTEXT, port, challenge, nonce, answer);
-  }
+/** The bytes a proof covers: the side's context ‖ port (u16 big-endian) ‖ c ‖ r. */
+function _macInput(
+  side: ProofSide,
+  port: number,
+  c: Uint8Array,
+  r: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  return new Uint8Array([...CONTEXTS[side], port >> 8 & 0xff, port & 0xff, ...c, ...r]);
 }
 
 function _fromHex(s: string | undefined, length: number): Uint8Array | undefined {
@@ -194,9 +175,9 @@ export function localAuthenticator(
       );
     }
     if (t.answer === undefined) {
-      return { incomplete: true, proof: await secret.relayProof(port, t.challenge, nonce) };
+      return { incomplete: true, proof: await secret.prove("relay", port, t.challenge, nonce) };
     }
-    if (!await secret.verifyClient(port, t.challenge, nonce, t.answer)) {
+    if (!await secret.verify("client", port, t.challenge, nonce, t.answer)) {
       throw new AuthError(
         "The proof of the local relay's key does not verify: this process does not hold the user's local.key",
       );
@@ -228,7 +209,7 @@ export function localGreeter(
           `stop it, or give all of this user's Skytale processes a free port with SKYTALE_LOCAL_PORT`,
         cause === undefined ? undefined : { cause },
       );
-    const challenge = crypto.getRandomValues(new Uint8Array(CHALLENGE_BYTES));
+    const challenge = randomBytes(CHALLENGE_BYTES);
     let first: FrameOf<"helloOk">;
     try {
       first = await hello(LOCAL_TOKEN_PREFIX + challenge.toHex());
@@ -241,10 +222,10 @@ export function localGreeter(
     if (first.nonce === undefined || first.proof === undefined) {
       throw squatter("it did not answer the local key challenge");
     }
-    if (!await s.verifyRelay(port, challenge, first.nonce, first.proof)) {
+    if (!await s.verify("relay", port, challenge, first.nonce, first.proof)) {
       throw squatter(`its answer to the challenge does not prove it holds "${s.file}"`);
     }
-    const answer = await s.clientProof(port, challenge, first.nonce);
+    const answer = await s.prove("client", port, challenge, first.nonce);
     return await hello(`${LOCAL_TOKEN_PREFIX}${challenge.toHex()}.${answer.toHex()}`);
   };
 }

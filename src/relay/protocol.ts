@@ -9,6 +9,7 @@
  * @module
  */
 import { ProtocolError } from "../errors.ts";
+import { Reader, Writer } from "./_wire.ts";
 
 /** The protocol version written as the first byte of every frame. */
 export const PROTOCOL_VERSION = 1;
@@ -93,9 +94,6 @@ const KIND_TO_BYTE: Record<EntryKind, number> = {
   genesis: 3,
 };
 const BYTE_TO_KIND: readonly EntryKind[] = ["application", "commit", "proposal", "genesis"];
-const TYPE_NAMES: ReadonlyMap<number, FrameType> = new Map(
-  (Object.entries(FrameType) as [FrameType, number][]).map(([k, v]) => [v, k]),
-);
 
 /** Where a subscription starts: a sequence number, or the first entry of an epoch. */
 export type SubscribeFrom = { seq: number } | { epoch: number };
@@ -182,180 +180,302 @@ export type Frame =
 /** The frame of one type. */
 export type FrameOf<T extends FrameType> = Extract<Frame, { type: T }>;
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
-const TWO_32 = 0x1_0000_0000;
+/**
+ * How one field is written: its kind fixes the bytes, `name` is the property
+ * of the frame object, `what` names it in errors.
+ *
+ * - `u32`, `u64`: big-endian integers (a u64 must be a safe integer).
+ * - `str`: u16 length + UTF-8. `bytes`: u32 length + bytes. `id`: 16 raw bytes.
+ * - `kind`: an {@linkcode EntryKind} as one byte. `flag`: a boolean as one byte, 0 or 1.
+ * - `optStr`: a u8 presence flag, then the string when it is 1 (hello's token).
+ * - `from`: a u8 mode (0 seq, 1 epoch), then the u64 ({@linkcode SubscribeFrom}).
+ * - `items`: a u32 count of (`id`, `bytes`) pairs. `ids`: a u32 count of `id`s.
+ * - `tail`: optional trailing `bytes`, present when bytes remain; written when it or a
+ *   later tail field is there (as empty bytes if it is not). `omitEmpty`: an empty value
+ *   is not written; `emptyIsAbsent`: an empty value read is no value.
+ * - `tailKey`: an optional trailing take key of {@linkcode TAKE_KEY_BYTES}, the last field.
+ */
+interface _Field {
+  readonly name: string;
+  readonly kind: _Kind;
+  readonly what: string;
+  readonly omitEmpty?: true;
+  readonly emptyIsAbsent?: true;
+}
 
-class _Writer {
-  buf: Uint8Array<ArrayBuffer>;
-  view: DataView;
-  pos = 0;
-  constructor(size: number) {
-    this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
-  }
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
-  u8(v: number): void {
-    this.ensure(1);
-    this.view.setUint8(this.pos, v);
-    this.pos += 1;
-  }
-  u16(v: number): void {
-    this.ensure(2);
-    this.view.setUint16(this.pos, v);
-    this.pos += 2;
-  }
-  u32(v: number, what: string): void {
-    if (!Number.isInteger(v) || v < 0 || v >= TWO_32) {
-      throw new ProtocolError(`Cannot encode ${what} ${v}: not a u32`);
+/** One frame type's layout: after version and type byte, the request id (unless `noReqId`), then `fields`. */
+interface _Layout {
+  readonly noReqId?: true;
+  readonly fields: readonly _Field[];
+}
+
+/** Field kinds, described at {@linkcode _Field}: small integers, so the codec's switches are jump tables. */
+const K = {
+  u32: 0,
+  u64: 1,
+  str: 2,
+  bytes: 3,
+  id: 4,
+  kind: 5,
+  flag: 6,
+  optStr: 7,
+  from: 8,
+  items: 9,
+  ids: 10,
+  tail: 11,
+  tailKey: 12,
+} as const;
+type _Kind = typeof K[keyof typeof K];
+
+const _f = (
+  name: string,
+  kind: _Kind,
+  what = name,
+  opts: Pick<_Field, "omitEmpty" | "emptyIsAbsent"> = {},
+): _Field => ({ name, kind, what, ...opts });
+
+/**
+ * Every frame's fields, in wire order: the one description both
+ * {@linkcode encodeFrame} and {@linkcode decodeFrame} follow (and `docs/PROTOCOL.md` spells out).
+ */
+const LAYOUTS: { readonly [T in FrameType]: _Layout } = {
+  hello: { fields: [_f("token", K.optStr)] },
+  helloOk: {
+    fields: [
+      _f("maxFrameBytes", K.u32, "max frame bytes"),
+      // The nonce is there for relays that check members; the proof only from the local relay.
+      _f("nonce", K.tail, "nonce", { emptyIsAbsent: true }),
+      _f("proof", K.tail),
+    ],
+  },
+  prove: { fields: [_f("publicKey", K.bytes, "public key"), _f("signature", K.bytes)] },
+  // The GroupInfo is optional on the wire: a frame without it is a version-1 create.
+  create: {
+    fields: [_f("channel", K.str), _f("genesis", K.tail, "genesis", { omitEmpty: true })],
+  },
+  created: { fields: [_f("created", K.flag, "created flag")] },
+  subscribe: { fields: [_f("channel", K.str), _f("from", K.from)] },
+  subscribed: {
+    fields: [_f("fromSeq", K.u64, "from seq"), _f("head", K.u64), _f("epoch", K.u64)],
+  },
+  unsubscribe: { fields: [_f("channel", K.str)] },
+  ok: { fields: [] },
+  publish: {
+    fields: [
+      _f("channel", K.str),
+      _f("id", K.id, "publish id"),
+      _f("kind", K.kind),
+      _f("epoch", K.u64),
+      _f("payload", K.bytes),
+    ],
+  },
+  ack: { fields: [_f("seq", K.u64), _f("epoch", K.u64)] },
+  nack: { fields: [_f("code", K.str), _f("epoch", K.u64)] },
+  deliver: {
+    noReqId: true,
+    fields: [
+      _f("channel", K.str),
+      _f("seq", K.u64),
+      _f("epoch", K.u64),
+      _f("kind", K.kind),
+      _f("time", K.u64),
+      _f("id", K.id, "entry id"),
+      _f("payload", K.bytes),
+    ],
+  },
+  mailboxPut: {
+    fields: [
+      _f("address", K.str),
+      _f("id", K.id, "mailbox id"),
+      _f("ttl", K.u32),
+      _f("payload", K.bytes),
+    ],
+  },
+  // The take key is absent from frames of clients from before mailbox ownership.
+  mailboxTake: { fields: [_f("address", K.str), _f("key", K.tailKey, "take key")] },
+  mailboxItems: { fields: [_f("items", K.items, "item")] },
+  mailboxAck: {
+    fields: [_f("address", K.str), _f("ids", K.ids, "id"), _f("key", K.tailKey, "take key")],
+  },
+  ping: { fields: [] },
+  pong: { fields: [] },
+  error: { fields: [_f("code", K.str), _f("message", K.str)] },
+};
+
+/** A frame type's name, byte and layout, for the loops below. */
+interface _Spec extends _Layout {
+  readonly type: FrameType;
+  readonly byte: number;
+  /** The index of the first optional trailing field (`fields.length` when there is none). */
+  readonly tailStart: number;
+  /** The fields whose size varies, for the writer's first allocation. */
+  readonly sized: readonly _Field[];
+}
+
+const _isTail = (f: _Field) => f.kind === K.tail || f.kind === K.tailKey;
+const _isSized = (f: _Field) =>
+  f.kind === K.str || f.kind === K.bytes || f.kind === K.tail || f.kind === K.ids ||
+  f.kind === K.items;
+
+function _spec(type: FrameType): _Spec {
+  const layout = LAYOUTS[type];
+  const tail = layout.fields.findIndex(_isTail);
+  return {
+    type,
+    byte: FrameType[type],
+    ...layout,
+    tailStart: tail === -1 ? layout.fields.length : tail,
+    sized: layout.fields.filter(_isSized),
+  };
+}
+
+const SPECS = Object.fromEntries(
+  (Object.keys(FrameType) as FrameType[]).map((type) => [type, _spec(type)]),
+) as unknown as { readonly [T in FrameType]: _Spec };
+const SPEC_BY_BYTE: readonly (_Spec | undefined)[] = Array.from(
+  { length: 256 },
+  (_, b) => Object.values(SPECS).find((s) => s.byte === b),
+);
+const EMPTY = new Uint8Array(0);
+
+/** Bytes beyond the fixed 64 that a frame will take, so the writer rarely grows. */
+function _sizeHint(sized: readonly _Field[], f: Record<string, unknown>): number {
+  let n = 64;
+  for (const field of sized) {
+    const v = f[field.name];
+    if (v === undefined) continue;
+    if (field.kind === K.str) n += (v as string).length * 3;
+    else if (field.kind === K.ids) n += (v as Uint8Array[]).length * ID_BYTES;
+    else if (field.kind !== K.items) n += (v as Uint8Array).length;
+    else {
+      for (const i of v as MailboxItem[]) n += i.payload.length + ID_BYTES + 4;
     }
-    this.ensure(4);
-    this.view.setUint32(this.pos, v);
-    this.pos += 4;
   }
-  u64(v: number, what: string): void {
-    if (!Number.isSafeInteger(v) || v < 0) {
-      throw new ProtocolError(`Cannot encode ${what} ${v}: not a safe non-negative integer`);
+  return n;
+}
+
+/** The index past the last tail field that must be written (earlier absent ones go as empty). */
+function _tailEnd(spec: _Spec, f: Record<string, unknown>): number {
+  const { fields, tailStart } = spec;
+  for (let i = fields.length - 1; i >= tailStart; i--) {
+    const field = fields[i]!;
+    const v = f[field.name] as Uint8Array | undefined;
+    if (v !== undefined && !(field.omitEmpty && v.length === 0)) return i + 1;
+  }
+  return tailStart;
+}
+
+function _writeField(w: Writer, field: _Field, v: unknown): void {
+  const { what } = field;
+  switch (field.kind) {
+    case K.u32:
+      return w.u32(v as number, what);
+    case K.u64:
+      return w.u64(v as number, what);
+    case K.str:
+      return w.str(v as string, what);
+    case K.bytes:
+      return w.bytes(v as Uint8Array, what);
+    case K.id:
+      return w.fixed(v as Uint8Array, ID_BYTES, what);
+    case K.kind:
+      return w.u8(KIND_TO_BYTE[v as EntryKind]);
+    case K.flag:
+      return w.u8(v ? 1 : 0);
+    case K.optStr:
+      if (v === undefined) return w.u8(0);
+      w.u8(1);
+      return w.str(v as string, what);
+    case K.from: {
+      const from = v as SubscribeFrom;
+      if ("seq" in from) {
+        w.u8(0);
+        return w.u64(from.seq, "from seq");
+      }
+      w.u8(1);
+      return w.u64(from.epoch, "from epoch");
     }
-    this.ensure(8);
-    this.view.setUint32(this.pos, Math.floor(v / TWO_32));
-    this.view.setUint32(this.pos + 4, v % TWO_32);
-    this.pos += 8;
-  }
-  str(s: string, what: string): void {
-    const b = encoder.encode(s);
-    if (b.length > 0xffff) {
-      throw new ProtocolError(`Cannot encode ${what}: ${b.length} bytes is over 65535`);
-    }
-    this.u16(b.length);
-    this.raw(b);
-  }
-  bytes(b: Uint8Array, what: string): void {
-    this.u32(b.length, `${what} length`);
-    this.raw(b);
-  }
-  id(b: Uint8Array, what: string): void {
-    if (b.length !== ID_BYTES) {
-      throw new ProtocolError(`Cannot encode ${what}: expected ${ID_BYTES} bytes, got ${b.length}`);
-    }
-    this.raw(b);
-  }
-  fixed(b: Uint8Array, n: number, what: string): void {
-    if (b.length !== n) {
-      throw new ProtocolError(`Cannot encode ${what}: expected ${n} bytes, got ${b.length}`);
-    }
-    this.raw(b);
-  }
-  raw(b: Uint8Array): void {
-    this.ensure(b.length);
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
-  }
-  done(): Uint8Array<ArrayBuffer> {
-    return this.buf.subarray(0, this.pos);
+    case K.items:
+      w.u32((v as MailboxItem[]).length, `${what} count`);
+      for (const item of v as MailboxItem[]) {
+        w.fixed(item.id, ID_BYTES, "mailbox id");
+        w.bytes(item.payload, "payload");
+      }
+      return;
+    case K.ids:
+      w.u32((v as Uint8Array[]).length, `${what} count`);
+      for (const id of v as Uint8Array[]) w.fixed(id, ID_BYTES, "mailbox id");
+      return;
+    case K.tail:
+      return w.bytes((v as Uint8Array | undefined) ?? EMPTY, what);
+    case K.tailKey:
+      return w.fixed(v as Uint8Array, TAKE_KEY_BYTES, what);
   }
 }
 
-class _Reader {
-  readonly buf: Uint8Array;
-  readonly frame: string;
-  readonly view: DataView;
-  pos = 0;
-  constructor(buf: Uint8Array, frame: string) {
-    this.buf = buf;
-    this.frame = frame;
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
-  need(n: number, what: string): void {
-    if (this.pos + n > this.buf.length) {
-      throw new ProtocolError(
-        `Truncated "${this.frame}" frame: ${what} needs ${n} bytes at offset ${this.pos}, ${
-          this.buf.length - this.pos
-        } left`,
-      );
+/** Reads one field: its value, or `undefined` for an absent optional one. */
+function _readField(r: Reader, field: _Field): unknown {
+  const what = field.what;
+  switch (field.kind) {
+    case K.u32:
+      return r.u32(what);
+    case K.u64:
+      return r.u64(what);
+    case K.str:
+      return r.str(what);
+    case K.bytes:
+      return r.bytes(what);
+    case K.id:
+      return r.fixed(ID_BYTES, what);
+    case K.kind: {
+      const b = r.u8(what);
+      const k = BYTE_TO_KIND[b];
+      if (k === undefined) {
+        throw new ProtocolError(`Bad "${r.frame}" frame: unknown entry kind ${b}`);
+      }
+      return k;
     }
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.view.getUint8(this.pos++);
-  }
-  u16(what: string): number {
-    this.need(2, what);
-    const v = this.view.getUint16(this.pos);
-    this.pos += 2;
-    return v;
-  }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = this.view.getUint32(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u64(what: string): number {
-    this.need(8, what);
-    const hi = this.view.getUint32(this.pos);
-    const lo = this.view.getUint32(this.pos + 4);
-    this.pos += 8;
-    if (hi > 0x1f_ffff) {
-      throw new ProtocolError(`Bad "${this.frame}" frame: ${what} is larger than a safe integer`);
+    case K.flag: {
+      const b = r.u8(what);
+      if (b > 1) throw new ProtocolError(`Bad "${r.frame}" frame: flag ${b}`);
+      return b === 1;
     }
-    return hi * TWO_32 + lo;
-  }
-  str(what: string): string {
-    const n = this.u16(`${what} length`);
-    this.need(n, what);
-    const b = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    try {
-      return decoder.decode(b);
-    } catch (e) {
-      throw new ProtocolError(`Bad "${this.frame}" frame: ${what} is not UTF-8`, {
-        cause: e,
-      });
+    case K.optStr: {
+      const b = r.u8(`${what} flag`);
+      if (b > 1) throw new ProtocolError(`Bad "${r.frame}" frame: ${what} flag ${b}`);
+      return b === 1 ? r.str(what) : undefined;
     }
-  }
-  bytes(what: string): Uint8Array {
-    const n = this.u32(`${what} length`);
-    this.need(n, what);
-    const b = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
-  }
-  left(): number {
-    return this.buf.length - this.pos;
-  }
-  fixed(n: number, what: string): Uint8Array {
-    this.need(n, what);
-    const b = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
-  }
-  id(what: string): Uint8Array {
-    this.need(ID_BYTES, what);
-    const b = this.buf.subarray(this.pos, this.pos + ID_BYTES);
-    this.pos += ID_BYTES;
-    return b;
-  }
-  kind(): EntryKind {
-    const b = this.u8("kind");
-    const k = BYTE_TO_KIND[b];
-    if (k === undefined) {
-      throw new ProtocolError(`Bad "${this.frame}" frame: unknown entry kind ${b}`);
+    case K.from: {
+      const mode = r.u8("from mode");
+      if (mode > 1) throw new ProtocolError(`Bad "${r.frame}" frame: from mode ${mode}`);
+      const v = r.u64("from value");
+      return mode === 0 ? { seq: v } : { epoch: v };
     }
-    return k;
-  }
-  end(): void {
-    if (this.pos !== this.buf.length) {
-      throw new ProtocolError(
-        `Bad "${this.frame}" frame: ${this.buf.length - this.pos} trailing bytes`,
-      );
+    case K.items: {
+      const n = r.u32(`${what} count`);
+      // Each item takes at least 20 bytes, so a lying count fails fast instead of looping.
+      r.need(n * (ID_BYTES + 4), "items");
+      const items: MailboxItem[] = [];
+      for (let i = 0; i < n; i++) {
+        items.push({ id: r.fixed(ID_BYTES, "mailbox id"), payload: r.bytes("payload") });
+      }
+      return items;
     }
+    case K.ids: {
+      const n = r.u32(`${what} count`);
+      // A lying count fails here, before anything is allocated for it.
+      r.need(n * ID_BYTES, "ids");
+      const ids: Uint8Array[] = [];
+      for (let i = 0; i < n; i++) ids.push(r.fixed(ID_BYTES, "mailbox id"));
+      return ids;
+    }
+    case K.tail: {
+      if (r.left() === 0) return undefined;
+      const b = r.bytes(what);
+      return field.emptyIsAbsent && b.length === 0 ? undefined : b;
+    }
+    case K.tailKey:
+      return r.left() > 0 ? r.fixed(TAKE_KEY_BYTES, what) : undefined;
   }
 }
 
@@ -367,120 +487,16 @@ class _Reader {
  * @throws {ProtocolError} `protocol` if a field cannot be encoded (out of range, wrong id length).
  */
 export function encodeFrame(f: Frame): Uint8Array<ArrayBuffer> {
-  const extra = "payload" in f
-    ? f.payload.length
-    : f.type === "mailboxItems"
-    ? f.items.reduce((n, i) => n + i.payload.length + ID_BYTES + 4, 0)
-    : f.type === "mailboxAck"
-    ? f.ids.length * ID_BYTES + TAKE_KEY_BYTES
-    : f.type === "mailboxTake"
-    ? TAKE_KEY_BYTES
-    : 0;
-  const w = new _Writer(64 + extra + ("channel" in f ? f.channel.length * 3 : 0));
+  const spec = SPECS[f.type];
+  if (spec === undefined) throw new ProtocolError(`Cannot encode frame type "${f.type}"`);
+  const v = f as unknown as Record<string, unknown>;
+  const fields = spec.fields;
+  const w = new Writer(_sizeHint(spec.sized, v));
   w.u8(PROTOCOL_VERSION);
-  w.u8(FrameType[f.type]);
-  if (f.type !== "deliver") w.u32(f.reqId, "request id");
-  switch (f.type) {
-    case "hello":
-      if (f.token === undefined) w.u8(0);
-      else {
-        w.u8(1);
-        w.str(f.token, "token");
-      }
-      break;
-    case "helloOk":
-      w.u32(f.maxFrameBytes, "max frame bytes");
-      if (f.nonce !== undefined || f.proof !== undefined) {
-        w.bytes(f.nonce ?? new Uint8Array(0), "nonce");
-      }
-      if (f.proof !== undefined) w.bytes(f.proof, "proof");
-      break;
-    case "prove":
-      w.bytes(f.publicKey, "public key");
-      w.bytes(f.signature, "signature");
-      break;
-    case "create":
-      w.str(f.channel, "channel");
-      // The GroupInfo is optional on the wire: a frame without it is a version-1 create.
-      if (f.genesis !== undefined && f.genesis.length > 0) w.bytes(f.genesis, "genesis");
-      break;
-    case "unsubscribe":
-      w.str(f.channel, "channel");
-      break;
-    case "created":
-      w.u8(f.created ? 1 : 0);
-      break;
-    case "subscribe":
-      w.str(f.channel, "channel");
-      if ("seq" in f.from) {
-        w.u8(0);
-        w.u64(f.from.seq, "from seq");
-      } else {
-        w.u8(1);
-        w.u64(f.from.epoch, "from epoch");
-      }
-      break;
-    case "subscribed":
-      w.u64(f.fromSeq, "from seq");
-      w.u64(f.head, "head");
-      w.u64(f.epoch, "epoch");
-      break;
-    case "ok":
-    case "ping":
-    case "pong":
-      break;
-    case "publish":
-      w.str(f.channel, "channel");
-      w.id(f.id, "publish id");
-      w.u8(KIND_TO_BYTE[f.kind]);
-      w.u64(f.epoch, "epoch");
-      w.bytes(f.payload, "payload");
-      break;
-    case "ack":
-      w.u64(f.seq, "seq");
-      w.u64(f.epoch, "epoch");
-      break;
-    case "nack":
-      w.str(f.code, "code");
-      w.u64(f.epoch, "epoch");
-      break;
-    case "deliver":
-      w.str(f.channel, "channel");
-      w.u64(f.seq, "seq");
-      w.u64(f.epoch, "epoch");
-      w.u8(KIND_TO_BYTE[f.kind]);
-      w.u64(f.time, "time");
-      w.id(f.id, "entry id");
-      w.bytes(f.payload, "payload");
-      break;
-    case "mailboxPut":
-      w.str(f.address, "address");
-      w.id(f.id, "mailbox id");
-      w.u32(f.ttl, "ttl");
-      w.bytes(f.payload, "payload");
-      break;
-    case "mailboxTake":
-      w.str(f.address, "address");
-      if (f.key !== undefined) w.fixed(f.key, TAKE_KEY_BYTES, "take key");
-      break;
-    case "mailboxItems":
-      w.u32(f.items.length, "item count");
-      for (const item of f.items) {
-        w.id(item.id, "mailbox id");
-        w.bytes(item.payload, "payload");
-      }
-      break;
-    case "mailboxAck":
-      w.str(f.address, "address");
-      w.u32(f.ids.length, "id count");
-      for (const id of f.ids) w.id(id, "mailbox id");
-      if (f.key !== undefined) w.fixed(f.key, TAKE_KEY_BYTES, "take key");
-      break;
-    case "error":
-      w.str(f.code, "code");
-      w.str(f.message, "message");
-      break;
-  }
+  w.u8(spec.byte);
+  if (!spec.noReqId) w.u32(v.reqId as number, "request id");
+  const end = spec.tailStart === fields.length ? fields.length : _tailEnd(spec, v);
+  for (let i = 0; i < end; i++) _writeField(w, fields[i]!, v[fields[i]!.name]);
   return w.done();
 }
 
@@ -510,134 +526,21 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
       `Unsupported protocol version ${bytes[0]}: this end speaks version ${PROTOCOL_VERSION}`,
     );
   }
-  const type = TYPE_NAMES.get(bytes[1]!);
-  if (type === undefined) {
+  const spec = SPEC_BY_BYTE[bytes[1]!];
+  if (spec === undefined) {
     throw new ProtocolError(`Unknown frame type ${bytes[1]}`);
   }
-  const r = new _Reader(bytes, type);
+  const r = new Reader(bytes, spec.type);
   r.pos = 2;
-  const reqId = type === "deliver" ? 0 : r.u32("request id");
-  let f: Frame;
-  switch (type) {
-    case "hello": {
-      const flag = r.u8("token flag");
-      if (flag > 1) throw new ProtocolError(`Bad "hello" frame: token flag ${flag}`);
-      f = flag === 1 ? { type, reqId, token: r.str("token") } : { type, reqId };
-      break;
-    }
-    case "helloOk": {
-      const maxFrameBytes = r.u32("max frame bytes");
-      const ok: FrameOf<"helloOk"> = { type, reqId, maxFrameBytes };
-      if (r.pos < r.buf.length) {
-        const nonce = r.bytes("nonce");
-        if (nonce.length > 0) ok.nonce = nonce;
-      }
-      if (r.pos < r.buf.length) ok.proof = r.bytes("proof");
-      f = ok;
-      break;
-    }
-    case "prove":
-      f = { type, reqId, publicKey: r.bytes("public key"), signature: r.bytes("signature") };
-      break;
-    case "create": {
-      const channel = r.str("channel");
-      f = r.pos < r.buf.length
-        ? { type, reqId, channel, genesis: r.bytes("genesis") }
-        : { type, reqId, channel };
-      break;
-    }
-    case "unsubscribe":
-      f = { type, reqId, channel: r.str("channel") };
-      break;
-    case "created": {
-      const b = r.u8("created flag");
-      if (b > 1) throw new ProtocolError(`Bad "created" frame: flag ${b}`);
-      f = { type, reqId, created: b === 1 };
-      break;
-    }
-    case "subscribe": {
-      const channel = r.str("channel");
-      const mode = r.u8("from mode");
-      if (mode > 1) throw new ProtocolError(`Bad "subscribe" frame: from mode ${mode}`);
-      const v = r.u64("from value");
-      f = { type, reqId, channel, from: mode === 0 ? { seq: v } : { epoch: v } };
-      break;
-    }
-    case "subscribed":
-      f = { type, reqId, fromSeq: r.u64("from seq"), head: r.u64("head"), epoch: r.u64("epoch") };
-      break;
-    case "ok":
-    case "ping":
-    case "pong":
-      f = { type, reqId };
-      break;
-    case "publish": {
-      const channel = r.str("channel");
-      const id = r.id("publish id");
-      const kind = r.kind();
-      const epoch = r.u64("epoch");
-      f = { type, reqId, channel, id, kind, epoch, payload: r.bytes("payload") };
-      break;
-    }
-    case "ack":
-      f = { type, reqId, seq: r.u64("seq"), epoch: r.u64("epoch") };
-      break;
-    case "nack":
-      f = { type, reqId, code: r.str("code"), epoch: r.u64("epoch") };
-      break;
-    case "deliver": {
-      const channel = r.str("channel");
-      const seq = r.u64("seq");
-      const epoch = r.u64("epoch");
-      const kind = r.kind();
-      const time = r.u64("time");
-      const id = r.id("entry id");
-      f = { type, channel, seq, epoch, kind, time, id, payload: r.bytes("payload") };
-      break;
-    }
-    case "mailboxPut": {
-      const address = r.str("address");
-      const id = r.id("mailbox id");
-      const ttl = r.u32("ttl");
-      f = { type, reqId, address, id, ttl, payload: r.bytes("payload") };
-      break;
-    }
-    case "mailboxTake": {
-      const address = r.str("address");
-      f = r.left() === 0
-        ? { type, reqId, address }
-        : { type, reqId, address, key: r.fixed(TAKE_KEY_BYTES, "take key") };
-      break;
-    }
-    case "mailboxItems": {
-      const n = r.u32("item count");
-      // Each item takes at least 20 bytes, so a lying count fails fast instead of looping.
-      r.need(n * (ID_BYTES + 4), "items");
-      const items: MailboxItem[] = [];
-      for (let i = 0; i < n; i++) {
-        items.push({ id: r.id("mailbox id"), payload: r.bytes("payload") });
-      }
-      f = { type, reqId, items };
-      break;
-    }
-    case "mailboxAck": {
-      const address = r.str("address");
-      const n = r.u32("id count");
-      // A lying count fails here, before anything is allocated for it.
-      r.need(n * ID_BYTES, "ids");
-      const ids: Uint8Array[] = [];
-      for (let i = 0; i < n; i++) ids.push(r.id("mailbox id"));
-      f = r.left() === 0
-        ? { type, reqId, address, ids }
-        : { type, reqId, address, ids, key: r.fixed(TAKE_KEY_BYTES, "take key") };
-      break;
-    }
-    case "error":
-      f = { type, reqId, code: r.str("code"), message: r.str("message") };
-      break;
+  const f: Record<string, unknown> = spec.noReqId
+    ? { type: spec.type }
+    : { type: spec.type, reqId: r.u32("request id") };
+  for (const field of spec.fields) {
+    const v = _readField(r, field);
+    if (v !== undefined) f[field.name] = v;
   }
   r.end();
-  return f;
+  return f as unknown as Frame;
 }
 
 /**
@@ -649,7 +552,7 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number = DEFAULT_MAX_FR
  */
 export function peekRequestId(bytes: Uint8Array): number {
   if (bytes.length < 6 || bytes[0] !== PROTOCOL_VERSION) return 0;
-  const type = TYPE_NAMES.get(bytes[1]!);
-  if (type === undefined || type === "deliver") return 0;
+  const spec = SPEC_BY_BYTE[bytes[1]!];
+  if (spec === undefined || spec.noReqId) return 0;
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(2);
 }
