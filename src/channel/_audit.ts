@@ -12,7 +12,7 @@ import type { LogEntry } from "../relay/log/types.ts";
 import type { AuditLog, SeenEvent } from "../audit/log.ts";
 import type { AuditReport } from "../audit/chain.ts";
 import { sha256Hex } from "../_util.ts";
-import { type Ctx, type Host, type Live, MAX_SENT_IDS } from "./_live.ts";
+import { type Audit, type Ctx, type Host, type Live, MAX_SENT_IDS } from "./_live.ts";
 
 /** What the audit trail needs of its manager. */
 export interface AuditTrailHost {
@@ -27,7 +27,7 @@ export interface AuditTrailHost {
 }
 
 /** Audit hooks of one manager: cheap no-ops unless `enabled`. */
-export class AuditTrail {
+export class AuditTrail implements Audit {
   readonly enabled: boolean;
   #h: AuditTrailHost;
   #log: Promise<AuditLog> | undefined;

@@ -18,12 +18,19 @@ import type { ApiKeyTokens } from "../relay/auth_client.ts";
 import type { RelayClient, RelayClientOptions } from "../relay/client.ts";
 import { env, logLine } from "../runtime/env.ts";
 import type { Store } from "../store/types.ts";
-import { closedError, type Core, type Ctx, flushAll, loadLive, notify } from "./_live.ts";
+import {
+  closedError,
+  type Core,
+  type Ctx,
+  flushAll,
+  type Host,
+  loadLive,
+  notify,
+} from "./_live.ts";
 import { AuditTrail } from "./_audit.ts";
 import { ContextHub } from "../context/context.ts";
 import { errorMessage } from "../_util.ts";
 import { padding } from "./_send.ts";
-import type { SkytaleChannelManager } from "./manager.ts";
 import type { SkytaleOptions } from "./types.ts";
 import { settlePending } from "./_commit.ts";
 import { drainAll } from "./_delivery.ts";
@@ -41,7 +48,7 @@ const IDENTITY = /^[A-Za-z0-9._@+:-]{1,128}$/;
  * @throws {ValidationError} `invalid_argument` for a bad identity or padding.
  */
 export function newCore(
-  host: SkytaleChannelManager,
+  host: Host,
   options: SkytaleOptions,
 ): { core: Core; invites: Invites } {
   const identity = options.identity ?? env("SKYTALE_IDENTITY") ?? "mcp-agent";

@@ -1,5 +1,5 @@
 /**
- * The state a running {@linkcode SkytaleChannelManager} keeps: {@linkcode Core}
+ * The state a running `SkytaleChannelManager` keeps: {@linkcode Core}
  * (what the whole manager shares), {@linkcode Ctx} (what starting it loaded:
  * engines, store, identity key, relay) and {@linkcode Live} (one channel's
  * group, buffers and timers), with the few operations on them every other
@@ -16,11 +16,12 @@ import { errorMessage, sha256 } from "../_util.ts";
 import { logLine } from "../runtime/env.ts";
 import { parseChannelName } from "../validate.ts";
 import type { ContextHub } from "../context/context.ts";
-import type { SeenEvent } from "../audit/log.ts";
+import type { ContextHost, SharedContext } from "../context/types.ts";
+import type { AuditLog, SeenEvent } from "../audit/log.ts";
+import type { AuditReport } from "../audit/chain.ts";
+import type { LogEntry } from "../relay/log/types.ts";
 import { Mutex } from "./_mutex.ts";
 import { Tags, utf8 } from "./envelope.ts";
-import type { AuditTrail } from "./_audit.ts";
-import type { SkytaleChannelManager } from "./manager.ts";
 import type {
   ChannelSummary,
   MembershipChange,
@@ -64,18 +65,58 @@ export interface Ctx {
   release?: () => Promise<void>;
 }
 
-/** The public calls of the manager that its parts make (admitting by invite adds a member, …). */
-export type Host = Pick<
-  SkytaleChannelManager,
-  | "sendTagged"
-  | "addMember"
-  | "join"
-  | "keyPackage"
-  | "exportSecret"
-  | "context"
-  | "whoami"
-  | "roster"
->;
+/**
+ * The public calls of the manager that its parts make (admitting by invite
+ * adds a member, the audit log reads rosters, …). `SkytaleChannelManager`
+ * has them all, which the compiler checks where it hands itself to `newCore`
+ * (`implements Host` would expose this private type in the public docs).
+ * Stated here rather than picked from the class so that the parts do not
+ * import the façade that imports them.
+ */
+export interface Host extends ContextHost {
+  /** Adds a member by key package; returns the Welcome, hex. */
+  addMember(channel: string, keyPackageHex: string): Promise<string>;
+  /** Joins a channel from a Welcome, hex. */
+  join(channel: string, welcomeHex: string): Promise<void>;
+  /** A fresh key package of this agent, hex. */
+  keyPackage(options?: { ciphersuite?: string }): Promise<string>;
+  /** A secret derived from the channel's current epoch (MLS exporter). */
+  exportSecret(channel: string, label: string, length?: number): Promise<Uint8Array>;
+  /** The channel's shared context. */
+  context(channel: string): SharedContext;
+}
+
+/**
+ * The audit hooks every part calls (`audit: true`): `AuditTrail` in
+ * `_audit.ts` implements them; each is a cheap no-op unless `enabled`.
+ */
+export interface Audit {
+  /** Whether this manager keeps an audit log. */
+  readonly enabled: boolean;
+  /** The audit log (`src/audit/`), loaded on first use. */
+  log(): Promise<AuditLog>;
+  /** The log, if it was loaded (for closing). */
+  loaded(): Promise<AuditLog> | undefined;
+  /** Queues an event of the burst being applied to `live`. */
+  see(live: Live, event: SeenEvent["event"]): void;
+  /** Notes an applied commit: who came, who went, or this member's removal. */
+  commit(live: Live, e: LogEntry, before: Member[], removed: boolean): void;
+  /** Notes the metadata of a message this member is sending, until it is read back. */
+  noteSent(id: Uint8Array, tag: string, data: Uint8Array): Promise<void>;
+  /** Notes one of this member's own messages, read back from the relay. */
+  own(ctx: Ctx, live: Live, e: LogEntry, id: string): void;
+  /** Starts a channel's log: this member created or joined it. */
+  start(
+    channel: string,
+    type: "created" | "joined",
+    roster: Member[],
+    epoch: number,
+  ): Promise<void>;
+  /** The channel's audit key, `skt_audit_…`. */
+  exportKey(channel: string): Promise<string>;
+  /** The channel's log, read back and verified. */
+  report(channel: string): Promise<AuditReport>;
+}
 
 /** What the whole manager shares; every part receives it instead of reaching into the class. */
 export interface Core {
@@ -88,7 +129,7 @@ export interface Core {
   readonly cover: { sent: number; received: number };
   /** Shared contexts (`src/context/`), fed from every channel's `ctx` layer. */
   readonly contexts: ContextHub;
-  readonly audit: AuditTrail;
+  readonly audit: Audit;
   readonly listeners: Set<Listener>;
   readonly arrivals: Set<(channel: string, messages: Message[]) => void>;
   readonly membership: Set<(change: MembershipChange) => void>;

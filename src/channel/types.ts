@@ -1,15 +1,13 @@
 /**
- * The public shapes of {@linkcode SkytaleChannelManager}: its options, the
+ * The public shapes of `SkytaleChannelManager`: its options, the
  * messages it hands out, the channels it lists and the events it reports.
  *
  * @module
  */
 import type { Member } from "../identity.ts";
-// deno-lint-ignore no-unused-vars -- for {@linkcode} in the docs below
-import type { SkytaleChannelManager } from "./manager.ts";
 import type { Store } from "../store/types.ts";
 
-/** Options of {@linkcode SkytaleChannelManager}; each falls back to its environment variable. */
+/** Options of `SkytaleChannelManager`; each falls back to its environment variable. */
 export interface SkytaleOptions {
   /** This agent's identity (`SKYTALE_IDENTITY`, default `mcp-agent`). */
   identity?: string;
@@ -41,13 +39,13 @@ export interface SkytaleOptions {
    * Cover traffic: while a channel is open, send a dummy message at random
    * intervals averaging `meanIntervalMs` (exponentially distributed), padded
    * like a short message and indistinguishable from one at the relay; members
-   * drop it (counted in {@linkcode SkytaleChannelManager.metrics}). Off by default.
+   * drop it (counted in `SkytaleChannelManager.metrics`). Off by default.
    */
   coverTraffic?: { meanIntervalMs: number };
   /**
    * Keep an encrypted, verifiable audit log of every channel (`src/audit/`):
    * joins, adds, removals, key rotations and message metadata, appended as a
-   * hash chain to a relay mailbox that {@linkcode SkytaleChannelManager.exportAuditKey}'s
+   * hash chain to a relay mailbox that `SkytaleChannelManager.exportAuditKey`'s
    * key opens. Default: `SKYTALE_AUDIT` is `1`; else off.
    */
   audit?: boolean;
@@ -95,7 +93,7 @@ export interface ChannelSummary {
   active: boolean;
 }
 
-/** Options of {@linkcode SkytaleChannelManager.receive}. */
+/** Options of `SkytaleChannelManager.receive`. */
 export interface ReceiveOptions {
   /**
    * Seconds to wait when nothing is there yet (default 5, at most 300). The
@@ -117,7 +115,7 @@ export interface ReceiveOptions {
   max?: number | undefined;
 }
 
-/** Options of {@linkcode SkytaleChannelManager.on} for `"message"` listeners. */
+/** Options of `SkytaleChannelManager.on` for `"message"` listeners. */
 export interface MessageListenerOptions {
   /** Only this channel's messages (default: every channel). */
   channel?: string | undefined;
