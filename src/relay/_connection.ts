@@ -13,7 +13,6 @@ import { AuthError, InterruptedError, ProtocolError, RelayError, skytaleError } 
 import { backoff, errorMessage, sleep, withTimeout } from "../_util.ts";
 import { logLine } from "../runtime/env.ts";
 import { jwtTimes } from "./_jwt.ts";
-import type { RelayClientOptions } from "./client.ts";
 import { closeSocket } from "./connect.ts";
 import {
   ABSOLUTE_MAX_FRAME_BYTES,
@@ -22,6 +21,39 @@ import {
   type Frame,
   type FrameOf,
 } from "./protocol.ts";
+
+/** Options of `RelayClient`. */
+export interface RelayClientOptions {
+  /** Opens a WebSocket to the relay (open, or about to open); called again on every reconnect. */
+  connect: () => Promise<WebSocket>;
+  /** Supplies the hello token, asked on every (re)connect. */
+  token?: () => Promise<string | undefined>;
+  /**
+   * Replaces the single hello of every (re)connect with a handshake (the
+   * embedded local relay's mutual proof of the user's secret, see
+   * `local_auth.ts`): given `hello`, which sends one hello with a token and
+   * resolves with the relay's `helloOk`, it resolves with the last `helloOk`
+   * once the connection is authenticated, or throws (an `AuthError` stops
+   * reconnecting and fails the waiting requests). `token` is then not used.
+   */
+  greet?: (hello: (token: string) => Promise<FrameOf<"helloOk">>) => Promise<FrameOf<"helloOk">>;
+  /**
+   * Signs a connection's challenge with the agent's identity key, on every
+   * (re)connect to a relay that asks (`PROVE_CONTEXT` then the nonce, Ed25519),
+   * so the relay lets it read and publish the channels it is a member of.
+   */
+  prove?: (nonce: Uint8Array) => Promise<{ publicKey: Uint8Array; signature: Uint8Array }>;
+  /** How long a request may wait for its answer, reconnects included, in ms (default 15000). */
+  requestTimeoutMs?: number;
+  /** How often to ping an idle relay; a missed pong forces a reconnect (default 15000 ms). */
+  pingIntervalMs?: number;
+  /** The first reconnect delay in ms (default 100); it doubles per failure. */
+  backoffInitialMs?: number;
+  /** The longest reconnect delay in ms (default 5000). */
+  backoffMaxMs?: number;
+  /** Told about errors thrown by `onEntry` handlers and unsolicited relay errors (default: logged). */
+  onError?: (e: unknown) => void;
+}
 
 /** What the connection tells the subscriptions, and asks them. */
 export interface ConnectionHooks {
