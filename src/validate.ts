@@ -13,6 +13,25 @@ import { ValidationError } from "./errors.ts";
  */
 export const CHANNEL_PATTERN: RegExp = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 
+const IDENTITY = /^[A-Za-z0-9._@+:-]{1,128}$/;
+
+/**
+ * Checks an agent's identity (its name in channels).
+ *
+ * @param identity The name.
+ * @returns The name.
+ * @throws {ValidationError} `invalid_argument` unless it is 1-128 letters, digits or `. _ @ + : -`.
+ */
+export function checkIdentity(identity: string): string {
+  if (!IDENTITY.test(identity)) {
+    throw new ValidationError(
+      "invalid_argument",
+      `Invalid identity "${identity}": use 1-128 letters, digits or . _ @ + : -`,
+    );
+  }
+  return identity;
+}
+
 /** The largest plaintext message accepted by `send`, in bytes. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 

@@ -36,10 +36,9 @@ import { settlePending } from "./_commit.ts";
 import { drainAll } from "./_delivery.ts";
 import { subscribe } from "./_pipeline.ts";
 import { Invites } from "./_invites.ts";
+import { checkIdentity } from "../validate.ts";
 
 const IDENTITY_KEY_BLOB = "identity.key";
-
-const IDENTITY = /^[A-Za-z0-9._@+:-]{1,128}$/;
 
 /**
  * The shared state of a new manager, from its options (each falling back to
@@ -51,13 +50,7 @@ export function newCore(
   host: Host,
   options: SkytaleOptions,
 ): { core: Core; invites: Invites } {
-  const identity = options.identity ?? env("SKYTALE_IDENTITY") ?? "mcp-agent";
-  if (!IDENTITY.test(identity)) {
-    throw new ValidationError(
-      "invalid_argument",
-      `Invalid identity "${identity}": use 1-128 letters, digits or . _ @ + : -`,
-    );
-  }
+  const identity = checkIdentity(options.identity ?? env("SKYTALE_IDENTITY") ?? "mcp-agent");
   const opts = { ...options, audit: options.audit ?? env("SKYTALE_AUDIT") === "1" };
   const pad = padding(options.padding);
   const context = (): Promise<Ctx> => {

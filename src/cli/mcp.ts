@@ -14,6 +14,8 @@ import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runti
 import { errorMessage, randomHex } from "../_util.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
 import { durationOption, intOption, parseCommandArgs } from "./_args.ts";
+import { lazyManager } from "../mcp/_lazy_manager.ts";
+import { checkIdentity } from "../validate.ts";
 
 const USAGE = `Usage: skytale mcp [--claude-channel [--claude-channel-allow NAME|DID,...]]
        skytale mcp --http HOST:PORT [--token TOKEN | --no-auth] [--allow-host NAME]...
@@ -200,8 +202,13 @@ export async function mcpCommand(args: string[]): Promise<number> {
     logLine(USAGE);
     return 0;
   }
-  const { SkytaleChannelManager } = await import("../channel/manager.ts");
-  const manager: ManagerToServe = new SkytaleChannelManager();
+  // The manager (and the MLS engine, stores and relay client behind it) loads on the first call
+  // that needs it, not before `initialize` is answered.
+  const identity = checkIdentity(env("SKYTALE_IDENTITY") ?? "mcp-agent");
+  const manager = lazyManager<ManagerToServe>(identity, async () => {
+    const { SkytaleChannelManager } = await import("../channel/manager.ts");
+    return new SkytaleChannelManager({ identity });
+  });
   const serving = opts.http
     ? await _serveHttp(manager, opts, opts.http)
     : await _serveStdio(manager, opts);
