@@ -53,6 +53,7 @@ export function commit<T>(
           group: live.engine.encodeGroup(b.newGroup),
           welcome: b.welcome,
         };
+        live.pendingGroup = { id, group: b.newGroup };
         await save(ctx, live);
         return { ...b, id, epoch };
       });
@@ -110,6 +111,7 @@ export async function publishPending(
   await live.mutex.run(async () => {
     if (live.record.pending?.id === id) {
       live.record.pending = undefined;
+      live.pendingGroup = undefined;
       await save(ctx, live);
     }
   });
