@@ -53,7 +53,6 @@ export function commit<T>(
           group: live.engine.encodeGroup(b.newGroup),
           welcome: b.welcome,
         };
-        live.pendingGroup = { id, group: b.newGroup };
         await save(ctx, live);
         return { ...b, id, epoch };
       });
@@ -111,7 +110,6 @@ export async function publishPending(
   await live.mutex.run(async () => {
     if (live.record.pending?.id === id) {
       live.record.pending = undefined;
-      live.pendingGroup = undefined;
       await save(ctx, live);
     }
   });

@@ -157,12 +157,6 @@ export interface Live {
   /** The engine of the channel's ciphersuite. */
   engine: MlsEngine;
   group: Group;
-  /**
-   * The group of the commit in flight, as built: adopted as it is when the commit comes back
-   * sequenced (decoding `record.pending.group` costs ~100 ms at 1,000 members), so only a
-   * restarted process decodes the saved copy.
-   */
-  pendingGroup?: { id: string; group: Group } | undefined;
   mutex: Mutex;
   commitMutex: Mutex;
   waiters: Set<() => void>;

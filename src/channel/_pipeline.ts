@@ -198,9 +198,7 @@ function tap(live: Live, tag: string, d: TaggedData): void {
 /** This member's own commit read back: adopt the group it saved as pending. */
 function applyOwnCommit(core: Core, live: Live, e: LogEntry, pending: PendingCommit): void {
   const before = core.audit.enabled ? live.engine.roster(live.group) : [];
-  const built = live.pendingGroup;
-  live.pendingGroup = undefined;
-  live.group = built?.id === pending.id ? built.group : live.engine.decodeGroup(pending.group);
+  live.group = live.engine.decodeGroup(pending.group);
   core.audit.commit(live, e, before, false);
   live.record.pending = undefined;
   pin(live, live.engine.roster(live.group));
@@ -235,7 +233,6 @@ function applyCommit(
   }
   if (live.record.pending && live.record.pending.epoch < live.engine.epoch(live.group)) {
     live.record.pending = undefined;
-    live.pendingGroup = undefined;
   }
 }
 
