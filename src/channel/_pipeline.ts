@@ -198,6 +198,9 @@ function tap(live: Live, tag: string, d: TaggedData): void {
 /** This member's own commit read back: adopt the group it saved as pending. */
 function applyOwnCommit(core: Core, live: Live, e: LogEntry, pending: PendingCommit): void {
   const before = core.audit.enabled ? live.engine.roster(live.group) : [];
+  // The copy saved when the commit was built, decoded: not the state object built then, which
+  // shares secret-tree arrays with the group used (and zeroed in place) while the commit was in
+  // flight, so its retained keys of the old epoch would be wiped (the fault suite caught it).
   live.group = live.engine.decodeGroup(pending.group);
   core.audit.commit(live, e, before, false);
   live.record.pending = undefined;
