@@ -408,3 +408,29 @@ test("skipSendGeneration() moves a sender past generations it may have used; rec
   const r = await receive(bob, m2.message);
   assert.equal(r.text, "after the jump");
 });
+
+test("a commit's group is adopted from its saved copy: the state built in memory shares secrets with the group it came from", async () => {
+  // The manager saves a commit's group when it builds it and, once the relay sequences the
+  // commit, adopts the decoded copy. Adopting the built object instead lost the old epoch's
+  // retained keys: ts-mls zeroes used secrets in place, in arrays the two states share, so a
+  // message of the old epoch sequenced after the commit could not be decrypted (caught by the
+  // member-SIGKILL fault scenario under Bun).
+  const a0 = await mls.createGroup(enc.encode("acme/test/adopt"), "alice");
+  const bobKp = await mls.newKeyPackage("bob");
+  const add = await mls.commitAdd(a0, bobKp.keyPackage);
+  let alice = add.newGroup;
+  let bob = (await mls.join(add.welcome, [bobKp])).group;
+  const update = await mls.commitUpdate(bob); // bob's commit, in flight
+  const saved = mls.encodeGroup(update.newGroup);
+  const m1 = await send(alice, "before the commit is sequenced");
+  alice = m1.newGroup;
+  const m2 = await send(alice, "sequenced after the commit");
+  bob = (await receive(bob, m1.message)).newGroup; // bob keeps receiving meanwhile
+  const late = await receive(mls.decodeGroup(saved), m2.message);
+  assert.equal(late.text, "sequenced after the commit");
+  await assert.rejects(
+    mls.process(update.newGroup, m2.message),
+    code("invalid_message"),
+    "the built object's old-epoch keys were wiped; if ts-mls stops sharing them, this may change",
+  );
+});
