@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Group, MlsEngine } from "../src/mls/engine.ts";
 import { SkytaleError } from "../src/errors.ts";
-import { nobleCryptoProvider } from "ts-mls";
+import { decodeMlsMessage, encodeMlsMessage, nobleCryptoProvider } from "ts-mls";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -433,4 +433,39 @@ test("a commit's group is adopted from its saved copy: the state built in memory
     code("invalid_message"),
     "the built object's old-epoch keys were wiped; if ts-mls stops sharing them, this may change",
   );
+});
+
+test("a commit in a non-canonical encoding is refused, though ts-mls decodes it to the signed commit", async () => {
+  // ts-mls verifies signatures over the re-encoded structure and reads an optional field's presence
+  // byte leniently, so flipping that byte left a signed commit valid: a relay could alter the bytes
+  // every member stores and hashes, unnoticed (found by `deno task faults --only fuzz`).
+  const a0 = await mls.createGroup(enc.encode("acme/test/canonical"), "alice");
+  const bobKp = await mls.newKeyPackage("bob");
+  const add = await mls.commitAdd(a0, bobKp.keyPackage);
+  const bob = (await mls.join(add.welcome, [bobKp])).group;
+  const carolKp = await mls.newKeyPackage("carol");
+  const { commit } = await mls.commitAdd(add.newGroup, carolKp.keyPackage);
+  const saved = mls.encodeGroup(bob);
+  let variants = 0;
+  for (let i = 0; i < commit.length; i++) {
+    for (const v of [2, 8, 255]) {
+      const m = commit.slice();
+      if (m[i] === v) continue;
+      m[i] = v;
+      let decoded: ReturnType<typeof decodeMlsMessage>;
+      try {
+        decoded = decodeMlsMessage(m, 0);
+      } catch {
+        continue;
+      }
+      if (decoded === undefined || decoded[1] !== m.length) continue;
+      const again = encodeMlsMessage(decoded[0]);
+      if (again.length !== commit.length || !again.every((x, k) => x === commit[k])) continue;
+      variants++;
+      await assert.rejects(mls.process(mls.decodeGroup(saved), m), code("invalid_message"));
+    }
+  }
+  assert.ok(variants > 0, "the add commit (no path) has a presence byte to play with");
+  const r = await mls.process(mls.decodeGroup(saved), commit);
+  assert.equal(r.kind, "commit", "the canonical bytes are still accepted");
 });

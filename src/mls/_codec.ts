@@ -10,6 +10,7 @@ import {
   decodeGroupState,
   decodeMlsMessage,
   encodeGroupState,
+  encodeMlsMessage,
   type GroupState,
   type KeyPackage,
   type MLSMessage,
@@ -125,13 +126,21 @@ function whole<T>(
 }
 
 /**
- * Decodes a whole MLSMessage.
+ * Decodes a whole MLSMessage in its one canonical encoding. ts-mls' decoders
+ * accept some non-canonical bytes (an optional field's presence byte other
+ * than 0 or 1, e.g.) and verify signatures over the re-encoded structure, so
+ * a relay could alter a signed commit's bytes unnoticed; every form but a
+ * PrivateMessage (whose bytes its AEAD covers) must re-encode to the bytes given.
  *
  * @param bytes The bytes.
- * @returns The message, or `undefined` on malformed input or trailing bytes.
+ * @returns The message, or `undefined` on malformed or non-canonical input or trailing bytes.
  */
 export function decodeWhole(bytes: unknown): MLSMessage | undefined {
-  return whole(bytes, decodeMlsMessage);
+  const msg = whole(bytes, decodeMlsMessage);
+  if (msg === undefined || msg.wireformat === "mls_private_message") return msg;
+  const again = encodeMlsMessage(msg);
+  const b = bytes as Uint8Array;
+  return again.length === b.length && again.every((x, i) => x === b[i]) ? msg : undefined;
 }
 
 /**
