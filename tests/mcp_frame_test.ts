@@ -80,3 +80,27 @@ test("a new key box (a restarted sender) starts a new counter; old frame version
   const v1 = new TextEncoder().encode(JSON.stringify({ v: 1, dir: "s", sid: "x", msg: {} }));
   assert.deepEqual(legacyFrame(v1), { version: 1, dir: "s", sid: "x" });
 });
+
+test("a sealed frame whose message is not JSON-RPC 2.0 does not open; results and errors do", async () => {
+  const { keys, sealer } = await pair();
+  const bodies: unknown[] = [
+    { jsonrpc: "1.0", id: 1, method: "ping" },
+    { jsonrpc: "2.0", id: { a: 1 }, method: "ping" },
+    { jsonrpc: "2.0", id: 1, method: 7 },
+    { jsonrpc: "2.0", id: 1, result: "not an object" },
+    { jsonrpc: "2.0", id: 1, error: { code: "x", message: "m" } },
+  ];
+  for (const b of bodies) {
+    const f = decodeFrame(await sealer.seal({ msg: b as never }))!;
+    assert.equal(await keys.open(f, CH, ALICE), undefined, JSON.stringify(b));
+  }
+  const good: unknown[] = [
+    { jsonrpc: "2.0", id: 2, result: {} },
+    { jsonrpc: "2.0", id: 3, error: { code: -32000, message: "ended" } },
+    { jsonrpc: "2.0", method: "notifications/initialized" },
+  ];
+  for (const b of good) {
+    const f = decodeFrame(await sealer.seal({ msg: b as never }))!;
+    assert.deepEqual(await keys.open(f, CH, ALICE), { msg: b }, JSON.stringify(b));
+  }
+});

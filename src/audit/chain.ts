@@ -19,8 +19,22 @@
  *
  * @module
  */
+import { z } from "zod";
 import { ValidationError } from "../errors.ts";
 import { sha256Hex } from "../_util.ts";
+
+/** A decrypted entry as a writer stores it: checked, since any holder of the audit key can write. */
+const ENTRY = z.object({
+  w: z.string(),
+  i: z.number().int().nonnegative(),
+  prev: z.string(),
+  epoch: z.number().int().nonnegative(),
+  event: z.looseObject({
+    type: z.string(),
+    time: z.string(),
+    seq: z.number().int().nonnegative().optional(),
+  }),
+});
 
 /** The MLS exporter label the audit key is derived with. */
 export const AUDIT_LABEL = "skytale audit";
@@ -223,17 +237,14 @@ export async function openEntry(
       keys.aes,
       item.subarray(13) as BufferSource,
     );
-    const j = JSON.parse(new TextDecoder().decode(pt)) as Record<string, unknown>;
-    if (
-      typeof j.w !== "string" || !Number.isInteger(j.i) || typeof j.prev !== "string" ||
-      !Number.isInteger(j.epoch) || typeof j.event !== "object" || j.event === null
-    ) return undefined;
+    const j = ENTRY.safeParse(JSON.parse(new TextDecoder().decode(pt)));
+    if (!j.success) return undefined;
     return {
-      writer: j.w,
-      i: j.i as number,
-      prev: j.prev,
-      epoch: j.epoch as number,
-      event: j.event as AuditEvent,
+      writer: j.data.w,
+      i: j.data.i,
+      prev: j.data.prev,
+      epoch: j.data.epoch,
+      event: j.data.event as AuditEvent,
     };
   } catch {
     return undefined;

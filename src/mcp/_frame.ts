@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { z } from "zod";
 import { ValidationError } from "../errors.ts";
 import { fromUtf8, utf8 } from "../channel/envelope.ts";
 import {
@@ -204,6 +205,33 @@ function encodeBody(b: FrameBody): Uint8Array {
   }));
 }
 
+const RPC_ID = z.union([z.string(), z.number().int()]);
+const RPC_PARAMS = z.record(z.string(), z.unknown()).optional();
+/** A JSON-RPC 2.0 request, notification, result or error (the MCP SDK checks the rest). */
+const JSON_RPC = z.union([
+  z.looseObject({ jsonrpc: z.literal("2.0"), id: RPC_ID, method: z.string(), params: RPC_PARAMS }),
+  z.looseObject({
+    jsonrpc: z.literal("2.0"),
+    id: z.never().optional(), // a notification has no id (a request's must be valid)
+    method: z.string(),
+    params: RPC_PARAMS,
+  }),
+  z.looseObject({
+    jsonrpc: z.literal("2.0"),
+    id: RPC_ID,
+    result: z.record(z.string(), z.unknown()),
+  }),
+  z.looseObject({
+    jsonrpc: z.literal("2.0"),
+    id: RPC_ID.nullable(),
+    error: z.looseObject({
+      code: z.number().int(),
+      message: z.string(),
+      data: z.unknown().optional(),
+    }),
+  }),
+]);
+
 function decodeBody(data: Uint8Array): FrameBody | undefined {
   let o: Record<string, unknown>;
   try {
@@ -222,9 +250,10 @@ function decodeBody(data: Uint8Array): FrameBody | undefined {
     out.bye = o.bye;
   }
   if (o.msg !== undefined) {
-    const m = o.msg as Record<string, unknown> | null;
-    if (typeof m !== "object" || m === null || m.jsonrpc !== "2.0") return undefined;
-    out.msg = m as unknown as JsonRpcMessage;
+    // A peer's frame is untrusted input: only a JSON-RPC 2.0 message goes on to the MCP layer.
+    const m = JSON_RPC.safeParse(o.msg);
+    if (!m.success) return undefined;
+    out.msg = m.data as JsonRpcMessage;
   } else if (out.bye === undefined) return undefined;
   return out;
 }
