@@ -1,5 +1,6 @@
 /**
- * 6. The MCP server: cold start — spawning `mod.ts` (the stdio MCP server)
+ * 6. The MCP server: cold start — spawning `cli.ts` (the stdio MCP server, as
+ * the README runs it)
  * until `initialize` is answered, with the SDK `Client` over
  * `StdioClientTransport`, with a relay process and with the embedded local
  * relay (the default; nothing listens on its port, so the first tool call
@@ -79,11 +80,11 @@ export async function run(h: Harness): Promise<void> {
     const local: number[] = [];
     const base: number[] = [];
     for (let i = 0; i < starts + 1; i++) {
-      const a = await connect("mod.ts", env());
+      const a = await connect("cli.ts", env());
       await a.client.close();
       const b = await connect("bench/_mcp_min.ts", {});
       await b.client.close();
-      const c = await connect("mod.ts", { ...embedded, SKYTALE_IDENTITY: `bench-${n++}` });
+      const c = await connect("cli.ts", { ...embedded, SKYTALE_IDENTITY: `bench-${n++}` });
       await c.client.close();
       if (i === 0) continue; // warm the file cache
       ours.push(a.ms);
@@ -104,7 +105,7 @@ export async function run(h: Harness): Promise<void> {
       });
     }
 
-    const { client } = await connect("mod.ts", env());
+    const { client } = await connect("cli.ts", env());
     const { client: min } = await connect("bench/_mcp_min.ts", {});
     try {
       const channel = "bench/mcp/send";

@@ -22,7 +22,7 @@ deno fmt --check
 step "deno lint"
 deno lint
 step "deno check"
-deno check mod.ts mcp.ts transport.ts src/ tests/ $( [ -d examples ] && ls examples/*.ts 2>/dev/null ) $( [ -d bench ] && ls bench/*.ts 2>/dev/null )
+deno check mod.ts mcp.ts transport.ts cli.ts src/ tests/ $( [ -d examples ] && ls examples/*.ts 2>/dev/null ) $( [ -d bench ] && ls bench/*.ts 2>/dev/null )
 step "deno doc --lint"
 deno doc --lint mod.ts mcp.ts transport.ts
 step "deno test --doc (the entry points' examples, and those of the classes they export)"
