@@ -20,13 +20,14 @@ const BEFORE_INITIALIZE = [
   "src/mcp/stdio.ts",
 ];
 
-test("the stdio server's start-up loads no MLS engine, relay server, SQLite, NATS, jose or SDK client", () => {
+test("the stdio server's start-up loads no MLS engine, file layer, relay server, SQLite, NATS, jose or SDK client", () => {
   const graph = staticGraph(BEFORE_INITIALIZE);
   assert.ok(graph.has("src/mcp/tools.ts"), "the walker follows the stdio server");
   // The channel manager itself loads on the first tool call (src/mcp/_lazy_manager.ts).
   assert.ok(!graph.has("src/channel/manager.ts"), "the SDK loads on first use");
   const deferred = [...graph].filter((m) =>
     /^(ts-mls|jose|@nats-io\/|node:sqlite$|@noble\/curves)/.test(m) ||
+    /^node:fs(\/promises)?$/.test(m) || // Deno's file layer alone takes ~15 ms to load
     /^src\/(mls\/engine|seal|relay\/(server|auth|local|log\/(sqlite|nats|memory)|_group|_nats))\.ts$/
       .test(m) ||
     /^@modelcontextprotocol\/sdk\/(client|server\/(streamableHttp|webStandard)|inMemory)/.test(m)

@@ -10,7 +10,6 @@
 import { UsageError, ValidationError } from "../errors.ts";
 import { env, exit, logLine, onShutdownSignal } from "../runtime/env.ts";
 import { homeDir } from "../runtime/home.ts";
-import { ensureDir, joinPath, readFileIfExists, writeFileAtomic } from "../runtime/fs.ts";
 import { errorMessage, randomHex } from "../_util.ts";
 import type { ChannelManagerLike } from "../mcp/tools.ts";
 import { durationOption, intOption, parseCommandArgs } from "./_args.ts";
@@ -166,6 +165,10 @@ async function _token(given: string | undefined): Promise<{ token: string; from:
   if (given !== undefined) return { token: given, from: "--token" };
   const fromEnv = env("SKYTALE_MCP_TOKEN");
   if (fromEnv !== undefined && fromEnv !== "") return { token: fromEnv, from: "SKYTALE_MCP_TOKEN" };
+  // The file layer (node:fs, ~15 ms to load under Deno) only here: the stdio server never needs it.
+  const { ensureDir, joinPath, readFileIfExists, writeFileAtomic } = await import(
+    "../runtime/fs.ts"
+  );
   const dir = env("SKYTALE_DATA_DIR") || joinPath(homeDir(), ".skytale");
   const file = joinPath(dir, TOKEN_FILE);
   const kept = await readFileIfExists(file);
