@@ -211,11 +211,13 @@ export interface RelayProcess {
  *
  * @param store `sqlite` (the default of `skytale relay`) or `memory`.
  * @param env Extra environment variables of the relay process.
+ * @param extraArgs More `skytale relay` options.
  * @returns The running relay.
  */
 export async function startRelayProcess(
   store: "sqlite" | "memory" = "sqlite",
   env: Record<string, string> = {},
+  extraArgs: string[] = [],
 ): Promise<RelayProcess> {
   const dir = await tempDir("skytale-bench-relay-");
   const child = spawnChild("mod.ts", [
@@ -228,6 +230,7 @@ export async function startRelayProcess(
     dir,
     "--store",
     store,
+    ...extraArgs,
   ], env);
   const m = await child.waitFor(/listening on (ws:\/\/127\.0\.0\.1:\d+)/);
   return {

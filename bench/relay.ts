@@ -26,12 +26,19 @@
  * @module
  */
 import { spawn, spawnSync } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, type JetStreamClient, jetstreamManager } from "@nats-io/jetstream";
 import { Better, type Harness, runStandalone } from "./_harness.ts";
-import { openSocket, percentile, removeDir, ROOT, spawnChild, tempDir } from "./_util.ts";
+import {
+  freePort,
+  openSocket,
+  percentile,
+  removeDir,
+  ROOT,
+  startRelayProcess,
+  tempDir,
+} from "./_util.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../src/relay/protocol.ts";
 
 const CHANNELS = 100;
@@ -172,18 +179,6 @@ async function relaySide(url: string): Promise<{ round: Round; close: () => void
   };
 }
 
-/** A free TCP port on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** Starts nats-server through scripts/nats.sh (loopback, JetStream, store in a temp dir). */
 async function startNats(): Promise<{ url: string; stop: () => Promise<void> }> {
   const dir = await tempDir("skytale-bench-nats-");
@@ -273,28 +268,14 @@ async function jetStreamSide(url: string): Promise<{ round: Round; close: () => 
  * @returns When reported.
  */
 export async function run(h: Harness): Promise<void> {
-  const dir = await tempDir("skytale-bench-relayw-");
-  const relay = spawnChild("mod.ts", [
-    "relay",
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--data-dir",
-    dir,
-    "--store",
-    "sqlite",
-    "--publish-rate",
-    "1000000",
-  ]);
+  const relay = await startRelayProcess("sqlite", {}, ["--publish-rate", "1000000"]);
   const haveNats = spawnSync("nats-server", ["--version"]).status === 0;
   if (!haveNats) h.log("  nats-server is not installed: the JetStream baseline is skipped");
   const nats = haveNats ? await startNats() : undefined;
   let rs: Awaited<ReturnType<typeof relaySide>> | undefined;
   let js: Awaited<ReturnType<typeof jetStreamSide>> | undefined;
   try {
-    const url = (await relay.waitFor(/listening on (ws:\/\/127\.0\.0\.1:\d+)/))[1]!;
-    rs = await relaySide(url);
+    rs = await relaySide(relay.url);
     js = nats ? await jetStreamSide(nats.url) : undefined;
     const n = h.quick ? 2_000 : 10_000;
     const rounds = h.quick ? 2 : 5;
@@ -336,7 +317,6 @@ export async function run(h: Harness): Promise<void> {
     await js?.close();
     await nats?.stop();
     await relay.stop();
-    await removeDir(dir);
   }
 }
 
