@@ -10,6 +10,7 @@ import * as esbuild from "esbuild";
 import type { BrowserContext, Page } from "playwright-core";
 import type { SkytaleChannelManager } from "../mod.ts";
 import { ROOT } from "./_helpers.ts";
+import { SERVER_SIDE } from "../src/console/_bundle.ts";
 
 /** Where the browser is: `SKYTALE_CHROMIUM`, else Debian's `chromium` (scripts/chromium.sh). */
 export function chromiumPath(): string | undefined {
@@ -20,14 +21,6 @@ export function chromiumPath(): string | undefined {
   }
   return undefined;
 }
-
-/**
- * What a browser never loads: Node built-ins, `ws`, and our server, CLI, file and node:crypto
- * modules. The SDK reaches them only by `await import()` (tests/module_graph_test.ts), so the
- * bundle keeps those imports as they are; in a tab such an import fails, which the SDK expects.
- */
-const SERVER_SIDE =
-  /(^node:|^ws$|^@nats-io\/|\/src\/cli\/|\/src\/relay\/(local|auth|auth_nats|server|log\/)|\/src\/runtime\/(fs|home|native_crypto|serve|sqlite|http|process|stdio)\.ts$|\/src\/mcp\/(stdio|http|server)\.ts$|\/mcp\.ts$)/;
 
 /**
  * Bundles `mod.ts` for the browser (ES modules, split at every dynamic import) into `outDir`

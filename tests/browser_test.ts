@@ -4,6 +4,7 @@
 // ways through a real relay process, which admits the page's Origin by --allow-origin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { chromium } from "playwright-core";
@@ -26,6 +27,11 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
     const dir = await tempDir();
     const site = await serveSdk(dir);
     assert.ok(site.files.includes("mod.js"), site.files.join(", "));
+    // The token client (an API key from a page) is bundled, not left out as server code.
+    const bundled = await Promise.all(
+      site.files.map((f) => fsp.readFile(path.join(dir, f), "utf8")),
+    );
+    assert.ok(bundled.some((t) => t.includes("/v1/tokens")), "the token client is in the bundle");
     const relay = await startRelayProcess([
       "--data-dir",
       path.join(dir, "relay"),

@@ -13,9 +13,15 @@
  */
 import { UsageError } from "../errors.ts";
 
-/** What a browser never loads (the same list as tests/_browser.ts). */
-const SERVER_SIDE =
-  /(^node:|^ws$|^@nats-io\/|\/src\/cli\/|\/src\/relay\/(local|auth|auth_nats|server|log\/)|\/src\/runtime\/(fs|home|native_crypto|serve|sqlite|http|process|stdio)\.ts$|\/src\/mcp\/(stdio|http|server)\.ts$|\/mcp\.ts$)/;
+/**
+ * What a browser never loads: Node built-ins, `ws`, and our server, CLI, file and node:crypto
+ * modules. The SDK reaches them only by `await import()` (tests/module_graph_test.ts), so a
+ * bundle keeps those imports as they are; in a tab such an import fails, which the SDK expects.
+ * The relay's token client (`auth_client.ts`) is browser-safe and stays in: an API key works
+ * from a page. The one list, for the console and for tests/_browser.ts.
+ */
+export const SERVER_SIDE: RegExp =
+  /(^node:|^ws$|^@nats-io\/|\/src\/cli\/|\/src\/relay\/(local|local_auth|auth|auth_keys|auth_nats|server)\.ts$|\/src\/relay\/log\/|\/src\/runtime\/(fs|home|native_crypto|serve|sqlite|http|process|stdio)\.ts$|\/src\/mcp\/(stdio|http|server)\.ts$|\/mcp\.ts$)/;
 
 /** The module every server-side dynamic import of the bundle loads instead. */
 export const SERVER_ONLY = "_server_only.js";
