@@ -7,9 +7,9 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import process from "node:process";
 import * as esbuild from "esbuild";
-import type { BrowserContext, Page } from "playwright-core";
-import type { SkytaleChannelManager } from "../mod.ts";
-import { ROOT } from "./_helpers.ts";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
+import { ROOT, startRelayProcess } from "./_helpers.ts";
 import { SERVER_SIDE } from "../src/console/_bundle.ts";
 
 /** Where the browser is: `SKYTALE_CHROMIUM`, else Debian's `chromium` (scripts/chromium.sh). */
@@ -154,4 +154,32 @@ export async function openSdkTab(context: BrowserContext, origin: string): Promi
       await ready();
     },
   };
+}
+
+/**
+ * What every browser test starts with: a relay process (its log under `dir`) that admits the
+ * page's `origin`, an agent "alice" on it in this process, and Chromium. The caller closes them.
+ */
+export async function browserScene(
+  dir: string,
+  origin: string,
+  executablePath: string,
+): Promise<{
+  relay: Awaited<ReturnType<typeof startRelayProcess>>;
+  alice: SkytaleChannelManager;
+  chrome: Browser;
+}> {
+  const relay = await startRelayProcess([
+    "--data-dir",
+    path.join(dir, "relay"),
+    "--allow-origin",
+    origin,
+  ]);
+  const alice = new SkytaleChannelManager({
+    identity: "alice",
+    endpoint: relay.url,
+    store: new MemoryStore(),
+  });
+  const chrome = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
+  return { relay, alice, chrome };
 }

@@ -10,10 +10,9 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { promisify } from "node:util";
-import { chromium, type Page } from "playwright-core";
-import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
-import { reaping, ROOT, startRelayProcess, tempDir } from "./_helpers.ts";
-import { CHROMIUM_ARGS, chromiumPath, serveDir } from "./_browser.ts";
+import type { Page } from "playwright-core";
+import { reaping, ROOT, tempDir } from "./_helpers.ts";
+import { browserScene, chromiumPath, serveDir } from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -83,19 +82,8 @@ test("examples/browser joins by invite, shows and sends messages, and resumes af
       await fsp.copyFile(path.join(EXAMPLE, f), path.join(dir, f));
     }
     const site = await serveDir(dir);
-    const relay = await startRelayProcess([
-      "--data-dir",
-      path.join(dir, "relay"),
-      "--allow-origin",
-      site.origin,
-    ]);
+    const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
     const channel = "acme/browser/example";
-    const alice = new SkytaleChannelManager({
-      identity: "alice",
-      endpoint: relay.url,
-      store: new MemoryStore(),
-    });
-    const chrome = await chromium.launch({ executablePath: browser, args: CHROMIUM_ARGS });
     const log: string[] = [];
     try {
       await alice.create(channel);

@@ -8,13 +8,18 @@
 //    On MemoryStore this fails: the reloaded page would be a new identity with no channel.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
 import process from "node:process";
 import { chromium } from "playwright-core";
-import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
 import type { ChannelRecord, JournalEntry } from "../mod.ts";
-import { reaping, startRelayProcess, tempDir } from "./_helpers.ts";
-import { CHROMIUM_ARGS, chromiumPath, openSdkTab, type PageGlobals, serveSdk } from "./_browser.ts";
+import { reaping, tempDir } from "./_helpers.ts";
+import {
+  browserScene,
+  CHROMIUM_ARGS,
+  chromiumPath,
+  openSdkTab,
+  type PageGlobals,
+  serveSdk,
+} from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -248,19 +253,8 @@ test(
     await reaping(async () => {
       const dir = await tempDir();
       const site = await serveSdk(dir);
-      const relay = await startRelayProcess([
-        "--data-dir",
-        path.join(dir, "relay"),
-        "--allow-origin",
-        site.origin,
-      ]);
+      const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
       const channel = "acme/browser/reload";
-      const alice = new SkytaleChannelManager({
-        identity: "alice",
-        endpoint: relay.url,
-        store: new MemoryStore(),
-      });
-      const chrome = await chromium.launch({ executablePath: browser, args: CHROMIUM_ARGS });
       const logs: string[][] = [];
       /** Makes the page's agent on IndexedDB ("browser-bob") and says who it is. */
       const start = (endpoint: string) => {

@@ -7,10 +7,8 @@ import assert from "node:assert/strict";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
-import { chromium } from "playwright-core";
-import { MemoryStore, SkytaleChannelManager } from "../mod.ts";
-import { reaping, startRelayProcess, tempDir } from "./_helpers.ts";
-import { CHROMIUM_ARGS, chromiumPath, openSdkTab, type PageGlobals, serveSdk } from "./_browser.ts";
+import { reaping, tempDir } from "./_helpers.ts";
+import { browserScene, chromiumPath, openSdkTab, type PageGlobals, serveSdk } from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -32,19 +30,8 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
       site.files.map((f) => fsp.readFile(path.join(dir, f), "utf8")),
     );
     assert.ok(bundled.some((t) => t.includes("/v1/tokens")), "the token client is in the bundle");
-    const relay = await startRelayProcess([
-      "--data-dir",
-      path.join(dir, "relay"),
-      "--allow-origin",
-      site.origin,
-    ]);
+    const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
     const channel = "acme/browser/chat";
-    const alice = new SkytaleChannelManager({
-      identity: "alice",
-      endpoint: relay.url,
-      store: new MemoryStore(),
-    });
-    const chrome = await chromium.launch({ executablePath: browser, args: CHROMIUM_ARGS });
     let pageLog: string[] = [];
     try {
       await alice.create(channel);
