@@ -5,7 +5,7 @@
  * bench process (the manager's probes, `src/_probe.ts`, and a wrapper around
  * the manager and the transport that notes when a frame was sealed, tapped and
  * opened); relay stages in the relay process (`SKYTALE_BENCH_PROBES`). The
- * serving side (`skytale expose`, its stdio server) is one step: from the
+ * serving side (another process) is one step: from the
  * request's fan-out to the response reaching the relay. All on the wall clock.
  *
  * @module
@@ -23,7 +23,7 @@ const PATH: [label: string, step: string][] = [
   [`req ${Stages.relayReceived}`, "request: publish to the relay"],
   [`req ${Stages.relayStored}`, "request: relay log append"],
   [`req ${Stages.relayFannedOut}`, "request: relay fan-out"],
-  [`resp ${Stages.relayReceived}`, "serving side: expose decrypts, opens, stdio server, seals"],
+  [`resp ${Stages.relayReceived}`, "serving side: decrypts, opens, McpServer answers, seals"],
   [`resp ${Stages.relayStored}`, "response: relay log append"],
   [`resp ${Stages.arrived}`, "response: relay fan-out, arrives at the client's manager"],
   [`resp ${Stages.decrypted}`, "response: MLS decrypt"],

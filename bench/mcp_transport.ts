@@ -4,8 +4,13 @@
  * tool) three ways, interleaved call by call in one run:
  *
  * - baseline: an SDK `Client` over plain stdio to the server;
- * - transport: an SDK `Client` over `SkytaleTransport` (in this process) →
- *   relay process → `skytale expose` process → the server as its child;
+ * - both ends: an SDK `Client` over `SkytaleTransport` (in this process) →
+ *   relay process → an SDK `McpServer` with the same tool connected with
+ *   `server.connect(new SkytaleTransport(mgr, channel))` in its own process
+ *   (`bench/_mcp_direct.ts`): the transport's own path, no stdio behind it;
+ * - expose: an SDK `Client` over `SkytaleTransport` (in this process) →
+ *   relay process → `skytale expose` process → the server as its child (so
+ *   this path holds a stdio round trip of its own);
  * - bridge: an SDK `Client` over stdio to `skytale connect` → relay process →
  *   `skytale expose` → the server (what Claude Desktop would use).
  *
@@ -13,7 +18,7 @@
  * each encrypted, stored by the relay, delivered and decrypted; each carries
  * one MCP frame, AES-GCM under the session's key (frame version 3).
  *
- * Then the round trip budget of the transport path (`_mcp_budget.ts`): per
+ * Then the round trip budget of the both-ends path (`_mcp_budget.ts`): per
  * stage of the request and the response, the step from the stage before, from
  * the client's manager and transport (this process) and the relay's probes.
  *
@@ -43,6 +48,7 @@ import { SkytaleTransport } from "../src/mcp/transport.ts";
 import { readFileIfExists } from "../src/runtime/fs.ts";
 
 const CHANNEL = "bench/mcp/transport";
+const DIRECT = "bench/mcp/direct";
 
 function stdioClient(args: string[], env: Record<string, string> = {}): Promise<Client> {
   const [cmd, pre] = runtimeCommand();
@@ -80,6 +86,7 @@ export async function run(h: Harness): Promise<void> {
   const budget = new RoundTripBudget();
   const [cmd, pre] = runtimeCommand();
   let expose: Child | undefined;
+  let direct: Child | undefined;
   const clients: Client[] = [];
   let mgr: SkytaleChannelManager | undefined;
   try {
@@ -96,6 +103,13 @@ export async function run(h: Harness): Promise<void> {
     const did = (await expose.waitFor(/server did: (did:key:\S+)/, 60_000))[1]!;
     const token = (await expose.waitFor(/invite token for "[^"]+": (skt_inv_\S+)/, 60_000))[1]!;
 
+    direct = spawnChild("bench/_mcp_direct.ts", [DIRECT], {
+      SKYTALE_RELAY: relay.url,
+      SKYTALE_DATA_DIR: await dir(),
+    });
+    const directToken = (await direct.waitFor(/invite: (skt_inv_\S+)/, 60_000))[1]!;
+    const directDid = (await direct.waitFor(/serving (did:key:\S+)/, 60_000))[1]!;
+
     const plain = await stdioClient([path.join(ROOT, "bench/_mcp_min.ts")]);
     clients.push(plain);
     mgr = new SkytaleChannelManager({
@@ -104,11 +118,17 @@ export async function run(h: Harness): Promise<void> {
       dataDir: await dir(),
     });
     await mgr.joinWithToken(CHANNEL, token);
+    await mgr.joinWithToken(DIRECT, directToken);
     const overChannel = new Client({ name: "skytale-bench", version: "0.0.0" });
-    const transport = new SkytaleTransport(budget.channels(mgr), CHANNEL, { serverDid: did });
-    await overChannel.connect(transport, { timeout: 60_000 });
-    budget.watch(transport);
+    await overChannel.connect(new SkytaleTransport(mgr, CHANNEL, { serverDid: did }), {
+      timeout: 60_000,
+    });
     clients.push(overChannel);
+    const bothEnds = new Client({ name: "skytale-bench", version: "0.0.0" });
+    const transport = new SkytaleTransport(budget.channels(mgr), DIRECT, { serverDid: directDid });
+    await bothEnds.connect(transport, { timeout: 60_000 });
+    budget.watch(transport);
+    clients.push(bothEnds);
     const bridged = await stdioClient(
       [path.join(ROOT, "mod.ts"), "connect", CHANNEL, "--server", did, "--invite", token],
       { SKYTALE_RELAY: relay.url, SKYTALE_DATA_DIR: await dir(), SKYTALE_IDENTITY: "bench-bridge" },
@@ -116,7 +136,7 @@ export async function run(h: Harness): Promise<void> {
     clients.push(bridged);
 
     const args = { channel: CHANNEL, message: "x".repeat(1024) };
-    const paths = [plain, overChannel, bridged];
+    const paths = [plain, bothEnds, overChannel, bridged];
     for (let i = 0; i < 20; i++) for (const c of paths) await call(c, args);
     const calls = h.quick ? 30 : 300;
     const times: number[][] = paths.map(() => []);
@@ -131,17 +151,27 @@ export async function run(h: Harness): Promise<void> {
       }
     }
     budget.stop();
-    const [base, overTransport, bridge] = times as [number[], number[], number[]];
+    const [base, both, overTransport, bridge] = times as [number[], number[], number[], number[]];
     for (const p of [50, 99]) {
       const baseline = { name: `plain stdio p${p}`, value: percentile(base, p) };
       const note = `${calls} calls interleaved, echo of 1 KiB`;
       h.report({
         name: `tools/call over SkytaleTransport p${p}`,
+        value: percentile(both, p),
+        unit: "ms",
+        better: Better.lower,
+        baseline,
+        // Issue 13: p50 ≤ 1.5 ms and ≤ 3× plain stdio.
+        ...(p === 50 ? { target: { ratio: 1 / 3, value: 1.5 } } : {}),
+        note: `${note}; SkytaleTransport on both ends, McpServer in its own process`,
+      });
+      h.report({
+        name: `tools/call to skytale expose p${p}`,
         value: percentile(overTransport, p),
         unit: "ms",
         better: Better.lower,
         baseline,
-        note: `${note}; client in-process, server behind skytale expose`,
+        note: `${note}; client in-process, server a stdio child behind skytale expose`,
       });
       h.report({
         name: `tools/call via connect/expose bridge p${p}`,
@@ -156,6 +186,7 @@ export async function run(h: Harness): Promise<void> {
     await Promise.all(clients.map((c) => c.close().catch(() => {})));
     await mgr?.close();
     await expose?.stop();
+    await direct?.stop();
     await relay.stop();
     budget.report(h, await readFileIfExists(probeFile));
     for (const d of dirs) await removeDir(d);
