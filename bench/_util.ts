@@ -88,7 +88,10 @@ export interface Child {
 }
 
 /**
- * Spawns a `.ts` file (relative to the root) under the current runtime.
+ * Spawns a `.ts` file (relative to the root) under the current runtime. With
+ * `SKYTALE_BENCH_PROF=DIR` set, a child on Deno or Node writes a V8 CPU
+ * profile into DIR when it exits (`--cpu-prof`), to see where a relay or peer
+ * process spends its time under the bench's load.
  *
  * @param script The script path relative to the project root.
  * @param args Its arguments.
@@ -101,7 +104,9 @@ export function spawnChild(
   env: Record<string, string> = {},
 ): Child {
   const [cmd, pre] = runtimeCommand();
-  const proc = spawn(cmd, [...pre, path.join(ROOT, script), ...args], {
+  const prof = process.env.SKYTALE_BENCH_PROF;
+  const flags = prof && !("Bun" in globalThis) ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : [];
+  const proc = spawn(cmd, [...pre, ...flags, path.join(ROOT, script), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],

@@ -3,7 +3,8 @@
  * leaves Nagle's algorithm on and writes a frame's header and payload
  * separately, so every message over about 1 KiB waits for the peer's delayed
  * ACK (~40 ms on Linux loopback). On Deno the `ws` package (which sets
- * TCP_NODELAY) is used instead; Node and Bun use their global `WebSocket`.
+ * TCP_NODELAY) is used instead, corked per turn of the event loop (below);
+ * Node and Bun use their global `WebSocket`.
  *
  * @module
  */
@@ -19,7 +20,41 @@ let cached: Promise<typeof WebSocket> | undefined;
  */
 export function clientWebSocket(): Promise<typeof WebSocket> {
   cached ??= runtime === "deno"
-    ? import("ws").then((m) => m.WebSocket as unknown as typeof WebSocket)
+    ? import("ws").then((m) => _corking(m.WebSocket) as unknown as typeof WebSocket)
     : Promise.resolve(globalThis.WebSocket);
   return cached;
+}
+
+type _WsClass = typeof import("ws").WebSocket;
+type _Socket = import("node:stream").Duplex;
+
+/**
+ * `ws`'s client, with the messages sent in one turn of the event loop leaving
+ * in one `writev`: the first send of a turn corks the TCP socket (taken from
+ * the public `upgrade` event's response) and a microtask uncorks it once the
+ * turn's synchronous work is done. A burst of publishes answered in one read
+ * costs one system call, not one each; a lone message waits for nothing.
+ */
+function _corking(Base: _WsClass): new (url: string | URL) => InstanceType<_WsClass> {
+  return class CorkingWebSocket extends Base {
+    constructor(url: string | URL) {
+      super(url);
+      let socket: _Socket | undefined;
+      let corked = false;
+      const uncork = () => {
+        corked = false;
+        socket?.uncork();
+      };
+      this.once("upgrade", (res) => (socket = res.socket));
+      const send = this.send.bind(this);
+      this.send = ((...a: Parameters<typeof send>) => {
+        if (socket && !corked && this.readyState === Base.OPEN) {
+          corked = true;
+          socket.cork();
+          queueMicrotask(uncork);
+        }
+        send(...a);
+      }) as typeof send;
+    }
+  };
 }
