@@ -46,7 +46,7 @@ import {
   type Stage,
   Stages,
 } from "../src/_probe.ts";
-import { readFileIfExists } from "../src/runtime/fs.ts";
+import { Appender, readFileIfExists } from "../src/runtime/fs.ts";
 
 const TEXT = "x".repeat(1024);
 const WINDOW = 64;
@@ -173,16 +173,28 @@ export async function run(h: Harness): Promise<void> {
       await e2eOnce();
       await echoOnce();
     }
+    // The floor under the hand-out: one journal line written and fsync'd (the product's
+    // appender), interleaved with the samples so that it sees the same disk.
+    const journal = new Appender(`${dir}/fsync-floor.journal`);
+    const line = new TextEncoder().encode(`${JSON.stringify({ delivered: 123456 })}\n`);
+    const fsyncOnce = async () => {
+      const t = performance.now();
+      await journal.append(line, true);
+      return performance.now() - t;
+    };
     const samples = h.quick ? 100 : 1000;
     const e2e: number[] = [];
     const bare: number[] = [];
+    const floor: number[] = [];
     // The probe points cost a stamp each when on; the budget below says what they cost.
     const recording = probing.on = recordProbes();
     for (let i = 0; i < samples; i++) {
       e2e.push(await e2eOnce());
       bare.push(await echoOnce());
+      floor.push(await fsyncOnce());
     }
     recording.stop();
+    await journal.close();
     ws.close();
     for (const p of [50, 99]) {
       h.report({
@@ -193,6 +205,13 @@ export async function run(h: Harness): Promise<void> {
         baseline: { name: `bare WebSocket echo p${p}`, value: percentile(bare, p) },
         target: { value: p === 50 ? 1 : 3 }, // issue 13
         note: `send() → receive(), ${samples} samples interleaved with the echo`,
+      });
+      h.report({
+        name: `journal line write+fsync p${p}`,
+        value: percentile(floor, p),
+        unit: "ms",
+        better: Better.lower,
+        note: `the exactly-once hand-out's floor on this disk, ${samples} samples interleaved`,
       });
     }
   } finally {
