@@ -89,6 +89,10 @@ test("a sealed frame whose message is not JSON-RPC 2.0 does not open; results an
     { jsonrpc: "2.0", id: 1, method: 7 },
     { jsonrpc: "2.0", id: 1, result: "not an object" },
     { jsonrpc: "2.0", id: 1, error: { code: "x", message: "m" } },
+    { jsonrpc: "2.0", id: null, method: "ping" }, // neither a request nor a notification
+    { jsonrpc: "2.0", id: 1 }, // no method, result or error
+    [{ jsonrpc: "2.0", id: 1, method: "ping" }], // a batch
+    "ping",
   ];
   for (const b of bodies) {
     const f = decodeFrame(await sealer.seal({ msg: b as never }))!;
@@ -98,6 +102,8 @@ test("a sealed frame whose message is not JSON-RPC 2.0 does not open; results an
     { jsonrpc: "2.0", id: 2, result: {} },
     { jsonrpc: "2.0", id: 3, error: { code: -32000, message: "ended" } },
     { jsonrpc: "2.0", method: "notifications/initialized" },
+    { jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error" } },
+    { jsonrpc: "2.0", id: "a", method: "tools/call", params: { name: "x" }, extra: 1 },
   ];
   for (const b of good) {
     const f = decodeFrame(await sealer.seal({ msg: b as never }))!;
