@@ -171,6 +171,7 @@ export async function serve(opts: ServeOptions): Promise<Server> {
 interface _BunWs {
   data: { h?: WsHandlers | undefined; conn?: WsConnection };
   send(d: Uint8Array): number;
+  cork(f: () => void): void;
   close(code?: number, reason?: string): void;
   getBufferedAmount(): number;
   remoteAddress: string;
@@ -220,17 +221,32 @@ async function _serveBun(opts: ServeOptions): Promise<Server> {
       ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
       open(ws) {
         sockets.add(ws);
+        // As on Node: the sends of one turn leave together (`cork`), one system call, not one each.
+        let turn: Uint8Array[] | undefined;
+        const flush = () => {
+          const out = turn;
+          turn = undefined;
+          if (!out || ws.readyState !== 1) return;
+          if (out.length === 1) ws.send(out[0]!);
+          else ws.cork(() => out.forEach((d) => ws.send(d)));
+        };
         const conn: WsConnection = {
           send(data) {
-            if (ws.readyState === 1) ws.send(data);
+            if (ws.readyState !== 1) return;
+            if (turn) return void turn.push(data);
+            turn = [data];
+            queueMicrotask(flush);
           },
           close(code, reason) {
+            flush(); // what was sent before the close goes first
             try {
               ws.close(code, reason);
             } catch { /* already closed */ }
           },
           get bufferedAmount() {
-            return ws.getBufferedAmount();
+            let queued = 0;
+            for (const d of turn ?? []) queued += d.length;
+            return ws.getBufferedAmount() + queued;
           },
           remote: ws.remoteAddress,
         };
