@@ -168,6 +168,10 @@ export interface Live {
   rekey?: Promise<unknown> | undefined;
   /** Generations below `gen` at `epoch` are journaled as possibly used by this member. */
   reserved: { epoch: number; gen: number } | undefined;
+  /** The next block of generations, being reserved in the background (`_send.ts`). */
+  reserving?: Promise<void> | undefined;
+  /** Counts the journal's clearings: a reservation written before one is not adopted after it. */
+  journalEra: number;
   /** Chat messages up to this seq were handed to the application… */
   delivered: number;
   /** …but for these, still in the buffer. */
@@ -270,6 +274,7 @@ export async function loadLive(core: Core, ctx: Ctx, record: ChannelRecord): Pro
     taps: new Map(),
     outbox: [],
     reserved,
+    journalEra: 0,
     delivered,
     held: heldSet,
     recent: record.buffer.slice(-RECENT),
@@ -336,6 +341,7 @@ export async function save(ctx: Ctx, live: Live, durable = true): Promise<void> 
   live.savedAt = Date.now();
   // A record on disk covers everything the journal says: start it afresh (and reserve anew).
   if (durable) {
+    live.journalEra++;
     await ctx.store.clearJournal(live.record.channel);
     live.reserved = exact;
   }

@@ -122,15 +122,54 @@ async function sealPass(core: Core, ctx: Ctx, live: Live): Promise<void> {
   for (const [item, s] of sealed) item.resolve(s);
 }
 
-/** Makes sure the next `n` send generations are durably reserved in the journal. */
+/**
+ * Makes sure the next `n` send generations are durably reserved in the
+ * journal. Once fewer than half a block is left, the next block is reserved in
+ * the background, so that a member sending one message at a time never waits
+ * for that fsync (it was 1 send in 64 on the latency path).
+ *
+ * Crash safety: a send uses only generations below `live.reserved.gen`, and
+ * `live.reserved` only ever names a reservation that is durable in the
+ * journal as it is now. The background one is adopted once its fsync is done,
+ * and only if the journal was not cleared since it began (`journalEra`; a
+ * clearing happens in a durable save, under the mutex that this pass holds
+ * when it starts one). A line written but not adopted only makes a restarted
+ * member skip further ahead, as any reservation does.
+ */
 async function reserve(ctx: Ctx, live: Live, n: number): Promise<void> {
   const epoch = live.engine.epoch(live.group);
   const next = live.engine.sendGeneration(live.group);
   const r = live.reserved;
-  if (r && r.epoch === epoch && next + n <= r.gen) return;
+  if (r && r.epoch === epoch && next + n <= r.gen) {
+    if (r.gen - next - n < RESERVE_AHEAD / 2 && !live.reserving) {
+      reserveAhead(ctx, live, { epoch, gen: next + n + RESERVE_AHEAD });
+    }
+    return;
+  }
+  if (live.reserving) {
+    await live.reserving;
+    return await reserve(ctx, live, n);
+  }
   const reserved = { epoch, gen: next + n + RESERVE_AHEAD };
   await ctx.store.appendJournal(live.record.channel, { reserve: reserved }, { durable: true });
   live.reserved = reserved;
+}
+
+/** Reserves the next block without waiting for it (see {@linkcode reserve}). */
+function reserveAhead(ctx: Ctx, live: Live, next: { epoch: number; gen: number }): void {
+  const era = live.journalEra;
+  live.reserving = ctx.store.appendJournal(live.record.channel, { reserve: next }, {
+    durable: true,
+  }).then(() => {
+    const r = live.reserved;
+    const newer = !r || r.epoch < next.epoch || (r.epoch === next.epoch && r.gen < next.gen);
+    if (live.journalEra === era && newer) live.reserved = next;
+  }, (e) => {
+    // The next send reserves in line and meets the same error itself.
+    logLine(`skytale: reserving ahead on "${live.record.channel}" failed: ${errorMessage(e)}`);
+  }).finally(() => {
+    live.reserving = undefined;
+  });
 }
 
 /**
