@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Group, MlsEngine } from "../src/mls/engine.ts";
 import { SkytaleError } from "../src/errors.ts";
+import { nameOf } from "../src/mls/_rules.ts";
 import { decodeMlsMessage, encodeMlsMessage, nobleCryptoProvider } from "ts-mls";
 
 const enc = new TextEncoder();
@@ -468,4 +469,18 @@ test("a commit in a non-canonical encoding is refused, though ts-mls decodes it 
   assert.ok(variants > 0, "the add commit (no path) has a presence byte to play with");
   const r = await mls.process(mls.decodeGroup(saved), commit);
   assert.equal(r.kind, "commit", "the canonical bytes are still accepted");
+});
+
+test("a credential's name reads as strict UTF-8 whether or not it is all ASCII", () => {
+  const basic = (identity: Uint8Array) => ({ credentialType: "basic" as const, identity });
+  const utf8 = new TextEncoder();
+  for (const name of ["alice", "", "a".repeat(255), "a".repeat(256), "zoë", "名前", "a\u0000b"]) {
+    assert.equal(nameOf(basic(utf8.encode(name))), name);
+  }
+  const bom = Uint8Array.of(0xef, 0xbb, 0xbf, ...utf8.encode("alice"));
+  assert.equal(nameOf(basic(bom)), "alice", "as TextDecoder reads it: the byte-order mark dropped");
+  assert.equal(nameOf(basic(Uint8Array.of(0x61, 0xff))), undefined, "invalid UTF-8");
+  assert.equal(nameOf(basic(Uint8Array.of(0xc3))), undefined, "a truncated sequence");
+  const x509 = { credentialType: "x509" as const, certificates: [] };
+  assert.equal(nameOf(x509 as unknown as Parameters<typeof nameOf>[0]), undefined);
 });

@@ -14,9 +14,9 @@
  *   per HMAC);
  * - AES-GCM runs synchronously with `node:crypto` (native, no key schedule or
  *   GHASH tables built in JavaScript for MLS' single-use message keys), except
- *   on Deno above {@linkcode AEAD_NATIVE_MAX}, where WebCrypto is faster; without
- *   `node:crypto`, `@noble/ciphers` below {@linkcode AEAD_NOBLE_MAX} and
- *   WebCrypto above.
+ *   on Deno above {@linkcode AEAD_NATIVE_MAX}, where it is composed of Deno's
+ *   much faster native AES-ECB and GMAC (`_gcm.ts`); without `node:crypto`,
+ *   `@noble/ciphers` below {@linkcode AEAD_NOBLE_MAX} and WebCrypto above.
  *
  * HPKE (commits, Welcome) and everything of other signature schemes stay with
  * ts-mls' default implementation.
@@ -34,20 +34,22 @@ import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";
 import type { CHash } from "@noble/hashes/utils.js";
 import { KeyCache, SyncKeyCache } from "./_keyCache.ts";
 import { hmacSha256, sha256 as jsSha256 } from "./_sha256.ts";
+import { gcmOpen, gcmSeal } from "./_gcm.ts";
 import { ed25519Pkcs8 } from "./_pkcs8.ts";
 import type { NativeCrypto, NativeEd25519Key } from "../runtime/native_crypto.ts";
 import { runtime } from "../runtime/env.ts";
 import { timingSafeEqual } from "../_util.ts";
 
 /**
- * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`
- * per runtime; larger ones go to WebCrypto. Measured on a 2-core x86-64
- * machine (fresh key, 40-byte AAD, best of 8 runs): Deno 2.9's `node:crypto`
- * costs about 4 µs + 5 µs/KiB (9 µs at 1 KiB, 25 µs at 4 KiB, 85–95 µs at
- * 16 KiB) against WebCrypto import + encrypt at about 18 µs + 2 µs/KiB (20, 22
- * and 40–55 µs), so the cross-over is near 4 KiB (an MLS 16 KiB pair: 430 →
- * 390 µs); Node 26 (4 µs at 1 KiB, 13 µs at 16 KiB) and Bun 1.4 (2.4 µs, 4 µs)
- * stay ahead of WebCrypto at every size.
+ * Largest plaintext/ciphertext (bytes) that AES-GCM encrypts with `node:crypto`'s
+ * AES-GCM per runtime; larger ones are composed of its AES-ECB and GMAC
+ * (`_gcm.ts`), or go to WebCrypto where those are missing. Measured on a
+ * 2-core x86-64 machine (fresh key, 40-byte AAD, best of 6 runs): Deno 2.9's
+ * AES-GCM costs about 4 µs + 5.5 µs/KiB (10 µs at 1 KiB, 26 µs at 4 KiB,
+ * 90–96 µs at 16 KiB, 175–186 µs at 32 KiB), the composition about 12 µs +
+ * 2.8 µs/KiB (18, 27–29, 59–64 and 103–108 µs), WebCrypto import + encrypt
+ * about 18 µs + 2–7 µs/KiB plus a thread hop; Node 26 (4 µs at 1 KiB, 12 µs at
+ * 16 KiB) and Bun 1.4 (2 µs, 4.5 µs) stay ahead of both at every size.
  */
 export const AEAD_NATIVE_MAX = { deno: 4096, node: Infinity, bun: Infinity } as const;
 /** The type of {@linkcode AEAD_NATIVE_MAX}. */
@@ -203,6 +205,8 @@ function expandOneBlock(h: NobleHash, prk: Uint8Array, info: Uint8Array, len: nu
   return r;
 }
 
+const EMPTY = new Uint8Array(0);
+
 type Aead = Pick<CiphersuiteImpl["hpke"], "encryptAead" | "decryptAead">;
 
 function makeAesGcm(native: NativeCrypto | undefined): Aead {
@@ -217,6 +221,9 @@ function makeAesGcm(native: NativeCrypto | undefined): Aead {
       if (plaintext.length <= nativeMax && native!.aesGcmSupports(key.length)) {
         return native!.aesGcmEncrypt(key, nonce, aad, plaintext);
       }
+      if (native?.aesEcbSupports(key.length)) {
+        return gcmSeal(native, key, nonce, aad ?? EMPTY, plaintext);
+      }
       if (plaintext.length <= nobleMax) return gcm(key, nonce, aad).encrypt(plaintext);
       const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["encrypt"]);
       return new Uint8Array(await subtle.encrypt(params(nonce, aad), k, bs(plaintext)));
@@ -225,6 +232,9 @@ function makeAesGcm(native: NativeCrypto | undefined): Aead {
       try {
         if (ciphertext.length <= nativeMax && native!.aesGcmSupports(key.length)) {
           return native!.aesGcmDecrypt(key, nonce, aad, ciphertext);
+        }
+        if (native?.aesEcbSupports(key.length)) {
+          return gcmOpen(native, key, nonce, aad ?? EMPTY, ciphertext);
         }
         if (ciphertext.length <= nobleMax) return gcm(key, nonce, aad).decrypt(ciphertext);
         const k = await subtle.importKey("raw", bs(key), "AES-GCM", false, ["decrypt"]);

@@ -58,6 +58,30 @@ export interface NativeCrypto {
     ciphertext: Uint8Array,
   ): Uint8Array;
   /**
+   * Whether AES-ECB (and GMAC) take keys of this length here.
+   *
+   * @param keyLength The key length in bytes.
+   * @returns Whether {@linkcode NativeCrypto.aesEcbEncrypt} and `aesGmac` accept such keys.
+   */
+  aesEcbSupports(keyLength: number): boolean;
+  /**
+   * AES-ECB encryption of whole blocks, no padding (for `src/mls/_gcm.ts`).
+   *
+   * @param key 16, 24 or 32 bytes, as {@linkcode NativeCrypto.aesEcbSupports} allows.
+   * @param blocks A multiple of 16 bytes.
+   * @returns The encrypted blocks, in a fresh buffer.
+   */
+  aesEcbEncrypt(key: Uint8Array, blocks: Uint8Array): Uint8Array;
+  /**
+   * GMAC: AES-GCM's tag over associated data only (empty plaintext).
+   *
+   * @param key 16, 24 or 32 bytes, as {@linkcode NativeCrypto.aesEcbSupports} allows.
+   * @param nonce The nonce (12 bytes in MLS).
+   * @param aad The associated data.
+   * @returns The 16-byte tag.
+   */
+  aesGmac(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array): Uint8Array;
+  /**
    * Prepares an Ed25519 private key.
    *
    * @param key A PKCS#8 DER private key, or a raw 32-byte seed.
@@ -92,16 +116,20 @@ export interface NativeCrypto {
 
 const TAG = 16;
 
-function gcmName(key: Uint8Array): "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm" {
+function aesName<M extends "gcm" | "ecb">(key: Uint8Array, mode: M): `aes-${128 | 192 | 256}-${M}` {
   switch (key.length) {
     case 16:
-      return "aes-128-gcm";
+      return `aes-128-${mode}`;
     case 24:
-      return "aes-192-gcm";
+      return `aes-192-${mode}`;
     case 32:
-      return "aes-256-gcm";
+      return `aes-256-${mode}`;
   }
   throw new RangeError(`Invalid AES key length "${key.length}"`);
+}
+
+function gcmName(key: Uint8Array): `aes-${128 | 192 | 256}-gcm` {
+  return aesName(key, "gcm");
 }
 
 /** Copies Buffers into one plain Uint8Array (not a view of a shared Buffer pool). */
@@ -115,17 +143,16 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
-function make(): NativeCrypto | undefined {
-  if (
-    typeof nc.createCipheriv !== "function" || typeof nc.createDecipheriv !== "function" ||
-    typeof nc.sign !== "function" || typeof nc.verify !== "function" ||
-    typeof nc.createPrivateKey !== "function" || typeof nc.createPublicKey !== "function"
-  ) return undefined;
+/** The AES half of {@linkcode NativeCrypto}, or `undefined` without AES-128-GCM. */
+function makeAes(): Omit<NativeCrypto, `ed25519${string}`> | undefined {
   const supported = new Set<number>();
+  const ecb = new Set<number>();
   for (const len of [16, 24, 32]) {
     try {
       nc.createCipheriv(gcmName(new Uint8Array(len)), new Uint8Array(len), new Uint8Array(12));
       supported.add(len);
+      nc.createCipheriv(aesName(new Uint8Array(len), "ecb"), new Uint8Array(len), null);
+      ecb.add(len);
     } catch {
       // not on this runtime
     }
@@ -153,6 +180,38 @@ function make(): NativeCrypto | undefined {
       const rest = d.final(); // throws when the tag does not match
       return concat([body, rest], body.length + rest.length);
     },
+    aesEcbSupports(keyLength) {
+      return ecb.has(keyLength);
+    },
+    aesEcbEncrypt(key, blocks) {
+      if (blocks.length % 16 !== 0) throw new RangeError("AES-ECB input is not whole blocks");
+      const c = nc.createCipheriv(aesName(key, "ecb"), key, null);
+      c.setAutoPadding(false);
+      const body = c.update(blocks);
+      const rest = c.final();
+      return rest.length === 0 && body.length === blocks.length
+        ? new Uint8Array(body.buffer, body.byteOffset, body.length)
+        : concat([body, rest], body.length + rest.length);
+    },
+    aesGmac(key, nonce, aad) {
+      const c = nc.createCipheriv(gcmName(key), key, nonce, { authTagLength: TAG });
+      if (aad.length > 0) c.setAAD(aad);
+      c.final();
+      return concat([c.getAuthTag()], TAG);
+    },
+  };
+}
+
+function make(): NativeCrypto | undefined {
+  if (
+    typeof nc.createCipheriv !== "function" || typeof nc.createDecipheriv !== "function" ||
+    typeof nc.sign !== "function" || typeof nc.verify !== "function" ||
+    typeof nc.createPrivateKey !== "function" || typeof nc.createPublicKey !== "function"
+  ) return undefined;
+  const aes = makeAes();
+  if (aes === undefined) return undefined;
+  return {
+    ...aes,
     ed25519PrivateKey(key) {
       const der = ed25519Pkcs8(key);
       const k = nc.createPrivateKey({ key: der as Buffer, format: "der", type: "pkcs8" });
