@@ -4,9 +4,9 @@
  * reached each stage, from the client's side. Client stages are stamped in the
  * bench process (the manager's probes, `src/_probe.ts`, and a wrapper around
  * the manager and the transport that notes when a frame was sealed, tapped and
- * opened); relay stages in the relay process (`SKYTALE_BENCH_PROBES`). The
- * serving side (another process) is one step: from the
- * request's fan-out to the response reaching the relay. All on the wall clock.
+ * opened); relay stages in the relay process (`SKYTALE_BENCH_PROBES`), the
+ * serving side's in the server process (the same probes, written by
+ * `bench/_mcp_direct.ts`). All on the wall clock.
  *
  * @module
  */
@@ -23,7 +23,12 @@ const PATH: [label: string, step: string][] = [
   [`req ${Stages.relayReceived}`, "request: publish to the relay"],
   [`req ${Stages.relayStored}`, "request: relay log append"],
   [`req ${Stages.relayFannedOut}`, "request: relay fan-out"],
-  [`resp ${Stages.relayReceived}`, "serving side: decrypts, opens, McpServer answers, seals"],
+  [`req ${Stages.arrived}`, "server: the request arrives at its manager"],
+  [`req ${Stages.decrypted}`, "server: MLS decrypt"],
+  [`req ${Stages.buffered}`, "server: applied, journaled (no flush)"],
+  [`resp ${Stages.reserved}`, "server: open, McpServer answers, seal, reserve"],
+  [`resp ${Stages.encrypted}`, "server: MLS encrypt"],
+  [`resp ${Stages.relayReceived}`, "response: publish to the relay"],
   [`resp ${Stages.relayStored}`, "response: relay log append"],
   [`resp ${Stages.arrived}`, "response: relay fan-out, arrives at the client's manager"],
   [`resp ${Stages.decrypted}`, "response: MLS decrypt"],
@@ -114,10 +119,17 @@ export class RoundTripBudget {
     if (this.#rec) this.#marks.push([label, wall()]);
   }
 
-  /** One sample's stages: the request is what this process encrypted, the response what arrived. */
+  /**
+   * One sample's stages: the request is what this process encrypted, the
+   * response what arrived. A stage of a message comes from the process that
+   * did it: this one sends the request and receives the response, the server
+   * the other way round, the relay its own (a manager also stamps its own
+   * messages coming back, which are not on the path).
+   */
   #sample(
     s: { wall0: number; marks: [string, number][]; stamps: ProbeStamp[] },
     relay: Map<string, ProbeStamp[]>,
+    server: Map<string, ProbeStamp[]>,
   ): Sample {
     const out: Sample = new Map();
     for (const [label, at] of s.marks) if (!out.has(label)) out.set(label, at);
@@ -126,9 +138,17 @@ export class RoundTripBudget {
     const resp = s.stamps.findLast((x) =>
       x[0] === Stages.buffered && x[1] !== req && x[2] <= tapped
     )?.[1];
+    const sending: string[] = [Stages.reserved, Stages.encrypted];
+    const receiving: string[] = [Stages.arrived, Stages.decrypted, Stages.buffered];
     for (const [prefix, id] of [["req", req], ["resp", resp]] as const) {
       if (id === undefined) continue;
-      for (const [stage, sid, at] of [...s.stamps, ...(relay.get(id) ?? [])]) {
+      const [mine, theirs] = prefix === "req" ? [sending, receiving] : [receiving, sending];
+      const from = [
+        ...s.stamps.filter((x) => mine.includes(x[0])),
+        ...(server.get(id) ?? []).filter((x) => theirs.includes(x[0])),
+        ...(relay.get(id) ?? []),
+      ];
+      for (const [stage, sid, at] of from) {
         const label = `${prefix} ${stage}`;
         if (sid === id && !out.has(label)) out.set(label, at);
       }
@@ -141,14 +161,24 @@ export class RoundTripBudget {
    *
    * @param h The harness.
    * @param relayFile The relay's probe file, if it wrote one.
+   * @param serverFile The serving process's probe file, if it wrote one.
    */
-  report(h: Harness, relayFile: Uint8Array | undefined): void {
+  report(h: Harness, relayFile: Uint8Array | undefined, serverFile?: Uint8Array): void {
     if (this.#samples.length === 0) return;
-    const relay = new Map<string, ProbeStamp[]>();
-    const stamps = relayFile ? JSON.parse(new TextDecoder().decode(relayFile)) as ProbeStamp[] : [];
-    for (const st of stamps) relay.set(st[1], [...(relay.get(st[1]) ?? []), st]);
+    const byId = (file: Uint8Array | undefined) => {
+      const m = new Map<string, ProbeStamp[]>();
+      const stamps = file ? JSON.parse(new TextDecoder().decode(file)) as ProbeStamp[] : [];
+      for (const st of stamps) m.set(st[1], [...(m.get(st[1]) ?? []), st]);
+      return m;
+    };
+    const relay = byId(relayFile);
+    const server = byId(serverFile);
     if (!relayFile) h.log("  (no relay probe file: relay stages left out)");
-    const samples = this.#samples.map((s) => ({ wall0: s.wall0, at: this.#sample(s, relay) }));
+    if (!serverFile) h.log("  (no server probe file: the serving side is one step)");
+    const samples = this.#samples.map((s) => ({
+      wall0: s.wall0,
+      at: this.#sample(s, relay, server),
+    }));
     const rows: string[][] = [["stage", "step p50", "p99", "since call p50", "what"]];
     for (const [i, [label, what]] of PATH.entries()) {
       const step: number[] = [];

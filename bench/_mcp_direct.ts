@@ -4,7 +4,9 @@
  * `bench/_mcp_min.ts`, connected with `server.connect(new SkytaleTransport(mgr,
  * channel))` as Skytale documents it — no stdio hop behind it. Creates the
  * channel, prints `invite: skt_inv_…` and `serving DID` on stderr, and exits
- * when stdin closes.
+ * when stdin closes or on SIGTERM. With `SKYTALE_BENCH_PROBES=FILE` it records
+ * the manager's stage stamps (`src/_probe.ts`) and writes them to FILE on exit,
+ * so the round trip budget can split the serving side.
  *
  * ```sh
  * SKYTALE_RELAY=ws://… SKYTALE_DATA_DIR=… deno run -A bench/_mcp_direct.ts CHANNEL
@@ -17,9 +19,13 @@ import { z } from "zod";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { McpServer } from "../src/mcp/_sdk.ts";
 import { SkytaleTransport } from "../src/mcp/transport.ts";
-import { cliArgs } from "../src/runtime/env.ts";
+import { cliArgs, env } from "../src/runtime/env.ts";
+import { recordProbes } from "../src/_probe.ts";
+import { writeFileAtomic } from "../src/runtime/fs.ts";
 
 const [channel] = cliArgs();
+const probeFile = env("SKYTALE_BENCH_PROBES");
+const recording = probeFile ? recordProbes() : undefined;
 const mgr = new SkytaleChannelManager({ identity: "bench-direct" });
 await mgr.create(channel!);
 const server = new McpServer({ name: "bench-direct", version: "0.0.0" });
@@ -33,11 +39,18 @@ const log = (line: string) => process.stderr.write(line + "\n");
 log(`invite: ${await mgr.invite(channel!, { uses: 5 })}`);
 log(`serving ${(await mgr.whoami()).did}`);
 
+let stopping = false;
 const stop = async () => {
+  if (stopping) return;
+  stopping = true;
   await server.close();
   await mgr.close();
+  if (probeFile && recording) {
+    await writeFileAtomic(probeFile, new TextEncoder().encode(JSON.stringify(recording.stamps)));
+  }
   process.exit(0);
 };
+process.on("SIGTERM", stop);
 process.stdin.on("end", stop);
 process.stdin.on("close", stop);
 process.stdin.resume();

@@ -82,6 +82,7 @@ export async function run(h: Harness): Promise<void> {
     return d;
   };
   const probeFile = `${await dir()}/relay-probes.json`;
+  const serverProbeFile = `${await dir()}/server-probes.json`;
   const relay = await startRelayProcess("sqlite", { SKYTALE_BENCH_PROBES: probeFile });
   const budget = new RoundTripBudget();
   const [cmd, pre] = runtimeCommand();
@@ -106,6 +107,7 @@ export async function run(h: Harness): Promise<void> {
     direct = spawnChild("bench/_mcp_direct.ts", [DIRECT], {
       SKYTALE_RELAY: relay.url,
       SKYTALE_DATA_DIR: await dir(),
+      SKYTALE_BENCH_PROBES: serverProbeFile,
     });
     const directToken = (await direct.waitFor(/invite: (skt_inv_\S+)/, 60_000))[1]!;
     const directDid = (await direct.waitFor(/serving (did:key:\S+)/, 60_000))[1]!;
@@ -188,7 +190,7 @@ export async function run(h: Harness): Promise<void> {
     await expose?.stop();
     await direct?.stop();
     await relay.stop();
-    budget.report(h, await readFileIfExists(probeFile));
+    budget.report(h, await readFileIfExists(probeFile), await readFileIfExists(serverProbeFile));
     for (const d of dirs) await removeDir(d);
   }
 }
