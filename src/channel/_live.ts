@@ -350,7 +350,12 @@ export async function save(ctx: Ctx, live: Live, durable = true): Promise<void> 
 /**
  * Writes the record after a burst only now and then (see SNAPSHOT_MS): the
  * relay replays whatever a crash loses, and the journal keeps what it cannot
- * (reserved generations, what was handed out).
+ * (reserved generations, what was handed out). A record that must be written
+ * (`now`: a new epoch, a settled commit, a removal) is written before the
+ * burst is handed out; one that is merely due is written in a task of its own
+ * right after, so the message that happens to make it due is not held up by
+ * encoding and writing the group (a crash in between is a crash before it was
+ * due).
  */
 export async function snapshotLater(
   core: Core,
@@ -358,17 +363,17 @@ export async function snapshotLater(
   live: Live,
   now: boolean,
 ): Promise<void> {
-  if (now || live.dirty >= SNAPSHOT_ENTRIES || Date.now() - live.savedAt >= SNAPSHOT_MS) {
-    await save(ctx, live, false);
-    return;
-  }
-  live.snapshotTimer ??= setTimeout(() => {
+  if (now) return await save(ctx, live, false);
+  const due = live.dirty >= SNAPSHOT_ENTRIES || Date.now() - live.savedAt >= SNAPSHOT_MS;
+  if (due) clearTimeout(live.snapshotTimer);
+  else if (live.snapshotTimer !== undefined) return;
+  live.snapshotTimer = setTimeout(() => {
     live.snapshotTimer = undefined;
     if (core.closed) return;
     void live.mutex.run(async () => {
       if (live.dirty > 0 && !core.closed) await save(ctx, live, false);
     }).catch((e) => logLine(`skytale: saving "${live.record.channel}" failed: ${errorMessage(e)}`));
-  }, SNAPSHOT_MS);
+  }, due ? 0 : SNAPSHOT_MS);
 }
 
 /** Writes every channel's state that is only in memory or in the journal, flushed. */
