@@ -22,7 +22,7 @@ const BEFORE_INITIALIZE = [
 
 test("the stdio server's start-up loads no MLS engine, file layer, relay server, SQLite, NATS, jose or SDK client", () => {
   const graph = staticGraph(BEFORE_INITIALIZE);
-  assert.ok(graph.has("src/mcp/tools.ts"), "the walker follows the stdio server");
+  assert.ok(graph.has("src/mcp/resources.ts"), "the walker follows the stdio server");
   // The channel manager itself loads on the first tool call (src/mcp/_lazy_manager.ts).
   assert.ok(!graph.has("src/channel/manager.ts"), "the SDK loads on first use");
   const deferred = [...graph].filter((m) =>
@@ -33,6 +33,18 @@ test("the stdio server's start-up loads no MLS engine, file layer, relay server,
     /^@modelcontextprotocol\/sdk\/(client|server\/(streamableHttp|webStandard)|inMemory)/.test(m)
   );
   assert.deepEqual(deferred, [], "these should be reached by dynamic import, on first use");
+});
+
+test("the stdio server registers its tools and prompts after initialize: no zod schema of ours before", () => {
+  const graph = staticGraph(BEFORE_INITIALIZE);
+  assert.ok(graph.has("src/mcp/server.ts"), "the walker follows the stdio server");
+  // Loaded by the first request after initialize (src/mcp/_first_request.ts). zod itself is
+  // loaded by the SDK; what is deferred is our schemas, the tool families and their registration.
+  const deferred = [...graph].filter((m) =>
+    m === "zod" ||
+    /^src\/mcp\/(_catalog|tools|prompts|context_tools|audit_tools|tools\/_args)\.ts$/.test(m)
+  );
+  assert.deepEqual(deferred, [], "these should load on the first request after initialize");
 });
 
 test("the static graph walker sees every kind of static import and skips type-only ones", () => {
