@@ -5,10 +5,11 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import process from "node:process";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
-import { freePort, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
+import { freePort, nodeBin, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
 import { staticGraph } from "./_graph.ts";
 
 /** What `deno run -A cli.ts` loads before the stdio server answers `initialize`. */
@@ -52,6 +53,22 @@ test("the static graph walker sees every kind of static import and skips type-on
   assert.ok(graph.has("src/relay/local_auth.ts")); // import { a, b } from
   assert.ok(!graph.has("src/relay/server.ts"), "import type and import() are not followed");
   assert.ok(staticGraph(["mod.ts"]).has("src/store/memory.ts")); // export { … } from
+});
+
+test("under Node, the command line keeps its modules compiled in Node's compile cache", async () => {
+  const dir = await tempDir();
+  // Not NODE_COMPILE_CACHE, which would turn it on by itself: the default place, in the temp dir.
+  const { NODE_COMPILE_CACHE: _, ...env } = process.env;
+  const cache = path.join(dir, "node-compile-cache");
+  const run = spawnSync(nodeBin(), [path.join(ROOT, "cli.ts"), "help"], {
+    cwd: ROOT,
+    env: { ...env, TMPDIR: dir, TMP: dir, TEMP: dir },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(run.status, 0, run.stderr);
+  const kept = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).length : 0;
+  assert.ok(kept > 1, `nothing was kept in ${cache}`);
 });
 
 const open: { close(): Promise<void> }[] = [];
