@@ -13,10 +13,13 @@
  *
  * @module
  */
-import { runCli } from "./src/cli/main.ts";
+import { enableCompileCache } from "./src/runtime/compile_cache.ts";
 import { cliArgs, exit } from "./src/runtime/env.ts";
 
 if (import.meta.main) {
+  // Under Node, the command line's modules are compiled once and kept on disk (see there).
+  await enableCompileCache();
+  const { runCli } = await import("./src/cli/main.ts");
   const code = await runCli(cliArgs());
   // The command is done and has flushed its output: exit now (see mod.ts).
   exit(code);

@@ -5,10 +5,11 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import process from "node:process";
 import { Client, StdioClientTransport } from "../src/mcp/_sdk.ts";
-import { freePort, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
+import { freePort, nodeBin, ROOT, runtimeCommand, tempDir } from "./_helpers.ts";
 import { staticGraph } from "./_graph.ts";
 
 /** What `deno run -A cli.ts` loads before the stdio server answers `initialize`. */
@@ -22,7 +23,7 @@ const BEFORE_INITIALIZE = [
 
 test("the stdio server's start-up loads no MLS engine, file layer, relay server, SQLite, NATS, jose or SDK client", () => {
   const graph = staticGraph(BEFORE_INITIALIZE);
-  assert.ok(graph.has("src/mcp/tools.ts"), "the walker follows the stdio server");
+  assert.ok(graph.has("src/mcp/resources.ts"), "the walker follows the stdio server");
   // The channel manager itself loads on the first tool call (src/mcp/_lazy_manager.ts).
   assert.ok(!graph.has("src/channel/manager.ts"), "the SDK loads on first use");
   const deferred = [...graph].filter((m) =>
@@ -35,11 +36,39 @@ test("the stdio server's start-up loads no MLS engine, file layer, relay server,
   assert.deepEqual(deferred, [], "these should be reached by dynamic import, on first use");
 });
 
+test("the stdio server registers its tools and prompts after initialize: no zod schema of ours before", () => {
+  const graph = staticGraph(BEFORE_INITIALIZE);
+  assert.ok(graph.has("src/mcp/server.ts"), "the walker follows the stdio server");
+  // Loaded by the first request after initialize (src/mcp/_first_request.ts). zod itself is
+  // loaded by the SDK; what is deferred is our schemas, the tool families and their registration.
+  const deferred = [...graph].filter((m) =>
+    m === "zod" ||
+    /^src\/mcp\/(_catalog|tools|prompts|context_tools|audit_tools|tools\/_args)\.ts$/.test(m)
+  );
+  assert.deepEqual(deferred, [], "these should load on the first request after initialize");
+});
+
 test("the static graph walker sees every kind of static import and skips type-only ones", () => {
   const graph = staticGraph(["src/relay/local.ts"]);
   assert.ok(graph.has("src/relay/local_auth.ts")); // import { a, b } from
   assert.ok(!graph.has("src/relay/server.ts"), "import type and import() are not followed");
   assert.ok(staticGraph(["mod.ts"]).has("src/store/memory.ts")); // export { … } from
+});
+
+test("under Node, the command line keeps its modules compiled in Node's compile cache", async () => {
+  const dir = await tempDir();
+  // Not NODE_COMPILE_CACHE, which would turn it on by itself: the default place, in the temp dir.
+  const { NODE_COMPILE_CACHE: _, ...env } = process.env;
+  const cache = path.join(dir, "node-compile-cache");
+  const run = spawnSync(nodeBin(), [path.join(ROOT, "cli.ts"), "help"], {
+    cwd: ROOT,
+    env: { ...env, TMPDIR: dir, TMP: dir, TEMP: dir },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(run.status, 0, run.stderr);
+  const kept = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).length : 0;
+  assert.ok(kept > 1, `nothing was kept in ${cache}`);
 });
 
 const open: { close(): Promise<void> }[] = [];

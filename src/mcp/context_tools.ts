@@ -7,10 +7,13 @@
  */
 import { z } from "zod";
 import { ValidationError } from "../errors.ts";
-import type { ContextEntry, EntryType, SharedContext } from "../context/context.ts";
+import type { ContextEntry, EntryType } from "../context/context.ts";
 import type { McpServer } from "./_sdk.ts";
 import { shortChannelArg as channelArg } from "./tools/_args.ts";
 import { text, type ToolRun, toolRunner } from "./tools/_result.ts";
+import type { ContextManagerLike } from "./tools/_types.ts";
+
+export { type ContextManagerLike, hasContext } from "./tools/_types.ts";
 
 /** The names of the shared-context tools. */
 export const ContextToolNames = {
@@ -22,24 +25,6 @@ export const ContextToolNames = {
 
 /** The name of one shared-context tool. */
 export type ContextToolName = typeof ContextToolNames[keyof typeof ContextToolNames];
-
-/** A manager that has shared contexts. */
-export interface ContextManagerLike {
-  /** This agent's identity. */
-  readonly identity: string;
-  /** A channel's shared context. */
-  context(channel: string): SharedContext;
-}
-
-/**
- * Whether a manager has shared contexts.
- *
- * @param m The manager.
- * @returns True if it has `context(channel)`.
- */
-export function hasContext(m: unknown): m is ContextManagerLike {
-  return typeof (m as ContextManagerLike).context === "function";
-}
 
 const TYPES = ["note", "artifact", "task", "handoff", "decision"] as const;
 

@@ -15,7 +15,7 @@ import {
   UnsubscribeRequestSchema,
 } from "./_sdk_server.ts";
 import type { ChannelListing, ChannelManagerLike } from "./tools.ts";
-import { type ContextManagerLike, hasContext } from "./context_tools.ts";
+import { type ContextManagerLike, hasContext } from "./tools/_types.ts";
 import { messageJson } from "./tools/_result.ts";
 
 /** The URI scheme and prefix of a channel resource. */

@@ -5,13 +5,11 @@
  * @module
  */
 import { onLogLine } from "../runtime/env.ts";
+import { registerOnFirstRequest } from "./_first_request.ts";
 import { McpServer } from "./_sdk_server.ts";
 import { type ClaudeChannelOptions, registerClaudeChannel } from "./claude_channel.ts";
-import { registerSkytalePrompts } from "./prompts.ts";
 import { registerChannelResources } from "./resources.ts";
-import { type ChannelManagerLike, registerSkytaleTools, type ToolOptions } from "./tools.ts";
-import { hasContext, registerContextTools } from "./context_tools.ts";
-import { hasAudit, registerAuditTools } from "./audit_tools.ts";
+import type { ChannelManagerLike, ToolOptions } from "./tools.ts";
 
 /** The name the server reports in `initialize`. */
 export const SERVER_NAME = "skytale";
@@ -83,6 +81,8 @@ export interface SkytaleMcpServer extends AsyncDisposable {
 
 /**
  * Builds the SDK server with the Skytale tools (internal: typed as the SDK class).
+ * Its resources are registered now, its tools and prompts on the first request
+ * after `initialize`.
  *
  * @param manager The channel manager the tools act on.
  * @param options Name, version and tool deadlines.
@@ -92,14 +92,18 @@ export function buildMcpServer(
   manager: ChannelManagerLike,
   options: McpServerOptions = {},
 ): McpServer {
+  // Every capability is declared now: the SDK takes none after connecting, and the tools and
+  // prompts are registered after `initialize`. The SDK adds `listChanged`, `resources.ts`
+  // `subscribe`, the Claude Code channel `experimental`.
+  const capabilities = { tools: {}, logging: {}, prompts: {}, completions: {}, resources: {} };
   const server = new McpServer(
     { name: options.name ?? SERVER_NAME, version: options.version ?? SERVER_VERSION },
-    { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
+    { capabilities, instructions: INSTRUCTIONS },
   );
-  registerSkytaleTools(server, manager, options);
-  if (hasContext(manager)) registerContextTools(server, manager, options);
-  if (hasAudit(manager)) registerAuditTools(server, manager, options);
-  registerSkytalePrompts(server, manager);
+  registerOnFirstRequest(server, async () => {
+    const { registerCatalog } = await import("./_catalog.ts");
+    return () => registerCatalog(server, manager, options);
+  });
   const stops = [registerChannelResources(server, manager)];
   if (options.claudeChannel) {
     stops.push(registerClaudeChannel(server, manager, options.claudeChannel));

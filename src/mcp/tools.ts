@@ -10,14 +10,14 @@
  * @module
  */
 import type { McpServer } from "./_sdk.ts";
-import { type ToolName, ToolNames } from "./tools/_args.ts";
+import { type ToolName, ToolNames } from "./tools/_names.ts";
 import { type RegisterTool, toolRunner } from "./tools/_result.ts";
 import { channelTools } from "./tools/channels.ts";
 import { joiningTools } from "./tools/joining.ts";
 import { memberTools } from "./tools/members.ts";
 import { messagingTools } from "./tools/messaging.ts";
 
-export { MAX_RECEIVE_TIMEOUT, type ToolName, ToolNames } from "./tools/_args.ts";
+export { MAX_RECEIVE_TIMEOUT, type ToolName, ToolNames } from "./tools/_names.ts";
 export { errorResult } from "./tools/_result.ts";
 export type {
   ChannelListing,

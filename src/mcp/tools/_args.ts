@@ -1,44 +1,18 @@
 /**
- * The tool names and the argument schemas the Skytale tools share: a channel
- * name, a ciphersuite, a hex blob, a wait's timeout. Each schema's messages
- * say what to pass instead, since a model reads them.
+ * The argument schemas the Skytale tools share: a channel name, a
+ * ciphersuite, a hex blob, a wait's timeout. Each schema's messages say what
+ * to pass instead, since a model reads them. The tool names are in
+ * `_names.ts` (re-exported here).
  *
  * @module
  */
 import { z } from "zod";
 import { CHANNEL_PATTERN } from "../../validate.ts";
+import { CHANNEL_HINT, MAX_RECEIVE_TIMEOUT, PQ_SUITE } from "./_names.ts";
 
-/** The names of the tools, as registered. */
-export const ToolNames = {
-  createChannel: "skytale_create_channel",
-  keyPackage: "skytale_key_package",
-  addMember: "skytale_add_member",
-  joinChannel: "skytale_join_channel",
-  send: "skytale_send",
-  receive: "skytale_receive",
-  channels: "skytale_channels",
-  invite: "skytale_invite",
-  joinWithToken: "skytale_join_with_token",
-  members: "skytale_members",
-  removeMember: "skytale_remove_member",
-  leave: "skytale_leave",
-  whoami: "skytale_whoami",
-  wait: "skytale_wait",
-} as const;
-
-/** The name of one tool. */
-export type ToolName = typeof ToolNames[keyof typeof ToolNames];
-
-/** The longest `timeout` `skytale_receive` accepts, in seconds. */
-export const MAX_RECEIVE_TIMEOUT = 50;
+export { CHANNEL_HINT, MAX_RECEIVE_TIMEOUT, PQ_SUITE, type ToolName, ToolNames } from "./_names.ts";
 
 const HEX_PATTERN = /^\s*[0-9a-fA-F]+\s*$/;
-/** How the messages describe a channel name. */
-export const CHANNEL_HINT =
-  'a name of the form "org/namespace/service", e.g. "acme/research/results"';
-
-/** The post-quantum hybrid suite (X-Wing KEM, AES-256-GCM, SHA-512, Ed25519). */
-export const PQ_SUITE = "MLS_256_XWING_AES256GCM_SHA512_Ed25519";
 
 /** The `channel` argument of the channel tools. */
 export const channelArg = z

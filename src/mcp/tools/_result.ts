@@ -11,7 +11,7 @@ import { errorMessage, withTimeout } from "../../_util.ts";
 import { logLine } from "../../runtime/env.ts";
 import type { CallToolResult, McpServer } from "../_sdk.ts";
 import type { ChannelManagerLike, ReceivedMessage } from "./_types.ts";
-import { CHANNEL_HINT, type ToolName } from "./_args.ts";
+import { CHANNEL_HINT, type ToolName } from "./_names.ts";
 
 /** How often a long wait tells a client that asked for progress how it goes. */
 const PROGRESS_MS = 1000;

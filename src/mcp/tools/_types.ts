@@ -1,10 +1,12 @@
 /**
- * What the MCP tools need of a channel manager, and their options.
+ * What the MCP tools need of a channel manager (and, for the shared-context
+ * tools, {@linkcode hasContext}), and their options.
  *
  * @module
  */
 import type { Member } from "../../identity.ts";
 import type { ChannelSummary, Message } from "../../channel/types.ts";
+import type { SharedContext } from "../../context/context.ts";
 
 /** A message returned by {@linkcode ChannelManagerLike.receive}: the SDK's one `Message` shape. */
 export type ReceivedMessage = Message;
@@ -107,4 +109,22 @@ export interface ToolOptions {
   toolTimeoutSeconds?: number;
   /** How much longer than its `timeout` argument `skytale_receive` may take, in seconds (default 5). */
   receiveGraceSeconds?: number;
+}
+
+/** A manager that has shared contexts. */
+export interface ContextManagerLike {
+  /** This agent's identity. */
+  readonly identity: string;
+  /** A channel's shared context. */
+  context(channel: string): SharedContext;
+}
+
+/**
+ * Whether a manager has shared contexts.
+ *
+ * @param m The manager.
+ * @returns True if it has `context(channel)`.
+ */
+export function hasContext(m: unknown): m is ContextManagerLike {
+  return typeof (m as ContextManagerLike).context === "function";
 }
