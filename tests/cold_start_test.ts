@@ -55,20 +55,35 @@ test("the static graph walker sees every kind of static import and skips type-on
   assert.ok(staticGraph(["mod.ts"]).has("src/store/memory.ts")); // export { … } from
 });
 
-test("under Node, the command line keeps its modules compiled in Node's compile cache", async () => {
-  const dir = await tempDir();
-  // Not NODE_COMPILE_CACHE, which would turn it on by itself: the default place, in the temp dir.
+/** Runs `node cli.ts help` with SKYTALE_HOME and TMPDIR in `dir`; returns the files in `cache`. */
+function cachedUnder(dir: string, cache: string): number {
+  // Not NODE_COMPILE_CACHE, which would turn it on by itself in a place of its own.
   const { NODE_COMPILE_CACHE: _, ...env } = process.env;
-  const cache = path.join(dir, "node-compile-cache");
   const run = spawnSync(nodeBin(), [path.join(ROOT, "cli.ts"), "help"], {
     cwd: ROOT,
-    env: { ...env, TMPDIR: dir, TMP: dir, TEMP: dir },
+    env: { ...env, SKYTALE_HOME: path.join(dir, "home"), TMPDIR: dir, TMP: dir, TEMP: dir },
     encoding: "utf8",
     timeout: 60_000,
   });
   assert.equal(run.status, 0, run.stderr);
-  const kept = fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).length : 0;
-  assert.ok(kept > 1, `nothing was kept in ${cache}`);
+  return fs.existsSync(cache) ? fs.readdirSync(cache, { recursive: true }).length : 0;
+}
+
+test("under Node, the command line keeps its modules compiled in a private cache of SKYTALE_HOME", async () => {
+  const dir = await tempDir();
+  const cache = path.join(dir, "home", "cache", "node-compile-cache");
+  assert.ok(cachedUnder(dir, cache) > 1, `nothing was kept in ${cache}`);
+  assert.equal(fs.statSync(cache).mode & 0o777, 0o700);
+  // Never Node's default, the temp folder that every local user shares.
+  assert.ok(!fs.existsSync(path.join(dir, "node-compile-cache")));
+});
+
+test("a compile cache folder that others can write is not used: Node would run the code planted there", async () => {
+  const dir = await tempDir();
+  const cache = path.join(dir, "home", "cache", "node-compile-cache");
+  fs.mkdirSync(cache, { recursive: true });
+  fs.chmodSync(cache, 0o777);
+  assert.equal(cachedUnder(dir, cache), 0, "the cache was written to a folder others can change");
 });
 
 const open: { close(): Promise<void> }[] = [];
