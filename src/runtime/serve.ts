@@ -199,6 +199,41 @@ interface _BunNs {
   }): _BunServer;
 }
 
+/**
+ * The connection of a `Bun.serve` socket. As on Node, the sends of one turn
+ * leave together (inside one `cork`): one system call, not one each.
+ */
+function _bunConnection(ws: _BunWs): WsConnection {
+  let turn: Uint8Array[] | undefined;
+  const flush = () => {
+    const out = turn;
+    turn = undefined;
+    if (!out || ws.readyState !== 1) return;
+    if (out.length === 1) ws.send(out[0]!);
+    else ws.cork(() => out.forEach((d) => ws.send(d)));
+  };
+  return {
+    send(data) {
+      if (ws.readyState !== 1) return;
+      if (turn) return void turn.push(data);
+      turn = [data];
+      queueMicrotask(flush);
+    },
+    close(code, reason) {
+      flush(); // what was sent before the close goes first
+      try {
+        ws.close(code, reason);
+      } catch { /* already closed */ }
+    },
+    get bufferedAmount() {
+      let queued = 0;
+      for (const d of turn ?? []) queued += d.length;
+      return ws.getBufferedAmount() + queued;
+    },
+    remote: ws.remoteAddress,
+  };
+}
+
 async function _serveBun(opts: ServeOptions): Promise<Server> {
   const B = (globalThis as unknown as { Bun: _BunNs }).Bun;
   const { DEFAULT_MAX_BODY_BYTES } = await import("./_fetch_bridge.ts");
@@ -221,35 +256,7 @@ async function _serveBun(opts: ServeOptions): Promise<Server> {
       ...(opts.maxMessageBytes ? { maxPayloadLength: opts.maxMessageBytes } : {}),
       open(ws) {
         sockets.add(ws);
-        // As on Node: the sends of one turn leave together (`cork`), one system call, not one each.
-        let turn: Uint8Array[] | undefined;
-        const flush = () => {
-          const out = turn;
-          turn = undefined;
-          if (!out || ws.readyState !== 1) return;
-          if (out.length === 1) ws.send(out[0]!);
-          else ws.cork(() => out.forEach((d) => ws.send(d)));
-        };
-        const conn: WsConnection = {
-          send(data) {
-            if (ws.readyState !== 1) return;
-            if (turn) return void turn.push(data);
-            turn = [data];
-            queueMicrotask(flush);
-          },
-          close(code, reason) {
-            flush(); // what was sent before the close goes first
-            try {
-              ws.close(code, reason);
-            } catch { /* already closed */ }
-          },
-          get bufferedAmount() {
-            let queued = 0;
-            for (const d of turn ?? []) queued += d.length;
-            return ws.getBufferedAmount() + queued;
-          },
-          remote: ws.remoteAddress,
-        };
+        const conn = _bunConnection(ws);
         ws.data.conn = conn;
         ws.data.h = opts.onSocket(conn);
       },
