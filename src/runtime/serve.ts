@@ -19,6 +19,7 @@
  * @module
  */
 import { runtime } from "./env.ts";
+import { batchPerTurn } from "./_cork.ts";
 
 /** The server side of one WebSocket connection. */
 export interface WsConnection {
@@ -201,23 +202,28 @@ interface _BunNs {
 
 /**
  * The connection of a `Bun.serve` socket. As on Node, the sends of one turn
- * leave together (inside one `cork`): one system call, not one each.
+ * after its first leave together (inside one `cork`): one system call, not
+ * one each; the first is sent at once.
  */
 function _bunConnection(ws: _BunWs): WsConnection {
-  let turn: Uint8Array[] | undefined;
+  let inTurn = false;
+  let queued: Uint8Array[] = [];
   const flush = () => {
-    const out = turn;
-    turn = undefined;
-    if (!out || ws.readyState !== 1) return;
+    inTurn = false;
+    const out = queued;
+    if (out.length === 0) return;
+    queued = [];
+    if (ws.readyState !== 1) return;
     if (out.length === 1) ws.send(out[0]!);
     else ws.cork(() => out.forEach((d) => ws.send(d)));
   };
   return {
     send(data) {
       if (ws.readyState !== 1) return;
-      if (turn) return void turn.push(data);
-      turn = [data];
+      if (inTurn) return void queued.push(data);
+      inTurn = true;
       queueMicrotask(flush);
+      ws.send(data);
     },
     close(code, reason) {
       flush(); // what was sent before the close goes first
@@ -226,9 +232,9 @@ function _bunConnection(ws: _BunWs): WsConnection {
       } catch { /* already closed */ }
     },
     get bufferedAmount() {
-      let queued = 0;
-      for (const d of turn ?? []) queued += d.length;
-      return ws.getBufferedAmount() + queued;
+      let n = 0;
+      for (const d of queued) n += d.length;
+      return ws.getBufferedAmount() + n;
     },
     remote: ws.remoteAddress,
   };
@@ -324,29 +330,16 @@ async function _refuse(socket: import("node:stream").Duplex, refused: Response):
 }
 
 /**
- * Hands an accepted `ws` socket to `onSocket`. Sends made in one turn of the
- * event loop (a batch of acks after one log commit, the deliveries of a
- * fan-out) leave in one `writev`: the first send of a turn corks the socket
- * and a microtask uncorks it once the turn's synchronous work is done, so a
- * busy connection costs one system call per turn, not one per message, and a
- * lone message waits for nothing.
+ * Hands an accepted `ws` socket to `onSocket`. The sends of one turn of the
+ * event loop after its first leave together (`_cork.ts`): one system call, not
+ * one per message.
  */
 function _adopt(opts: ServeOptions, ws: _Ws, req: _Incoming): void {
   const socket = req.socket;
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
+  const send = batchPerTurn(() => socket, (data: Uint8Array) => ws.send(data));
   const conn: WsConnection = {
     send(data) {
-      if (ws.readyState !== ws.OPEN) return;
-      if (!corked) {
-        corked = true;
-        socket.cork();
-        queueMicrotask(uncork);
-      }
-      ws.send(data);
+      if (ws.readyState === ws.OPEN) send(data);
     },
     close(code, reason) {
       ws.close(code, reason);

@@ -9,6 +9,7 @@
  * @module
  */
 import { runtime } from "./env.ts";
+import { batchPerTurn } from "./_cork.ts";
 
 let cached: Promise<typeof WebSocket> | undefined;
 
@@ -29,32 +30,23 @@ type _WsClass = typeof import("ws").WebSocket;
 type _Socket = import("node:stream").Duplex;
 
 /**
- * `ws`'s client, with the messages sent in one turn of the event loop leaving
- * in one `writev`: the first send of a turn corks the TCP socket (taken from
- * the public `upgrade` event's response) and a microtask uncorks it once the
- * turn's synchronous work is done. A burst of publishes answered in one read
- * costs one system call, not one each; a lone message waits for nothing.
+ * `ws`'s client, with the messages sent in one turn of the event loop after
+ * its first corked into one `writev` (`_cork.ts`; the TCP socket is taken from
+ * the public `upgrade` event's response): a burst of publishes answered in one
+ * read costs one system call, not one each.
  */
 function _corking(Base: _WsClass): new (url: string | URL) => InstanceType<_WsClass> {
   return class CorkingWebSocket extends Base {
     constructor(url: string | URL) {
       super(url);
       let socket: _Socket | undefined;
-      let corked = false;
-      const uncork = () => {
-        corked = false;
-        socket?.uncork();
-      };
       this.once("upgrade", (res) => (socket = res.socket));
       const send = this.send.bind(this);
-      this.send = ((...a: Parameters<typeof send>) => {
-        if (socket && !corked && this.readyState === Base.OPEN) {
-          corked = true;
-          socket.cork();
-          queueMicrotask(uncork);
-        }
-        send(...a);
-      }) as typeof send;
+      const batched = batchPerTurn(
+        () => this.readyState === Base.OPEN ? socket : undefined,
+        (a: Parameters<typeof send>) => send(...a),
+      );
+      this.send = ((...a: Parameters<typeof send>) => batched(a)) as typeof send;
     }
   };
 }
