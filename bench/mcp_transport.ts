@@ -14,6 +14,10 @@
  * - bridge: an SDK `Client` over stdio to `skytale connect` → relay process →
  *   `skytale expose` → the server (what Claude Desktop would use).
  *
+ * The three are measured call by call in turn, so each serving process idles
+ * between its calls; then plain stdio and both ends again, back to back in
+ * alternating blocks, where none does.
+ *
  * Every encrypted call is two MLS application messages (request and response),
  * each encrypted, stored by the relay, delivered and decrypted; each carries
  * one MCP frame, AES-GCM under the session's key (frame version 3).
@@ -139,7 +143,10 @@ export async function run(h: Harness): Promise<void> {
 
     const args = { channel: CHANNEL, message: "x".repeat(1024) };
     const paths = [plain, bothEnds, overChannel, bridged];
-    for (let i = 0; i < 20; i++) for (const c of paths) await call(c, args);
+    // Warm-up: every process on every path runs its code often enough for the JIT to settle (a
+    // serving process runs only its own path's calls; 20 left it measurably colder than the client).
+    const warm = h.quick ? 20 : 150;
+    for (let i = 0; i < warm; i++) for (const c of paths) await call(c, args);
     const calls = h.quick ? 30 : 300;
     const times: number[][] = paths.map(() => []);
     // The probe points cost a stamp each when on (as in bench/e2e.ts).
@@ -184,6 +191,26 @@ export async function run(h: Harness): Promise<void> {
         note: `${note}; stdio client → skytale connect → relay → skytale expose → server`,
       });
     }
+    // Back to back: plain stdio and both ends with no other path's calls in between, so that no
+    // process idles between its calls, in alternating blocks of 50.
+    const seq: [Client, number[]][] = [[plain, []], [bothEnds, []]];
+    for (let b = 0; b < (h.quick ? 2 : 6); b++) {
+      for (const [c, out] of seq) {
+        for (let i = 0; i < 50; i++) {
+          const t = performance.now();
+          await call(c, args);
+          out.push(performance.now() - t);
+        }
+      }
+    }
+    h.report({
+      name: "tools/call over SkytaleTransport p50, back to back",
+      value: percentile(seq[1]![1], 50),
+      unit: "ms",
+      better: Better.lower,
+      baseline: { name: "plain stdio p50, back to back", value: percentile(seq[0]![1], 50) },
+      note: `${seq[1]![1].length} calls in blocks of 50 alternating with plain stdio; both ends`,
+    });
   } finally {
     await Promise.all(clients.map((c) => c.close().catch(() => {})));
     await mgr?.close();
