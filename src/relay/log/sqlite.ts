@@ -20,6 +20,7 @@ import { InterruptedError, SkytaleError, StateError } from "../../errors.ts";
 import { randomBytes } from "../../_util.ts";
 import { ensureDir } from "../../runtime/fs.ts";
 import { afterIo } from "../../runtime/tick.ts";
+import { BACKSTOP_PAGES, Checkpointer } from "./_checkpointer.ts";
 import { openSqlite, type SqlDatabase } from "../../runtime/sqlite.ts";
 import {
   type AppendInput,
@@ -83,6 +84,7 @@ export class SqliteLog implements RelayLog {
   /** Appends are queued in call order and written in that order: see {@linkcode RelayLog.sequencesOnCall}. */
   readonly sequencesOnCall = true;
   #closed = false;
+  #closing: Promise<void> = Promise.resolve();
   /** Appends waiting for the next transaction, in call order. */
   #queue: _Pending[] = [];
   #batches = 0;
@@ -91,11 +93,14 @@ export class SqliteLog implements RelayLog {
   #retention: Retention;
   /** cid → every seq up to this one has been considered for count trimming. */
   #trimmed = new Map<number, number>();
+  /** Checkpoints the WAL off the event loop (a file log only). */
+  #checkpointer: Checkpointer | undefined;
 
-  private constructor(db: SqlDatabase, retention: Retention) {
+  private constructor(db: SqlDatabase, retention: Retention, checkpointer?: Checkpointer) {
     this.#db = db;
     this.#retention = retention;
     this.#st = prepareStatements(db);
+    this.#checkpointer = checkpointer;
   }
 
   /**
@@ -113,17 +118,25 @@ export class SqliteLog implements RelayLog {
       if (dir !== path && dir !== "") await ensureDir(dir, { restrict: false });
     }
     const db = openSqlite(path);
+    const synchronous = opts.synchronous === "full" ? "FULL" : "NORMAL";
+    const file = path !== ":memory:" && !path.startsWith("file:");
     try {
       db.exec("PRAGMA busy_timeout = 5000");
       db.exec("PRAGMA journal_mode = WAL");
-      db.exec(`PRAGMA synchronous = ${opts.synchronous === "full" ? "FULL" : "NORMAL"}`);
+      db.exec(`PRAGMA synchronous = ${synchronous}`);
+      // The checkpoints are the worker's (_checkpointer.ts); this connection's are a backstop.
+      if (file) db.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
       migrate(db, path);
     } catch (e) {
       db.close();
       if (e instanceof SkytaleError) throw e;
       throw new StateError("state_corrupt", `Cannot open relay log "${path}"`, { cause: e });
     }
-    return new SqliteLog(db, opts.retention ?? {});
+    return new SqliteLog(
+      db,
+      opts.retention ?? {},
+      file ? new Checkpointer(path, synchronous) : undefined,
+    );
   }
 
   #check(): void {
@@ -246,6 +259,7 @@ export class SqliteLog implements RelayLog {
       return;
     }
     for (const [cid, upTo] of trims) this.#trimmed.set(cid, upTo);
+    this.#checkpointer?.appended(batch.length);
     for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
   }
 
@@ -456,8 +470,19 @@ export class SqliteLog implements RelayLog {
     if (!this.#closed) {
       this.#flush();
       this.#closed = true;
-      this.#db.close();
+      // The worker's connection first: closing the last one checkpoints and removes the WAL.
+      const worker = this.#checkpointer?.close() ?? Promise.resolve();
+      this.#closing = worker.then(() => this.#db.close());
     }
-    return Promise.resolve();
+    return this.#closing;
+  }
+
+  /**
+   * How many WAL checkpoints the worker thread has made (for tests and benchmarks).
+   *
+   * @returns The count.
+   */
+  checkpoints(): number {
+    return this.#checkpointer?.checkpoints ?? 0;
   }
 }
