@@ -5,11 +5,11 @@
  *    `bench/_e2e_peer.ts`), 1 KiB messages, up to 64 sends in flight, msgs/s
  *    from the first send to the last message received; baseline: the MLS-only
  *    pair rate (encrypt + process in one process, no relay, no disk) measured
- *    in the same run. Target ≥ 4,000 msg/s.
+ *    in the same run. Target (issue 13) ≥ 5,000 msg/s.
  * 3. Latency: send() called → receive() returns it, sender and receiver in this
  *    process, one message at a time; baseline: a bare WebSocket echo round trip
  *    through the same server framework (`src/runtime/serve.ts`,
- *    `bench/_ws_server.ts`). Targets p50 ≤ 1 ms, p99 ≤ 5 ms.
+ *    `bench/_ws_server.ts`). Targets (issue 13): p50 ≤ 1 ms, p99 ≤ 3 ms.
  * 4. Latency budget: for the same latency samples, when each message reached
  *    each stage (see `src/_probe.ts`), as time since `send()` was called and
  *    as the step from the stage before, median and p99. Sender and receiver

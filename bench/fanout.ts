@@ -5,7 +5,7 @@
  * has every entry. Baseline: a bare WebSocket broadcast server on the same
  * `serve.ts` (`bench/_ws_server.ts broadcast`), same sender window, same
  * sockets. Subscribers on both sides are plain WebSockets that only count, so
- * the figure is the server's. Target ≥ 0.5 of the bare broadcast.
+ * the figure is the server's. Target (issue 13) ≥ 0.9 of the bare broadcast.
  *
  * ```sh
  * deno run -A bench/fanout.ts   # or: node bench/fanout.ts, bun bench/fanout.ts
