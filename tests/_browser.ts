@@ -168,6 +168,8 @@ export async function browserScene(
   relay: Awaited<ReturnType<typeof startRelayProcess>>;
   alice: SkytaleChannelManager;
   chrome: Browser;
+  /** Closes Chromium, then alice, then stops the relay. */
+  close(): Promise<void>;
 }> {
   const relay = await startRelayProcess([
     "--data-dir",
@@ -181,5 +183,27 @@ export async function browserScene(
     store: new MemoryStore(),
   });
   const chrome = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
-  return { relay, alice, chrome };
+  return {
+    relay,
+    alice,
+    chrome,
+    async close() {
+      await chrome.close();
+      await alice.close();
+      await relay.proc.kill();
+    },
+  };
+}
+
+/**
+ * A browser test's failure with what its page logged, so that it says what the tab saw.
+ *
+ * @param e What was thrown.
+ * @param log The page's console lines and errors.
+ * @returns The error to throw instead.
+ */
+export function withPageLog(e: unknown, log: readonly string[]): Error {
+  return new Error(`${e instanceof Error ? e.message : e}\npage log:\n${log.join("\n")}`, {
+    cause: e,
+  });
 }

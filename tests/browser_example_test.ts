@@ -12,7 +12,7 @@ import process from "node:process";
 import { promisify } from "node:util";
 import type { Page } from "playwright-core";
 import { reaping, ROOT, tempDir } from "./_helpers.ts";
-import { browserScene, chromiumPath, serveDir } from "./_browser.ts";
+import { browserScene, chromiumPath, serveDir, withPageLog } from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -82,7 +82,8 @@ test("examples/browser joins by invite, shows and sends messages, and resumes af
       await fsp.copyFile(path.join(EXAMPLE, f), path.join(dir, f));
     }
     const site = await serveDir(dir);
-    const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
+    const scene = await browserScene(dir, site.origin, browser);
+    const { relay, alice, chrome } = scene;
     const channel = "acme/browser/example";
     const log: string[] = [];
     try {
@@ -121,13 +122,9 @@ test("examples/browser joins by invite, shows and sends messages, and resumes af
         "alice: hello after the reload",
       ]);
     } catch (e) {
-      throw new Error(`${e instanceof Error ? e.message : e}\npage log:\n${log.join("\n")}`, {
-        cause: e,
-      });
+      throw withPageLog(e, log);
     } finally {
-      await chrome.close();
-      await alice.close();
-      await relay.proc.kill();
+      await scene.close();
       await site.close();
       await fsp.rm(dir, { recursive: true, force: true });
     }

@@ -19,6 +19,7 @@ import {
   openSdkTab,
   type PageGlobals,
   serveSdk,
+  withPageLog,
 } from "./_browser.ts";
 
 const browser = chromiumPath();
@@ -233,9 +234,7 @@ test("IndexedDbStore keeps records, blobs, key packages and journals, and refuse
       assert.match((e as PageError).message, re);
     }
   } catch (e) {
-    throw new Error(`${e instanceof Error ? e.message : e}\npage log:\n${log.join("\n")}`, {
-      cause: e,
-    });
+    throw withPageLog(e, log);
   } finally {
     await chrome.close();
     await site.close();
@@ -253,7 +252,8 @@ test(
     await reaping(async () => {
       const dir = await tempDir();
       const site = await serveSdk(dir);
-      const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
+      const scene = await browserScene(dir, site.origin, browser);
+      const { relay, alice, chrome } = scene;
       const channel = "acme/browser/reload";
       const logs: string[][] = [];
       /** Makes the page's agent on IndexedDB ("browser-bob") and says who it is. */
@@ -354,14 +354,9 @@ test(
         }, { endpoint: relay.url, channel });
         assert.deepEqual(taken, { did, active: true });
       } catch (e) {
-        throw new Error(
-          `${e instanceof Error ? e.message : e}\npage logs:\n${logs.flat().join("\n")}`,
-          { cause: e },
-        );
+        throw withPageLog(e, logs.flat());
       } finally {
-        await chrome.close();
-        await alice.close();
-        await relay.proc.kill();
+        await scene.close();
         await site.close();
       }
     });

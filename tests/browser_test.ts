@@ -8,7 +8,14 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { reaping, tempDir } from "./_helpers.ts";
-import { browserScene, chromiumPath, openSdkTab, type PageGlobals, serveSdk } from "./_browser.ts";
+import {
+  browserScene,
+  chromiumPath,
+  openSdkTab,
+  type PageGlobals,
+  serveSdk,
+  withPageLog,
+} from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -30,7 +37,8 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
       site.files.map((f) => fsp.readFile(path.join(dir, f), "utf8")),
     );
     assert.ok(bundled.some((t) => t.includes("/v1/tokens")), "the token client is in the bundle");
-    const { relay, alice, chrome } = await browserScene(dir, site.origin, browser);
+    const scene = await browserScene(dir, site.origin, browser);
+    const { relay, alice, chrome } = scene;
     const channel = "acme/browser/chat";
     let pageLog: string[] = [];
     try {
@@ -71,13 +79,9 @@ test("an agent in a browser tab joins by invite and exchanges messages through a
       // provider tries and, when it fails to load, does without (WebCrypto and noble).
       assert.deepEqual(missing, ["/runtime/native_crypto.ts"]);
     } catch (e) {
-      throw new Error(`${e instanceof Error ? e.message : e}\npage log:\n${pageLog.join("\n")}`, {
-        cause: e,
-      });
+      throw withPageLog(e, pageLog);
     } finally {
-      await chrome.close();
-      await alice.close();
-      await relay.proc.kill();
+      await scene.close();
       await site.close();
     }
   });

@@ -21,7 +21,7 @@ import {
   startRelayProcess,
   tempDir,
 } from "./_helpers.ts";
-import { CHROMIUM_ARGS, chromiumPath } from "./_browser.ts";
+import { CHROMIUM_ARGS, chromiumPath, withPageLog } from "./_browser.ts";
 
 const browser = chromiumPath();
 // scripts/ok.sh installs it (scripts/chromium.sh); CI must not skip.
@@ -178,9 +178,7 @@ test("a person joins by invite in the web console, sees members, messages and co
       const blocked = pageLog.filter((l) => /Content Security Policy|pageerror/i.test(l));
       assert.deepEqual(blocked, []);
     } catch (e) {
-      throw new Error(`${e instanceof Error ? e.message : e}\npage log:\n${pageLog.join("\n")}`, {
-        cause: e,
-      });
+      throw withPageLog(e, pageLog);
     } finally {
       await chrome.close();
       await alice.close();
