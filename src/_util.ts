@@ -1,6 +1,6 @@
 /**
- * Small helpers every layer needs, written once: byte comparison in constant
- * time, SHA-256, random ids, error text, sleeping, backoff and deadlines.
+ * Small helpers every layer needs, written once: byte comparison (in constant
+ * time where the bytes are secret), SHA-256, random ids, error text, sleeping, backoff and deadlines.
  * Nothing here imports a runtime module, so the SDK's browser graph may use it.
  *
  * @module
@@ -12,6 +12,11 @@ export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
   return diff === 0;
+}
+
+/** True when `a` and `b` hold the same bytes (public ones: it stops at the first difference). */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** SHA-256 of `data` (WebCrypto). */

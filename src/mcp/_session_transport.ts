@@ -8,6 +8,7 @@ import { InterruptedError, ValidationError } from "../errors.ts";
 import { Tags } from "../channel/envelope.ts";
 import { FrameSealer, MAX_FRAMES_PER_KEY } from "./_frame.ts";
 import { bounded, BYE_WAIT_MS, errorOf } from "./_common.ts";
+import { bytesEqual } from "../_util.ts";
 import {
   BridgeErrorCodes,
   type ChannelSession,
@@ -70,7 +71,7 @@ export class SessionTransport implements McpTransport {
   /** Takes the client's session key from its latest frame: answers are sealed to it. */
   setClientKey(ck: Uint8Array): void {
     const known = this.#clientKey;
-    if (known && known.length === ck.length && known.every((b, i) => b === ck[i])) return;
+    if (known && bytesEqual(known, ck)) return;
     this.#clientKey = ck;
     this.#sealer = undefined;
   }

@@ -17,6 +17,7 @@ import {
 } from "ts-mls";
 import type { PrivateKeyPackage } from "ts-mls";
 import { decodeKeyPackage } from "ts-mls/keyPackage.js";
+import { bytesEqual } from "../_util.ts";
 
 /** Version byte of the private key package format. */
 const PRIVATE_KEY_V1 = 1;
@@ -138,9 +139,7 @@ function whole<T>(
 export function decodeWhole(bytes: unknown): MLSMessage | undefined {
   const msg = whole(bytes, decodeMlsMessage);
   if (msg === undefined || msg.wireformat === "mls_private_message") return msg;
-  const again = encodeMlsMessage(msg);
-  const b = bytes as Uint8Array;
-  return again.length === b.length && again.every((x, i) => x === b[i]) ? msg : undefined;
+  return bytesEqual(encodeMlsMessage(msg), bytes as Uint8Array) ? msg : undefined;
 }
 
 /**

@@ -41,7 +41,7 @@ import { treeHashRoot } from "ts-mls/treeHash.js";
 import { applyUpdatePath } from "ts-mls/updatePath.js";
 import { checkCommit, memberAt, rosterOf } from "../mls/_rules.ts";
 import { decodeWhole } from "../mls/_codec.ts";
-import { errorMessage } from "../_util.ts";
+import { bytesEqual, errorMessage } from "../_util.ts";
 
 /** The public state of one channel at one epoch. */
 export interface PublicState {
@@ -59,10 +59,6 @@ function suite(name: string): Promise<CiphersuiteImpl> {
     suites.set(name, cs);
   }
   return cs;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** A member's commit to this group at this epoch, as {@linkcode GroupObserver.check} reads it. */
@@ -109,7 +105,7 @@ export class GroupObserver {
     if (msg?.wireformat !== "mls_group_info") return new Refusal("not an MLS GroupInfo");
     const gi = msg.groupInfo;
     const ctx = gi.groupContext;
-    if (!sameBytes(ctx.groupId, new TextEncoder().encode(channel))) {
+    if (!bytesEqual(ctx.groupId, new TextEncoder().encode(channel))) {
       return new Refusal("its group id is not the channel name");
     }
     if (ctx.epoch !== 0n) return new Refusal(`it is for epoch ${ctx.epoch}, not 0`);
@@ -127,7 +123,7 @@ export class GroupObserver {
       return new Refusal("a new channel has exactly one member, its signer");
     }
     try {
-      if (!sameBytes(await treeHashRoot(tree, cs.hash), ctx.treeHash)) {
+      if (!bytesEqual(await treeHashRoot(tree, cs.hash), ctx.treeHash)) {
         return new Refusal("its tree does not match its tree hash");
       }
       const leaf = tree[gi.signer * 2];
@@ -155,7 +151,7 @@ export class GroupObserver {
   isMember(publicKey: Uint8Array): boolean {
     for (let i = 0; i < this.#s.tree.length; i += 2) {
       const n = this.#s.tree[i];
-      if (n?.nodeType === "leaf" && sameBytes(n.leaf.signaturePublicKey, publicKey)) return true;
+      if (n?.nodeType === "leaf" && bytesEqual(n.leaf.signaturePublicKey, publicKey)) return true;
     }
     return false;
   }
@@ -212,7 +208,7 @@ export class GroupObserver {
     if (content.contentType !== "commit" || auth.contentType !== "commit") {
       return new Refusal("the message is not a commit");
     }
-    if (!sameBytes(content.groupId, s.groupContext.groupId)) {
+    if (!bytesEqual(content.groupId, s.groupContext.groupId)) {
       return new Refusal("the commit is for another group");
     }
     if (content.epoch !== s.groupContext.epoch) {
