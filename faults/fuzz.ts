@@ -8,6 +8,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { SkytaleChannelManager } from "../src/channel/manager.ts";
 import { SkytaleError } from "../src/errors.ts";
+import { bytesEqual } from "../src/_util.ts";
 import { Client, InMemoryTransport } from "../src/mcp/_sdk.ts";
 import { createMcpServer } from "../src/mcp/server.ts";
 import { MlsEngine } from "../src/mls/engine.ts";
@@ -137,10 +138,7 @@ export async function fuzz(o: FuzzOptions): Promise<Outcome> {
   const carolAdd = await mls.commitAdd(a1, carolKp.keyPackage);
   const bBytes = mls.encodeGroup(b1);
   const aBytes = mls.encodeGroup(a1);
-  const unchanged = (g: typeof b1, before: Uint8Array) => {
-    const now = mls.encodeGroup(g);
-    return now.length === before.length && now.every((x, i) => x === before[i]);
-  };
+  const unchanged = (g: typeof b1, before: Uint8Array) => bytesEqual(mls.encodeGroup(g), before);
   // Each case gets its own copy of the group (MLS states share secret arrays that ts-mls zeroes
   // in place, so a damaged input that still decodes to a valid message, e.g. two flips of the
   // same bit, legitimately changes the group it was applied to). A refused input must leave its
